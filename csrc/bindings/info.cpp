@@ -1,0 +1,77 @@
+// Build and machine information, and the instruction-set switch used by the tests.
+#include <omp.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "common/isa.h"
+#if defined(FASTRNN_WITH_CUDA)
+#include "cuda/device.h"
+#endif
+
+namespace py = pybind11;
+
+namespace fastrnn::bindings {
+namespace {
+
+std::string compiler() {
+#if defined(__clang__)
+  return std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  return std::string("gcc ") + __VERSION__;
+#else
+  return "unknown";
+#endif
+}
+
+Isa isa_from_name(const std::string& name) {
+  for (Isa isa : {Isa::Generic, Isa::Avx2, Isa::Avx512}) {
+    if (name == isa_name(isa)) return isa;
+  }
+  throw Error(ErrorKind::Value, "unknown instruction set '" + name + "'; expected generic, avx2 or avx512");
+}
+
+}  // namespace
+
+void register_info(py::module_& m) {
+  m.def("build_info", [] {
+    py::dict info;
+    info["version"] = FASTRNN_VERSION;
+    info["compiler"] = compiler();
+    info["openmp"] = std::to_string(_OPENMP);
+    info["omp_max_threads"] = omp_get_max_threads();
+    info["isa"] = isa_name(active_isa());
+    info["isa_best"] = isa_name(best_supported_isa());
+#if defined(FASTRNN_WITH_CUDA)
+    const int devices = cuda::device_count();
+    std::vector<std::string> names;
+    for (int d = 0; d < devices; ++d) names.push_back(cuda::device_name(d));
+    info["cuda_compiled"] = true;
+    info["cuda_archs"] = std::string(FASTRNN_CUDA_ARCHS);
+    info["cuda_runtime"] = cuda::runtime_version();
+    info["cuda_device_count"] = devices;
+    info["cuda_devices"] = names;
+#else
+    info["cuda_compiled"] = false;
+    info["cuda_archs"] = "";
+    info["cuda_runtime"] = "";
+    info["cuda_device_count"] = 0;
+    info["cuda_devices"] = std::vector<std::string>{};
+#endif
+    return info;
+  });
+  m.def("supported_isas", [] {
+    std::vector<std::string> names;
+    for (Isa isa : {Isa::Generic, Isa::Avx2, Isa::Avx512}) {
+      if (isa_supported(isa)) names.push_back(isa_name(isa));
+    }
+    return names;
+  });
+  m.def("get_isa", [] { return std::string(isa_name(active_isa())); });
+  m.def("set_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); }, py::arg("name"));
+}
+
+}  // namespace fastrnn::bindings

@@ -1,0 +1,11 @@
+#pragma once
+// Macros shared by the CPU and CUDA sources.
+
+// Element math in csrc/cells is compiled for the host and, under nvcc, for the device too.
+#if defined(__CUDACC__)
+#define FASTRNN_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define FASTRNN_HOST_DEVICE inline
+#endif
+
+#define FASTRNN_RESTRICT __restrict__

@@ -1,0 +1,70 @@
+#pragma once
+// What an RNN kernel receives: one layer, one direction, the whole sequence. Shared by the
+// CPU and CUDA back ends. Weights are in PyTorch's layout, gates stacked along rows.
+#include <cstdint>
+
+#include "common/tensor_view.h"
+
+namespace fastrnn {
+
+enum class CellKind : int { RnnTanh = 0, RnnRelu = 1, Lstm = 2, Gru = 3 };
+
+const char* cell_name(CellKind cell);
+
+// G, the number of gates stacked in the weights.
+constexpr int gate_count(CellKind cell) {
+  return cell == CellKind::Lstm ? 4 : cell == CellKind::Gru ? 3 : 1;
+}
+// H-wide blocks the training forward saves per (t, b) for backward (see csrc/cells).
+constexpr int reserve_blocks(CellKind cell) {
+  return cell == CellKind::Lstm ? 5 : cell == CellKind::Gru ? 4 : 0;
+}
+
+// Shapes: T steps, B batch, I input features, H hidden units, G = gate_count(cell).
+// batch_sizes (optional): int64 (T), non-increasing; at step t only the first batch_sizes[t]
+// sequences are active (sequences sorted by length, longest first, as in a PackedSequence).
+// Inactive steps cost nothing, their outputs are 0, and a sequence's state stops at its end.
+struct RnnForwardParams {
+  CellKind cell = CellKind::Lstm;
+  bool reverse = false;    // run t = T-1 .. 0; outputs stay at their time positions
+  bool training = false;   // fill `reserve` for the backward pass
+  TensorView x;            // (T, B, I)
+  TensorView h0;           // (B, H)
+  TensorView c0;           // (B, H), LSTM only
+  TensorView weight_ih;    // (G*H, I)
+  TensorView weight_hh;    // (G*H, H)
+  TensorView bias_ih;      // (G*H), optional
+  TensorView bias_hh;      // (G*H), optional
+  TensorView batch_sizes;  // (T) int64, optional
+  TensorView y;            // out (T, B, H)
+  TensorView h_n;          // out (B, H)
+  TensorView c_n;          // out (B, H), LSTM only
+  TensorView reserve;      // out (T, B, reserve_blocks*H) when training
+  TensorView workspace;    // scratch bytes, see rnn_buffer_sizes
+};
+
+struct RnnBackwardParams {
+  CellKind cell = CellKind::Lstm;
+  bool reverse = false;
+  TensorView x, h0, c0, weight_ih, weight_hh, batch_sizes;  // as given to the forward
+  TensorView y, reserve;                                    // the training forward's outputs
+  TensorView dy;           // (T, B, H)
+  TensorView dh_n;         // (B, H)
+  TensorView dc_n;         // (B, H), LSTM only
+  TensorView dx;           // out (T, B, I)
+  TensorView dh0;          // out (B, H)
+  TensorView dc0;          // out (B, H), LSTM only
+  TensorView dweight_ih;   // out (G*H, I)
+  TensorView dweight_hh;   // out (G*H, H)
+  TensorView dbias_ih;     // out (G*H), when the forward had biases
+  TensorView dbias_hh;     // out (G*H), when the forward had biases
+  TensorView workspace;
+};
+
+struct RnnBufferSizes {
+  int64_t reserve_elements;          // of the reserve, in the compute dtype
+  int64_t forward_workspace_bytes;
+  int64_t backward_workspace_bytes;
+};
+
+}  // namespace fastrnn

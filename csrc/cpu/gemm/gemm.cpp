@@ -1,0 +1,45 @@
+// Picks the GEMM variant of the active instruction set (common/isa.h) at each call.
+#include "cpu/gemm/gemm.h"
+
+#include <algorithm>
+
+#include "common/isa.h"
+
+namespace fastrnn::cpu {
+
+#define FASTRNN_DECLARE_GEMM_VARIANT(ns)                      \
+  namespace ns {                                               \
+  template <typename T>                                        \
+  void gemm(const GemmArgs<T>& args, const GemmScratch& scratch); \
+  int64_t scratch_bytes_per_thread(DType dtype);               \
+  }
+
+FASTRNN_DECLARE_GEMM_VARIANT(gemm_generic)
+#if defined(FASTRNN_X86)
+FASTRNN_DECLARE_GEMM_VARIANT(gemm_avx2)
+FASTRNN_DECLARE_GEMM_VARIANT(gemm_avx512)
+#endif
+
+int64_t gemm_scratch_bytes_per_thread(DType dtype) {
+  int64_t bytes = gemm_generic::scratch_bytes_per_thread(dtype);
+#if defined(FASTRNN_X86)
+  bytes = std::max({bytes, gemm_avx2::scratch_bytes_per_thread(dtype), gemm_avx512::scratch_bytes_per_thread(dtype)});
+#endif
+  return bytes;
+}
+
+template <typename T>
+void gemm(const GemmArgs<T>& args, const GemmScratch& scratch) {
+  switch (active_isa()) {
+#if defined(FASTRNN_X86)
+    case Isa::Avx512: return gemm_avx512::gemm(args, scratch);
+    case Isa::Avx2: return gemm_avx2::gemm(args, scratch);
+#endif
+    default: return gemm_generic::gemm(args, scratch);
+  }
+}
+
+template void gemm<float>(const GemmArgs<float>&, const GemmScratch&);
+template void gemm<double>(const GemmArgs<double>&, const GemmScratch&);
+
+}  // namespace fastrnn::cpu

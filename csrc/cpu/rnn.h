@@ -1,0 +1,16 @@
+#pragma once
+// CPU forward and backward (BPTT) of one RNN layer in one direction. See common/rnn_params.h
+// for the arguments; the caller allocates every output, the reserve and the workspace.
+#include "common/rnn_params.h"
+
+namespace fastrnn::cpu {
+
+// Sizes of the buffers the caller allocates for these (T, B, I, H). `total_rows` is the number
+// of (t, b) rows the sequence really has: T*B, or the sum of batch_sizes for packed input.
+RnnBufferSizes rnn_buffer_sizes(CellKind cell, DType dtype, int64_t total_rows, int64_t batch,
+                                int64_t hidden_size);
+
+void rnn_forward(const RnnForwardParams& params);
+void rnn_backward(const RnnBackwardParams& params);
+
+}  // namespace fastrnn::cpu

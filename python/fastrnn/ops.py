@@ -1,0 +1,136 @@
+"""The kernels as torch custom ops (``torch.ops.fastrnn.*``), with fake (meta) kernels and
+autograd, so ``torch.compile``, ``torch.library.opcheck`` and ``gradcheck`` see real ops.
+
+These are the low-level entry points; ``fastrnn.functional`` validates arguments and is the
+API to call. Tensors reach the compiled kernels zero-copy through DLPack; outputs and
+workspaces are allocated here, with torch's allocator.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch.utils.dlpack import to_dlpack
+
+from . import _C
+from ._checks import RESERVE_BLOCKS, CELLS
+
+__all__ = ["rnn_forward", "rnn_backward"]
+
+_CELL_NAMES = {code: name for name, code in CELLS.items()}
+_LSTM = CELLS["lstm"]
+
+
+def _view(t: Optional[Tensor]):
+    return None if t is None else to_dlpack(t)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _rows(x: Tensor, batch_sizes: Optional[Tensor]) -> int:
+    # Unpacked input is (T, B, I); packed input is (sum(batch_sizes), I).
+    return x.shape[0] * x.shape[1] if batch_sizes is None else x.shape[0]
+
+
+def _reserve_width(cell: int, hidden_size: int, training: bool) -> int:
+    return RESERVE_BLOCKS[_CELL_NAMES[cell]] * hidden_size if training else 0
+
+
+@torch.library.custom_op("fastrnn::rnn_forward", mutates_args=())
+def rnn_forward(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
+                bias_ih: Optional[Tensor], bias_hh: Optional[Tensor], batch_sizes: Optional[Tensor], cell: int,
+                reverse: bool, training: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One layer, one direction: returns (y, h_n, c_n, reserve).
+
+    cell: 0 rnn_tanh, 1 rnn_relu, 2 lstm, 3 gru. c_n is empty unless LSTM; reserve (what the
+    backward needs) is empty unless training. Inputs must be contiguous.
+    """
+    B, H = h0.shape
+    rows = _rows(x, batch_sizes)
+    _, workspace_bytes, _ = _C.rnn_buffer_sizes(cell, _dtype_name(x.dtype), rows, B, H)
+    y = x.new_empty(x.shape[:-1] + (H,))
+    h_n = torch.empty_like(h0)
+    lstm = cell == _LSTM
+    c_n = torch.empty_like(h0) if lstm else x.new_empty(0)
+    width = _reserve_width(cell, H, training)
+    reserve = x.new_empty(rows, width) if width else x.new_empty(0)
+    workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=x.device)
+    _C.rnn_forward(cell, reverse, training, _view(x), _view(h0), _view(c0 if lstm else None), _view(weight_ih),
+                   _view(weight_hh), _view(bias_ih), _view(bias_hh), _view(batch_sizes), _view(y), _view(h_n),
+                   _view(c_n if lstm else None), _view(reserve if width else None), _view(workspace))
+    return y, h_n, c_n, reserve
+
+
+@rnn_forward.register_fake
+def _(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes, cell, reverse, training):
+    H = h0.shape[1]
+    y = x.new_empty(x.shape[:-1] + (H,))
+    c_n = torch.empty_like(h0) if cell == _LSTM else x.new_empty(0)
+    width = _reserve_width(cell, H, training)
+    reserve = x.new_empty(_rows(x, batch_sizes), width) if width else x.new_empty(0)
+    return y, torch.empty_like(h0), c_n, reserve
+
+
+@torch.library.custom_op("fastrnn::rnn_backward", mutates_args=())
+def rnn_backward(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
+                 batch_sizes: Optional[Tensor], y: Tensor, reserve: Tensor, dy: Tensor, dh_n: Tensor,
+                 dc_n: Optional[Tensor], cell: int, reverse: bool, has_bias_ih: bool,
+                 has_bias_hh: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """BPTT of rnn_forward: returns (dx, dh0, dc0, dweight_ih, dweight_hh, dbias_ih, dbias_hh);
+    dc0 is empty unless LSTM, a bias gradient is empty when the forward had no such bias."""
+    B, H = h0.shape
+    _, _, workspace_bytes = _C.rnn_buffer_sizes(cell, _dtype_name(x.dtype), _rows(x, batch_sizes), B, H)
+    lstm = cell == _LSTM
+    dx = torch.empty_like(x)
+    dh0 = torch.empty_like(h0)
+    dc0 = torch.empty_like(h0) if lstm else x.new_empty(0)
+    dweight_ih = torch.empty_like(weight_ih)
+    dweight_hh = torch.empty_like(weight_hh)
+    dbias_ih = x.new_empty(weight_ih.shape[0]) if has_bias_ih else x.new_empty(0)
+    dbias_hh = x.new_empty(weight_ih.shape[0]) if has_bias_hh else x.new_empty(0)
+    workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=x.device)
+    _C.rnn_backward(cell, reverse, _view(x), _view(h0), _view(c0 if lstm else None), _view(weight_ih),
+                    _view(weight_hh), _view(batch_sizes), _view(y), _view(reserve if reserve.numel() else None),
+                    _view(dy), _view(dh_n), _view(dc_n if lstm else None), _view(dx), _view(dh0),
+                    _view(dc0 if lstm else None), _view(dweight_ih), _view(dweight_hh),
+                    _view(dbias_ih if has_bias_ih else None), _view(dbias_hh if has_bias_hh else None),
+                    _view(workspace))
+    return dx, dh0, dc0, dweight_ih, dweight_hh, dbias_ih, dbias_hh
+
+
+@rnn_backward.register_fake
+def _(x, h0, c0, weight_ih, weight_hh, batch_sizes, y, reserve, dy, dh_n, dc_n, cell, reverse, has_bias_ih,
+      has_bias_hh):
+    G = weight_ih.shape[0]
+    dc0 = torch.empty_like(h0) if cell == _LSTM else x.new_empty(0)
+    return (torch.empty_like(x), torch.empty_like(h0), dc0, torch.empty_like(weight_ih),
+            torch.empty_like(weight_hh), x.new_empty(G if has_bias_ih else 0), x.new_empty(G if has_bias_hh else 0))
+
+
+def _setup_context(ctx, inputs, output):
+    x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes, cell, reverse, training = inputs
+    y, _, _, reserve = output
+    ctx.cell, ctx.reverse, ctx.training = cell, reverse, training
+    ctx.has_bias_ih, ctx.has_bias_hh = bias_ih is not None, bias_hh is not None
+    ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, batch_sizes, y, reserve)
+
+
+def _backward(ctx, dy, dh_n, dc_n, _dreserve):
+    if not ctx.training:
+        raise RuntimeError("fastrnn: this RNN forward ran with training=False and saved nothing for backward; "
+                           "call it with training=True (fastrnn.functional does so when a gradient is needed)")
+    x, h0, c0, weight_ih, weight_hh, batch_sizes, y, reserve = ctx.saved_tensors
+    lstm = ctx.cell == _LSTM
+    dy = torch.zeros_like(y) if dy is None else dy.contiguous()
+    dh_n = torch.zeros_like(h0) if dh_n is None else dh_n.contiguous()
+    dc_n = (torch.zeros_like(h0) if dc_n is None else dc_n.contiguous()) if lstm else None
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = rnn_backward(x, h0, c0, weight_ih, weight_hh, batch_sizes, y, reserve,
+                                                           dy, dh_n, dc_n, ctx.cell, ctx.reverse, ctx.has_bias_ih,
+                                                           ctx.has_bias_hh)
+    return (dx, dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if ctx.has_bias_ih else None,
+            db_hh if ctx.has_bias_hh else None, None, None, None, None)
+
+
+rnn_forward.register_autograd(_backward, setup_context=_setup_context)
