@@ -15,7 +15,7 @@ namespace {
 void check_matrix(const TensorView& v, DType dtype, const char* name) {
   FASTRNN_CHECK(v.defined() && v.ndim == 2 && v.device == DeviceType::CPU && v.dtype == dtype, "gemm: ", name,
                 " must be a 2-D CPU matrix of dtype ", dtype_name(dtype));
-  FASTRNN_CHECK(v.strides[1] == 1 || v.sizes[1] <= 1, "gemm: ", name, " must have unit column stride");
+  FASTRNN_CHECK(v.strides[1] == 1 || v.sizes[1] <= 1 || v.numel() == 0, "gemm: ", name, " must have unit column stride");
 }
 
 }  // namespace

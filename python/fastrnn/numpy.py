@@ -38,6 +38,11 @@ class RnnContext:
         return f"RnnContext({self.cell}, T={T}, B={B}, input_size={I}, hidden_size={self.y.shape[-1]})"
 
 
+def _empty(shape, dtype):
+    """Every buffer handed to a kernel comes from here (the tests fill them with NaN)."""
+    return np.empty(shape, dtype)
+
+
 def _array(a):
     return None if a is None else np.ascontiguousarray(a)
 
@@ -54,11 +59,11 @@ def _forward(op, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, revers
     if lstm and c0 is None:
         c0 = np.zeros((B, H), dtype)
     reserve_elements, workspace_bytes, _ = _C.rnn_buffer_sizes(_checks.CELLS[cell], dtype.name, T * B, B, H)
-    y = np.empty((T, B, H), dtype)
-    h_n = np.empty((B, H), dtype)
-    c_n = np.empty((B, H), dtype) if lstm else None
-    reserve = np.empty((T * B, reserve_elements // (T * B)), dtype) if training and reserve_elements else None
-    workspace = np.empty(workspace_bytes, np.uint8)
+    y = _empty((T, B, H), dtype)
+    h_n = _empty((B, H), dtype)
+    c_n = _empty((B, H), dtype) if lstm else None
+    reserve = _empty((T * B, reserve_elements // (T * B)), dtype) if training and reserve_elements else None
+    workspace = _empty(workspace_bytes, np.uint8)
     _C.rnn_forward(_checks.CELLS[cell], bool(reverse), bool(training), x, h0, c0, weight_ih, weight_hh, bias_ih,
                    bias_hh, None, y, h_n, c_n, reserve, workspace)
     outputs = (y, h_n, c_n) if lstm else (y, h_n)
@@ -96,18 +101,18 @@ def _backward(op, cell_family, ctx, dy, dh_n, dc_n):
     dc_n = _gradient(op, "dc_n", dc_n, (B, H), dtype) if lstm else None
     _, _, workspace_bytes = _C.rnn_buffer_sizes(_checks.CELLS[ctx.cell], dtype.name, T * B, B, H)
     grads = {
-        "x": np.empty_like(ctx.x),
-        "h0": np.empty((B, H), dtype),
-        "weight_ih": np.empty_like(ctx.weight_ih),
-        "weight_hh": np.empty_like(ctx.weight_hh),
-        "bias_ih": np.empty(ctx.weight_ih.shape[0], dtype) if ctx.has_bias_ih else None,
-        "bias_hh": np.empty(ctx.weight_ih.shape[0], dtype) if ctx.has_bias_hh else None,
+        "x": _empty(ctx.x.shape, dtype),
+        "h0": _empty((B, H), dtype),
+        "weight_ih": _empty(ctx.weight_ih.shape, dtype),
+        "weight_hh": _empty(ctx.weight_hh.shape, dtype),
+        "bias_ih": _empty(ctx.weight_ih.shape[0], dtype) if ctx.has_bias_ih else None,
+        "bias_hh": _empty(ctx.weight_ih.shape[0], dtype) if ctx.has_bias_hh else None,
     }
     if lstm:
-        grads["c0"] = np.empty((B, H), dtype)
+        grads["c0"] = _empty((B, H), dtype)
     _C.rnn_backward(_checks.CELLS[ctx.cell], ctx.reverse, ctx.x, ctx.h0, ctx.c0, ctx.weight_ih, ctx.weight_hh, None,
                     ctx.y, ctx.reserve, dy, dh_n, dc_n, grads["x"], grads["h0"], grads.get("c0"), grads["weight_ih"],
-                    grads["weight_hh"], grads["bias_ih"], grads["bias_hh"], np.empty(workspace_bytes, np.uint8))
+                    grads["weight_hh"], grads["bias_ih"], grads["bias_hh"], _empty(workspace_bytes, np.uint8))
     return grads
 
 

@@ -21,6 +21,11 @@ _CELL_NAMES = {code: name for name, code in CELLS.items()}
 _LSTM = CELLS["lstm"]
 
 
+def _empty(shape, like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
+    """Every buffer the ops hand to a kernel comes from here (the tests fill them with NaN)."""
+    return torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
+
+
 def _view(t: Optional[Tensor]):
     return None if t is None else to_dlpack(t)
 
@@ -50,13 +55,13 @@ def rnn_forward(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, 
     B, H = h0.shape
     rows = _rows(x, batch_sizes)
     _, workspace_bytes, _ = _C.rnn_buffer_sizes(cell, _dtype_name(x.dtype), rows, B, H)
-    y = x.new_empty(x.shape[:-1] + (H,))
-    h_n = torch.empty_like(h0)
+    y = _empty(x.shape[:-1] + (H,), x)
+    h_n = _empty(h0.shape, h0)
     lstm = cell == _LSTM
-    c_n = torch.empty_like(h0) if lstm else x.new_empty(0)
+    c_n = _empty(h0.shape, h0) if lstm else x.new_empty(0)
     width = _reserve_width(cell, H, training)
-    reserve = x.new_empty(rows, width) if width else x.new_empty(0)
-    workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=x.device)
+    reserve = _empty((rows, width), x) if width else x.new_empty(0)
+    workspace = _empty(workspace_bytes, x, torch.uint8)
     _C.rnn_forward(cell, reverse, training, _view(x), _view(h0), _view(c0 if lstm else None), _view(weight_ih),
                    _view(weight_hh), _view(bias_ih), _view(bias_hh), _view(batch_sizes), _view(y), _view(h_n),
                    _view(c_n if lstm else None), _view(reserve if width else None), _view(workspace))
@@ -83,14 +88,14 @@ def rnn_backward(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor,
     B, H = h0.shape
     _, _, workspace_bytes = _C.rnn_buffer_sizes(cell, _dtype_name(x.dtype), _rows(x, batch_sizes), B, H)
     lstm = cell == _LSTM
-    dx = torch.empty_like(x)
-    dh0 = torch.empty_like(h0)
-    dc0 = torch.empty_like(h0) if lstm else x.new_empty(0)
-    dweight_ih = torch.empty_like(weight_ih)
-    dweight_hh = torch.empty_like(weight_hh)
-    dbias_ih = x.new_empty(weight_ih.shape[0]) if has_bias_ih else x.new_empty(0)
-    dbias_hh = x.new_empty(weight_ih.shape[0]) if has_bias_hh else x.new_empty(0)
-    workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=x.device)
+    dx = _empty(x.shape, x)
+    dh0 = _empty(h0.shape, h0)
+    dc0 = _empty(h0.shape, h0) if lstm else x.new_empty(0)
+    dweight_ih = _empty(weight_ih.shape, weight_ih)
+    dweight_hh = _empty(weight_hh.shape, weight_hh)
+    dbias_ih = _empty(weight_ih.shape[0], x) if has_bias_ih else x.new_empty(0)
+    dbias_hh = _empty(weight_ih.shape[0], x) if has_bias_hh else x.new_empty(0)
+    workspace = _empty(workspace_bytes, x, torch.uint8)
     _C.rnn_backward(cell, reverse, _view(x), _view(h0), _view(c0 if lstm else None), _view(weight_ih),
                     _view(weight_hh), _view(batch_sizes), _view(y), _view(reserve if reserve.numel() else None),
                     _view(dy), _view(dh_n), _view(dc_n if lstm else None), _view(dx), _view(dh0),

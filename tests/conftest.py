@@ -1,0 +1,84 @@
+"""Shared helpers: tolerances, torch reference layers, and NaN-poisoned output buffers."""
+
+import numpy as np
+import pytest
+import torch
+
+import fastrnn
+import fastrnn.numpy
+import fastrnn.ops
+
+CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
+DTYPES = [torch.float64, torch.float32]
+# Largest error allowed, relative to the largest magnitude of the reference (at least 1).
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 2e-5}
+SUPPORTED_ISAS = fastrnn._C.supported_isas()
+
+
+@pytest.fixture(autouse=True)
+def poisoned_buffers(monkeypatch):
+    """Every output and workspace the kernels receive starts as NaN, so an element a kernel
+    forgets to write fails the comparison instead of passing on lucky zeros."""
+
+    def torch_empty(shape, like, dtype=None):
+        dtype = dtype or like.dtype
+        t = torch.empty(shape, dtype=dtype, device=like.device)
+        return t.fill_(255) if dtype == torch.uint8 else t.fill_(float("nan"))
+
+    def numpy_empty(shape, dtype):
+        a = np.empty(shape, dtype)
+        a.fill(255 if np.dtype(dtype) == np.uint8 else np.nan)
+        return a
+
+    monkeypatch.setattr(fastrnn.ops, "_empty", torch_empty)
+    monkeypatch.setattr(fastrnn.numpy, "_empty", numpy_empty)
+
+
+@pytest.fixture(params=SUPPORTED_ISAS)
+def isa(request):
+    """Runs a test once per instruction set this CPU supports, then restores the best one."""
+    previous = fastrnn._C.get_isa()
+    fastrnn._C.set_isa(request.param)
+    yield request.param
+    fastrnn._C.set_isa(previous)
+
+
+def assert_close(actual, expected, dtype, what=""):
+    """Max-norm comparison scaled by the reference; NaN must sit where the reference has NaN."""
+    actual = torch.as_tensor(actual).detach().to(torch.float64)
+    expected = torch.as_tensor(expected).detach().to(torch.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    nan_a, nan_e = actual.isnan(), expected.isnan()
+    assert torch.equal(nan_a, nan_e), f"{what}: NaN positions differ ({int(nan_a.sum())} vs {int(nan_e.sum())})"
+    finite = expected.isfinite() & actual.isfinite()
+    assert torch.equal(actual[~finite & ~nan_e], expected[~finite & ~nan_e]), f"{what}: infinities differ"
+    if finite.any():
+        a, e = actual[finite], expected[finite]
+        scale = max(1.0, e.abs().max().item())
+        err = (a - e).abs().max().item()
+        assert err <= TOLERANCE[dtype] * scale, f"{what}: max error {err:.3e} > {TOLERANCE[dtype]:.0e} x {scale:.3g}"
+
+
+def torch_layer(cell, input_size, hidden_size, bias, dtype, seed=0):
+    """The torch.nn layer fastrnn must match, with torch's own initialisation."""
+    torch.manual_seed(seed)
+    if cell == "lstm":
+        layer = torch.nn.LSTM(input_size, hidden_size, bias=bias)
+    elif cell == "gru":
+        layer = torch.nn.GRU(input_size, hidden_size, bias=bias)
+    else:
+        layer = torch.nn.RNN(input_size, hidden_size, bias=bias, nonlinearity=cell.split("_")[1])
+    return layer.to(dtype)
+
+
+def torch_reference(cell, layer, x, h0, c0, reverse):
+    """torch.nn's (y, h_n, c_n) for one direction; reverse runs on the time-flipped sequence."""
+    xin = x.flip(0) if reverse else x
+    if cell == "lstm":
+        hx = None if h0 is None else (h0.unsqueeze(0), c0.unsqueeze(0))
+        y, (h_n, c_n) = layer(xin, hx)
+        c_n = c_n[0]
+    else:
+        y, h_n = layer(xin, None if h0 is None else h0.unsqueeze(0))
+        c_n = None
+    return (y.flip(0) if reverse else y), h_n[0], c_n

@@ -1,0 +1,143 @@
+"""Bad input: the exception torch.nn raises for the same mistake, never a crash."""
+
+import numpy as np
+import pytest
+import torch
+
+import fastrnn.functional as F
+import fastrnn.numpy as frn
+from fastrnn import _C
+
+
+def lstm_args(T=4, B=3, I=5, H=6, dtype=torch.float32):
+    return dict(x=torch.randn(T, B, I, dtype=dtype), h0=torch.randn(B, H, dtype=dtype),
+                c0=torch.randn(B, H, dtype=dtype), weight_ih=torch.randn(4 * H, I, dtype=dtype),
+                weight_hh=torch.randn(4 * H, H, dtype=dtype), bias_ih=torch.randn(4 * H, dtype=dtype),
+                bias_hh=torch.randn(4 * H, dtype=dtype))
+
+
+def call_torch(args):
+    return F.lstm(**args)
+
+
+def call_numpy(args):
+    return frn.lstm(**{k: (None if v is None else v.numpy()) for k, v in args.items()})
+
+
+def changed(**changes):
+    args = lstm_args()
+    for key, value in changes.items():
+        args[key] = value(args[key]) if callable(value) else value
+    return args
+
+
+CASES = [
+    # (name, changed arguments, exception, message fragment)
+    ("input 2-D", changed(x=lambda x: x[0]), ValueError, "Expected input to be 3-D"),
+    ("input 4-D", changed(x=lambda x: x[None]), ValueError, "got 4-D instead"),
+    ("input size", changed(x=torch.randn(4, 3, 7)), RuntimeError,
+     "input.size(-1) must be equal to input_size. Expected 5, got 7"),
+    ("h0 batch", changed(h0=torch.randn(2, 6)), RuntimeError, "Expected h0 size (3, 6), got (2, 6)"),
+    ("h0 3-D", changed(h0=torch.randn(1, 3, 6)), RuntimeError, "Expected h0 to be 2-D"),
+    ("c0 size", changed(c0=torch.randn(3, 7)), RuntimeError, "Expected c0 size (3, 6), got (3, 7)"),
+    ("weight_hh rows", changed(weight_hh=torch.randn(20, 6)), RuntimeError, "Expected weight_hh of size"),
+    ("weight_ih rows", changed(weight_ih=torch.randn(20, 5)), RuntimeError, "Expected weight_ih of size (24, input_size)"),
+    ("weight 1-D", changed(weight_ih=torch.randn(24)), RuntimeError, "Expected weight_ih to be 2-D"),
+    ("bias size", changed(bias_hh=torch.randn(23)), RuntimeError, "Expected bias_hh of size (24,), got (23,)"),
+    ("empty sequence", changed(x=torch.randn(0, 3, 5)), RuntimeError, "Expected sequence length to be larger than 0"),
+    ("empty batch", changed(x=torch.randn(4, 0, 5), h0=None, c0=None), RuntimeError,
+     "Expected batch size to be larger than 0"),
+    ("input dtype", changed(x=lambda x: x.double()), ValueError, "input dtype"),
+    ("h0 dtype", changed(h0=lambda h: h.double()), RuntimeError, "expected h0 of dtype"),
+    ("bias dtype", changed(bias_ih=lambda b: b.double()), RuntimeError, "expected bias_ih of dtype"),
+    ("half", {k: v.half() for k, v in lstm_args().items()}, RuntimeError, "not supported"),
+    ("int", {k: v.int() for k, v in lstm_args().items()}, RuntimeError, "not supported"),
+]
+
+
+@pytest.mark.parametrize("api", [call_torch, call_numpy], ids=["functional", "numpy"])
+@pytest.mark.parametrize("name,args,exc,message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_raises_like_torch(api, name, args, exc, message):
+    with pytest.raises(exc) as info:
+        api(args)
+    assert message in str(info.value)
+
+
+def test_device_mismatch():
+    args = lstm_args()
+    args["weight_hh"] = args["weight_hh"].to("meta")
+    with pytest.raises(RuntimeError, match="Expected all tensors to be on the same device"):
+        F.lstm(**args)
+
+
+def test_unknown_nonlinearity():
+    x, w_ih, w_hh = torch.randn(2, 1, 3), torch.randn(4, 3), torch.randn(4, 4)
+    with pytest.raises(ValueError, match="Unknown nonlinearity 'gelu'. Select from 'tanh' or 'relu'."):
+        F.rnn(x, None, w_ih, w_hh, nonlinearity="gelu")
+    with pytest.raises(ValueError, match="Unknown nonlinearity"):
+        frn.rnn(x.numpy(), None, w_ih.numpy(), w_hh.numpy(), nonlinearity="gelu")
+
+
+def test_numpy_backward_checks_its_context_and_gradients():
+    rng = np.random.default_rng(0)
+    x, w_ih, w_hh = rng.standard_normal((3, 2, 4)), rng.standard_normal((15, 4)), rng.standard_normal((15, 5))
+    _, _, ctx = frn.gru(x, None, w_ih, w_hh, training=True)
+    with pytest.raises(TypeError, match="expected the context"):
+        frn.gru_backward(object(), None, None)
+    with pytest.raises(ValueError, match="expected the context of a lstm forward, got one of gru"):
+        frn.lstm_backward(ctx, None, None, None)
+    with pytest.raises(RuntimeError, match=r"Expected dy of size \(3, 2, 5\)"):
+        frn.gru_backward(ctx, np.zeros((3, 2, 4)), None)
+    with pytest.raises(RuntimeError, match="expected dh_n of dtype float64"):
+        frn.gru_backward(ctx, None, np.zeros((2, 5), np.float32))
+
+
+# The core's own checks, reached by calling the private module directly: it must refuse
+# rather than write outside what it was given.
+def core_forward_args(T=3, B=2, I=4, H=5):
+    f = lambda *s: np.random.default_rng(0).standard_normal(s)  # noqa: E731
+    reserve_elems, ws_bytes, _ = _C.rnn_buffer_sizes(3, "float64", T * B, B, H)
+    return dict(cell=3, reverse=False, training=True, x=f(T, B, I), h0=f(B, H), c0=None, weight_ih=f(3 * H, I),
+                weight_hh=f(3 * H, H), bias_ih=None, bias_hh=None, batch_sizes=None, y=np.empty((T, B, H)),
+                h_n=np.empty((B, H)), c_n=None, reserve=np.empty((T * B, 4 * H)), workspace=np.empty(ws_bytes, np.uint8))
+
+
+def test_core_runs_with_its_own_arguments():
+    _C.rnn_forward(**core_forward_args())
+
+
+def test_core_refuses_overlapping_outputs():
+    args = core_forward_args()
+    buffer = np.empty(100)
+    args["y"], args["h_n"] = buffer[:30].reshape(3, 2, 5), buffer[20:30].reshape(2, 5)
+    with pytest.raises(RuntimeError, match="output y overlaps output h_n"):
+        _C.rnn_forward(**args)
+    args = core_forward_args()
+    args["h_n"] = args["h0"]
+    with pytest.raises(RuntimeError, match="output h_n overlaps input h0"):
+        _C.rnn_forward(**args)
+
+
+def test_core_refuses_small_workspace_and_wrong_shapes():
+    args = core_forward_args()
+    args["workspace"] = np.empty(16, np.uint8)
+    with pytest.raises(RuntimeError, match="workspace"):
+        _C.rnn_forward(**args)
+    args = core_forward_args()
+    args["reserve"] = np.empty((6, 3))
+    with pytest.raises(RuntimeError, match="expected reserve of shape"):
+        _C.rnn_forward(**args)
+    args = core_forward_args()
+    args["y"] = np.empty((3, 2, 5), np.float32)
+    with pytest.raises(RuntimeError, match="expected y of dtype float64, got float32"):
+        _C.rnn_forward(**args)
+    args = core_forward_args()
+    args["x"] = np.asfortranarray(args["x"])
+    with pytest.raises(RuntimeError, match="expected x to be contiguous"):
+        _C.rnn_forward(**args)
+    args = core_forward_args()
+    args["cell"] = 9
+    with pytest.raises(ValueError, match="unknown cell kind 9"):
+        _C.rnn_forward(**args)
+    with pytest.raises(TypeError, match="expected a NumPy array, a DLPack capsule or None"):
+        _C.rnn_forward(**{**core_forward_args(), "x": [1.0]})

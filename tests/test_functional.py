@@ -1,0 +1,166 @@
+"""fastrnn.functional against torch.nn.RNN / LSTM / GRU: outputs, final states, every gradient."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastrnn.functional as F
+from conftest import CELLS, DTYPES, assert_close, torch_layer, torch_reference
+
+# (T, B, I, H): odd sizes, single steps, single units, a batch of one.
+SIZES = [(1, 1, 1, 1), (7, 3, 13, 7), (13, 9, 37, 13), (40, 5, 7, 64), (23, 1, 64, 37)]
+
+
+def fastrnn_layer(cell, x, h0, c0, params, reverse):
+    """fastrnn.functional with the parameters of a torch layer; returns (y, h_n, c_n)."""
+    if cell == "lstm":
+        return F.lstm(x, h0, c0, *params, reverse=reverse)
+    if cell == "gru":
+        return F.gru(x, h0, *params, reverse=reverse) + (None,)
+    return F.rnn(x, h0, *params, nonlinearity=cell.split("_")[1], reverse=reverse) + (None,)
+
+
+def leaf(t):
+    return None if t is None else t.detach().clone().requires_grad_(True)
+
+
+def check_against_torch(cell, dtype, T, B, I, H, reverse, bias, with_h0, seed=0):
+    layer = torch_layer(cell, I, H, bias, dtype, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    randn = lambda *shape: torch.randn(*shape, generator=gen, dtype=dtype)  # noqa: E731
+    x = randn(T, B, I)
+    h0 = randn(B, H) if with_h0 else None
+    c0 = randn(B, H) if with_h0 and cell == "lstm" else None
+
+    # Reference: torch.nn, gradients through its own autograd.
+    x_ref, h0_ref, c0_ref = leaf(x), leaf(h0), leaf(c0)
+    outs_ref = torch_reference(cell, layer, x_ref, h0_ref, c0_ref, reverse)
+    # fastrnn on copies of the same leaves and parameters.
+    params = [leaf(p) for p in layer.parameters()]
+    x_f, h0_f, c0_f = leaf(x), leaf(h0), leaf(c0)
+    outs = fastrnn_layer(cell, x_f, h0_f, c0_f, params, reverse)
+
+    for name, ours, ref in zip(("y", "h_n", "c_n"), outs, outs_ref):
+        if ref is not None:
+            assert_close(ours, ref, dtype, name)
+
+    # Random output gradients, so every path (y, h_n, c_n) carries a signal.
+    grads_out = [randn(*o.shape) if o is not None else None for o in outs_ref]
+    loss_ref = sum((o * g).sum() for o, g in zip(outs_ref, grads_out) if o is not None)
+    loss = sum((o * g).sum() for o, g in zip(outs, grads_out) if o is not None)
+    loss_ref.backward()
+    loss.backward()
+    pairs = [("x", x_f, x_ref), ("h0", h0_f, h0_ref), ("c0", c0_f, c0_ref)]
+    pairs += [(name, ours, ref) for (name, ref), ours in zip(layer.named_parameters(), params)]
+    for name, ours, ref in pairs:
+        if ref is not None:
+            assert_close(ours.grad, ref.grad, dtype, f"grad {name}")
+
+
+@pytest.mark.parametrize("with_h0", [True, False], ids=["h0", "no_h0"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("T,B,I,H", SIZES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cell", CELLS)
+def test_matches_torch(cell, dtype, T, B, I, H, reverse, bias, with_h0):
+    check_against_torch(cell, dtype, T, B, I, H, reverse, bias, with_h0)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_matches_torch_on_every_instruction_set(isa, cell):
+    for dtype in DTYPES:
+        check_against_torch(cell, dtype, 11, 5, 19, 37, reverse=True, bias=True, with_h0=True)
+
+
+@settings(max_examples=30, deadline=None)
+@given(cell=st.sampled_from(CELLS), dtype=st.sampled_from(DTYPES), T=st.integers(1, 40), B=st.integers(1, 9),
+       I=st.sampled_from([1, 7, 13, 37, 64]), H=st.sampled_from([1, 7, 13, 37, 64]), reverse=st.booleans(),
+       bias=st.booleans(), with_h0=st.booleans(), seed=st.integers(0, 2**16))
+def test_matches_torch_on_random_sizes(cell, dtype, T, B, I, H, reverse, bias, with_h0, seed):
+    check_against_torch(cell, dtype, T, B, I, H, reverse, bias, with_h0, seed)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_one_bias_only(cell):
+    # Either bias may be absent on its own; the other still gets its gradient.
+    layer = torch_layer(cell, 5, 6, True, torch.float64)
+    w_ih, w_hh, b_ih, _ = [leaf(p) for p in layer.parameters()]
+    x = torch.randn(4, 3, 5, dtype=torch.float64)
+    ref = torch_layer(cell, 5, 6, True, torch.float64)
+    with torch.no_grad():
+        ref.bias_hh_l0.zero_()
+    outs_ref = torch_reference(cell, ref, x, None, None, False)
+    outs = fastrnn_layer(cell, x, None, None, [w_ih, w_hh, b_ih, None], False)
+    assert_close(outs[0], outs_ref[0], torch.float64, "y")
+    outs[0].sum().backward()
+    outs_ref[0].sum().backward()
+    assert_close(b_ih.grad, ref.bias_ih_l0.grad, torch.float64, "grad bias_ih")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_non_contiguous_inputs_are_accepted(cell):
+    layer = torch_layer(cell, 6, 5, True, torch.float64)
+    x = torch.randn(3, 6, 4, dtype=torch.float64).permute(2, 0, 1)  # (4, 3, 6), not contiguous
+    h0 = torch.randn(5, 3, dtype=torch.float64).t()                 # (3, 5), not contiguous
+    c0 = torch.randn(5, 3, dtype=torch.float64).t() if cell == "lstm" else None
+    params = [p.detach().t().contiguous().t() if p.dim() == 2 else p.detach() for p in layer.parameters()]
+    assert not x.is_contiguous() and not h0.is_contiguous()
+    outs = fastrnn_layer(cell, x, h0, c0, params, False)
+    outs_ref = torch_reference(cell, layer, x, h0, c0, False)
+    for name, ours, ref in zip(("y", "h_n", "c_n"), outs, outs_ref):
+        if ref is not None:
+            assert_close(ours, ref, torch.float64, name)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_nan_and_inf_propagate_as_in_torch(cell):
+    layer = torch_layer(cell, 4, 3, True, torch.float64)
+    x = torch.randn(6, 4, 4, dtype=torch.float64)
+    x[2, 1, 0] = float("nan")
+    x[1, 3, 2] = float("inf")
+    x[4, 0, 1] = float("-inf")
+    outs = fastrnn_layer(cell, x, None, None, [p.detach() for p in layer.parameters()], False)
+    outs_ref = torch_reference(cell, layer, x, None, None, False)
+    for name, ours, ref in zip(("y", "h_n", "c_n"), outs, outs_ref):
+        if ref is not None:
+            assert_close(ours, ref, torch.float64, name)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_inference_saves_nothing_and_gives_the_training_result(cell, monkeypatch):
+    from fastrnn import ops
+    from fastrnn._checks import CELLS as CODES
+
+    layer = torch_layer(cell, 5, 7, True, torch.float64)
+    x = torch.randn(4, 3, 5, dtype=torch.float64)
+    h0 = torch.randn(3, 7, dtype=torch.float64)
+    c0 = torch.randn(3, 7, dtype=torch.float64) if cell == "lstm" else None
+    args = (x, h0, c0, *[p.detach() for p in layer.parameters()], None, CODES[cell], False)
+    y_inf, h_inf, c_inf, reserve_inf = ops.rnn_forward(*args, False)
+    y_tr, h_tr, c_tr, reserve_tr = ops.rnn_forward(*args, True)
+    assert reserve_inf.numel() == 0
+    assert reserve_tr.numel() == (0 if cell.startswith("rnn") else 4 * 3 * 7 * {"lstm": 5, "gru": 4}[cell])
+    assert torch.equal(y_inf, y_tr) and torch.equal(h_inf, h_tr) and torch.equal(c_inf, c_tr)
+    # fastrnn.functional asks for a reserve only when a gradient will be needed.
+    modes = []
+    real_forward = ops.rnn_forward
+    monkeypatch.setattr(ops, "rnn_forward", lambda *a: modes.append(a[-1]) or real_forward(*a))
+    params = list(layer.parameters())
+    with torch.no_grad():
+        fastrnn_layer(cell, x, h0, c0, params, False)
+    fastrnn_layer(cell, x, h0, c0, [p.detach() for p in params], False)
+    fastrnn_layer(cell, x, h0, c0, params, False)
+    assert modes == [False, False, True]
+
+
+def test_backward_through_an_inference_forward_is_refused():
+    from fastrnn import ops
+
+    layer = torch_layer("gru", 3, 4, True, torch.float64)
+    x = torch.randn(2, 2, 3, dtype=torch.float64, requires_grad=True)
+    y, *_ = ops.rnn_forward(x, torch.zeros(2, 4, dtype=torch.float64), None, *layer.parameters(), None, 3, False,
+                            False)
+    with pytest.raises(RuntimeError, match="training=False"):
+        y.sum().backward()
