@@ -60,6 +60,14 @@ def test_import_does_not_pull_torch():
     assert out == "False"
 
 
+def test_install_does_not_require_torch():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert not any(dep.startswith("torch") for dep in project["dependencies"])
+    assert any(dep.startswith("torch") for dep in project["optional-dependencies"]["torch"])
+
+
 def test_core_kernels_never_allocate():
     # The core takes every buffer from its caller (ARCHITECTURE.md). Error messages may build
     # strings; nothing on a kernel's path may allocate.

@@ -121,11 +121,18 @@ def test_nan_and_inf_propagate_as_in_torch(cell):
     x[2, 1, 0] = float("nan")
     x[1, 3, 2] = float("inf")
     x[4, 0, 1] = float("-inf")
-    outs = fastrnn_layer(cell, x, None, None, [p.detach() for p in layer.parameters()], False)
-    outs_ref = torch_reference(cell, layer, x, None, None, False)
+    x_ref, x_f = leaf(x), leaf(x)
+    params = [leaf(p) for p in layer.parameters()]
+    outs = fastrnn_layer(cell, x_f, None, None, params, False)
+    outs_ref = torch_reference(cell, layer, x_ref, None, None, False)
     for name, ours, ref in zip(("y", "h_n", "c_n"), outs, outs_ref):
         if ref is not None:
             assert_close(ours, ref, torch.float64, name)
+    outs[0].sum().backward()
+    outs_ref[0].sum().backward()
+    assert_close(x_f.grad, x_ref.grad, torch.float64, "grad x")
+    for (name, ref), ours in zip(layer.named_parameters(), params):
+        assert_close(ours.grad, ref.grad, torch.float64, f"grad {name}")
 
 
 @pytest.mark.parametrize("cell", CELLS)

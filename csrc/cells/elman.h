@@ -32,8 +32,8 @@ struct ElmanCell {
                                         T /*h_prev*/, T /*c_prev*/, T dh, T& /*dc*/, T* dgates_ih,
                                         T* /*dgates_hh*/) {
     (void)H;
-    // relu'(a) is taken as 0 where h == 0 (and for NaN), as torch's threshold_backward does.
-    dgates_ih[j] = kAct == Activation::Tanh ? dh * (T(1) - h * h) : (h > T(0) ? dh : T(0));
+    // As torch's threshold_backward: the gradient stops where h <= 0 and passes where h is NaN.
+    dgates_ih[j] = kAct == Activation::Tanh ? dh * (T(1) - h * h) : (h <= T(0) ? T(0) : dh);
     return T(0);
   }
 };
