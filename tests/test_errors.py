@@ -96,9 +96,9 @@ def test_numpy_backward_checks_its_context_and_gradients():
 # rather than write outside what it was given.
 def core_forward_args(T=3, B=2, I=4, H=5):
     f = lambda *s: np.random.default_rng(0).standard_normal(s)  # noqa: E731
-    reserve_elems, ws_bytes, _ = _C.rnn_buffer_sizes(3, "float64", T * B, B, H)
+    reserve_elems, ws_bytes, _ = _C.rnn_buffer_sizes(3, "float64", T * B, B, I, H)
     return dict(cell=3, reverse=False, training=True, x=f(T, B, I), h0=f(B, H), c0=None, weight_ih=f(3 * H, I),
-                weight_hh=f(3 * H, H), bias_ih=None, bias_hh=None, batch_sizes=None, y=np.empty((T, B, H)),
+                weight_hh=f(3 * H, H), bias_ih=None, bias_hh=None, weight_hr=None, batch_sizes=None, y=np.empty((T, B, H)),
                 h_n=np.empty((B, H)), c_n=None, reserve=np.empty((T * B, 4 * H)), workspace=np.empty(ws_bytes, np.uint8))
 
 

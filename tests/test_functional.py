@@ -144,7 +144,7 @@ def test_inference_saves_nothing_and_gives_the_training_result(cell, monkeypatch
     x = torch.randn(4, 3, 5, dtype=torch.float64)
     h0 = torch.randn(3, 7, dtype=torch.float64)
     c0 = torch.randn(3, 7, dtype=torch.float64) if cell == "lstm" else None
-    args = (x, h0, c0, *[p.detach() for p in layer.parameters()], None, CODES[cell], False)
+    args = (x, h0, c0, *[p.detach() for p in layer.parameters()], None, None, CODES[cell], False)
     y_inf, h_inf, c_inf, reserve_inf = ops.rnn_forward(*args, False)
     y_tr, h_tr, c_tr, reserve_tr = ops.rnn_forward(*args, True)
     assert reserve_inf.numel() == 0
@@ -167,7 +167,7 @@ def test_backward_through_an_inference_forward_is_refused():
 
     layer = torch_layer("gru", 3, 4, True, torch.float64)
     x = torch.randn(2, 2, 3, dtype=torch.float64, requires_grad=True)
-    y, *_ = ops.rnn_forward(x, torch.zeros(2, 4, dtype=torch.float64), None, *layer.parameters(), None, 3, False,
+    y, *_ = ops.rnn_forward(x, torch.zeros(2, 4, dtype=torch.float64), None, *layer.parameters(), None, None, 3, False,
                             False)
     with pytest.raises(RuntimeError, match="training=False"):
         y.sum().backward()

@@ -47,7 +47,7 @@ def test_opcheck_forward(cell, training):
     x, h0, c0, params = layer_args(cell, requires_grad=training)
     if len(params) == 2:
         params += [None, None]
-    args = (x, h0, c0, *params, None, CELL_CODES[cell], True, training)
+    args = (x, h0, c0, *params, None, None, CELL_CODES[cell], True, training)
     torch.library.opcheck(torch.ops.fastrnn.rnn_forward.default, args)
 
 
@@ -57,10 +57,11 @@ def test_opcheck_backward(cell, bias):
     x, h0, c0, params = layer_args(cell, bias=bias, requires_grad=False)
     w_ih, w_hh = params[:2]
     b_ih, b_hh = (params[2], params[3]) if bias else (None, None)
-    y, h_n, c_n, reserve = ops.rnn_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, None, CELL_CODES[cell], False, True)
+    y, h_n, c_n, reserve = ops.rnn_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, None, None, CELL_CODES[cell], False,
+                                           True)
     dy, dh_n = torch.randn_like(y), torch.randn_like(h_n)
     dc_n = torch.randn_like(c_n) if cell == "lstm" else None
-    args = (x, h0, c0, w_ih, w_hh, None, y, reserve, dy, dh_n, dc_n, CELL_CODES[cell], False, bias, bias)
+    args = (x, h0, c0, w_ih, w_hh, None, None, y, reserve, dy, dh_n, dc_n, CELL_CODES[cell], False, bias, bias)
     torch.library.opcheck(torch.ops.fastrnn.rnn_backward.default, args)
 
 

@@ -15,12 +15,14 @@ const char* cell_name(CellKind cell);
 constexpr int gate_count(CellKind cell) {
   return cell == CellKind::Lstm ? 4 : cell == CellKind::Gru ? 3 : 1;
 }
-// H-wide blocks the training forward saves per (t, b) for backward (see csrc/cells).
-constexpr int reserve_blocks(CellKind cell) {
-  return cell == CellKind::Lstm ? 5 : cell == CellKind::Gru ? 4 : 0;
+// H-wide blocks the training forward saves per (t, b) for backward (see csrc/cells); an LSTM
+// with a projection also keeps the unprojected output o * tanh(c) for dW_hr.
+constexpr int reserve_blocks(CellKind cell, bool projected = false) {
+  return cell == CellKind::Lstm ? 5 + (projected ? 1 : 0) : cell == CellKind::Gru ? 4 : 0;
 }
 
-// Shapes: T steps, B batch, I input features, H hidden units, G = gate_count(cell).
+// Shapes: T steps, B batch, I input features, H hidden units, G = gate_count(cell), P the
+// width of h: H, or proj_size for an LSTM with a projection (h = W_hr (o * tanh(c))).
 // batch_sizes (optional): int64 (T), non-increasing; at step t only the first batch_sizes[t]
 // sequences are active (sequences sorted by length, longest first, as in a PackedSequence).
 // Inactive steps cost nothing, their outputs are 0, and a sequence's state stops at its end.
@@ -29,35 +31,37 @@ struct RnnForwardParams {
   bool reverse = false;    // run t = T-1 .. 0; outputs stay at their time positions
   bool training = false;   // fill `reserve` for the backward pass
   TensorView x;            // (T, B, I)
-  TensorView h0;           // (B, H)
+  TensorView h0;           // (B, P)
   TensorView c0;           // (B, H), LSTM only
   TensorView weight_ih;    // (G*H, I)
-  TensorView weight_hh;    // (G*H, H)
+  TensorView weight_hh;    // (G*H, P)
   TensorView bias_ih;      // (G*H), optional
   TensorView bias_hh;      // (G*H), optional
+  TensorView weight_hr;    // (P, H), LSTM with proj_size only
   TensorView batch_sizes;  // (T) int64, optional
-  TensorView y;            // out (T, B, H)
-  TensorView h_n;          // out (B, H)
+  TensorView y;            // out (T, B, P)
+  TensorView h_n;          // out (B, P)
   TensorView c_n;          // out (B, H), LSTM only
-  TensorView reserve;      // out (T, B, reserve_blocks*H) when training
+  TensorView reserve;      // out (T*B, reserve_blocks*H) when training
   TensorView workspace;    // scratch bytes, see rnn_buffer_sizes
 };
 
 struct RnnBackwardParams {
   CellKind cell = CellKind::Lstm;
   bool reverse = false;
-  TensorView x, h0, c0, weight_ih, weight_hh, batch_sizes;  // as given to the forward
-  TensorView y, reserve;                                    // the training forward's outputs
-  TensorView dy;           // (T, B, H)
-  TensorView dh_n;         // (B, H)
+  TensorView x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes;  // as given to the forward
+  TensorView y, reserve;   // the training forward's outputs
+  TensorView dy;           // (T, B, P)
+  TensorView dh_n;         // (B, P)
   TensorView dc_n;         // (B, H), LSTM only
   TensorView dx;           // out (T, B, I)
-  TensorView dh0;          // out (B, H)
+  TensorView dh0;          // out (B, P)
   TensorView dc0;          // out (B, H), LSTM only
   TensorView dweight_ih;   // out (G*H, I)
-  TensorView dweight_hh;   // out (G*H, H)
+  TensorView dweight_hh;   // out (G*H, P)
   TensorView dbias_ih;     // out (G*H), when the forward had biases
   TensorView dbias_hh;     // out (G*H), when the forward had biases
+  TensorView dweight_hr;   // out (P, H), with a projection
   TensorView workspace;
 };
 

@@ -5,10 +5,11 @@
 
 namespace fastrnn::cpu {
 
-// Sizes of the buffers the caller allocates for these (T, B, I, H). `total_rows` is the number
-// of (t, b) rows the sequence really has: T*B, or the sum of batch_sizes for packed input.
-RnnBufferSizes rnn_buffer_sizes(CellKind cell, DType dtype, int64_t total_rows, int64_t batch,
-                                int64_t hidden_size);
+// Sizes of the buffers the caller allocates. `total_rows` is the number of (t, b) rows the
+// sequence really has: T*B, or the sum of batch_sizes for packed input; proj_size is 0
+// unless an LSTM projects its output.
+RnnBufferSizes rnn_buffer_sizes(CellKind cell, DType dtype, int64_t total_rows, int64_t batch, int64_t input_size,
+                                int64_t hidden_size, int64_t proj_size);
 
 void rnn_forward(const RnnForwardParams& params);
 void rnn_backward(const RnnBackwardParams& params);

@@ -13,8 +13,8 @@ __global__ void cell_compile_check(int64_t H, const T* xp, const T* gh, T* reser
   const int64_t j = blockIdx.x * blockDim.x + threadIdx.x;
   if (j >= H) return;
   T h, c = T(0), dc = T(0);
-  Cell::forward(H, j, xp, gh, nullptr, T(0), T(0), h, c, reserve);
-  out[j] = Cell::backward(H, j, reserve, h, T(0), T(0), T(1), dc, out, out);
+  Cell::forward(xp + j, gh + j, H, xp + j, H, T(0), T(0), h, c, reserve + j);
+  out[j] = Cell::backward(reserve + j, H, h, T(0), T(0), T(1), dc, out + j, out + j);
 }
 
 template __global__ void cell_compile_check<cells::LstmCell<float>, float>(int64_t, const float*, const float*, float*, float*);

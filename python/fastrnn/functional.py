@@ -33,7 +33,8 @@ def _layer(op, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, reverse)
     tensors = (x, h0, c0 if lstm else None, weight_ih, weight_hh, bias_ih, bias_hh)
     # Save what backward needs only when autograd will ask for it.
     training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    y, h_n, c_n, _ = ops.rnn_forward(*map(_contiguous, tensors), None, _checks.CELLS[cell], bool(reverse), training)
+    y, h_n, c_n, _ = ops.rnn_forward(*map(_contiguous, tensors), None, None, _checks.CELLS[cell], bool(reverse),
+                                     training)
     return (y, h_n, c_n) if lstm else (y, h_n)
 
 

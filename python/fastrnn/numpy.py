@@ -58,14 +58,15 @@ def _forward(op, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, revers
         h0 = np.zeros((B, H), dtype)
     if lstm and c0 is None:
         c0 = np.zeros((B, H), dtype)
-    reserve_elements, workspace_bytes, _ = _C.rnn_buffer_sizes(_checks.CELLS[cell], dtype.name, T * B, B, H)
+    reserve_elements, workspace_bytes, _ = _C.rnn_buffer_sizes(_checks.CELLS[cell], dtype.name, T * B, B,
+                                                               x.shape[2], H)
     y = _empty((T, B, H), dtype)
     h_n = _empty((B, H), dtype)
     c_n = _empty((B, H), dtype) if lstm else None
     reserve = _empty((T * B, reserve_elements // (T * B)), dtype) if training and reserve_elements else None
     workspace = _empty(workspace_bytes, np.uint8)
     _C.rnn_forward(_checks.CELLS[cell], bool(reverse), bool(training), x, h0, c0, weight_ih, weight_hh, bias_ih,
-                   bias_hh, None, y, h_n, c_n, reserve, workspace)
+                   bias_hh, None, None, y, h_n, c_n, reserve, workspace)
     outputs = (y, h_n, c_n) if lstm else (y, h_n)
     if not training:
         return outputs
@@ -99,7 +100,7 @@ def _backward(op, cell_family, ctx, dy, dh_n, dc_n):
     dy = _gradient(op, "dy", dy, (T, B, H), dtype)
     dh_n = _gradient(op, "dh_n", dh_n, (B, H), dtype)
     dc_n = _gradient(op, "dc_n", dc_n, (B, H), dtype) if lstm else None
-    _, _, workspace_bytes = _C.rnn_buffer_sizes(_checks.CELLS[ctx.cell], dtype.name, T * B, B, H)
+    _, _, workspace_bytes = _C.rnn_buffer_sizes(_checks.CELLS[ctx.cell], dtype.name, T * B, B, I, H)
     grads = {
         "x": _empty(ctx.x.shape, dtype),
         "h0": _empty((B, H), dtype),
@@ -111,8 +112,9 @@ def _backward(op, cell_family, ctx, dy, dh_n, dc_n):
     if lstm:
         grads["c0"] = _empty((B, H), dtype)
     _C.rnn_backward(_checks.CELLS[ctx.cell], ctx.reverse, ctx.x, ctx.h0, ctx.c0, ctx.weight_ih, ctx.weight_hh, None,
-                    ctx.y, ctx.reserve, dy, dh_n, dc_n, grads["x"], grads["h0"], grads.get("c0"), grads["weight_ih"],
-                    grads["weight_hh"], grads["bias_ih"], grads["bias_hh"], _empty(workspace_bytes, np.uint8))
+                    None, ctx.y, ctx.reserve, dy, dh_n, dc_n, grads["x"], grads["h0"], grads.get("c0"),
+                    grads["weight_ih"], grads["weight_hh"], grads["bias_ih"], grads["bias_hh"], None,
+                    _empty(workspace_bytes, np.uint8))
     return grads
 
 

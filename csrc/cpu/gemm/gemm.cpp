@@ -11,19 +11,19 @@ namespace fastrnn::cpu {
   namespace ns {                                               \
   template <typename T>                                        \
   void gemm(const GemmArgs<T>& args, const GemmScratch& scratch); \
-  int64_t scratch_bytes_per_thread(DType dtype);               \
+  int64_t gemm_scratch_bytes(DType dtype);                     \
   }
 
-FASTRNN_DECLARE_GEMM_VARIANT(gemm_generic)
+FASTRNN_DECLARE_GEMM_VARIANT(isa_generic)
 #if defined(FASTRNN_X86)
-FASTRNN_DECLARE_GEMM_VARIANT(gemm_avx2)
-FASTRNN_DECLARE_GEMM_VARIANT(gemm_avx512)
+FASTRNN_DECLARE_GEMM_VARIANT(isa_avx2)
+FASTRNN_DECLARE_GEMM_VARIANT(isa_avx512)
 #endif
 
 int64_t gemm_scratch_bytes_per_thread(DType dtype) {
-  int64_t bytes = gemm_generic::scratch_bytes_per_thread(dtype);
+  int64_t bytes = isa_generic::gemm_scratch_bytes(dtype);
 #if defined(FASTRNN_X86)
-  bytes = std::max({bytes, gemm_avx2::scratch_bytes_per_thread(dtype), gemm_avx512::scratch_bytes_per_thread(dtype)});
+  bytes = std::max({bytes, isa_avx2::gemm_scratch_bytes(dtype), isa_avx512::gemm_scratch_bytes(dtype)});
 #endif
   return bytes;
 }
@@ -32,10 +32,10 @@ template <typename T>
 void gemm(const GemmArgs<T>& args, const GemmScratch& scratch) {
   switch (active_isa()) {
 #if defined(FASTRNN_X86)
-    case Isa::Avx512: return gemm_avx512::gemm(args, scratch);
-    case Isa::Avx2: return gemm_avx2::gemm(args, scratch);
+    case Isa::Avx512: return isa_avx512::gemm(args, scratch);
+    case Isa::Avx2: return isa_avx2::gemm(args, scratch);
 #endif
-    default: return gemm_generic::gemm(args, scratch);
+    default: return isa_generic::gemm(args, scratch);
   }
 }
 

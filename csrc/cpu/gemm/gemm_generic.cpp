@@ -1,24 +1,24 @@
-// The packed GEMM compiled for one instruction set (generic); see gemm_impl.h.
-// Portable C++: 16 vector registers of 128 bits on baseline x86-64.
+// The general GEMM compiled for one instruction set (generic); see gemm_impl.h.
 #include <omp.h>
 
 #include "common/macros.h"
 #include "cpu/gemm/gemm.h"
 
-namespace fastrnn::cpu::gemm_generic {
+namespace fastrnn::cpu::isa_generic {
 
-template <typename T>
-struct Tile;
-template <>
-struct Tile<float> {
-  static constexpr int MR = 4, NR = 16;
-};
-template <>
-struct Tile<double> {
-  static constexpr int MR = 4, NR = 8;
-};
-
-#define FASTRNN_GEMM_NAMESPACE gemm_generic
+#include "cpu/gemm/microkernel_generic.h"
 #include "cpu/gemm/gemm_impl.h"
 
-}  // namespace fastrnn::cpu::gemm_generic
+template <typename T>
+void gemm(const GemmArgs<T>& args, const GemmScratch& scratch) {
+  parallel_gemm(args, scratch);
+}
+
+template void gemm<float>(const GemmArgs<float>&, const GemmScratch&);
+template void gemm<double>(const GemmArgs<double>&, const GemmScratch&);
+
+int64_t gemm_scratch_bytes(DType dtype) {
+  return dtype == DType::Float64 ? gemm_scratch_bytes<double>() : gemm_scratch_bytes<float>();
+}
+
+}  // namespace fastrnn::cpu::isa_generic

@@ -1,0 +1,57 @@
+// Portable micro-kernel, included inside namespace fastrnn::cpu::isa_generic (see
+// gemm_impl.h for the contract). Plain C++ the compiler vectorises for the baseline target;
+// the accumulator is indexed only by compile-time constants so it can live in registers.
+
+template <typename T>
+struct Tile;
+template <>
+struct Tile<float> {
+  static constexpr int MR = 4, NR = 16;
+};
+template <>
+struct Tile<double> {
+  static constexpr int MR = 4, NR = 8;
+};
+
+template <int M, typename T>
+inline void kernel_rows(int64_t kc, const T* FASTRNN_RESTRICT a, const T* FASTRNN_RESTRICT b, T* c, int64_t ldc,
+                        int64_t nr, T alpha, T beta) {
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
+  T acc[M][NR];
+#pragma GCC unroll 64
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 64
+    for (int j = 0; j < NR; ++j) acc[i][j] = T(0);
+  for (int64_t k = 0; k < kc; ++k) {
+#pragma GCC unroll 64
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 64
+      for (int j = 0; j < NR; ++j) acc[i][j] += a[k * MR + i] * b[k * NR + j];
+  }
+  // Only compile-time indices into acc: edge tiles go through a stack copy.
+  T edge[M * NR];
+  const bool full = nr == NR;
+  T* out = full ? c : edge;
+  const int64_t ld = full ? ldc : NR;
+  const bool read_c = full && beta != T(0);
+#pragma GCC unroll 64
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 64
+    for (int j = 0; j < NR; ++j) out[i * ld + j] = alpha * acc[i][j] + (read_c ? beta * out[i * ld + j] : T(0));
+  if (!full) {
+    for (int i = 0; i < M; ++i)
+      for (int64_t j = 0; j < nr; ++j)
+        c[i * ldc + j] = beta == T(0) ? edge[i * NR + j] : edge[i * NR + j] + beta * c[i * ldc + j];
+  }
+}
+
+template <typename T>
+inline void micro_kernel(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, int64_t mr, int64_t nr, T alpha,
+                         T beta) {
+  switch (mr) {
+    case 1: return kernel_rows<1>(kc, a, b, c, ldc, nr, alpha, beta);
+    case 2: return kernel_rows<2>(kc, a, b, c, ldc, nr, alpha, beta);
+    case 3: return kernel_rows<3>(kc, a, b, c, ldc, nr, alpha, beta);
+    default: return kernel_rows<4>(kc, a, b, c, ldc, nr, alpha, beta);
+  }
+}

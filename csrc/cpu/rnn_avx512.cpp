@@ -1,0 +1,21 @@
+// The RNN driver compiled for one instruction set (avx512); see rnn_impl.h.
+#include <immintrin.h>
+#include <omp.h>
+
+#include <cstring>
+
+#include "cells/elman.h"
+#include "cells/gru.h"
+#include "cells/lstm.h"
+#include "common/macros.h"
+#include "common/rnn_params.h"
+#include "cpu/gemm/gemm.h"
+#include "cpu/rnn_common.h"
+
+namespace fastrnn::cpu::isa_avx512 {
+
+#include "cpu/gemm/microkernel_avx512.h"
+#include "cpu/gemm/gemm_impl.h"
+#include "cpu/rnn_impl.h"
+
+}  // namespace fastrnn::cpu::isa_avx512

@@ -1,0 +1,88 @@
+#pragma once
+// Pieces of the CPU RNN driver shared by the portable checks (rnn.cpp) and the per-ISA
+// kernels (rnn_<isa>.cpp).
+#include <cstdint>
+
+namespace fastrnn::cpu {
+
+// The sizes of one layer-direction call. `rows` counts the (t, b) pairs really computed:
+// T*B, or the sum of batch_sizes for packed sequences. P = H unless an LSTM projects h.
+struct RnnDims {
+  int64_t T = 0, B = 0, I = 0, H = 0, P = 0, G = 0, rows = 0;
+  bool proj = false;
+};
+
+struct RnnWorkspaceBytes {
+  int64_t forward = 0, backward = 0;
+};
+
+namespace {  // private to each translation unit (see cells/activations.h)
+
+constexpr int64_t kAlign = 64;
+
+// Hands out 64-byte-aligned pieces of one buffer. With a null base it only adds up sizes, so
+// the size query and the kernels share one layout.
+class Carver {
+ public:
+  explicit Carver(void* base) : base_(static_cast<char*>(base)) {}
+  template <typename T>
+  T* take(int64_t count) {
+    offset_ = (offset_ + kAlign - 1) / kAlign * kAlign;
+    T* piece = base_ ? reinterpret_cast<T*>(base_ + offset_) : nullptr;
+    offset_ += count * static_cast<int64_t>(sizeof(T));
+    return piece;
+  }
+  int64_t bytes() const { return offset_; }
+
+ private:
+  char* base_;
+  int64_t offset_ = 0;
+};
+
+// The steps in processing order, t = 0..T-1 or T-1..0, with each step's first row and the
+// step processed just before it in the *forward* pass (whose first rows are the same
+// sequences; rows it lacked start from h0).
+class StepWalker {
+ public:
+  StepWalker(const RnnDims& d, const int64_t* batch_sizes, bool reverse, bool walk_backwards)
+      : d_(d), batch_sizes_(batch_sizes), reverse_(reverse), down_(reverse != walk_backwards) {
+    t_ = down_ ? d.T - 1 : 0;
+    offset_ = down_ ? d.rows - batch(t_) : 0;
+  }
+  bool done() const { return t_ < 0 || t_ >= d_.T; }
+  int64_t t() const { return t_; }
+  int64_t offset() const { return offset_; }
+  int64_t batch() const { return batch(t_); }
+  // Active rows and first row of the step the forward pass came from (0 rows at the start).
+  int64_t prev_batch() const { return batch(reverse_ ? t_ + 1 : t_ - 1); }
+  int64_t prev_offset() const { return reverse_ ? offset_ + batch() : offset_ - prev_batch(); }
+  int64_t batch(int64_t t) const {
+    if (t < 0 || t >= d_.T) return 0;
+    return batch_sizes_ ? batch_sizes_[t] : d_.B;
+  }
+  void next() {
+    if (down_) {
+      --t_;
+      if (t_ >= 0) offset_ -= batch(t_);
+    } else {
+      offset_ += batch(t_);
+      ++t_;
+    }
+  }
+
+ private:
+  const RnnDims& d_;
+  const int64_t* batch_sizes_;
+  bool reverse_, down_;
+  int64_t t_, offset_;
+};
+
+struct Range {
+  int64_t begin, end;
+};
+
+// Part `part` of `parts` near-equal contiguous pieces of [0, n).
+inline Range split(int64_t n, int part, int parts) { return {n * part / parts, n * (part + 1) / parts}; }
+
+}  // namespace
+}  // namespace fastrnn::cpu

@@ -1,0 +1,20 @@
+// The RNN driver compiled for one instruction set (generic); see rnn_impl.h.
+#include <omp.h>
+
+#include <cstring>
+
+#include "cells/elman.h"
+#include "cells/gru.h"
+#include "cells/lstm.h"
+#include "common/macros.h"
+#include "common/rnn_params.h"
+#include "cpu/gemm/gemm.h"
+#include "cpu/rnn_common.h"
+
+namespace fastrnn::cpu::isa_generic {
+
+#include "cpu/gemm/microkernel_generic.h"
+#include "cpu/gemm/gemm_impl.h"
+#include "cpu/rnn_impl.h"
+
+}  // namespace fastrnn::cpu::isa_generic

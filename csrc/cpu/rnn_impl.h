@@ -1,0 +1,551 @@
+// The RNN sequence driver: one time loop for every cell, forward and BPTT backward. Included
+// once per instruction set inside namespace fastrnn::cpu::isa_<name>, after
+// microkernel_<name>.h and gemm_impl.h, so the element math (csrc/cells) vectorises for that
+// set and the products call its micro-kernel directly.
+//
+// Rows: x, y, the reserve and the gate gradients hold one row per (t, b) pair that is really
+// computed, step after step; step t owns rows [offset(t), offset(t) + batch(t)). Packed
+// sequences therefore cost nothing for their padding (see StepWalker).
+//
+// Forward:  xp = x W_ih^T + b_ih for all rows (one parallel product), then the recurrence.
+// Backward: the recurrence in reverse, then dx, dW_ih, dW_hh, dW_hr and the bias gradients as
+//           products over all rows.
+//
+// The recurrence is weight-stationary. Each of n threads owns a slice of hidden units (chunks
+// of NR units) with all G gates of each, packs its slice of W_hh once per call into its own
+// workspace (it then stays in that core's cache), and per step
+//   forward:  packs h_prev, computes its gates with the micro-kernel, applies the cell right
+//             away (the tile is still in L1), writes its units of h, then one barrier;
+//   backward: applies the cell backward to its units, a barrier, then computes its columns of
+//             dh_prev = dgates_hh W_hh (its slice of W_hh's columns, packed once).
+// With a projection (LSTM proj_size) a second barrier per step separates the cell from the
+// projection h = W_hr m, whose output columns are split the same way.
+
+// ---- Workspace ---------------------------------------------------------------------------------
+
+// Threads for the recurrence: one per chunk at most, and one alone when a step is too small to
+// pay for a barrier.
+template <typename T>
+int recurrence_threads(const RnnDims& d) {
+  constexpr int NR = Tile<T>::NR;
+  const int64_t chunks = d.proj ? (ceil_div(d.H, NR) > ceil_div(d.P, NR) ? ceil_div(d.H, NR) : ceil_div(d.P, NR))
+                                : ceil_div(d.H, NR);
+  int n = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if (n > chunks) n = static_cast<int>(chunks);
+  if (d.B * d.G * d.H * d.P < 8192) n = 1;  // ~a microsecond of work: less than a barrier costs
+  return n < 1 ? 1 : n;
+}
+
+template <typename T>
+struct ThreadSpace {
+  T* a_pack = nullptr;   // packed rows of the step's left operand (MR panels over full depth)
+  T* w_pack = nullptr;   // this thread's W_hh panels (rows of its units / columns of its outputs)
+  T* wr_pack = nullptr;  // this thread's W_hr panels (projection only)
+  T* tile = nullptr;     // (MR-padded B) x (G*NR) gate tile, or the dm tile in backward
+};
+
+// One thread's piece of the workspace when n threads share the recurrence.
+template <typename T>
+ThreadSpace<T> thread_space(char* base, const RnnDims& d, int n, bool backward, int64_t* bytes) {
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
+  const int64_t mpad = round_up(d.B, MR);
+  const int64_t h_chunks = ceil_div(ceil_div(d.H, NR), n), p_chunks = ceil_div(ceil_div(d.P, NR), n);
+  const int64_t GH = d.G * d.H;
+  Carver c(base);
+  ThreadSpace<T> s;
+  if (!backward) {
+    s.a_pack = c.take<T>(mpad * (d.proj && d.H > d.P ? d.H : d.P));
+    s.w_pack = c.take<T>(h_chunks * d.G * d.P * NR);
+    if (d.proj) s.wr_pack = c.take<T>(p_chunks * d.H * NR);
+    s.tile = c.take<T>(mpad * d.G * NR);
+  } else {
+    s.a_pack = c.take<T>(mpad * (GH > d.P ? GH : d.P));
+    s.w_pack = c.take<T>(p_chunks * GH * NR);
+    if (d.proj) s.wr_pack = c.take<T>(h_chunks * d.P * NR);
+    if (d.proj) s.tile = c.take<T>(mpad * NR);
+  }
+  *bytes = round_up(c.bytes(), kAlign);
+  return s;
+}
+
+template <typename T>
+struct ForwardSpace {
+  T* xp = nullptr;    // (rows, G*H) input projection, unless it is written into the reserve
+  T* bias = nullptr;  // (G*H) bias_hh, or zeros
+  T* m = nullptr;     // (B, H) one step's unprojected output (projection only)
+  GemmScratch scratch;
+  char* threads = nullptr;  // per-thread pieces (thread_space), `thread_bytes` apart
+  int64_t thread_bytes = 0;
+  int64_t bytes = 0;
+};
+
+template <typename T>
+ForwardSpace<T> forward_space(void* base, const RnnDims& d, bool xp_in_reserve, int n) {
+  Carver c(base);
+  ForwardSpace<T> s;
+  if (!xp_in_reserve) s.xp = c.take<T>(d.rows * d.G * d.H);
+  s.bias = c.take<T>(d.G * d.H);
+  if (d.proj) s.m = c.take<T>(d.B * d.H);
+  s.scratch.threads = omp_get_max_threads();
+  s.scratch.bytes_per_thread = gemm_scratch_bytes<T>();
+  s.scratch.data = c.take<char>(s.scratch.threads * s.scratch.bytes_per_thread);
+  thread_space<T>(nullptr, d, n, false, &s.thread_bytes);
+  s.threads = c.take<char>(n * s.thread_bytes);
+  s.bytes = c.bytes();
+  return s;
+}
+
+template <typename T>
+struct BackwardSpace {
+  T* dgates_ih = nullptr;  // (rows, G*H) dL/d(pre-activations), input side
+  T* dgates_hh = nullptr;  // (rows, G*H) recurrent side; the same buffer unless the cell splits them
+  T* h_prev = nullptr;     // (rows, P) the state each row started from
+  T* dh_total = nullptr;   // (rows, P) dL/dh of each row (projection only, for dW_hr)
+  GemmScratch scratch;
+  char* threads = nullptr;
+  int64_t thread_bytes = 0;
+  int64_t bytes = 0;
+};
+
+template <typename T>
+BackwardSpace<T> backward_space(void* base, const RnnDims& d, bool split_dgates, int n) {
+  Carver c(base);
+  BackwardSpace<T> s;
+  s.dgates_ih = c.take<T>(d.rows * d.G * d.H);
+  s.dgates_hh = split_dgates ? c.take<T>(d.rows * d.G * d.H) : s.dgates_ih;
+  s.h_prev = c.take<T>(d.rows * d.P);
+  if (d.proj) s.dh_total = c.take<T>(d.rows * d.P);
+  s.scratch.threads = omp_get_max_threads();
+  s.scratch.bytes_per_thread = gemm_scratch_bytes<T>();
+  s.scratch.data = c.take<char>(s.scratch.threads * s.scratch.bytes_per_thread);
+  thread_space<T>(nullptr, d, n, true, &s.thread_bytes);
+  s.threads = c.take<char>(n * s.thread_bytes);
+  s.bytes = c.bytes();
+  return s;
+}
+
+// ---- Helpers -----------------------------------------------------------------------------------
+
+template <typename T>
+const T* data_or_null(const TensorView& v) {
+  return v.defined() ? v.data_as<T>() : nullptr;
+}
+
+template <typename T>
+void gemm_call(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+               int64_t ldb, T beta, T* C, int64_t ldc, const GemmScratch& scratch) {
+  GemmArgs<T> g;
+  g.trans_a = trans_a, g.trans_b = trans_b;
+  g.M = M, g.N = N, g.K = K;
+  g.A = A, g.lda = lda, g.B = B, g.ldb = ldb;
+  g.beta = beta, g.C = C, g.ldc = ldc;
+  parallel_gemm(g, scratch);
+}
+
+// Column sums of a (rows, cols) matrix (the bias gradients), split over columns.
+template <typename T>
+void column_sums(const T* m, int64_t rows, int64_t cols, T* out) {
+  const int n = cols * rows < 65536 ? 1 : omp_get_max_threads();
+#pragma omp parallel num_threads(n)
+  {
+    const Range r = split(cols, omp_get_thread_num(), omp_get_num_threads());
+    for (int64_t j = r.begin; j < r.end; ++j) out[j] = T(0);
+    for (int64_t i = 0; i < rows; ++i) {
+      const T* row = m + i * cols;
+#pragma omp simd
+      for (int64_t j = r.begin; j < r.end; ++j) out[j] += row[j];
+    }
+  }
+}
+
+// ---- Forward -----------------------------------------------------------------------------------
+
+template <typename T>
+struct ForwardJob {
+  const RnnDims* d;
+  const int64_t* batch_sizes;
+  bool reverse;
+  const T* h0;         // (B, P)
+  const T* weight_hh;  // (G*H, P)
+  const T* weight_hr;  // (P, H) or null
+  const T* bias;       // (G*H), zeros when absent
+  const T* xp;         // input projections, row stride xp_ld
+  int64_t xp_ld;
+  T* y;                // (rows, P)
+  T* c;                // (B, H) running cell state (LSTM), starts as c0
+  T* reserve;          // (rows, R) or null in inference
+  int64_t R;
+  T* m;                // (B, H) projection input of the current step
+};
+
+// The cell over units [j0, j0+cols) of rows 0..bt-1 of one step. gates: (bt, G*NR) tile;
+// h_prev(b) gives row b's previous state (only GRU reads it); out rows get h (or m).
+template <class Cell, bool kTraining, typename T, typename HPrev>
+void cell_forward_chunk(const ForwardJob<T>& job, int64_t row0, int64_t bt, int64_t j0, int64_t cols,
+                        const T* gates, const HPrev& h_prev, T* out, int64_t out_ld) {
+  constexpr int NR = Tile<T>::NR;
+  const int64_t H = job.d->H;
+  for (int64_t b = 0; b < bt; ++b) {
+    const T* xrow = job.xp + (row0 + b) * job.xp_ld + j0;
+    const T* grow = gates + b * Cell::kGates * NR;
+    const T* bias = job.bias + j0;
+    const T* hp = Cell::kReadsHiddenPrev ? h_prev(b) + j0 : nullptr;
+    T* crow = Cell::kHasCellState ? job.c + b * H + j0 : nullptr;
+    T* rrow = kTraining ? job.reserve + (row0 + b) * job.R + j0 : nullptr;
+    T* orow = out + b * out_ld + j0;
+#pragma omp simd
+    for (int64_t u = 0; u < cols; ++u) {
+      T h = T(0), c = T(0);
+      Cell::forward(xrow + u, grow + u, NR, bias + u, H, Cell::kReadsHiddenPrev ? hp[u] : T(0),
+                    Cell::kHasCellState ? crow[u] : T(0), h, c, kTraining ? rrow + u : nullptr);
+      orow[u] = h;
+      if (Cell::kHasCellState) crow[u] = c;
+    }
+  }
+}
+
+template <class Cell, bool kTraining, typename T>
+void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid, int n) {
+  constexpr int NR = Tile<T>::NR, G = Cell::kGates;
+  const RnnDims& d = *job.d;
+  const int64_t H = d.H, P = d.P;
+  const Range hc = split(ceil_div(H, NR), tid, n), pc = split(ceil_div(P, NR), tid, n);
+  // Pack this thread's weights once: for each of its unit chunks, one panel per gate (the
+  // W_hh rows of those units, used transposed), and for the projection its output columns.
+  for (int64_t c = hc.begin; c < hc.end; ++c) {
+    const int64_t j0 = c * NR, cols = min_i64(NR, H - j0);
+    for (int k = 0; k < G; ++k) {
+      const T* rows = job.weight_hh + (k * H + j0) * P;
+      pack_b_columns<T>(P, cols, [&](int64_t j) { return rows + j * P; },
+                        ts.w_pack + ((c - hc.begin) * G + k) * P * NR);
+    }
+  }
+  if (d.proj) {
+    for (int64_t c = pc.begin; c < pc.end; ++c) {
+      const T* rows = job.weight_hr + c * NR * H;
+      pack_b_columns<T>(H, min_i64(NR, P - c * NR), [&](int64_t j) { return rows + j * H; },
+                        ts.wr_pack + (c - pc.begin) * H * NR);
+    }
+  }
+
+  for (StepWalker step(d, job.batch_sizes, job.reverse, false); !step.done(); step.next()) {
+    const int64_t bt = step.batch(), row0 = step.offset();
+    if (bt == 0) continue;  // every thread skips alike, so the barriers still pair up
+    const int64_t prev_bt = step.prev_batch(), prev_row0 = step.prev_offset();
+    auto h_prev = [&](int64_t b) { return b < prev_bt ? job.y + (prev_row0 + b) * P : job.h0 + b * P; };
+    pack_a_rows<T>(bt, P, h_prev, ts.a_pack);
+    for (int64_t c = hc.begin; c < hc.end; ++c) {
+      const T* w = ts.w_pack + (c - hc.begin) * G * P * NR;
+      for (int k = 0; k < G; ++k) panel_gemm<T>(bt, P, ts.a_pack, w + k * P * NR, ts.tile + k * NR, G * NR, NR, T(0));
+      const int64_t j0 = c * NR, cols = min_i64(NR, H - j0);
+      T* out = d.proj ? job.m : job.y + row0 * P;
+      cell_forward_chunk<Cell, kTraining>(job, row0, bt, j0, cols, ts.tile, h_prev, out, d.proj ? H : P);
+      if (d.proj && kTraining) {  // the reserve keeps m for dW_hr
+        for (int64_t b = 0; b < bt; ++b) {
+          std::memcpy(job.reserve + (row0 + b) * job.R + 5 * H + j0, job.m + b * H + j0, cols * sizeof(T));
+        }
+      }
+    }
+    if (d.proj) {
+#pragma omp barrier
+      // h = m W_hr^T for this thread's output columns.
+      pack_a_rows<T>(bt, H, [&](int64_t b) { return job.m + b * H; }, ts.a_pack);
+      for (int64_t c = pc.begin; c < pc.end; ++c) {
+        panel_gemm<T>(bt, H, ts.a_pack, ts.wr_pack + (c - pc.begin) * H * NR, job.y + row0 * P + c * NR, P,
+                      min_i64(NR, P - c * NR), T(0));
+      }
+    }
+#pragma omp barrier
+  }
+}
+
+template <class Cell, typename T>
+void forward(const RnnForwardParams& p, const RnnDims& d) {
+  const int64_t GH = d.G * d.H;
+  const int64_t R = reserve_blocks(p.cell, d.proj) * d.H;
+  const bool training = p.training && R > 0;
+  const int n = recurrence_threads<T>(d);
+  const ForwardSpace<T> ws = forward_space<T>(p.workspace.data, d, training, n);
+
+  ForwardJob<T> job;
+  job.d = &d;
+  job.batch_sizes = data_or_null<int64_t>(p.batch_sizes);
+  job.reverse = p.reverse;
+  job.h0 = p.h0.data_as<T>();
+  job.weight_hh = p.weight_hh.data_as<T>();
+  job.weight_hr = data_or_null<T>(p.weight_hr);
+  job.y = p.y.data_as<T>();
+  job.c = Cell::kHasCellState ? p.c_n.data_as<T>() : nullptr;
+  job.reserve = training ? p.reserve.data_as<T>() : nullptr;
+  job.R = R;
+  job.m = ws.m;
+
+  // The input projection of every row. In training it goes straight into the reserve rows,
+  // where the cell overwrites each unit's inputs with the activations it saves.
+  T* xp = training ? job.reserve : ws.xp;
+  job.xp = xp;
+  job.xp_ld = training ? R : GH;
+  const T* bias_ih = data_or_null<T>(p.bias_ih);
+  if (bias_ih) {
+    for (int64_t r = 0; r < d.rows; ++r) std::memcpy(xp + r * job.xp_ld, bias_ih, GH * sizeof(T));
+  }
+  gemm_call<T>(false, true, d.rows, GH, d.I, p.x.data_as<T>(), d.I, p.weight_ih.data_as<T>(), d.I,
+               bias_ih ? T(1) : T(0), xp, job.xp_ld, ws.scratch);
+  if (p.bias_hh.defined()) {
+    std::memcpy(ws.bias, p.bias_hh.data, GH * sizeof(T));
+  } else {
+    std::memset(ws.bias, 0, GH * sizeof(T));
+  }
+  job.bias = ws.bias;
+  // The cell state lives in c_n: it starts as c0 and sequences that end early keep theirs.
+  if (job.c) std::memcpy(job.c, p.c0.data, d.B * d.H * sizeof(T));
+
+#pragma omp parallel num_threads(n)
+  {
+    // The layout follows the team OpenMP really gave (the size query covered 1..n threads).
+    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    int64_t thread_bytes;
+    thread_space<T>(nullptr, d, nt, false, &thread_bytes);
+    const ThreadSpace<T> ts = thread_space<T>(ws.threads + tid * thread_bytes, d, nt, false, &thread_bytes);
+    if (training) {
+      forward_thread<Cell, true, T>(job, ts, tid, nt);
+    } else {
+      forward_thread<Cell, false, T>(job, ts, tid, nt);
+    }
+  }
+
+  // h_n: each sequence's output at its last step (step 0 for the reverse direction); a
+  // sequence with no steps keeps h0.
+  T* h_n = p.h_n.data_as<T>();
+  std::memcpy(h_n, job.h0, d.B * d.P * sizeof(T));
+  for (StepWalker step(d, job.batch_sizes, p.reverse, false); !step.done(); step.next()) {
+    // Rows active now but not at the next processed step end here.
+    const int64_t next_t = p.reverse ? step.t() - 1 : step.t() + 1;
+    for (int64_t b = step.batch(next_t); b < step.batch(); ++b) {
+      std::memcpy(h_n + b * d.P, job.y + (step.offset() + b) * d.P, d.P * sizeof(T));
+    }
+  }
+}
+
+// ---- Backward ----------------------------------------------------------------------------------
+
+template <typename T>
+struct BackwardJob {
+  const RnnDims* d;
+  const int64_t* batch_sizes;
+  bool reverse;
+  const T* h0;         // (B, P)
+  const T* c0;         // (B, H)
+  const T* weight_hh;  // (G*H, P)
+  const T* weight_hr;  // (P, H) or null
+  const T* y;          // (rows, P)
+  const T* reserve;    // (rows, R)
+  int64_t R;
+  const T* dy;         // (rows, P)
+  T* dh;               // (B, P) running dL/dh_prev, starts as dh_n, ends as dh0
+  T* dc;               // (B, H) running dL/dc, starts as dc_n (LSTM)
+  T* dgates_ih;
+  T* dgates_hh;
+  T* h_prev;           // (rows, P)
+  T* dh_total;         // (rows, P), projection only
+};
+
+// The cell backward over units [j0, j0+cols) of the step's rows. dh_in(b) points at row b's
+// dL/dh for these units; with add_dy, the step's dy is added to it (no projection).
+template <class Cell, typename T, typename HPrev, typename DhIn>
+void cell_backward_chunk(const BackwardJob<T>& job, int64_t row0, int64_t bt, int64_t j0, int64_t cols,
+                         int64_t prev_bt, int64_t prev_row0, const HPrev& h_prev, const DhIn& dh_in, bool add_dy) {
+  const RnnDims& d = *job.d;
+  const int64_t H = d.H, P = d.P, GH = d.G * d.H;
+  for (int64_t b = 0; b < bt; ++b) {
+    const int64_t row = row0 + b;
+    const T* rrow = job.reserve ? job.reserve + row * job.R + j0 : nullptr;
+    const T* hp = Cell::kReadsHiddenPrev || add_dy ? h_prev(b) + j0 : nullptr;
+    const T* cp = nullptr;
+    if (Cell::kHasCellState) {
+      cp = (b < prev_bt ? job.reserve + (prev_row0 + b) * job.R + 4 * H : job.c0 + b * H) + j0;
+    }
+    const T* dhb = dh_in(b);
+    const T* dyb = job.dy + row * P + j0;
+    const T* hrow = job.y + row * P + j0;
+    T* dcb = Cell::kHasCellState ? job.dc + b * H + j0 : nullptr;
+    T* dgi = job.dgates_ih + row * GH + j0;
+    T* dgh = job.dgates_hh + row * GH + j0;
+    // Without a projection (P == H) this thread also owns these columns of dh and h_prev.
+    T* direct = add_dy ? job.dh + b * P + j0 : nullptr;
+    T* hp_out = add_dy ? job.h_prev + row * P + j0 : nullptr;
+#pragma omp simd
+    for (int64_t u = 0; u < cols; ++u) {
+      T dc = Cell::kHasCellState ? dcb[u] : T(0);
+      const T dh = add_dy ? dhb[u] + dyb[u] : dhb[u];
+      const T dhp = Cell::backward(rrow ? rrow + u : nullptr, H, Cell::kBackwardReadsOutput ? hrow[u] : T(0),
+                                   Cell::kReadsHiddenPrev ? hp[u] : T(0), Cell::kHasCellState ? cp[u] : T(0), dh, dc,
+                                   dgi + u, dgh + u);
+      if (Cell::kHasCellState) dcb[u] = dc;
+      if (add_dy) {
+        direct[u] = dhp;
+        hp_out[u] = hp[u];
+      }
+    }
+  }
+}
+
+template <class Cell, typename T>
+void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int tid, int n) {
+  constexpr int NR = Tile<T>::NR;
+  const RnnDims& d = *job.d;
+  const int64_t H = d.H, P = d.P, GH = d.G * d.H;
+  const Range hc = split(ceil_div(H, NR), tid, n), pc = split(ceil_div(P, NR), tid, n);
+  // Pack once: the W_hh columns of this thread's outputs of dh_prev, and (projection) the
+  // W_hr columns of its units of dm.
+  for (int64_t c = pc.begin; c < pc.end; ++c) {
+    pack_b_block<T>(GH, min_i64(NR, P - c * NR), job.weight_hh + c * NR, P, ts.w_pack + (c - pc.begin) * GH * NR);
+  }
+  if (d.proj) {
+    for (int64_t c = hc.begin; c < hc.end; ++c) {
+      pack_b_block<T>(P, min_i64(NR, H - c * NR), job.weight_hr + c * NR, H, ts.wr_pack + (c - hc.begin) * P * NR);
+    }
+  }
+
+  for (StepWalker step(d, job.batch_sizes, job.reverse, true); !step.done(); step.next()) {
+    const int64_t bt = step.batch(), row0 = step.offset();
+    if (bt == 0) continue;
+    const int64_t prev_bt = step.prev_batch(), prev_row0 = step.prev_offset();
+    auto h_prev = [&](int64_t b) { return b < prev_bt ? job.y + (prev_row0 + b) * P : job.h0 + b * P; };
+    if (!d.proj) {
+      for (int64_t c = hc.begin; c < hc.end; ++c) {
+        cell_backward_chunk<Cell>(job, row0, bt, c * NR, min_i64(NR, H - c * NR), prev_bt, prev_row0, h_prev,
+                                  [&](int64_t b) { return job.dh + b * P + c * NR; }, true);
+      }
+    } else {
+      // dL/dh of this step for this thread's output columns, kept for dW_hr.
+      for (int64_t b = 0; b < bt; ++b) {
+        const int64_t row = row0 + b;
+        for (int64_t j = pc.begin * NR; j < min_i64(pc.end * NR, P); ++j) {
+          job.dh_total[row * P + j] = job.dh[b * P + j] + job.dy[row * P + j];
+          job.h_prev[row * P + j] = h_prev(b)[j];
+        }
+      }
+#pragma omp barrier
+      // dm = dh_total W_hr for this thread's units, then the cell backward on it.
+      pack_a_rows<T>(bt, P, [&](int64_t b) { return job.dh_total + (row0 + b) * P; }, ts.a_pack);
+      for (int64_t c = hc.begin; c < hc.end; ++c) {
+        panel_gemm<T>(bt, P, ts.a_pack, ts.wr_pack + (c - hc.begin) * P * NR, ts.tile, NR, NR, T(0));
+        cell_backward_chunk<Cell>(job, row0, bt, c * NR, min_i64(NR, H - c * NR), prev_bt, prev_row0, h_prev,
+                                  [&](int64_t b) { return ts.tile + b * NR; }, false);
+      }
+    }
+#pragma omp barrier
+    // dh_prev = dgates_hh W_hh (+ the cell's direct term already in dh) for this thread's columns.
+    pack_a_rows<T>(bt, GH, [&](int64_t b) { return job.dgates_hh + (row0 + b) * GH; }, ts.a_pack);
+    for (int64_t c = pc.begin; c < pc.end; ++c) {
+      panel_gemm<T>(bt, GH, ts.a_pack, ts.w_pack + (c - pc.begin) * GH * NR, job.dh + c * NR, P,
+                    min_i64(NR, P - c * NR), Cell::kDirectHiddenGrad ? T(1) : T(0));
+    }
+    // No barrier here: the next step reads only this thread's columns of dh, and writes rows
+    // of dgates that no other thread is reading.
+  }
+}
+
+template <class Cell, typename T>
+void backward(const RnnBackwardParams& p, const RnnDims& d) {
+  const int64_t GH = d.G * d.H;
+  const int n = recurrence_threads<T>(d);
+  const BackwardSpace<T> ws = backward_space<T>(p.workspace.data, d, Cell::kSplitRecurrentGrad, n);
+
+  BackwardJob<T> job;
+  job.d = &d;
+  job.batch_sizes = data_or_null<int64_t>(p.batch_sizes);
+  job.reverse = p.reverse;
+  job.h0 = p.h0.data_as<T>();
+  job.c0 = Cell::kHasCellState ? p.c0.data_as<T>() : nullptr;
+  job.weight_hh = p.weight_hh.data_as<T>();
+  job.weight_hr = data_or_null<T>(p.weight_hr);
+  job.y = p.y.data_as<T>();
+  job.reserve = data_or_null<T>(p.reserve);
+  job.R = reserve_blocks(p.cell, d.proj) * d.H;
+  job.dy = p.dy.data_as<T>();
+  job.dh = p.dh0.data_as<T>();
+  job.dc = Cell::kHasCellState ? p.dc0.data_as<T>() : nullptr;
+  job.dgates_ih = ws.dgates_ih;
+  job.dgates_hh = ws.dgates_hh;
+  job.h_prev = ws.h_prev;
+  job.dh_total = ws.dh_total;
+  // The running state gradients live in dh0 (and dc0), as the states do in the forward.
+  std::memcpy(job.dh, p.dh_n.data, d.B * d.P * sizeof(T));
+  if (job.dc) std::memcpy(job.dc, p.dc_n.data, d.B * d.H * sizeof(T));
+
+#pragma omp parallel num_threads(n)
+  {
+    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    int64_t thread_bytes;
+    thread_space<T>(nullptr, d, nt, true, &thread_bytes);
+    const ThreadSpace<T> ts = thread_space<T>(ws.threads + tid * thread_bytes, d, nt, true, &thread_bytes);
+    backward_thread<Cell, T>(job, ts, tid, nt);
+  }
+
+  // Everything left is a product over all rows at once.
+  gemm_call<T>(false, false, d.rows, d.I, GH, ws.dgates_ih, GH, p.weight_ih.data_as<T>(), d.I, T(0),
+               p.dx.data_as<T>(), d.I, ws.scratch);
+  gemm_call<T>(true, false, GH, d.I, d.rows, ws.dgates_ih, GH, p.x.data_as<T>(), d.I, T(0),
+               p.dweight_ih.data_as<T>(), d.I, ws.scratch);
+  gemm_call<T>(true, false, GH, d.P, d.rows, ws.dgates_hh, GH, ws.h_prev, d.P, T(0), p.dweight_hh.data_as<T>(), d.P,
+               ws.scratch);
+  if (d.proj) {  // dW_hr = dh_total^T m, m saved in the reserve's last block
+    gemm_call<T>(true, false, d.P, d.H, d.rows, ws.dh_total, d.P, job.reserve + 5 * d.H, job.R, T(0),
+                 p.dweight_hr.data_as<T>(), d.H, ws.scratch);
+  }
+  if (p.dbias_ih.defined()) column_sums(ws.dgates_ih, d.rows, GH, p.dbias_ih.data_as<T>());
+  if (p.dbias_hh.defined()) column_sums(ws.dgates_hh, d.rows, GH, p.dbias_hh.data_as<T>());
+}
+
+// ---- Entry points (declared in rnn.cpp) ----------------------------------------------------------
+
+template <typename T, typename Fn>
+void with_cell(CellKind kind, const Fn& fn) {
+  using cells::Activation;
+  switch (kind) {
+    case CellKind::RnnTanh: return fn(cells::ElmanCell<T, Activation::Tanh>{});
+    case CellKind::RnnRelu: return fn(cells::ElmanCell<T, Activation::Relu>{});
+    case CellKind::Lstm: return fn(cells::LstmCell<T>{});
+    case CellKind::Gru: return fn(cells::GruCell<T>{});
+  }
+}
+
+void rnn_forward(const RnnForwardParams& p, const RnnDims& d) {
+  if (p.x.dtype == DType::Float64) {
+    with_cell<double>(p.cell, [&](auto cell) { forward<decltype(cell), double>(p, d); });
+  } else {
+    with_cell<float>(p.cell, [&](auto cell) { forward<decltype(cell), float>(p, d); });
+  }
+}
+
+void rnn_backward(const RnnBackwardParams& p, const RnnDims& d) {
+  if (p.x.dtype == DType::Float64) {
+    with_cell<double>(p.cell, [&](auto cell) { backward<decltype(cell), double>(p, d); });
+  } else {
+    with_cell<float>(p.cell, [&](auto cell) { backward<decltype(cell), float>(p, d); });
+  }
+}
+
+// The workspace each call needs, whatever team size 1..n OpenMP grants the recurrence.
+RnnWorkspaceBytes rnn_workspace_bytes(CellKind cell, DType dtype, const RnnDims& d) {
+  RnnWorkspaceBytes bytes;
+  auto measure = [&](auto zero) {
+    using T = decltype(zero);
+    const int n = recurrence_threads<T>(d);
+    for (int k = 1; k <= n; ++k) {
+      // The inference forward is the larger one: its projection is not in the reserve.
+      const int64_t f = forward_space<T>(nullptr, d, false, k).bytes;
+      const int64_t b = backward_space<T>(nullptr, d, cell == CellKind::Gru, k).bytes;
+      bytes.forward = f > bytes.forward ? f : bytes.forward;
+      bytes.backward = b > bytes.backward ? b : bytes.backward;
+    }
+  };
+  if (dtype == DType::Float64) {
+    measure(0.0);
+  } else {
+    measure(0.0f);
+  }
+  return bytes;
+}
