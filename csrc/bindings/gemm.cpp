@@ -22,8 +22,10 @@ void check_matrix(const TensorView& v, DType dtype, const char* name) {
 
 void register_gemm(py::module_& m) {
   m.def("gemm_scratch_bytes", [](const std::string& dtype) {
+    // One slot per thread, plus room to align the caller's buffer.
     return cpu::gemm_scratch_bytes_per_thread(dtype == "float64" ? DType::Float64 : DType::Float32) *
-           omp_get_max_threads();
+               omp_get_max_threads() +
+           64;
   });
   m.def(
       "gemm",
@@ -39,8 +41,12 @@ void register_gemm(py::module_& m) {
                           (trans_b ? B.sizes[0] : B.sizes[1]) == N,
                       "gemm: shapes do not match");
         const int64_t per_thread = cpu::gemm_scratch_bytes_per_thread(C.dtype);
-        FASTRNN_CHECK(S.defined() && S.device == DeviceType::CPU && S.is_contiguous() && S.nbytes() >= per_thread,
-                      "gemm: scratch must hold at least ", per_thread, " bytes");
+        FASTRNN_CHECK(S.defined() && S.device == DeviceType::CPU && S.is_contiguous() && S.nbytes() >= per_thread + 64,
+                      "gemm: scratch must hold at least ", per_thread + 64, " bytes");
+        // The packed panels want 64-byte alignment; NumPy gives 16.
+        const auto raw = reinterpret_cast<uintptr_t>(S.data);
+        char* aligned = reinterpret_cast<char*>((raw + 63) / 64 * 64);
+        const int64_t usable = S.nbytes() - (aligned - static_cast<char*>(S.data));
         py::gil_scoped_release release;
         FASTRNN_DISPATCH_FLOATING(C.dtype, "gemm", [&] {
           cpu::GemmArgs<scalar_t> g;
@@ -51,9 +57,9 @@ void register_gemm(py::module_& m) {
           g.B = B.data_as<scalar_t>(), g.ldb = B.strides[0];
           g.C = C.data_as<scalar_t>(), g.ldc = C.strides[0];
           cpu::GemmScratch s;
-          s.data = S.data_as<char>();
+          s.data = aligned;
           s.bytes_per_thread = per_thread;
-          s.threads = static_cast<int>(S.nbytes() / per_thread);
+          s.threads = static_cast<int>(usable / per_thread);
           cpu::gemm(g, s);
         });
       },

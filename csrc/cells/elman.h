@@ -3,9 +3,10 @@
 //   h = act(W_ih x + b_ih + W_hh h_prev + b_hh),  act = tanh or relu
 // The forward saves nothing extra: backward reads act'(.) from h itself.
 //
-// Calling convention shared by the cells: pointers point at this unit's first gate, and gate
-// k sits k * stride further on (k * gh_stride for gh). See activations.h for why the cells
-// live in an unnamed namespace.
+// Calling convention shared by the cells: pointers point at this unit's first gate. Gate k of
+// the projections xp (W_ih x) and gh (W_hh h_prev) sits k * tile_stride further on; of the
+// biases and of the reserve, k * stride further on. Absent biases are passed as zeros. See
+// activations.h for why the cells live in an unnamed namespace.
 #include <stdint.h>
 
 #include "cells/activations.h"
@@ -25,11 +26,10 @@ struct ElmanCell {
   static constexpr bool kSplitRecurrentGrad = false;  // W_hh-side gate grads equal the W_ih side
   static constexpr bool kDirectHiddenGrad = false;    // dh_prev has no term outside W_hh^T dgates
 
-  // xp: input projection incl. bias_ih; gh: W_hh h_prev; bias_hh: b_hh (zeros when absent).
-  FASTRNN_HOST_DEVICE static void forward(const T* xp, const T* gh, int64_t /*gh_stride*/, const T* bias_hh,
-                                          int64_t /*stride*/, T /*h_prev*/, T /*c_prev*/, T& h, T& /*c*/,
-                                          T* /*reserve*/) {
-    const T a = xp[0] + gh[0] + bias_hh[0];
+  FASTRNN_HOST_DEVICE static void forward(const T* xp, const T* gh, int64_t /*tile_stride*/, const T* bias_ih,
+                                          const T* bias_hh, int64_t /*stride*/, T /*h_prev*/, T /*c_prev*/, T& h,
+                                          T& /*c*/, T* /*reserve*/) {
+    const T a = (xp[0] + bias_ih[0]) + (gh[0] + bias_hh[0]);
     h = kAct == Activation::Tanh ? tanh_(a) : relu(a);
   }
 

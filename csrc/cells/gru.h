@@ -21,12 +21,12 @@ struct GruCell {
   static constexpr bool kSplitRecurrentGrad = true;
   static constexpr bool kDirectHiddenGrad = true;  // dh_prev gets z * dh directly
 
-  FASTRNN_HOST_DEVICE static void forward(const T* xp, const T* gh, int64_t gh_stride, const T* bias_hh,
+  FASTRNN_HOST_DEVICE static void forward(const T* xp, const T* gh, int64_t ts, const T* bias_ih, const T* bias_hh,
                                           int64_t stride, T h_prev, T /*c_prev*/, T& h, T& /*c*/, T* reserve) {
-    const T hn = gh[2 * gh_stride] + bias_hh[2 * stride];
-    const T r = sigmoid(xp[0 * stride] + gh[0 * gh_stride] + bias_hh[0 * stride]);
-    const T z = sigmoid(xp[1 * stride] + gh[1 * gh_stride] + bias_hh[1 * stride]);
-    const T n = tanh_(xp[2 * stride] + r * hn);
+    const T hn = gh[2 * ts] + bias_hh[2 * stride];
+    const T r = sigmoid((xp[0 * ts] + bias_ih[0 * stride]) + (gh[0 * ts] + bias_hh[0 * stride]));
+    const T z = sigmoid((xp[1 * ts] + bias_ih[1 * stride]) + (gh[1 * ts] + bias_hh[1 * stride]));
+    const T n = tanh_((xp[2 * ts] + bias_ih[2 * stride]) + r * hn);
     h = n + z * (h_prev - n);
     if (reserve) {
       reserve[0 * stride] = r;

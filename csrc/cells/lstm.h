@@ -23,12 +23,12 @@ struct LstmCell {
   static constexpr bool kSplitRecurrentGrad = false;
   static constexpr bool kDirectHiddenGrad = false;
 
-  FASTRNN_HOST_DEVICE static void forward(const T* xp, const T* gh, int64_t gh_stride, const T* bias_hh,
+  FASTRNN_HOST_DEVICE static void forward(const T* xp, const T* gh, int64_t ts, const T* bias_ih, const T* bias_hh,
                                           int64_t stride, T /*h_prev*/, T c_prev, T& h, T& c, T* reserve) {
-    const T i = sigmoid(xp[0 * stride] + gh[0 * gh_stride] + bias_hh[0 * stride]);
-    const T f = sigmoid(xp[1 * stride] + gh[1 * gh_stride] + bias_hh[1 * stride]);
-    const T g = tanh_(xp[2 * stride] + gh[2 * gh_stride] + bias_hh[2 * stride]);
-    const T o = sigmoid(xp[3 * stride] + gh[3 * gh_stride] + bias_hh[3 * stride]);
+    const T i = sigmoid((xp[0 * ts] + bias_ih[0 * stride]) + (gh[0 * ts] + bias_hh[0 * stride]));
+    const T f = sigmoid((xp[1 * ts] + bias_ih[1 * stride]) + (gh[1 * ts] + bias_hh[1 * stride]));
+    const T g = tanh_((xp[2 * ts] + bias_ih[2 * stride]) + (gh[2 * ts] + bias_hh[2 * stride]));
+    const T o = sigmoid((xp[3 * ts] + bias_ih[3 * stride]) + (gh[3 * ts] + bias_hh[3 * stride]));
     c = f * c_prev + i * g;
     h = o * tanh_(c);
     if (reserve) {

@@ -3,6 +3,8 @@
 // kernels (rnn_<isa>.cpp).
 #include <cstdint>
 
+#include "common/parallel.h"
+
 namespace fastrnn::cpu {
 
 // The sizes of one layer-direction call. `rows` counts the (t, b) pairs really computed:
@@ -21,18 +23,20 @@ namespace {  // private to each translation unit (see cells/activations.h)
 constexpr int64_t kAlign = 64;
 
 // Hands out 64-byte-aligned pieces of one buffer. With a null base it only adds up sizes, so
-// the size query and the kernels share one layout.
+// the size query and the kernels share one layout. Addresses, not offsets, are aligned (a
+// NumPy buffer may be only 16-byte aligned), so a size query includes that slack.
 class Carver {
  public:
   explicit Carver(void* base) : base_(static_cast<char*>(base)) {}
   template <typename T>
   T* take(int64_t count) {
-    offset_ = (offset_ + kAlign - 1) / kAlign * kAlign;
+    const uintptr_t at = reinterpret_cast<uintptr_t>(base_) + static_cast<uintptr_t>(offset_);
+    offset_ += static_cast<int64_t>((kAlign - at % kAlign) % kAlign);
     T* piece = base_ ? reinterpret_cast<T*>(base_ + offset_) : nullptr;
     offset_ += count * static_cast<int64_t>(sizeof(T));
     return piece;
   }
-  int64_t bytes() const { return offset_; }
+  int64_t bytes() const { return offset_ + (base_ ? 0 : kAlign); }
 
  private:
   char* base_;
@@ -76,13 +80,6 @@ class StepWalker {
   bool reverse_, down_;
   int64_t t_, offset_;
 };
-
-struct Range {
-  int64_t begin, end;
-};
-
-// Part `part` of `parts` near-equal contiguous pieces of [0, n).
-inline Range split(int64_t n, int part, int parts) { return {n * part / parts, n * (part + 1) / parts}; }
 
 }  // namespace
 }  // namespace fastrnn::cpu

@@ -7,17 +7,18 @@
 // computed, step after step; step t owns rows [offset(t), offset(t) + batch(t)). Packed
 // sequences therefore cost nothing for their padding (see StepWalker).
 //
-// Forward:  xp = x W_ih^T + b_ih for all rows (one parallel product), then the recurrence.
-// Backward: the recurrence in reverse, then dx, dW_ih, dW_hh, dW_hr and the bias gradients as
-//           products over all rows.
-//
 // The recurrence is weight-stationary. Each of n threads owns a slice of hidden units (chunks
-// of NR units) with all G gates of each, packs its slice of W_hh once per call into its own
-// workspace (it then stays in that core's cache), and per step
-//   forward:  packs h_prev, computes its gates with the micro-kernel, applies the cell right
-//             away (the tile is still in L1), writes its units of h, then one barrier;
+// of NR units) with all G gates of each, packs its slices of W_ih and W_hh once per call into
+// its own workspace (they then stay near that core), and per step
+//   forward:  computes its units' gate pre-activations x_t W_ih^T and h_prev W_hh^T with the
+//             micro-kernel (reading x_t and h_prev in place), applies the cell right away (the
+//             tiles are still in L1), writes its units of h, then one barrier. Computing the
+//             input projection here rather than as one product up front saves a (T*B, G*H)
+//             buffer that would not fit in cache and whose reads, scattered per unit chunk, the
+//             prefetchers cannot follow;
 //   backward: applies the cell backward to its units, a barrier, then computes its columns of
-//             dh_prev = dgates_hh W_hh (its slice of W_hh's columns, packed once).
+//             dh_prev = dgates_hh W_hh (its slice of W_hh's columns, packed once); after the
+//             loop dx, dW_ih, dW_hh, dW_hr and the bias gradients are products over all rows.
 // With a projection (LSTM proj_size) a second barrier per step separates the cell from the
 // projection h = W_hr m, whose output columns are split the same way.
 
@@ -38,10 +39,11 @@ int recurrence_threads(const RnnDims& d) {
 
 template <typename T>
 struct ThreadSpace {
-  T* a_pack = nullptr;   // packed rows of the step's left operand (MR panels over full depth)
+  T* wi_pack = nullptr;  // this thread's W_ih panels (forward)
   T* w_pack = nullptr;   // this thread's W_hh panels (rows of its units / columns of its outputs)
   T* wr_pack = nullptr;  // this thread's W_hr panels (projection only)
-  T* tile = nullptr;     // (MR-padded B) x (G*NR) gate tile, or the dm tile in backward
+  T* x_tile = nullptr;   // (MR-padded B) x (G*NR): x_t W_ih^T of one unit chunk (forward)
+  T* tile = nullptr;     // the same for h_prev W_hh^T, or the dm tile in backward
 };
 
 // One thread's piece of the workspace when n threads share the recurrence.
@@ -54,12 +56,12 @@ ThreadSpace<T> thread_space(char* base, const RnnDims& d, int n, bool backward, 
   Carver c(base);
   ThreadSpace<T> s;
   if (!backward) {
-    s.a_pack = c.take<T>(mpad * (d.proj && d.H > d.P ? d.H : d.P));
+    s.wi_pack = c.take<T>(h_chunks * d.G * d.I * NR);
     s.w_pack = c.take<T>(h_chunks * d.G * d.P * NR);
     if (d.proj) s.wr_pack = c.take<T>(p_chunks * d.H * NR);
+    s.x_tile = c.take<T>(mpad * d.G * NR);
     s.tile = c.take<T>(mpad * d.G * NR);
   } else {
-    s.a_pack = c.take<T>(mpad * (GH > d.P ? GH : d.P));
     s.w_pack = c.take<T>(p_chunks * GH * NR);
     if (d.proj) s.wr_pack = c.take<T>(h_chunks * d.P * NR);
     if (d.proj) s.tile = c.take<T>(mpad * NR);
@@ -70,25 +72,21 @@ ThreadSpace<T> thread_space(char* base, const RnnDims& d, int n, bool backward, 
 
 template <typename T>
 struct ForwardSpace {
-  T* xp = nullptr;    // (rows, G*H) input projection, unless it is written into the reserve
-  T* bias = nullptr;  // (G*H) bias_hh, or zeros
-  T* m = nullptr;     // (B, H) one step's unprojected output (projection only)
-  GemmScratch scratch;
+  T* bias_ih = nullptr;  // (G*H) bias_ih, or zeros
+  T* bias_hh = nullptr;  // (G*H) bias_hh, or zeros
+  T* m = nullptr;        // (B, H) one step's unprojected output (projection only)
   char* threads = nullptr;  // per-thread pieces (thread_space), `thread_bytes` apart
   int64_t thread_bytes = 0;
   int64_t bytes = 0;
 };
 
 template <typename T>
-ForwardSpace<T> forward_space(void* base, const RnnDims& d, bool xp_in_reserve, int n) {
+ForwardSpace<T> forward_space(void* base, const RnnDims& d, int n) {
   Carver c(base);
   ForwardSpace<T> s;
-  if (!xp_in_reserve) s.xp = c.take<T>(d.rows * d.G * d.H);
-  s.bias = c.take<T>(d.G * d.H);
+  s.bias_ih = c.take<T>(d.G * d.H);
+  s.bias_hh = c.take<T>(d.G * d.H);
   if (d.proj) s.m = c.take<T>(d.B * d.H);
-  s.scratch.threads = omp_get_max_threads();
-  s.scratch.bytes_per_thread = gemm_scratch_bytes<T>();
-  s.scratch.data = c.take<char>(s.scratch.threads * s.scratch.bytes_per_thread);
   thread_space<T>(nullptr, d, n, false, &s.thread_bytes);
   s.threads = c.take<char>(n * s.thread_bytes);
   s.bytes = c.bytes();
@@ -165,12 +163,13 @@ struct ForwardJob {
   const RnnDims* d;
   const int64_t* batch_sizes;
   bool reverse;
+  const T* x;          // (rows, I)
   const T* h0;         // (B, P)
+  const T* weight_ih;  // (G*H, I)
   const T* weight_hh;  // (G*H, P)
   const T* weight_hr;  // (P, H) or null
-  const T* bias;       // (G*H), zeros when absent
-  const T* xp;         // input projections, row stride xp_ld
-  int64_t xp_ld;
+  const T* bias_ih;    // (G*H), zeros when absent
+  const T* bias_hh;    // (G*H), zeros when absent
   T* y;                // (rows, P)
   T* c;                // (B, H) running cell state (LSTM), starts as c0
   T* reserve;          // (rows, R) or null in inference
@@ -178,17 +177,19 @@ struct ForwardJob {
   T* m;                // (B, H) projection input of the current step
 };
 
-// The cell over units [j0, j0+cols) of rows 0..bt-1 of one step. gates: (bt, G*NR) tile;
-// h_prev(b) gives row b's previous state (only GRU reads it); out rows get h (or m).
+// The cell over units [j0, j0+cols) of rows 0..bt-1 of one step. x_tile, h_tile: (bt, G*NR)
+// projections of x_t and h_prev; h_prev(b) gives row b's previous state (only GRU reads it);
+// out rows get h (or m).
 template <class Cell, bool kTraining, typename T, typename HPrev>
 void cell_forward_chunk(const ForwardJob<T>& job, int64_t row0, int64_t bt, int64_t j0, int64_t cols,
-                        const T* gates, const HPrev& h_prev, T* out, int64_t out_ld) {
+                        const T* x_tile, const T* h_tile, const HPrev& h_prev, T* out, int64_t out_ld) {
   constexpr int NR = Tile<T>::NR;
   const int64_t H = job.d->H;
   for (int64_t b = 0; b < bt; ++b) {
-    const T* xrow = job.xp + (row0 + b) * job.xp_ld + j0;
-    const T* grow = gates + b * Cell::kGates * NR;
-    const T* bias = job.bias + j0;
+    const T* xrow = x_tile + b * Cell::kGates * NR;
+    const T* grow = h_tile + b * Cell::kGates * NR;
+    const T* bias_ih = job.bias_ih + j0;
+    const T* bias_hh = job.bias_hh + j0;
     const T* hp = Cell::kReadsHiddenPrev ? h_prev(b) + j0 : nullptr;
     T* crow = Cell::kHasCellState ? job.c + b * H + j0 : nullptr;
     T* rrow = kTraining ? job.reserve + (row0 + b) * job.R + j0 : nullptr;
@@ -196,7 +197,7 @@ void cell_forward_chunk(const ForwardJob<T>& job, int64_t row0, int64_t bt, int6
 #pragma omp simd
     for (int64_t u = 0; u < cols; ++u) {
       T h = T(0), c = T(0);
-      Cell::forward(xrow + u, grow + u, NR, bias + u, H, Cell::kReadsHiddenPrev ? hp[u] : T(0),
+      Cell::forward(xrow + u, grow + u, NR, bias_ih + u, bias_hh + u, H, Cell::kReadsHiddenPrev ? hp[u] : T(0),
                     Cell::kHasCellState ? crow[u] : T(0), h, c, kTraining ? rrow + u : nullptr);
       orow[u] = h;
       if (Cell::kHasCellState) crow[u] = c;
@@ -211,12 +212,17 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
   const int64_t H = d.H, P = d.P;
   const Range hc = split(ceil_div(H, NR), tid, n), pc = split(ceil_div(P, NR), tid, n);
   // Pack this thread's weights once: for each of its unit chunks, one panel per gate (the
-  // W_hh rows of those units, used transposed), and for the projection its output columns.
+  // W_ih and W_hh rows of those units, used transposed), and for the projection its output
+  // columns.
+  const int64_t I = d.I;
   for (int64_t c = hc.begin; c < hc.end; ++c) {
     const int64_t j0 = c * NR, cols = min_i64(NR, H - j0);
     for (int k = 0; k < G; ++k) {
-      const T* rows = job.weight_hh + (k * H + j0) * P;
-      pack_b_columns<T>(P, cols, [&](int64_t j) { return rows + j * P; },
+      const T* wi = job.weight_ih + (k * H + j0) * I;
+      pack_b_columns<T>(I, cols, [&](int64_t j) { return wi + j * I; },
+                        ts.wi_pack + ((c - hc.begin) * G + k) * I * NR);
+      const T* wh = job.weight_hh + (k * H + j0) * P;
+      pack_b_columns<T>(P, cols, [&](int64_t j) { return wh + j * P; },
                         ts.w_pack + ((c - hc.begin) * G + k) * P * NR);
     }
   }
@@ -233,13 +239,17 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
     if (bt == 0) continue;  // every thread skips alike, so the barriers still pair up
     const int64_t prev_bt = step.prev_batch(), prev_row0 = step.prev_offset();
     auto h_prev = [&](int64_t b) { return b < prev_bt ? job.y + (prev_row0 + b) * P : job.h0 + b * P; };
-    pack_a_rows<T>(bt, P, h_prev, ts.a_pack);
+    auto x_row = [&](int64_t b) { return job.x + (row0 + b) * I; };
     for (int64_t c = hc.begin; c < hc.end; ++c) {
-      const T* w = ts.w_pack + (c - hc.begin) * G * P * NR;
-      for (int k = 0; k < G; ++k) panel_gemm<T>(bt, P, ts.a_pack, w + k * P * NR, ts.tile + k * NR, G * NR, NR, T(0));
+      const T* wi = ts.wi_pack + (c - hc.begin) * G * I * NR;
+      const T* wh = ts.w_pack + (c - hc.begin) * G * P * NR;
+      for (int k = 0; k < G; ++k) {
+        panel_gemm<T>(bt, I, x_row, wi + k * I * NR, ts.x_tile + k * NR, G * NR, NR, T(0));
+        panel_gemm<T>(bt, P, h_prev, wh + k * P * NR, ts.tile + k * NR, G * NR, NR, T(0));
+      }
       const int64_t j0 = c * NR, cols = min_i64(NR, H - j0);
       T* out = d.proj ? job.m : job.y + row0 * P;
-      cell_forward_chunk<Cell, kTraining>(job, row0, bt, j0, cols, ts.tile, h_prev, out, d.proj ? H : P);
+      cell_forward_chunk<Cell, kTraining>(job, row0, bt, j0, cols, ts.x_tile, ts.tile, h_prev, out, d.proj ? H : P);
       if (d.proj && kTraining) {  // the reserve keeps m for dW_hr
         for (int64_t b = 0; b < bt; ++b) {
           std::memcpy(job.reserve + (row0 + b) * job.R + 5 * H + j0, job.m + b * H + j0, cols * sizeof(T));
@@ -249,9 +259,9 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
     if (d.proj) {
 #pragma omp barrier
       // h = m W_hr^T for this thread's output columns.
-      pack_a_rows<T>(bt, H, [&](int64_t b) { return job.m + b * H; }, ts.a_pack);
+      auto m_row = [&](int64_t b) { return job.m + b * H; };
       for (int64_t c = pc.begin; c < pc.end; ++c) {
-        panel_gemm<T>(bt, H, ts.a_pack, ts.wr_pack + (c - pc.begin) * H * NR, job.y + row0 * P + c * NR, P,
+        panel_gemm<T>(bt, H, m_row, ts.wr_pack + (c - pc.begin) * H * NR, job.y + row0 * P + c * NR, P,
                       min_i64(NR, P - c * NR), T(0));
       }
     }
@@ -265,13 +275,15 @@ void forward(const RnnForwardParams& p, const RnnDims& d) {
   const int64_t R = reserve_blocks(p.cell, d.proj) * d.H;
   const bool training = p.training && R > 0;
   const int n = recurrence_threads<T>(d);
-  const ForwardSpace<T> ws = forward_space<T>(p.workspace.data, d, training, n);
+  const ForwardSpace<T> ws = forward_space<T>(p.workspace.data, d, n);
 
   ForwardJob<T> job;
   job.d = &d;
   job.batch_sizes = data_or_null<int64_t>(p.batch_sizes);
   job.reverse = p.reverse;
+  job.x = p.x.data_as<T>();
   job.h0 = p.h0.data_as<T>();
+  job.weight_ih = p.weight_ih.data_as<T>();
   job.weight_hh = p.weight_hh.data_as<T>();
   job.weight_hr = data_or_null<T>(p.weight_hr);
   job.y = p.y.data_as<T>();
@@ -279,24 +291,18 @@ void forward(const RnnForwardParams& p, const RnnDims& d) {
   job.reserve = training ? p.reserve.data_as<T>() : nullptr;
   job.R = R;
   job.m = ws.m;
-
-  // The input projection of every row. In training it goes straight into the reserve rows,
-  // where the cell overwrites each unit's inputs with the activations it saves.
-  T* xp = training ? job.reserve : ws.xp;
-  job.xp = xp;
-  job.xp_ld = training ? R : GH;
-  const T* bias_ih = data_or_null<T>(p.bias_ih);
-  if (bias_ih) {
-    for (int64_t r = 0; r < d.rows; ++r) std::memcpy(xp + r * job.xp_ld, bias_ih, GH * sizeof(T));
-  }
-  gemm_call<T>(false, true, d.rows, GH, d.I, p.x.data_as<T>(), d.I, p.weight_ih.data_as<T>(), d.I,
-               bias_ih ? T(1) : T(0), xp, job.xp_ld, ws.scratch);
-  if (p.bias_hh.defined()) {
-    std::memcpy(ws.bias, p.bias_hh.data, GH * sizeof(T));
-  } else {
-    std::memset(ws.bias, 0, GH * sizeof(T));
-  }
-  job.bias = ws.bias;
+  // Absent biases become zeros, so the cells always add both.
+  auto copy_or_zero = [&](const TensorView& bias, T* copy) {
+    if (bias.defined()) {
+      std::memcpy(copy, bias.data, GH * sizeof(T));
+    } else {
+      std::memset(copy, 0, GH * sizeof(T));
+    }
+  };
+  copy_or_zero(p.bias_ih, ws.bias_ih);
+  copy_or_zero(p.bias_hh, ws.bias_hh);
+  job.bias_ih = ws.bias_ih;
+  job.bias_hh = ws.bias_hh;
   // The cell state lives in c_n: it starts as c0 and sequences that end early keep theirs.
   if (job.c) std::memcpy(job.c, p.c0.data, d.B * d.H * sizeof(T));
 
@@ -428,18 +434,18 @@ void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int ti
       }
 #pragma omp barrier
       // dm = dh_total W_hr for this thread's units, then the cell backward on it.
-      pack_a_rows<T>(bt, P, [&](int64_t b) { return job.dh_total + (row0 + b) * P; }, ts.a_pack);
+      auto dh_row = [&](int64_t b) { return job.dh_total + (row0 + b) * P; };
       for (int64_t c = hc.begin; c < hc.end; ++c) {
-        panel_gemm<T>(bt, P, ts.a_pack, ts.wr_pack + (c - hc.begin) * P * NR, ts.tile, NR, NR, T(0));
+        panel_gemm<T>(bt, P, dh_row, ts.wr_pack + (c - hc.begin) * P * NR, ts.tile, NR, NR, T(0));
         cell_backward_chunk<Cell>(job, row0, bt, c * NR, min_i64(NR, H - c * NR), prev_bt, prev_row0, h_prev,
                                   [&](int64_t b) { return ts.tile + b * NR; }, false);
       }
     }
 #pragma omp barrier
     // dh_prev = dgates_hh W_hh (+ the cell's direct term already in dh) for this thread's columns.
-    pack_a_rows<T>(bt, GH, [&](int64_t b) { return job.dgates_hh + (row0 + b) * GH; }, ts.a_pack);
+    auto dg_row = [&](int64_t b) { return job.dgates_hh + (row0 + b) * GH; };
     for (int64_t c = pc.begin; c < pc.end; ++c) {
-      panel_gemm<T>(bt, GH, ts.a_pack, ts.w_pack + (c - pc.begin) * GH * NR, job.dh + c * NR, P,
+      panel_gemm<T>(bt, GH, dg_row, ts.w_pack + (c - pc.begin) * GH * NR, job.dh + c * NR, P,
                     min_i64(NR, P - c * NR), Cell::kDirectHiddenGrad ? T(1) : T(0));
     }
     // No barrier here: the next step reads only this thread's columns of dh, and writes rows
@@ -535,8 +541,7 @@ RnnWorkspaceBytes rnn_workspace_bytes(CellKind cell, DType dtype, const RnnDims&
     using T = decltype(zero);
     const int n = recurrence_threads<T>(d);
     for (int k = 1; k <= n; ++k) {
-      // The inference forward is the larger one: its projection is not in the reserve.
-      const int64_t f = forward_space<T>(nullptr, d, false, k).bytes;
+      const int64_t f = forward_space<T>(nullptr, d, k).bytes;
       const int64_t b = backward_space<T>(nullptr, d, cell == CellKind::Gru, k).bytes;
       bytes.forward = f > bytes.forward ? f : bytes.forward;
       bytes.backward = b > bytes.backward ? b : bytes.backward;

@@ -13,7 +13,7 @@ __global__ void cell_compile_check(int64_t H, const T* xp, const T* gh, T* reser
   const int64_t j = blockIdx.x * blockDim.x + threadIdx.x;
   if (j >= H) return;
   T h, c = T(0), dc = T(0);
-  Cell::forward(xp + j, gh + j, H, xp + j, H, T(0), T(0), h, c, reserve + j);
+  Cell::forward(xp + j, gh + j, H, xp + j, gh + j, H, T(0), T(0), h, c, reserve + j);
   out[j] = Cell::backward(reserve + j, H, h, T(0), T(0), T(1), dc, out + j, out + j);
 }
 

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include "common/macros.h"
+#include "common/parallel.h"
 #include "cpu/gemm/gemm.h"
 
 namespace fastrnn::cpu::isa_avx512 {

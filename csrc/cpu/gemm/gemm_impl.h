@@ -1,22 +1,21 @@
-// Packed, blocked GEMM (the BLIS loop structure) and the panel helpers the RNN recurrence
+// Packed, blocked GEMM (the BLIS loop structure) and the panel product the RNN recurrence
 // uses. Included once per instruction set, inside namespace fastrnn::cpu::isa_<name>, after
 // microkernel_<name>.h, which defines:
 //   Tile<T>::MR, Tile<T>::NR   the register block (rows x columns of C)
-//   micro_kernel<T>(kc, a, b, c, ldc, mr, nr, alpha, beta)
-//       C[mr x nr] = alpha * a . b + beta * C (beta == 0: C is not read), where `a` is an
-//       MR-row panel (kc groups of MR values) and `b` an NR-column panel (kc groups of NR).
+//   kernel_rows<M>(kc, a, b, c, ldc, nr, alpha, beta)
+//       C[M x nr] = alpha * A . B + beta * C (beta == 0: C is not read), where a(k, i) reads
+//       op(A)[i][k] and b is an NR-column panel (kc groups of NR values, zero-padded).
 //
-// Panels are zero-padded at the edges, so the micro-kernel always runs a full tile and only
-// the store is trimmed. No standard-library templates here: each inclusion is compiled with
-// different -m flags, and a shared inline template instantiated in two of them could be
-// merged by the linker into the wrong instruction set.
+// No standard-library templates here: each inclusion is compiled with different -m flags, and
+// a shared inline template instantiated in two of them could be merged by the linker into
+// the wrong instruction set.
 
-constexpr int64_t kKC = 256;  // depth of a packed slice: an A and a B micro-panel stay in L1
+constexpr int64_t kKC = 256;  // depth of a packed slice: a B micro-panel of it stays in L1
 
 template <typename T>
-constexpr int64_t kMC = Tile<T>::MR * (144 / Tile<T>::MR);  // rows of a C tile (~144)
+constexpr int64_t kMC = Tile<T>::MR * (144 / Tile<T>::MR);  // rows of an A block (in L2)
 template <typename T>
-constexpr int64_t kNC = Tile<T>::NR * (512 / Tile<T>::NR);  // columns of a C tile (~512)
+constexpr int64_t kNC = Tile<T>::NR * ((1 << 20) / (kKC * sizeof(T)) / Tile<T>::NR);  // 1 MiB B block (L2)
 
 inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -27,26 +26,33 @@ constexpr int64_t gemm_scratch_bytes() {
   return round_up((kMC<T> * kKC + kKC * kNC<T>) * static_cast<int64_t>(sizeof(T)), 64);
 }
 
-// ---- Panels of arbitrary rows (used by the recurrence) -------------------------------------
+// A read from MR-row packed panels: a(k, i) = p[k * MR + i].
+template <typename T>
+struct PackedA {
+  const T* p;
+  T operator()(int64_t k, int i) const { return p[k * Tile<T>::MR + i]; }
+};
 
-// Packs rows 0..m-1 (row(i) returns a pointer to row i's K values) as MR-row panels over the
-// full depth K; panel p starts at out + p*MR*K. Rows m.. up to the next MR are zeros.
-template <typename T, typename RowFn>
-void pack_a_rows(int64_t m, int64_t K, const RowFn& row, T* FASTRNN_RESTRICT out) {
-  constexpr int MR = Tile<T>::MR;
-  for (int64_t p = 0; p < m; p += MR) {
-    const int64_t rows = min_i64(MR, m - p);
-    for (int64_t i = 0; i < MR; ++i) {
-      if (i < rows) {
-        const T* src = row(p + i);
-        for (int64_t k = 0; k < K; ++k) out[k * MR + i] = src[k];
-      } else {
-        for (int64_t k = 0; k < K; ++k) out[k * MR + i] = T(0);
-      }
-    }
-    out += MR * K;
+// A read straight from row pointers: a(k, i) = rows[i][k0 + k].
+template <typename T>
+struct RowsA {
+  const T* const* rows;
+  int64_t k0;
+  T operator()(int64_t k, int i) const { return rows[i][k0 + k]; }
+};
+
+// Runs the M-row kernel for mr <= MR rows (a partial row block compiles to its own kernel,
+// so a batch of one does one row's work).
+template <typename T, typename A, int M = Tile<T>::MR>
+inline void micro_kernel(int64_t kc, const A& a, const T* b, T* c, int64_t ldc, int64_t mr, int64_t nr, T alpha,
+                         T beta) {
+  if constexpr (M > 1) {
+    if (mr < M) return micro_kernel<T, A, M - 1>(kc, a, b, c, ldc, mr, nr, alpha, beta);
   }
+  kernel_rows<M>(kc, a, b, c, ldc, nr, alpha, beta);
 }
+
+// ---- Packing -------------------------------------------------------------------------------
 
 // One NR-column panel over depth K from `cols` columns, column j of op(B) being the
 // contiguous vector col(j) (a row of a weight matrix used transposed). Missing columns are 0.
@@ -68,35 +74,22 @@ template <typename T>
 void pack_b_block(int64_t K, int64_t cols, const T* b, int64_t ldb, T* FASTRNN_RESTRICT out) {
   constexpr int NR = Tile<T>::NR;
   for (int64_t k = 0; k < K; ++k) {
-    for (int64_t j = 0; j < NR; ++j) out[k * NR + j] = j < cols ? b[k * ldb + j] : T(0);
-  }
-}
-
-// C[m x nr] = A . B-panel + beta * C for packed A (pack_a_rows) and one B panel, both over
-// depth K, on the calling thread. K is walked in kKC slices so the B slice stays in L1 while
-// every A panel passes over it.
-template <typename T>
-void panel_gemm(int64_t m, int64_t K, const T* a_pack, const T* b_panel, T* c, int64_t ldc, int64_t nr, T beta) {
-  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
-  for (int64_t k0 = 0; k0 < K; k0 += kKC) {
-    const int64_t kc = min_i64(kKC, K - k0);
-    const T b_eff = k0 == 0 ? beta : T(1);
-    for (int64_t p = 0; p < m; p += MR) {
-      micro_kernel<T>(kc, a_pack + p * K + k0 * MR, b_panel + k0 * NR, c + p * ldc, ldc, min_i64(MR, m - p), nr,
-                      T(1), b_eff);
+    if (cols == NR) {
+#pragma omp simd
+      for (int64_t j = 0; j < NR; ++j) out[k * NR + j] = b[k * ldb + j];
+    } else {
+      for (int64_t j = 0; j < NR; ++j) out[k * NR + j] = j < cols ? b[k * ldb + j] : T(0);
     }
   }
 }
 
-// ---- General GEMM (gemm.h) -------------------------------------------------------------------
-
-// Packs rows [i0, i0+mc) x depth [k0, k0+kc) of op(A) as MR-row panels of depth kc.
+// Rows [i0, i0+mc) x depth [k0, k0+kc) of op(A) as MR-row panels of depth kc.
 template <typename T>
 void pack_a(const GemmArgs<T>& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* FASTRNN_RESTRICT out) {
   constexpr int MR = Tile<T>::MR;
   for (int64_t p = 0; p < mc; p += MR) {
     const int64_t rows = min_i64(MR, mc - p);
-    if (g.trans_a) {
+    if (g.trans_a) {  // op(A) rows are contiguous in memory columns: MR values per k
       for (int64_t k = 0; k < kc; ++k) {
         const T* src = g.A + (k0 + k) * g.lda + i0 + p;
         for (int64_t i = 0; i < MR; ++i) out[k * MR + i] = i < rows ? src[i] : T(0);
@@ -111,7 +104,7 @@ void pack_a(const GemmArgs<T>& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc
   }
 }
 
-// Packs depth [k0, k0+kc) x columns [j0, j0+nc) of op(B) as NR-column panels of depth kc.
+// Depth [k0, k0+kc) x columns [j0, j0+nc) of op(B) as NR-column panels of depth kc.
 template <typename T>
 void pack_b(const GemmArgs<T>& g, int64_t k0, int64_t kc, int64_t j0, int64_t nc, T* FASTRNN_RESTRICT out) {
   constexpr int NR = Tile<T>::NR;
@@ -126,26 +119,61 @@ void pack_b(const GemmArgs<T>& g, int64_t k0, int64_t kc, int64_t j0, int64_t nc
   }
 }
 
-// One MC x NC tile of C, all of K, on the calling thread.
-template <typename T>
-void gemm_tile(const GemmArgs<T>& g, int64_t i0, int64_t mc, int64_t j0, int64_t nc, T* a_buf, T* b_buf) {
+// ---- The panel product of the recurrence ------------------------------------------------------
+
+// C[m x nr] = A . B-panel + beta * C on the calling thread, A's row i being row(i) (K values)
+// and the B panel K x NR. K is walked in kKC slices so each B slice stays in L1 while every
+// row block passes over it; A is read in place, with no packing.
+template <typename T, typename RowFn>
+void panel_gemm(int64_t m, int64_t K, const RowFn& row, const T* b_panel, T* c, int64_t ldc, int64_t nr, T beta) {
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
-  for (int64_t k0 = 0; k0 < g.K; k0 += kKC) {
-    const int64_t kc = min_i64(kKC, g.K - k0);
-    const T beta = k0 == 0 ? g.beta : T(1);
-    pack_a(g, i0, mc, k0, kc, a_buf);
-    pack_b(g, k0, kc, j0, nc, b_buf);
-    // B micro-panel outer: it stays in L1 while the A panels (in L2) stream past it.
-    for (int64_t q = 0; q < nc; q += NR) {
-      for (int64_t p = 0; p < mc; p += MR) {
-        micro_kernel<T>(kc, a_buf + p * kc, b_buf + q * kc, g.C + (i0 + p) * g.ldc + j0 + q, g.ldc,
-                        min_i64(MR, mc - p), min_i64(NR, nc - q), g.alpha, beta);
+  if (K <= 0) {  // an empty sum
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = beta == T(0) ? T(0) : beta * c[i * ldc + j];
+    return;
+  }
+  const T* rows[MR];
+  for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+    const int64_t kc = min_i64(kKC, K - k0);
+    for (int64_t p = 0; p < m; p += MR) {
+      const int64_t mr = min_i64(MR, m - p);
+      for (int64_t i = 0; i < mr; ++i) rows[i] = row(p + i);
+      micro_kernel<T>(kc, RowsA<T>{rows, k0}, b_panel + k0 * NR, c + p * ldc, ldc, mr, nr, T(1),
+                      k0 == 0 ? beta : T(1));
+    }
+  }
+}
+
+// ---- General GEMM (gemm.h) ----------------------------------------------------------------------
+
+// C[m0:m1, n0:n1] on the calling thread: for each NC-column block and KC slice, B is packed
+// once (it stays in L2) and reused by every MC-row block of A.
+template <typename T>
+void gemm_range(const GemmArgs<T>& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1, T* a_buf, T* b_buf) {
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
+  for (int64_t jc = n0; jc < n1; jc += kNC<T>) {
+    const int64_t nc = min_i64(kNC<T>, n1 - jc);
+    for (int64_t pc = 0; pc < g.K; pc += kKC) {
+      const int64_t kc = min_i64(kKC, g.K - pc);
+      const T beta = pc == 0 ? g.beta : T(1);
+      pack_b(g, pc, kc, jc, nc, b_buf);
+      for (int64_t ic = m0; ic < m1; ic += kMC<T>) {
+        const int64_t mc = min_i64(kMC<T>, m1 - ic);
+        pack_a(g, ic, mc, pc, kc, a_buf);
+        // A B micro-panel stays in L1 while the A panels of the block (in L2) pass over it.
+        for (int64_t q = 0; q < nc; q += NR) {
+          for (int64_t p = 0; p < mc; p += MR) {
+            micro_kernel<T>(kc, PackedA<T>{a_buf + p * kc}, b_buf + q * kc, g.C + (ic + p) * g.ldc + jc + q, g.ldc,
+                            min_i64(MR, mc - p), min_i64(NR, nc - q), g.alpha, beta);
+          }
+        }
       }
     }
   }
 }
 
-// The general product of gemm.h with this instruction set's micro-kernel.
+// The general product of gemm.h with this instruction set's micro-kernel. Threads take
+// disjoint column ranges (each packs its own B once) or, when C is narrow, row ranges.
 template <typename T>
 void parallel_gemm(const GemmArgs<T>& g, const GemmScratch& scratch) {
   if (g.M <= 0 || g.N <= 0) return;
@@ -154,30 +182,29 @@ void parallel_gemm(const GemmArgs<T>& g, const GemmScratch& scratch) {
       for (int64_t j = 0; j < g.N; ++j) g.C[i * g.ldc + j] = g.beta == T(0) ? T(0) : g.beta * g.C[i * g.ldc + j];
     return;
   }
-  constexpr int NR = Tile<T>::NR;
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
   const bool nested = omp_in_parallel();
-  int threads = nested ? 1 : min_i64(omp_get_max_threads(), scratch.threads);
-  // A product too small to pay for a parallel region runs on one thread.
-  if (g.M * g.N * g.K < 64 * 64 * 64) threads = 1;
-  const int64_t m_blocks = ceil_div(g.M, kMC<T>);
-  // Narrow the column tiles until every thread has one, but keep them at least NR wide.
-  int64_t nc = kNC<T>;
-  if (m_blocks * ceil_div(g.N, nc) < threads) nc = round_up(ceil_div(g.N, ceil_div(threads, m_blocks)), NR);
-  const int64_t tiles = m_blocks * ceil_div(g.N, nc);
-  if (threads > tiles) threads = static_cast<int>(tiles);
+  int threads = nested ? 1 : static_cast<int>(min_i64(omp_get_max_threads(), scratch.threads));
+  if (g.M * g.N * g.K < 64 * 64 * 64) threads = 1;  // too small to pay for a parallel region
+  const bool split_columns = g.N >= threads * 4 * NR;
 
-  auto run_tiles = [&](int slot, int64_t first, int64_t step) {
+  auto run = [&](int slot, int part, int parts) {
     T* a_buf = reinterpret_cast<T*>(scratch.data + slot * scratch.bytes_per_thread);
     T* b_buf = a_buf + kMC<T> * kKC;
-    for (int64_t t = first; t < tiles; t += step) {
-      const int64_t i0 = (t % m_blocks) * kMC<T>, j0 = (t / m_blocks) * nc;
-      gemm_tile(g, i0, min_i64(kMC<T>, g.M - i0), j0, min_i64(nc, g.N - j0), a_buf, b_buf);
+    if (split_columns) {
+      const int64_t blocks = ceil_div(g.N, NR);
+      const Range r = split(blocks, part, parts);
+      gemm_range(g, 0, g.M, r.begin * NR, min_i64(r.end * NR, g.N), a_buf, b_buf);
+    } else {
+      const int64_t blocks = ceil_div(g.M, MR);
+      const Range r = split(blocks, part, parts);
+      gemm_range(g, r.begin * MR, min_i64(r.end * MR, g.M), 0, g.N, a_buf, b_buf);
     }
   };
   if (threads <= 1) {
-    run_tiles(nested ? omp_get_thread_num() : 0, 0, 1);
+    run(nested ? omp_get_thread_num() : 0, 0, 1);
     return;
   }
 #pragma omp parallel num_threads(threads)
-  run_tiles(omp_get_thread_num(), omp_get_thread_num(), omp_get_num_threads());
+  run(omp_get_thread_num(), omp_get_thread_num(), omp_get_num_threads());
 }

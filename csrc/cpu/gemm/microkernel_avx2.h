@@ -13,80 +13,66 @@ struct Tile<double> {
   static constexpr int MR = 6, NR = 8;
 };
 
-template <int M, typename T, typename V, typename LoadFn, typename Set1Fn, typename FmaFn, typename StoreFn>
-inline void avx2_kernel(int64_t kc, const T* FASTRNN_RESTRICT a, const T* FASTRNN_RESTRICT b, T* c, int64_t ldc,
-                        int64_t nr, T alpha, T beta, LoadFn load, Set1Fn set1, FmaFn fma, StoreFn store) {
-  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, W = 32 / sizeof(T);
+template <typename T>
+struct Simd;
+template <>
+struct Simd<float> {
+  using V = __m256;
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static V set1(float x) { return _mm256_set1_ps(x); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static void store(float* c, V v, float alpha, float beta) {
+    v = _mm256_mul_ps(_mm256_set1_ps(alpha), v);
+    if (beta != 0.0f) v = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(c), v);
+    _mm256_storeu_ps(c, v);
+  }
+};
+template <>
+struct Simd<double> {
+  using V = __m256d;
+  static V load(const double* p) { return _mm256_loadu_pd(p); }
+  static V set1(double x) { return _mm256_set1_pd(x); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
+  static void store(double* c, V v, double alpha, double beta) {
+    v = _mm256_mul_pd(_mm256_set1_pd(alpha), v);
+    if (beta != 0.0) v = _mm256_fmadd_pd(_mm256_set1_pd(beta), _mm256_loadu_pd(c), v);
+    _mm256_storeu_pd(c, v);
+  }
+};
+
+template <int M, typename T, typename A>
+inline __attribute__((always_inline)) void kernel_rows(int64_t kc, const A& a, const T* FASTRNN_RESTRICT b, T* c,
+                                                       int64_t ldc, int64_t nr, T alpha, T beta) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int NR = Tile<T>::NR, W = 32 / sizeof(T);
   V acc0[M], acc1[M];
 #pragma GCC unroll 8
-  for (int i = 0; i < M; ++i) acc0[i] = acc1[i] = set1(T(0));
+  for (int i = 0; i < M; ++i) acc0[i] = acc1[i] = S::set1(T(0));
+#pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k) {
-    const V b0 = load(b), b1 = load(b + W);
+    const V b0 = S::load(b + k * NR), b1 = S::load(b + k * NR + W);
 #pragma GCC unroll 8
     for (int i = 0; i < M; ++i) {
-      const V ai = set1(a[i]);
-      acc0[i] = fma(ai, b0, acc0[i]);
-      acc1[i] = fma(ai, b1, acc1[i]);
+      const V ai = S::set1(a(k, i));
+      acc0[i] = S::fma(ai, b0, acc0[i]);
+      acc1[i] = S::fma(ai, b1, acc1[i]);
     }
-    a += MR;
-    b += NR;
   }
   // Full tiles store straight to C; edge tiles go through a stack copy (AVX2 has no cheap masks).
   T edge[M * NR];
-  T* out = nr == NR ? c : edge;
-  const int64_t ld = nr == NR ? ldc : NR;
-  const bool read_c = beta != T(0) && nr == NR;
+  const bool full = nr == NR;
+  T* out = full ? c : edge;
+  const int64_t ld = full ? ldc : NR;
+  const T b_eff = full ? beta : T(0);
 #pragma GCC unroll 8
   for (int i = 0; i < M; ++i) {
-    store(out + i * ld, acc0[i], alpha, read_c ? beta : T(0));
-    store(out + i * ld + W, acc1[i], alpha, read_c ? beta : T(0));
+    S::store(out + i * ld, acc0[i], alpha, b_eff);
+    S::store(out + i * ld + W, acc1[i], alpha, b_eff);
   }
-  if (nr != NR) {
+  if (!full) {
     for (int i = 0; i < M; ++i)
       for (int64_t j = 0; j < nr; ++j)
         c[i * ldc + j] = beta == T(0) ? edge[i * NR + j] : edge[i * NR + j] + beta * c[i * ldc + j];
-  }
-}
-
-inline void store_f32(float* c, __m256 v, float alpha, float beta) {
-  v = _mm256_mul_ps(_mm256_set1_ps(alpha), v);
-  if (beta != 0.0f) v = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(c), v);
-  _mm256_storeu_ps(c, v);
-}
-
-inline void store_f64(double* c, __m256d v, double alpha, double beta) {
-  v = _mm256_mul_pd(_mm256_set1_pd(alpha), v);
-  if (beta != 0.0) v = _mm256_fmadd_pd(_mm256_set1_pd(beta), _mm256_loadu_pd(c), v);
-  _mm256_storeu_pd(c, v);
-}
-
-template <int M>
-inline void kernel_rows(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int64_t nr, float alpha,
-                        float beta) {
-  avx2_kernel<M, float, __m256>(
-      kc, a, b, c, ldc, nr, alpha, beta, [](const float* p) { return _mm256_loadu_ps(p); },
-      [](float x) { return _mm256_set1_ps(x); }, [](__m256 x, __m256 y, __m256 z) { return _mm256_fmadd_ps(x, y, z); },
-      store_f32);
-}
-
-template <int M>
-inline void kernel_rows(int64_t kc, const double* a, const double* b, double* c, int64_t ldc, int64_t nr,
-                        double alpha, double beta) {
-  avx2_kernel<M, double, __m256d>(
-      kc, a, b, c, ldc, nr, alpha, beta, [](const double* p) { return _mm256_loadu_pd(p); },
-      [](double x) { return _mm256_set1_pd(x); },
-      [](__m256d x, __m256d y, __m256d z) { return _mm256_fmadd_pd(x, y, z); }, store_f64);
-}
-
-template <typename T>
-inline void micro_kernel(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, int64_t mr, int64_t nr, T alpha,
-                         T beta) {
-  switch (mr) {
-    case 1: return kernel_rows<1>(kc, a, b, c, ldc, nr, alpha, beta);
-    case 2: return kernel_rows<2>(kc, a, b, c, ldc, nr, alpha, beta);
-    case 3: return kernel_rows<3>(kc, a, b, c, ldc, nr, alpha, beta);
-    case 4: return kernel_rows<4>(kc, a, b, c, ldc, nr, alpha, beta);
-    case 5: return kernel_rows<5>(kc, a, b, c, ldc, nr, alpha, beta);
-    default: return kernel_rows<6>(kc, a, b, c, ldc, nr, alpha, beta);
   }
 }

@@ -13,10 +13,10 @@ struct Tile<double> {
   static constexpr int MR = 4, NR = 8;
 };
 
-template <int M, typename T>
-inline void kernel_rows(int64_t kc, const T* FASTRNN_RESTRICT a, const T* FASTRNN_RESTRICT b, T* c, int64_t ldc,
-                        int64_t nr, T alpha, T beta) {
-  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
+template <int M, typename T, typename A>
+inline __attribute__((always_inline)) void kernel_rows(int64_t kc, const A& a, const T* FASTRNN_RESTRICT b, T* c,
+                                                       int64_t ldc, int64_t nr, T alpha, T beta) {
+  constexpr int NR = Tile<T>::NR;
   T acc[M][NR];
 #pragma GCC unroll 64
   for (int i = 0; i < M; ++i)
@@ -24,9 +24,11 @@ inline void kernel_rows(int64_t kc, const T* FASTRNN_RESTRICT a, const T* FASTRN
     for (int j = 0; j < NR; ++j) acc[i][j] = T(0);
   for (int64_t k = 0; k < kc; ++k) {
 #pragma GCC unroll 64
-    for (int i = 0; i < M; ++i)
+    for (int i = 0; i < M; ++i) {
+      const T ai = a(k, i);
 #pragma GCC unroll 64
-      for (int j = 0; j < NR; ++j) acc[i][j] += a[k * MR + i] * b[k * NR + j];
+      for (int j = 0; j < NR; ++j) acc[i][j] += ai * b[k * NR + j];
+    }
   }
   // Only compile-time indices into acc: edge tiles go through a stack copy.
   T edge[M * NR];
@@ -42,16 +44,5 @@ inline void kernel_rows(int64_t kc, const T* FASTRNN_RESTRICT a, const T* FASTRN
     for (int i = 0; i < M; ++i)
       for (int64_t j = 0; j < nr; ++j)
         c[i * ldc + j] = beta == T(0) ? edge[i * NR + j] : edge[i * NR + j] + beta * c[i * ldc + j];
-  }
-}
-
-template <typename T>
-inline void micro_kernel(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, int64_t mr, int64_t nr, T alpha,
-                         T beta) {
-  switch (mr) {
-    case 1: return kernel_rows<1>(kc, a, b, c, ldc, nr, alpha, beta);
-    case 2: return kernel_rows<2>(kc, a, b, c, ldc, nr, alpha, beta);
-    case 3: return kernel_rows<3>(kc, a, b, c, ldc, nr, alpha, beta);
-    default: return kernel_rows<4>(kc, a, b, c, ldc, nr, alpha, beta);
   }
 }
