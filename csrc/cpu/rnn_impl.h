@@ -357,38 +357,39 @@ struct BackwardJob {
 };
 
 // The cell backward over units [j0, j0+cols) of the step's rows. dh_in(b) points at row b's
-// dL/dh for these units; with add_dy, the step's dy is added to it (no projection).
-template <class Cell, typename T, typename HPrev, typename DhIn>
+// dL/dh for these units. Without a projection (kOwnsState) dy is added to it, and this thread
+// also owns these columns of dh (the direct term goes there) and of h_prev. Every choice is
+// made at compile time so the unit loop vectorises.
+template <class Cell, bool kOwnsState, typename T, typename HPrev, typename DhIn>
 void cell_backward_chunk(const BackwardJob<T>& job, int64_t row0, int64_t bt, int64_t j0, int64_t cols,
-                         int64_t prev_bt, int64_t prev_row0, const HPrev& h_prev, const DhIn& dh_in, bool add_dy) {
+                         int64_t prev_bt, int64_t prev_row0, const HPrev& h_prev, const DhIn& dh_in) {
+  constexpr bool kReserve = Cell::kReserveBlocks > 0, kState = Cell::kHasCellState;
+  constexpr bool kHiddenPrev = Cell::kReadsHiddenPrev || kOwnsState;
   const RnnDims& d = *job.d;
   const int64_t H = d.H, P = d.P, GH = d.G * d.H;
   for (int64_t b = 0; b < bt; ++b) {
     const int64_t row = row0 + b;
-    const T* rrow = job.reserve ? job.reserve + row * job.R + j0 : nullptr;
-    const T* hp = Cell::kReadsHiddenPrev || add_dy ? h_prev(b) + j0 : nullptr;
+    const T* rrow = kReserve ? job.reserve + row * job.R + j0 : nullptr;
+    const T* hp = kHiddenPrev ? h_prev(b) + j0 : nullptr;
     const T* cp = nullptr;
-    if (Cell::kHasCellState) {
-      cp = (b < prev_bt ? job.reserve + (prev_row0 + b) * job.R + 4 * H : job.c0 + b * H) + j0;
-    }
+    if (kState) cp = (b < prev_bt ? job.reserve + (prev_row0 + b) * job.R + 4 * H : job.c0 + b * H) + j0;
     const T* dhb = dh_in(b);
-    const T* dyb = job.dy + row * P + j0;
-    const T* hrow = job.y + row * P + j0;
-    T* dcb = Cell::kHasCellState ? job.dc + b * H + j0 : nullptr;
+    const T* dyb = kOwnsState ? job.dy + row * P + j0 : nullptr;
+    const T* hrow = Cell::kBackwardReadsOutput ? job.y + row * P + j0 : nullptr;
+    T* dcb = kState ? job.dc + b * H + j0 : nullptr;
     T* dgi = job.dgates_ih + row * GH + j0;
     T* dgh = job.dgates_hh + row * GH + j0;
-    // Without a projection (P == H) this thread also owns these columns of dh and h_prev.
-    T* direct = add_dy ? job.dh + b * P + j0 : nullptr;
-    T* hp_out = add_dy ? job.h_prev + row * P + j0 : nullptr;
+    T* direct = kOwnsState ? job.dh + b * P + j0 : nullptr;
+    T* hp_out = kOwnsState ? job.h_prev + row * P + j0 : nullptr;
 #pragma omp simd
     for (int64_t u = 0; u < cols; ++u) {
-      T dc = Cell::kHasCellState ? dcb[u] : T(0);
-      const T dh = add_dy ? dhb[u] + dyb[u] : dhb[u];
-      const T dhp = Cell::backward(rrow ? rrow + u : nullptr, H, Cell::kBackwardReadsOutput ? hrow[u] : T(0),
-                                   Cell::kReadsHiddenPrev ? hp[u] : T(0), Cell::kHasCellState ? cp[u] : T(0), dh, dc,
-                                   dgi + u, dgh + u);
-      if (Cell::kHasCellState) dcb[u] = dc;
-      if (add_dy) {
+      T dc = kState ? dcb[u] : T(0);
+      const T dh = kOwnsState ? dhb[u] + dyb[u] : dhb[u];
+      const T dhp = Cell::backward(kReserve ? rrow + u : nullptr, H, Cell::kBackwardReadsOutput ? hrow[u] : T(0),
+                                   Cell::kReadsHiddenPrev ? hp[u] : T(0), kState ? cp[u] : T(0), dh, dc, dgi + u,
+                                   dgh + u);
+      if (kState) dcb[u] = dc;
+      if (kOwnsState) {
         direct[u] = dhp;
         hp_out[u] = hp[u];
       }
@@ -420,8 +421,8 @@ void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int ti
     auto h_prev = [&](int64_t b) { return b < prev_bt ? job.y + (prev_row0 + b) * P : job.h0 + b * P; };
     if (!d.proj) {
       for (int64_t c = hc.begin; c < hc.end; ++c) {
-        cell_backward_chunk<Cell>(job, row0, bt, c * NR, min_i64(NR, H - c * NR), prev_bt, prev_row0, h_prev,
-                                  [&](int64_t b) { return job.dh + b * P + c * NR; }, true);
+        cell_backward_chunk<Cell, true>(job, row0, bt, c * NR, min_i64(NR, H - c * NR), prev_bt, prev_row0, h_prev,
+                                        [&](int64_t b) { return job.dh + b * P + c * NR; });
       }
     } else {
       // dL/dh of this step for this thread's output columns, kept for dW_hr.
@@ -437,8 +438,8 @@ void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int ti
       auto dh_row = [&](int64_t b) { return job.dh_total + (row0 + b) * P; };
       for (int64_t c = hc.begin; c < hc.end; ++c) {
         panel_gemm<T>(bt, P, dh_row, ts.wr_pack + (c - hc.begin) * P * NR, ts.tile, NR, NR, T(0));
-        cell_backward_chunk<Cell>(job, row0, bt, c * NR, min_i64(NR, H - c * NR), prev_bt, prev_row0, h_prev,
-                                  [&](int64_t b) { return ts.tile + b * NR; }, false);
+        cell_backward_chunk<Cell, false>(job, row0, bt, c * NR, min_i64(NR, H - c * NR), prev_bt, prev_row0, h_prev,
+                                         [&](int64_t b) { return ts.tile + b * NR; });
       }
     }
 #pragma omp barrier

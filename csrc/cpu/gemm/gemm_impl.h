@@ -83,22 +83,16 @@ void pack_b_block(int64_t K, int64_t cols, const T* b, int64_t ldb, T* FASTRNN_R
   }
 }
 
-// Rows [i0, i0+mc) x depth [k0, k0+kc) of op(A) as MR-row panels of depth kc.
+// Rows [i0, i0+mc) x depth [k0, k0+kc) of op(A) = A^T as MR-row panels of depth kc: MR
+// contiguous values per k.
 template <typename T>
 void pack_a(const GemmArgs<T>& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* FASTRNN_RESTRICT out) {
   constexpr int MR = Tile<T>::MR;
   for (int64_t p = 0; p < mc; p += MR) {
     const int64_t rows = min_i64(MR, mc - p);
-    if (g.trans_a) {  // op(A) rows are contiguous in memory columns: MR values per k
-      for (int64_t k = 0; k < kc; ++k) {
-        const T* src = g.A + (k0 + k) * g.lda + i0 + p;
-        for (int64_t i = 0; i < MR; ++i) out[k * MR + i] = i < rows ? src[i] : T(0);
-      }
-    } else {
-      for (int64_t i = 0; i < MR; ++i) {
-        const T* src = g.A + (i0 + p + i) * g.lda + k0;
-        for (int64_t k = 0; k < kc; ++k) out[k * MR + i] = i < rows ? src[k] : T(0);
-      }
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* src = g.A + (k0 + k) * g.lda + i0 + p;
+      for (int64_t i = 0; i < MR; ++i) out[k * MR + i] = i < rows ? src[i] : T(0);
     }
     out += kc * MR;
   }
@@ -159,12 +153,21 @@ void gemm_range(const GemmArgs<T>& g, int64_t m0, int64_t m1, int64_t n0, int64_
       pack_b(g, pc, kc, jc, nc, b_buf);
       for (int64_t ic = m0; ic < m1; ic += kMC<T>) {
         const int64_t mc = min_i64(kMC<T>, m1 - ic);
-        pack_a(g, ic, mc, pc, kc, a_buf);
+        // A transposed is packed (a contiguous copy of MR values per k); A as stored is read
+        // in place, its rows contiguous in k, which spares a transposing pack.
+        if (g.trans_a) pack_a(g, ic, mc, pc, kc, a_buf);
         // A B micro-panel stays in L1 while the A panels of the block (in L2) pass over it.
         for (int64_t q = 0; q < nc; q += NR) {
           for (int64_t p = 0; p < mc; p += MR) {
-            micro_kernel<T>(kc, PackedA<T>{a_buf + p * kc}, b_buf + q * kc, g.C + (ic + p) * g.ldc + jc + q, g.ldc,
-                            min_i64(MR, mc - p), min_i64(NR, nc - q), g.alpha, beta);
+            const int64_t mr = min_i64(MR, mc - p), nr = min_i64(NR, nc - q);
+            T* c = g.C + (ic + p) * g.ldc + jc + q;
+            if (g.trans_a) {
+              micro_kernel<T>(kc, PackedA<T>{a_buf + p * kc}, b_buf + q * kc, c, g.ldc, mr, nr, g.alpha, beta);
+            } else {
+              const T* rows[MR];
+              for (int64_t i = 0; i < mr; ++i) rows[i] = g.A + (ic + p + i) * g.lda;
+              micro_kernel<T>(kc, RowsA<T>{rows, pc}, b_buf + q * kc, c, g.ldc, mr, nr, g.alpha, beta);
+            }
           }
         }
       }
@@ -173,7 +176,8 @@ void gemm_range(const GemmArgs<T>& g, int64_t m0, int64_t m1, int64_t n0, int64_
 }
 
 // The general product of gemm.h with this instruction set's micro-kernel. Threads take
-// disjoint column ranges (each packs its own B once) or, when C is narrow, row ranges.
+// disjoint column ranges (each then packs all of A) or row ranges (each packs all of B),
+// whichever packs less.
 template <typename T>
 void parallel_gemm(const GemmArgs<T>& g, const GemmScratch& scratch) {
   if (g.M <= 0 || g.N <= 0) return;
@@ -186,7 +190,7 @@ void parallel_gemm(const GemmArgs<T>& g, const GemmScratch& scratch) {
   const bool nested = omp_in_parallel();
   int threads = nested ? 1 : static_cast<int>(min_i64(omp_get_max_threads(), scratch.threads));
   if (g.M * g.N * g.K < 64 * 64 * 64) threads = 1;  // too small to pay for a parallel region
-  const bool split_columns = g.N >= threads * 4 * NR;
+  const bool split_columns = g.N >= threads * 4 * NR && g.M <= g.N;
 
   auto run = [&](int slot, int part, int parts) {
     T* a_buf = reinterpret_cast<T*>(scratch.data + slot * scratch.bytes_per_thread);
