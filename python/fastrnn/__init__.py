@@ -2,12 +2,14 @@
 
 Three ways in:
 
+* ``fastrnn.nn`` -- drop-in ``torch.nn.RNN``, ``LSTM``, ``GRU`` and their cells;
 * ``fastrnn.functional`` -- torch functions (``lstm``, ``gru``, ``rnn``), differentiable with
   autograd and ``torch.compile``;
 * ``fastrnn.numpy`` -- the same kernels on NumPy arrays, forward and backward, with no torch;
 * ``fastrnn.build_info()`` -- how this copy was built and what it runs on.
 
-Importing ``fastrnn`` does not import torch; ``fastrnn.functional`` does, when first used.
+Importing ``fastrnn`` does not import torch; ``fastrnn.nn`` and ``fastrnn.functional`` do,
+when first used.
 """
 
 import importlib as _importlib
@@ -15,9 +17,9 @@ import importlib as _importlib
 from . import _C
 
 __version__ = _C.build_info()["version"]
-__all__ = ["build_info", "__version__", "functional", "numpy", "ops"]
+__all__ = ["build_info", "__version__", "functional", "nn", "numpy", "ops"]
 
-_LAZY_SUBMODULES = ("functional", "numpy", "ops")
+_LAZY_SUBMODULES = ("functional", "nn", "numpy", "ops")
 
 
 def build_info():

@@ -22,6 +22,20 @@ def _contiguous(t: Optional[Tensor]) -> Optional[Tensor]:
     return None if t is None else t.contiguous()
 
 
+def run_layer(cell: str, x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
+              bias_ih: Optional[Tensor], bias_hh: Optional[Tensor], weight_hr: Optional[Tensor] = None,
+              batch_sizes: Optional[Tensor] = None, reverse: bool = False):
+    """One layer and direction on already validated arguments: (y, h_n, c_n); c_n is empty
+    unless LSTM. x is (T, B, I), or (rows, I) packed with batch_sizes. The building block of
+    fastrnn.nn; not part of the public API."""
+    tensors = (x, h0, c0 if cell == "lstm" else None, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    # Save what backward needs only when autograd will ask for it.
+    training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    y, h_n, c_n, _ = ops.rnn_forward(*map(_contiguous, tensors), batch_sizes, _checks.CELLS[cell], bool(reverse),
+                                     training)
+    return y, h_n, c_n
+
+
 def _layer(op, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, reverse):
     lstm = cell == "lstm"
     T, B, _, H = _checks.check_rnn_arguments(op, cell, x, h0, c0 if lstm else None, weight_ih, weight_hh, bias_ih,
@@ -30,11 +44,7 @@ def _layer(op, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, reverse)
         h0 = x.new_zeros(B, H)
     if lstm and c0 is None:
         c0 = x.new_zeros(B, H)
-    tensors = (x, h0, c0 if lstm else None, weight_ih, weight_hh, bias_ih, bias_hh)
-    # Save what backward needs only when autograd will ask for it.
-    training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    y, h_n, c_n, _ = ops.rnn_forward(*map(_contiguous, tensors), None, None, _checks.CELLS[cell], bool(reverse),
-                                     training)
+    y, h_n, c_n = run_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, reverse=reverse)
     return (y, h_n, c_n) if lstm else (y, h_n)
 
 

@@ -1,0 +1,11 @@
+"""Drop-in replacements for torch.nn's recurrent layers: change the import, keep the model and
+its checkpoints.
+
+    import fastrnn.nn as nn          # instead of torch.nn, for these classes
+    model = nn.LSTM(256, 512, num_layers=2, bidirectional=True, batch_first=True)
+    model.load_state_dict(torch_lstm.state_dict())   # and the other way round
+"""
+
+from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]

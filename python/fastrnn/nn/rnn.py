@@ -1,0 +1,209 @@
+"""Drop-in torch.nn.RNN, LSTM, GRU and their cells, running fastrnn's fused kernels.
+
+Each class subclasses its torch.nn counterpart, so the constructor, the parameters (names,
+shapes, registration order, initialisation), ``state_dict``, ``repr``, pickling, ``.to()`` and
+``flatten_parameters()`` are torch's own; only ``forward`` is replaced. Shape errors come from
+torch's own checks (``check_forward_args``), so they carry torch's exception types and messages.
+
+Each layer and direction is one kernel call over the whole sequence (no Python loop over time);
+a PackedSequence goes to the kernels as it is, so padding is never computed on.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence
+
+from .. import functional as _F
+
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
+
+_SUPPORTED_DTYPES = (torch.float32, torch.float64)
+
+
+def _cell_name(module) -> str:
+    return {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}[module.mode]
+
+
+def _check_dtype(dtype: torch.dtype, what: str) -> None:
+    if dtype not in _SUPPORTED_DTYPES:
+        raise RuntimeError(f"{what}: fastrnn's kernels support float32 and float64, got {dtype}")
+
+
+class _FusedRNNBase:
+    """forward() for RNN, LSTM and GRU; mixed in before the torch.nn class."""
+
+    def forward(self, input, hx=None):  # noqa: A002 - torch's argument name
+        self._update_flat_weights()
+        lstm = self.mode == "LSTM"
+        name = type(self).__name__
+        packed = isinstance(input, PackedSequence)
+        batch_sizes = sorted_indices = unsorted_indices = None
+        batched = True
+        if packed:
+            input, batch_sizes, sorted_indices, unsorted_indices = input  # noqa: A001
+        else:
+            if input.dim() not in (2, 3):
+                # torch.nn.RNN words it with "tensor", LSTM and GRU without.
+                got = f"{input.dim()}D tensor" if self.mode.startswith("RNN") else f"{input.dim()}D"
+                raise ValueError(f"{name}: Expected input to be 2D or 3D, got {got} instead")
+            batched = input.dim() == 3
+            if not batched:
+                input = input.unsqueeze(1 if not self.batch_first else 0)  # noqa: A001
+        if hx is not None:
+            hx = self._check_hidden_rank(hx, batched, lstm)
+        num_directions = 2 if self.bidirectional else 1
+        batch = int(batch_sizes[0]) if packed else input.size(0 if self.batch_first else 1)
+        out_size = self.proj_size if self.proj_size > 0 else self.hidden_size
+        if hx is None:
+            zeros = input.new_zeros(self.num_layers * num_directions, batch, out_size)
+            hx = (zeros, input.new_zeros(self.num_layers * num_directions, batch, self.hidden_size)) if lstm else zeros
+            self.check_forward_args(input, hx, batch_sizes)
+        else:
+            self.check_forward_args(input, hx, batch_sizes)
+            hx = self.permute_hidden(hx, sorted_indices)
+        _check_dtype(input.dtype, name)
+
+        if self.batch_first and not packed:
+            input = input.transpose(0, 1)  # noqa: A001 - the kernels take (T, B, I)
+        output, hidden = self._run_layers(input, hx, batch_sizes, batch)
+        if self.batch_first and not packed:
+            output = output.transpose(0, 1)
+
+        if packed:
+            return PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices), \
+                self.permute_hidden(hidden, unsorted_indices)
+        if not batched:
+            output = output.squeeze(1 if not self.batch_first else 0)
+            hidden = tuple(h.squeeze(1) for h in hidden) if lstm else hidden.squeeze(1)
+        return output, self.permute_hidden(hidden, unsorted_indices)
+
+    def _check_hidden_rank(self, hx, batched: bool, lstm: bool):
+        """torch.nn's rank checks on a given hx; unbatched states gain their batch dimension."""
+        rank = 3 if batched else 2
+        kind = "batched 3-D" if batched else "unbatched 2-D"
+        if lstm:
+            if hx[0].dim() != rank or hx[1].dim() != rank:
+                raise RuntimeError(f"For {kind} input, hx and cx should also be {rank}-D but got "
+                                   f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
+            return hx if batched else (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        if hx.dim() != rank:
+            raise RuntimeError(f"For {kind} input, hx should also be {rank}-D but got {hx.dim()}-D tensor")
+        return hx if batched else hx.unsqueeze(1)
+
+    def _run_layers(self, x: Tensor, hx, batch_sizes: Optional[Tensor], batch: int):
+        """Every layer and direction, one kernel call each: (output, h_n) or (output, (h_n, c_n))."""
+        lstm = self.mode == "LSTM"
+        cell = _cell_name(self)
+        h0, c0 = hx if lstm else (hx, None)
+        num_directions = 2 if self.bidirectional else 1
+        if batch == 0:  # nothing to compute: torch.nn returns empty results too
+            out = x.new_zeros(x.shape[:-1] + (num_directions * h0.shape[-1],))
+            return out, ((h0.clone(), c0.clone()) if lstm else h0.clone())
+        weights = self._flat_weights
+        per_direction = len(weights) // (self.num_layers * num_directions)
+        h_n, c_n = [], []
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(num_directions):
+                k = layer * num_directions + direction
+                w = weights[k * per_direction:(k + 1) * per_direction]
+                w_ih, w_hh = w[0], w[1]
+                b_ih, b_hh = (w[2], w[3]) if self.bias else (None, None)
+                w_hr = w[-1] if self.proj_size > 0 else None
+                y, h, c = _F.run_layer(cell, x, h0[k], c0[k] if lstm else None, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                       batch_sizes, reverse=direction == 1)
+                outputs.append(y)
+                h_n.append(h)
+                c_n.append(c)
+            x = outputs[0] if num_directions == 1 else torch.cat(outputs, dim=-1)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                x = torch.nn.functional.dropout(x, self.dropout, training=True)
+        hidden_h = torch.stack(h_n)
+        return x, ((hidden_h, torch.stack(c_n)) if lstm else hidden_h)
+
+
+class RNN(_FusedRNNBase, torch.nn.RNN):
+    """torch.nn.RNN (tanh or relu) on fastrnn's kernels."""
+
+
+class LSTM(_FusedRNNBase, torch.nn.LSTM):
+    """torch.nn.LSTM (with proj_size) on fastrnn's kernels."""
+
+
+class GRU(_FusedRNNBase, torch.nn.GRU):
+    """torch.nn.GRU on fastrnn's kernels."""
+
+
+# ---- Cells --------------------------------------------------------------------------------------
+
+_TORCH_TYPE_NAMES = {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half",
+                     torch.bfloat16: "BFloat16"}
+
+
+class _FusedCellBase:
+    """forward() for the cells: one step of the same kernels, (B, I) or unbatched (I)."""
+
+    def forward(self, input: Tensor, hx=None):  # noqa: A002
+        name = type(self).__name__
+        lstm = isinstance(self, torch.nn.LSTMCell)
+        if isinstance(self, torch.nn.RNNCell) and self.nonlinearity not in ("tanh", "relu"):
+            raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")  # torch checks it here too
+        if input.dim() not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        states = None if hx is None else (tuple(hx) if lstm else (hx,))
+        if states is not None:
+            for k, s in enumerate(states):
+                if s.dim() not in (1, 2):
+                    what = f"hx[{k}]" if lstm else "hidden"
+                    raise ValueError(f"{name}: Expected {what} to be 1D or 2D, got {s.dim()}D instead")
+        batched = input.dim() == 2
+        if not batched:
+            input = input.unsqueeze(0)  # noqa: A001
+            states = None if states is None else tuple(s.unsqueeze(0) for s in states)
+        batch = input.size(0)
+        if states is None:
+            zeros = input.new_zeros(batch, self.hidden_size)
+            states = (zeros, zeros) if lstm else (zeros,)
+        self._check_cell_args(input, states)
+        if batch == 0:
+            out = tuple(input.new_zeros(0, self.hidden_size) for _ in states)
+        else:
+            cell = "lstm" if lstm else "gru" if isinstance(self, torch.nn.GRUCell) else f"rnn_{self.nonlinearity}"
+            bias = (self.bias_ih, self.bias_hh) if self.bias else (None, None)
+            y, h, c = _F.run_layer(cell, input.unsqueeze(0), states[0], states[1] if lstm else None, self.weight_ih,
+                                   self.weight_hh, *bias)
+            out = (h, c) if lstm else (h,)
+        if not batched:
+            out = tuple(o.squeeze(0) for o in out)
+        return out if lstm else out[0]
+
+    def _check_cell_args(self, input: Tensor, states) -> None:
+        """The checks torch's cells make, with their messages."""
+        if input.size(1) != self.input_size:
+            raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} expected {self.input_size}")
+        for k, s in enumerate(states):
+            if s.size(0) != input.size(0):
+                raise RuntimeError(f"Input batch size {input.size(0)} doesn't match hidden{k} batch size {s.size(0)}")
+            if s.size(1) != self.hidden_size:
+                raise RuntimeError(f"hidden{k} has inconsistent hidden_size: got {s.size(1)}, "
+                                   f"expected {self.hidden_size}")
+        # torch's matmuls report (left operand, weight) in its scalar-type names.
+        for t, weight in ((input, self.weight_ih), *((s, self.weight_hh) for s in states)):
+            if t.dtype != weight.dtype:
+                a, b = (_TORCH_TYPE_NAMES.get(d, str(d)) for d in (t.dtype, weight.dtype))
+                raise RuntimeError(f"mat1 and mat2 must have the same dtype, but got {a} and {b}")
+        _check_dtype(input.dtype, type(self).__name__)
+
+
+class RNNCell(_FusedCellBase, torch.nn.RNNCell):
+    """torch.nn.RNNCell on fastrnn's kernels."""
+
+
+class LSTMCell(_FusedCellBase, torch.nn.LSTMCell):
+    """torch.nn.LSTMCell on fastrnn's kernels."""
+
+
+class GRUCell(_FusedCellBase, torch.nn.GRUCell):
+    """torch.nn.GRUCell on fastrnn's kernels."""

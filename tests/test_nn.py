@@ -1,0 +1,343 @@
+"""fastrnn.nn against torch.nn: same interface, same results, same errors."""
+
+import copy
+import io
+import pickle
+import random
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import fastrnn.nn as fnn
+from conftest import assert_close
+
+MODULES = ["RNN", "LSTM", "GRU"]
+
+
+def make_pair(name, *args, dtype=torch.float64, seed=0, **kwargs):
+    """A torch.nn module and its fastrnn twin holding the same weights."""
+    torch.manual_seed(seed)
+    reference = getattr(torch.nn, name)(*args, **kwargs).to(dtype)
+    ours = getattr(fnn, name)(*args, **kwargs).to(dtype)
+    ours.load_state_dict(reference.state_dict())
+    return reference, ours
+
+
+def random_config(rng):
+    name = rng.choice(MODULES)
+    config = dict(input_size=rng.choice([1, 7, 13]), hidden_size=rng.choice([1, 6, 11, 37]),
+                  num_layers=rng.randint(1, 3), bidirectional=rng.random() < 0.5,
+                  batch_first=rng.random() < 0.5, bias=rng.random() < 0.75)
+    if name == "RNN":
+        config["nonlinearity"] = rng.choice(["tanh", "relu"])
+    if name == "LSTM" and config["hidden_size"] > 1 and rng.random() < 0.4:
+        config["proj_size"] = rng.randint(1, config["hidden_size"] - 1)
+    return name, config
+
+
+def states_like(reference, batch, dtype, generator):
+    """Random initial states with torch.nn's shapes for this module and batch."""
+    layers = reference.num_layers * (2 if reference.bidirectional else 1)
+    out = reference.proj_size if getattr(reference, "proj_size", 0) else reference.hidden_size
+    h0 = torch.randn(layers, batch, out, dtype=dtype, generator=generator)
+    if isinstance(reference, torch.nn.LSTM):
+        return h0, torch.randn(layers, batch, reference.hidden_size, dtype=dtype, generator=generator)
+    return h0
+
+
+def leaves(obj):
+    if obj is None:
+        return None
+    if isinstance(obj, tuple):
+        return tuple(o.detach().clone().requires_grad_(True) for o in obj)
+    return obj.detach().clone().requires_grad_(True)
+
+
+def flat(obj):
+    return [] if obj is None else (list(obj) if isinstance(obj, tuple) else [obj])
+
+
+def run_and_compare(reference, ours, x, hx, dtype, lengths=None, enforce_sorted=True):
+    """Outputs, final states and every gradient (input, states, each parameter)."""
+    outs = []
+    for module in (reference, ours):
+        xi, hi = leaves(x), leaves(hx)
+        inp = xi
+        if lengths is not None:
+            inp = pack_padded_sequence(xi, lengths, batch_first=module.batch_first, enforce_sorted=enforce_sorted)
+        y, h = module(inp, hi)
+        if lengths is not None:
+            y, _ = pad_packed_sequence(y, batch_first=module.batch_first)
+        outs.append((xi, hi, y, h))
+    (xr, hr, yr, h_ref), (xo, ho, yo, h_ours) = outs
+    assert_close(yo, yr, dtype, "output")
+    for k, (a, b) in enumerate(zip(flat(h_ours), flat(h_ref))):
+        assert_close(a, b, dtype, f"state {k}")
+    gen = torch.Generator().manual_seed(7)
+    grads = [torch.randn(t.shape, dtype=dtype, generator=gen) for t in [yr] + flat(h_ref)]
+    for y, h in ((yr, h_ref), (yo, h_ours)):
+        sum((t * g).sum() for t, g in zip([y] + flat(h), grads)).backward()
+    assert_close(xo.grad, xr.grad, dtype, "grad input")
+    for k, (a, b) in enumerate(zip(flat(ho), flat(hr))):
+        assert_close(a.grad, b.grad, dtype, f"grad state {k}")
+    for (name, p_ref), p_ours in zip(reference.named_parameters(), ours.parameters()):
+        assert_close(p_ours.grad, p_ref.grad, dtype, f"grad {name}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("seed", range(40))
+def test_random_configurations_match_torch(seed, dtype):
+    rng = random.Random(seed)
+    name, config = random_config(rng)
+    reference, ours = make_pair(name, dtype=dtype, seed=seed, **config)
+    if rng.random() < 0.5:  # eval mode changes nothing without dropout, but must work alike
+        reference.eval()
+        ours.eval()
+    gen = torch.Generator().manual_seed(seed)
+    T, B = rng.randint(1, 12), rng.randint(1, 6)
+    shape = (B, T, config["input_size"]) if config["batch_first"] else (T, B, config["input_size"])
+    x = torch.randn(*shape, dtype=dtype, generator=gen)
+    hx = states_like(reference, B, dtype, gen) if rng.random() < 0.6 else None
+    mode = rng.choice(["padded", "packed_sorted", "packed_unsorted"])
+    lengths = None
+    if mode != "padded":
+        lengths = torch.randint(1, T + 1, (B,), generator=gen)
+        lengths[rng.randrange(B)] = T
+        if mode == "packed_sorted":
+            lengths = lengths.sort(descending=True).values
+    run_and_compare(reference, ours, x, hx, dtype, lengths, enforce_sorted=mode != "packed_unsorted")
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_unbatched_input(name):
+    reference, ours = make_pair(name, 5, 4, num_layers=2, bidirectional=True)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 5, dtype=torch.float64, generator=gen)
+    hx = states_like(reference, 1, torch.float64, gen)
+    hx = tuple(h[:, 0] for h in hx) if isinstance(hx, tuple) else hx[:, 0]
+    run_and_compare(reference, ours, x, hx, torch.float64)
+    run_and_compare(reference, ours, x, None, torch.float64)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_interface_is_torchs(name):
+    kwargs = dict(num_layers=2, bias=False, batch_first=True, dropout=0.25, bidirectional=True)
+    if name == "LSTM":
+        kwargs["proj_size"] = 3
+    torch.manual_seed(11)
+    reference = getattr(torch.nn, name)(8, 6, **kwargs)
+    torch.manual_seed(11)
+    ours = getattr(fnn, name)(8, 6, **kwargs)
+    assert isinstance(ours, getattr(torch.nn, name))
+    assert repr(ours) == repr(reference)
+    # Same names, shapes, registration order and (same seed) the same initial values.
+    assert [(n, p.shape) for n, p in ours.named_parameters()] == [(n, p.shape) for n, p in reference.named_parameters()]
+    for a, b in zip(ours.parameters(), reference.parameters()):
+        assert torch.equal(a, b)
+    # state_dict both ways.
+    other = getattr(torch.nn, name)(8, 6, **kwargs)
+    ours.load_state_dict(other.state_dict())
+    reference.load_state_dict(ours.state_dict())
+    for a, b in zip(reference.parameters(), other.parameters()):
+        assert torch.equal(a, b)
+    ours.flatten_parameters()  # a no-op, as for torch on the CPU
+    # Copies and serialisation keep the class and the weights.
+    for clone in (copy.deepcopy(ours), pickle.loads(pickle.dumps(ours))):
+        assert type(clone) is type(ours)
+        for a, b in zip(clone.parameters(), ours.parameters()):
+            assert torch.equal(a, b)
+    buffer = io.BytesIO()
+    torch.save(ours.state_dict(), buffer)
+    buffer.seek(0)
+    other.load_state_dict(torch.load(buffer))
+    # Dtype moves and mode switches.
+    assert ours.double().weight_hh_l0.dtype == torch.float64
+    assert ours.to(torch.float32).weight_hh_l0.dtype == torch.float32
+    assert not ours.eval().training and ours.train().training
+
+
+def test_module_results_follow_dtype_changes():
+    reference, ours = make_pair("GRU", 4, 5, dtype=torch.float32)
+    ours.double()
+    reference.double()
+    x = torch.randn(3, 2, 4, dtype=torch.float64)
+    y, _ = ours(x)
+    assert y.dtype == torch.float64
+    assert_close(y, reference(x)[0], torch.float64, "output")
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_dropout_between_layers_only_when_training(name):
+    x = torch.randn(5, 3, 4, dtype=torch.float64)
+    reference, ours = make_pair(name, 4, 6, num_layers=2, dropout=1.0)
+    # p = 1 drops every input of layer 2, deterministically in both libraries; the last layer's
+    # output is never dropped (it would be all zeros).
+    y_ours, _ = ours(x)
+    y_ref, _ = reference(x)
+    assert_close(y_ours, y_ref, torch.float64, "p=1 output")
+    assert y_ours.abs().sum() > 0
+    ours.eval()
+    reference.eval()
+    assert_close(ours(x)[0], reference(x)[0], torch.float64, "eval output")
+    # 0 < p < 1: a fresh mask each call in training, none in eval.
+    _, ours = make_pair(name, 4, 6, num_layers=2, dropout=0.5)
+    assert not torch.equal(ours(x)[0], ours(x)[0])
+    ours.eval()
+    assert torch.equal(ours(x)[0], ours(x)[0])
+
+
+def test_dropout_scales_kept_activations():
+    # Layer 2 is made the identity on non-negative input (ReLU, W_ih = I, no recurrence, no
+    # bias), so its output is exactly dropout(layer 1 output): each element either 0 or scaled
+    # by 1 / (1 - p), about a fraction p of them 0.
+    p = 0.3
+    _, ours = make_pair("RNN", 3, 40, num_layers=2, dropout=p, nonlinearity="relu")
+    with torch.no_grad():
+        ours.weight_ih_l1.copy_(torch.eye(40))
+        ours.weight_hh_l1.zero_()
+        ours.bias_ih_l1.zero_()
+        ours.bias_hh_l1.zero_()
+    x = torch.randn(4, 64, 3, dtype=torch.float64)
+    with torch.no_grad():
+        dropped = ours(x)[0]
+        ours.eval()
+        kept = ours(x)[0]
+    nonzero = kept > 0
+    ratio = dropped[nonzero] / kept[nonzero]
+    zero = ratio == 0
+    assert torch.allclose(ratio[~zero], torch.full_like(ratio[~zero], 1 / (1 - p)))
+    assert abs(zero.double().mean().item() - p) < 0.05
+
+
+@pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell"])
+@pytest.mark.parametrize("batched", [True, False])
+def test_cells_match_torch(name, batched):
+    for dtype in (torch.float64, torch.float32):
+        torch.manual_seed(5)
+        reference = getattr(torch.nn, name)(7, 9).to(dtype)
+        ours = getattr(fnn, name)(7, 9).to(dtype)
+        ours.load_state_dict(reference.state_dict())
+        assert repr(ours) == repr(reference)
+        x = torch.randn(*((4, 7) if batched else (7,)), dtype=dtype)
+        state_shape = (4, 9) if batched else (9,)
+        hx = torch.randn(*state_shape, dtype=dtype)
+        hx = (hx, torch.randn(*state_shape, dtype=dtype)) if name == "LSTMCell" else hx
+        for h in (hx, None):
+            xr, xo, hr, ho = leaves(x), leaves(x), leaves(h), leaves(h)
+            out_r, out_o = reference(xr, hr), ours(xo, ho)
+            for a, b in zip(flat(out_o), flat(out_r)):
+                assert_close(a, b, dtype, "cell output")
+            sum(t.sum() * (k + 1) for k, t in enumerate(flat(out_r))).backward()
+            sum(t.sum() * (k + 1) for k, t in enumerate(flat(out_o))).backward()
+            assert_close(xo.grad, xr.grad, dtype, "grad input")
+            for (pname, p_ref), p in zip(reference.named_parameters(), ours.parameters()):
+                assert_close(p.grad, p_ref.grad, dtype, f"grad {pname}")
+            reference.zero_grad()
+            ours.zero_grad()
+
+
+def test_empty_batch_gives_empty_results_like_torch():
+    for name in MODULES:
+        reference, ours = make_pair(name, 3, 4, num_layers=2)
+        x = torch.zeros(5, 0, 3, dtype=torch.float64)
+        y_r, h_r = reference(x)
+        y_o, h_o = ours(x)
+        assert y_o.shape == y_r.shape
+        for a, b in zip(flat(h_o), flat(h_r)):
+            assert a.shape == b.shape
+    cell_r, cell_o = torch.nn.GRUCell(3, 4), fnn.GRUCell(3, 4)
+    assert cell_o(torch.zeros(0, 3)).shape == cell_r(torch.zeros(0, 3)).shape
+
+
+# ---- errors: the same exception type and message as torch.nn ----------------------------------
+
+def same_error(call_reference, call_ours):
+    with pytest.raises(Exception) as expected:
+        call_reference()
+    with pytest.raises(type(expected.value)) as got:
+        call_ours()
+    assert str(got.value) == str(expected.value)
+
+
+def forward_error_cases(name):
+    """(description, module kwargs, input, hx) for mistakes torch.nn rejects."""
+    lstm = name == "LSTM"
+
+    def state(*shape, dtype=torch.float32):
+        return (torch.zeros(*shape, dtype=dtype), torch.zeros(*shape, dtype=dtype)) if lstm else torch.zeros(
+            *shape, dtype=dtype)
+
+    x = torch.randn(5, 3, 4)
+    cases = [
+        ("input size", {}, torch.randn(5, 3, 7), None),
+        ("input rank 4", {}, torch.randn(5, 3, 4, 1), None),
+        ("input rank 1", {}, torch.randn(4), None),
+        ("h0 batch", {}, x, state(1, 2, 6)),
+        ("h0 size", {}, x, state(1, 3, 5)),
+        ("h0 layers", {"num_layers": 2}, x, state(1, 3, 6)),
+        ("batched input, unbatched h0", {}, x, state(3, 6)),
+        ("unbatched input, batched h0", {}, torch.randn(5, 4), state(1, 3, 6)),
+        ("input dtype", {}, x.double(), None),
+        ("bidirectional h0", {"bidirectional": True}, x, state(1, 3, 6)),
+        ("batch_first h0", {"batch_first": True}, x, state(1, 3, 6)),
+    ]
+    if lstm:
+        cases += [
+            ("c0 size", {}, x, (torch.zeros(1, 3, 6), torch.zeros(1, 3, 5))),
+            ("proj h0 size", {"proj_size": 2}, x, (torch.zeros(1, 3, 6), torch.zeros(1, 3, 6))),
+        ]
+    return cases
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_forward_errors_match_torch(name):
+    for description, kwargs, x, hx in forward_error_cases(name):
+        reference, ours = make_pair(name, 4, 6, dtype=torch.float32, **kwargs)
+        try:
+            same_error(lambda: reference(x, hx), lambda: ours(x, hx))
+        except AssertionError as e:
+            raise AssertionError(f"{name}, {description}: {e}") from e
+
+
+CONSTRUCTOR_ERRORS = [
+    ("RNN", (4, 0), {}),
+    ("LSTM", (4, -1), {}),
+    ("GRU", (4, 6), {"num_layers": 0}),
+    ("RNN", (4, 6.0), {}),
+    ("LSTM", (4.5, 6), {}),
+    ("GRU", (4, 6), {"bias": 1}),
+    ("RNN", (4, 6), {"batch_first": "yes"}),
+    ("LSTM", (4, 6), {"proj_size": 6}),
+    ("LSTM", (4, 6), {"proj_size": -1}),
+    ("GRU", (4, 6), {"proj_size": 2}),
+    ("RNN", (4, 6), {"proj_size": 2}),
+    ("RNN", (4, 6), {"nonlinearity": "gelu"}),
+    ("LSTM", (4, 6), {"dropout": 1.5}),
+    ("GRU", (4, 6), {"dropout": -0.1}),
+]
+
+
+@pytest.mark.parametrize("name,args,kwargs", CONSTRUCTOR_ERRORS)
+def test_constructor_errors_match_torch(name, args, kwargs):
+    same_error(lambda: getattr(torch.nn, name)(*args, **kwargs), lambda: getattr(fnn, name)(*args, **kwargs))
+
+
+@pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell"])
+def test_cell_errors_match_torch(name):
+    lstm = name == "LSTMCell"
+    torch.manual_seed(0)
+    reference, ours = getattr(torch.nn, name)(4, 6), getattr(fnn, name)(4, 6)
+
+    def state(*shape):
+        return (torch.zeros(*shape), torch.zeros(*shape)) if lstm else torch.zeros(*shape)
+
+    cases = [(torch.randn(3, 5), None), (torch.randn(2, 3, 4), None), (torch.randn(3, 4), state(2, 6)),
+             (torch.randn(3, 4), state(3, 7)), (torch.randn(4), state(3, 6)),
+             (torch.randn(3, 4).double(), None), (torch.randn(3, 4), state(2, 3, 6)),
+             (torch.randn(3, 4), tuple(t.double() for t in state(3, 6)) if lstm else state(3, 6).double())]
+    for x, hx in cases:
+        same_error(lambda: reference(x, hx), lambda: ours(x, hx))
+    if name == "RNNCell":  # torch accepts any nonlinearity string and refuses it in forward
+        reference, ours = torch.nn.RNNCell(4, 6, nonlinearity="sigmoid"), fnn.RNNCell(4, 6, nonlinearity="sigmoid")
+        same_error(lambda: reference(torch.randn(3, 4)), lambda: ours(torch.randn(3, 4)))
