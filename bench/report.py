@@ -1,0 +1,111 @@
+"""Printing, saving and plotting benchmark results."""
+
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+
+import torch
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def device_description(device):
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        model = names[0] if names else model
+    except OSError:
+        pass
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
+def device_slug(device):
+    if device == "cpu":
+        return "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name().lower()).strip("-")
+
+
+def git_commit():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def table_rows(results):
+    for r in results:
+        yield [r["op"], r["mode"], r["config"], f"{r['fastrnn_ms']:.3f}", f"{r['torch_ms']:.3f}",
+               f"{r['speedup']:.2f}x", f"{r['gflops']:.1f}", f"{100 * r['peak_fraction']:.0f}%",
+               f"{r['torch_gflops']:.1f}"]
+
+
+HEADER = ["op", "mode", "configuration", "fastrnn ms", "torch ms", "speedup", "GFLOP/s", "of peak",
+          "torch GFLOP/s"]
+
+
+def print_table(results, peak, console=None):
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"fastrnn vs torch (matmul peak {peak:.0f} GFLOP/s)")
+    for h in HEADER:
+        table.add_column(h, justify="left" if h in ("op", "mode", "configuration") else "right")
+    for row in table_rows(results):
+        table.add_row(*row)
+    (console or Console()).print(table)
+
+
+def markdown_table(results, peak):
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
+    return f"Measured fp32 matmul peak: {peak:.0f} GFLOP/s.\n\n" + "\n".join(lines) + "\n"
+
+
+def save(results, device, peak, extra=None):
+    """Writes results/<device>-<date>.json (and .md); returns the JSON path."""
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    stem = os.path.join(RESULTS_DIR, f"{device_slug(device)}-{datetime.date.today().isoformat()}")
+    document = {"device": device_description(device), "commit": git_commit(), "torch": torch.__version__,
+                "matmul_peak_gflops": round(peak, 1), "results": results}
+    document.update(extra or {})
+    with open(stem + ".json", "w") as f:
+        json.dump(document, f, indent=1)
+    with open(stem + ".md", "w") as f:
+        f.write(f"{document['device']}, torch {document['torch']}, fastrnn commit {document['commit']}\n\n")
+        f.write(markdown_table(results, peak))
+    return stem + ".json"
+
+
+def plot(results, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['op']} {r['mode']}\n{r['config']}" for r in results]
+    speedups = [r["speedup"] for r in results]
+    fig, ax = plt.subplots(figsize=(9, 0.42 * len(results) + 1.2))
+    colors = ["#2a9d8f" if s >= 1 else "#e76f51" for s in speedups]
+    ax.barh(range(len(results)), speedups, color=colors)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(results)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("speedup over torch (log scale; > 1 means fastrnn is faster)")
+    ax.set_title(title, fontsize=9)
+    for k, s in enumerate(speedups):
+        ax.text(s, k, f" {s:.2f}x", va="center", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,94 @@
+"""fastrnn against PyTorch, side by side on this machine.
+
+    python bench/run.py                      # every RNN configuration, CPU
+    python bench/run.py --quick --plot       # a short run, with a chart
+    python bench/run.py --ops lstm,gru --sizes default,b1_h128 --device cuda
+
+Each configuration times fastrnn.nn and torch.nn (same weights) alternately in one process,
+after warm-up, and reports the medians, the speedup, the GFLOP/s fastrnn achieves and that as a
+fraction of the matmul peak measured at the start. Results go to bench/results/<device>-<date>.json.
+"""
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import report  # noqa: E402
+import rnn_cases  # noqa: E402
+from timing import compare, matmul_peak_gflops  # noqa: E402
+
+OPS = ["lstm", "gru", "rnn"]
+MODES = ["train", "inference"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--quick", action="store_true", help="fewer configurations and repeats")
+    p.add_argument("--ops", default=",".join(OPS), help=f"comma-separated, from {','.join(OPS)}")
+    p.add_argument("--sizes", default=None, help=f"comma-separated, from {','.join(rnn_cases.SIZES)}")
+    p.add_argument("--modes", default=",".join(MODES), help="train (forward + backward) and/or inference")
+    p.add_argument("--plot", action="store_true", help="also write a PNG chart of the speedups")
+    p.add_argument("--no-save", action="store_true", help="print only; write no result files")
+    args = p.parse_args(argv)
+    args.ops = [o for o in args.ops.split(",") if o]
+    args.modes = [m for m in args.modes.split(",") if m]
+    default_sizes = rnn_cases.QUICK_SIZES if args.quick else list(rnn_cases.SIZES)
+    args.sizes = args.sizes.split(",") if args.sizes else default_sizes
+    for value, allowed, what in ((args.ops, OPS, "op"), (args.modes, MODES, "mode"),
+                                 (args.sizes, list(rnn_cases.SIZES), "size")):
+        unknown = [v for v in value if v not in allowed]
+        if unknown:
+            p.error(f"unknown {what} {', '.join(unknown)}; choose from {', '.join(allowed)}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device is available to torch")
+    from rich.console import Console
+    from rich.progress import Progress
+
+    # Wide enough for the table when the output is a file or a pipe, not a terminal.
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    console.print(f"[bold]fastrnn benchmark[/] on {report.device_description(args.device)}, torch {torch.__version__}")
+    with console.status("measuring the fp32 matmul peak"):
+        peak = matmul_peak_gflops(args.device)
+    console.print(f"fp32 matmul peak: {peak:.0f} GFLOP/s")
+
+    cases = [(op, mode, rnn_cases.SIZES[s]) for s in args.sizes for op in args.ops for mode in args.modes]
+    budget = 0.5 if args.quick else 2.0
+    results = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("benchmarking", total=len(cases))
+        for op, mode, size in cases:
+            progress.update(task, description=f"{op} {mode} {size.label()}")
+            fast, ref, setup = rnn_cases.build(op, mode, size, torch.float32, args.device)
+            fast_s, torch_s = compare(fast, ref, args.device, budget_s=budget, setup=setup,
+                                      min_repeats=3 if args.quick else 5)
+            work = rnn_cases.flops(op, mode, size)
+            results.append({
+                "op": op, "mode": mode, "dtype": "float32", "T": size.T, "B": size.B, "I": size.I, "H": size.H,
+                "layers": size.layers, "bidirectional": size.bidirectional, "config": size.label(),
+                "fastrnn_ms": round(fast_s * 1e3, 4), "torch_ms": round(torch_s * 1e3, 4),
+                "speedup": round(torch_s / fast_s, 3), "gflops": round(work / fast_s / 1e9, 1),
+                "torch_gflops": round(work / torch_s / 1e9, 1), "peak_fraction": round(work / fast_s / 1e9 / peak, 3),
+            })
+            progress.advance(task)
+    report.print_table(results, peak, console)
+    if not args.no_save:
+        path = report.save(results, args.device, peak)
+        console.print(f"wrote {os.path.relpath(path)}")
+        if args.plot:
+            png = path[:-len(".json")] + ".png"
+            report.plot(results, png, f"fastrnn vs torch {torch.__version__}, {report.device_description(args.device)}")
+            console.print(f"wrote {os.path.relpath(png)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Fair timing of two implementations in one process, and the machine's matmul peak.
+
+Both sides are timed alternately (A, B, A, B, ...) after a warm-up, so drift in the machine's
+speed hits them alike; each side's figure is the median of its repeats. On a GPU each call
+is timed with CUDA events on the current stream.
+"""
+
+import statistics
+import time
+
+import torch
+
+
+def _timer(device):
+    """Returns timed(fn) -> seconds for one call of fn on this device."""
+    if device == "cuda":
+        def timed(fn):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+    else:
+        def timed(fn):
+            start = time.perf_counter()
+            fn()
+            return time.perf_counter() - start
+    return timed
+
+
+def compare(fn_a, fn_b, device="cpu", warmup=2, min_repeats=5, max_repeats=50, budget_s=2.0, setup=None):
+    """Median seconds per call of fn_a and fn_b, timed alternately.
+
+    Repeats continue until both have run min_repeats times and budget_s has passed, or
+    max_repeats. `setup` (untimed) runs before every call, e.g. to clear gradients.
+    """
+    timed = _timer(device)
+
+    def call(fn):
+        if setup is not None:
+            setup()
+        return timed(fn)
+
+    for _ in range(warmup):
+        call(fn_a)
+        call(fn_b)
+    times_a, times_b = [], []
+    started = time.perf_counter()
+    while len(times_a) < max_repeats and (len(times_a) < min_repeats or time.perf_counter() - started < budget_s):
+        # Alternate which side goes first, so neither always follows the other's cache state.
+        if len(times_a) % 2 == 0:
+            times_a.append(call(fn_a))
+            times_b.append(call(fn_b))
+        else:
+            times_b.append(call(fn_b))
+            times_a.append(call(fn_a))
+    return statistics.median(times_a), statistics.median(times_b)
+
+
+def matmul_peak_gflops(device="cpu", n=None, repeats=7):
+    """fp32 GFLOP/s of a large square matmul through torch: the practical ceiling here."""
+    n = n or (8192 if device == "cuda" else 2048)
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    timed = _timer(device)
+    if device == "cuda":
+        previous = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False  # true fp32, like the kernels it is compared with
+    try:
+        for _ in range(2):
+            a @ b
+        seconds = statistics.median(timed(lambda: a @ b) for _ in range(repeats))
+    finally:
+        if device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = previous
+    return 2 * n ** 3 / seconds / 1e9
