@@ -7,6 +7,7 @@
 #include "cells/elman.h"
 #include "cells/gru.h"
 #include "cells/lstm.h"
+#include "common/barrier.h"
 #include "common/macros.h"
 #include "common/rnn_params.h"
 #include "cpu/gemm/gemm.h"

@@ -10,12 +10,14 @@
 // The recurrence is weight-stationary. Each of n threads owns a slice of hidden units (chunks
 // of NR units) with all G gates of each, packs its slices of W_ih and W_hh once per call into
 // its own workspace (they then stay near that core), and per step
-//   forward:  computes its units' gate pre-activations x_t W_ih^T and h_prev W_hh^T with the
-//             micro-kernel (reading x_t and h_prev in place), applies the cell right away (the
-//             tiles are still in L1), writes its units of h, then one barrier. Computing the
-//             input projection here rather than as one product up front saves a (T*B, G*H)
-//             buffer that would not fit in cache and whose reads, scattered per unit chunk, the
-//             prefetchers cannot follow;
+//   forward:  computes its units' gate pre-activations h_prev W_hh^T with the micro-kernel
+//             (reading h_prev in place), applies the cell right away (the tile is still in L1),
+//             writes its units of h, then one barrier. The input projection x W_ih^T of its
+//             units is computed by the same thread for a block of steps at a time (enough rows
+//             for an efficient product: one step at batch 64, 64 steps at batch 1) into a small
+//             buffer it owns, rather than for all steps up front: that would be a (T*B, G*H)
+//             buffer that does not fit in cache, read in pieces scattered per unit chunk that
+//             the prefetchers cannot follow;
 //   backward: applies the cell backward to its units, a barrier, then computes its columns of
 //             dh_prev = dgates_hh W_hh (its slice of W_hh's columns, packed once); after the
 //             loop dx, dW_ih, dW_hh, dW_hr and the bias gradients are products over all rows.
@@ -37,13 +39,17 @@ int recurrence_threads(const RnnDims& d) {
   return n < 1 ? 1 : n;
 }
 
+// Steps whose input projection the forward computes together: enough rows for the micro-kernel
+// to run full row blocks (a block also ends with the sequence).
+inline int64_t block_steps(const RnnDims& d) { return ceil_div(64, d.B); }
+
 template <typename T>
 struct ThreadSpace {
   T* wi_pack = nullptr;  // this thread's W_ih panels (forward)
   T* w_pack = nullptr;   // this thread's W_hh panels (rows of its units / columns of its outputs)
   T* wr_pack = nullptr;  // this thread's W_hr panels (projection only)
-  T* x_tile = nullptr;   // (MR-padded B) x (G*NR): x_t W_ih^T of one unit chunk (forward)
-  T* tile = nullptr;     // the same for h_prev W_hh^T, or the dm tile in backward
+  T* x_block = nullptr;  // per unit chunk, (block rows) x (G*NR): x W_ih^T for a block of steps
+  T* tile = nullptr;     // (MR-padded B) x (G*NR): h_prev W_hh^T of one chunk, or backward's dm
 };
 
 // One thread's piece of the workspace when n threads share the recurrence.
@@ -59,7 +65,7 @@ ThreadSpace<T> thread_space(char* base, const RnnDims& d, int n, bool backward, 
     s.wi_pack = c.take<T>(h_chunks * d.G * d.I * NR);
     s.w_pack = c.take<T>(h_chunks * d.G * d.P * NR);
     if (d.proj) s.wr_pack = c.take<T>(p_chunks * d.H * NR);
-    s.x_tile = c.take<T>(mpad * d.G * NR);
+    s.x_block = c.take<T>(h_chunks * block_steps(d) * d.B * d.G * NR);
     s.tile = c.take<T>(mpad * d.G * NR);
   } else {
     s.w_pack = c.take<T>(p_chunks * GH * NR);
@@ -206,7 +212,7 @@ void cell_forward_chunk(const ForwardJob<T>& job, int64_t row0, int64_t bt, int6
 }
 
 template <class Cell, bool kTraining, typename T>
-void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid, int n) {
+void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid, int n, SpinBarrier& barrier) {
   constexpr int NR = Tile<T>::NR, G = Cell::kGates;
   const RnnDims& d = *job.d;
   const int64_t H = d.H, P = d.P;
@@ -234,22 +240,38 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
     }
   }
 
+  const int64_t block = block_steps(d);
+  const int64_t x_block_chunk = block * d.B * G * NR;  // one chunk's share of x_block
+  int64_t block_left = 0, block_row0 = 0;
   for (StepWalker step(d, job.batch_sizes, job.reverse, false); !step.done(); step.next()) {
+    if (block_left == 0) {
+      // The next `block` steps own one contiguous range of rows: project it for every chunk.
+      StepWalker ahead = step;
+      int64_t lo = step.offset(), hi = step.offset() + step.batch();
+      for (block_left = 0; block_left < block && !ahead.done(); ++block_left, ahead.next()) {
+        lo = min_i64(lo, ahead.offset());
+        hi = hi > ahead.offset() + ahead.batch() ? hi : ahead.offset() + ahead.batch();
+      }
+      block_row0 = lo;
+      auto x_row = [&](int64_t r) { return job.x + (lo + r) * I; };
+      for (int64_t c = hc.begin; c < hc.end; ++c) {
+        const T* wi = ts.wi_pack + (c - hc.begin) * G * I * NR;
+        T* out = ts.x_block + (c - hc.begin) * x_block_chunk;
+        for (int k = 0; k < G; ++k) panel_gemm<T>(hi - lo, I, x_row, wi + k * I * NR, out + k * NR, G * NR, NR, T(0));
+      }
+    }
+    --block_left;
     const int64_t bt = step.batch(), row0 = step.offset();
     if (bt == 0) continue;  // every thread skips alike, so the barriers still pair up
     const int64_t prev_bt = step.prev_batch(), prev_row0 = step.prev_offset();
     auto h_prev = [&](int64_t b) { return b < prev_bt ? job.y + (prev_row0 + b) * P : job.h0 + b * P; };
-    auto x_row = [&](int64_t b) { return job.x + (row0 + b) * I; };
     for (int64_t c = hc.begin; c < hc.end; ++c) {
-      const T* wi = ts.wi_pack + (c - hc.begin) * G * I * NR;
       const T* wh = ts.w_pack + (c - hc.begin) * G * P * NR;
-      for (int k = 0; k < G; ++k) {
-        panel_gemm<T>(bt, I, x_row, wi + k * I * NR, ts.x_tile + k * NR, G * NR, NR, T(0));
-        panel_gemm<T>(bt, P, h_prev, wh + k * P * NR, ts.tile + k * NR, G * NR, NR, T(0));
-      }
+      for (int k = 0; k < G; ++k) panel_gemm<T>(bt, P, h_prev, wh + k * P * NR, ts.tile + k * NR, G * NR, NR, T(0));
+      const T* x_tile = ts.x_block + (c - hc.begin) * x_block_chunk + (row0 - block_row0) * G * NR;
       const int64_t j0 = c * NR, cols = min_i64(NR, H - j0);
       T* out = d.proj ? job.m : job.y + row0 * P;
-      cell_forward_chunk<Cell, kTraining>(job, row0, bt, j0, cols, ts.x_tile, ts.tile, h_prev, out, d.proj ? H : P);
+      cell_forward_chunk<Cell, kTraining>(job, row0, bt, j0, cols, x_tile, ts.tile, h_prev, out, d.proj ? H : P);
       if (d.proj && kTraining) {  // the reserve keeps m for dW_hr
         for (int64_t b = 0; b < bt; ++b) {
           std::memcpy(job.reserve + (row0 + b) * job.R + 5 * H + j0, job.m + b * H + j0, cols * sizeof(T));
@@ -257,7 +279,7 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
       }
     }
     if (d.proj) {
-#pragma omp barrier
+barrier.wait();
       // h = m W_hr^T for this thread's output columns.
       auto m_row = [&](int64_t b) { return job.m + b * H; };
       for (int64_t c = pc.begin; c < pc.end; ++c) {
@@ -265,7 +287,7 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
                       min_i64(NR, P - c * NR), T(0));
       }
     }
-#pragma omp barrier
+barrier.wait();
   }
 }
 
@@ -306,17 +328,20 @@ void forward(const RnnForwardParams& p, const RnnDims& d) {
   // The cell state lives in c_n: it starts as c0 and sequences that end early keep theirs.
   if (job.c) std::memcpy(job.c, p.c0.data, d.B * d.H * sizeof(T));
 
+  SpinBarrier barrier;
 #pragma omp parallel num_threads(n)
   {
     // The layout follows the team OpenMP really gave (the size query covered 1..n threads).
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+#pragma omp single
+    barrier.reset(nt);
     int64_t thread_bytes;
     thread_space<T>(nullptr, d, nt, false, &thread_bytes);
     const ThreadSpace<T> ts = thread_space<T>(ws.threads + tid * thread_bytes, d, nt, false, &thread_bytes);
     if (training) {
-      forward_thread<Cell, true, T>(job, ts, tid, nt);
+      forward_thread<Cell, true, T>(job, ts, tid, nt, barrier);
     } else {
-      forward_thread<Cell, false, T>(job, ts, tid, nt);
+      forward_thread<Cell, false, T>(job, ts, tid, nt, barrier);
     }
   }
 
@@ -398,7 +423,7 @@ void cell_backward_chunk(const BackwardJob<T>& job, int64_t row0, int64_t bt, in
 }
 
 template <class Cell, typename T>
-void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int tid, int n) {
+void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int tid, int n, SpinBarrier& barrier) {
   constexpr int NR = Tile<T>::NR;
   const RnnDims& d = *job.d;
   const int64_t H = d.H, P = d.P, GH = d.G * d.H;
@@ -433,7 +458,7 @@ void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int ti
           job.h_prev[row * P + j] = h_prev(b)[j];
         }
       }
-#pragma omp barrier
+barrier.wait();
       // dm = dh_total W_hr for this thread's units, then the cell backward on it.
       auto dh_row = [&](int64_t b) { return job.dh_total + (row0 + b) * P; };
       for (int64_t c = hc.begin; c < hc.end; ++c) {
@@ -442,7 +467,7 @@ void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int ti
                                          [&](int64_t b) { return ts.tile + b * NR; });
       }
     }
-#pragma omp barrier
+barrier.wait();
     // dh_prev = dgates_hh W_hh (+ the cell's direct term already in dh) for this thread's columns.
     auto dg_row = [&](int64_t b) { return job.dgates_hh + (row0 + b) * GH; };
     for (int64_t c = pc.begin; c < pc.end; ++c) {
@@ -482,13 +507,16 @@ void backward(const RnnBackwardParams& p, const RnnDims& d) {
   std::memcpy(job.dh, p.dh_n.data, d.B * d.P * sizeof(T));
   if (job.dc) std::memcpy(job.dc, p.dc_n.data, d.B * d.H * sizeof(T));
 
+  SpinBarrier barrier;
 #pragma omp parallel num_threads(n)
   {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+#pragma omp single
+    barrier.reset(nt);
     int64_t thread_bytes;
     thread_space<T>(nullptr, d, nt, true, &thread_bytes);
     const ThreadSpace<T> ts = thread_space<T>(ws.threads + tid * thread_bytes, d, nt, true, &thread_bytes);
-    backward_thread<Cell, T>(job, ts, tid, nt);
+    backward_thread<Cell, T>(job, ts, tid, nt, barrier);
   }
 
   // Everything left is a product over all rows at once.

@@ -21,6 +21,7 @@ struct Simd<float> {
   static V load(const float* p) { return _mm512_loadu_ps(p); }
   static V set1(float x) { return _mm512_set1_ps(x); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
   // alpha * v (+ beta * c) into the first n (clamped to 0..16) floats of c; masks keep edge
   // tiles inside C, and beta == 0 never reads it.
   static void store(float* c, V v, int64_t n, float alpha, float beta) {
@@ -37,6 +38,7 @@ struct Simd<double> {
   static V load(const double* p) { return _mm512_loadu_pd(p); }
   static V set1(double x) { return _mm512_set1_pd(x); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  static V add(V a, V b) { return _mm512_add_pd(a, b); }
   static void store(double* c, V v, int64_t n, double alpha, double beta) {
     if (n <= 0) return;
     const __mmask8 mask = n >= 8 ? __mmask8(0xFF) : __mmask8((1u << n) - 1);
@@ -53,22 +55,46 @@ inline __attribute__((always_inline)) void kernel_rows(int64_t kc, const A& a, c
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int W = 64 / sizeof(T);  // lanes per vector
-  V acc0[M], acc1[M];
+  // Two FMA ports with 4-cycle latency need 8 independent sums: with few rows, each row
+  // keeps U partial sums over alternating k and adds them at the end.
+  constexpr int U = M >= 4 ? 1 : (M == 1 ? 4 : 2);
+  V acc0[U][M], acc1[U][M];
 #pragma GCC unroll 8
-  for (int i = 0; i < M; ++i) acc0[i] = acc1[i] = S::set1(T(0));
-#pragma GCC unroll 4
-  for (int64_t k = 0; k < kc; ++k) {
+  for (int u = 0; u < U; ++u)
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i) acc0[u][i] = acc1[u][i] = S::set1(T(0));
+  int64_t k = 0;
+  for (; k + U <= kc; k += U) {
+#pragma GCC unroll 8
+    for (int u = 0; u < U; ++u) {
+      const V b0 = S::load(b + (k + u) * 2 * W), b1 = S::load(b + (k + u) * 2 * W + W);
+#pragma GCC unroll 8
+      for (int i = 0; i < M; ++i) {
+        const V ai = S::set1(a(k + u, i));
+        acc0[u][i] = S::fma(ai, b0, acc0[u][i]);
+        acc1[u][i] = S::fma(ai, b1, acc1[u][i]);
+      }
+    }
+  }
+  for (; k < kc; ++k) {
     const V b0 = S::load(b + k * 2 * W), b1 = S::load(b + k * 2 * W + W);
 #pragma GCC unroll 8
     for (int i = 0; i < M; ++i) {
       const V ai = S::set1(a(k, i));
-      acc0[i] = S::fma(ai, b0, acc0[i]);
-      acc1[i] = S::fma(ai, b1, acc1[i]);
+      acc0[0][i] = S::fma(ai, b0, acc0[0][i]);
+      acc1[0][i] = S::fma(ai, b1, acc1[0][i]);
     }
   }
 #pragma GCC unroll 8
+  for (int u = 1; u < U; ++u)
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i) {
+      acc0[0][i] = S::add(acc0[0][i], acc0[u][i]);
+      acc1[0][i] = S::add(acc1[0][i], acc1[u][i]);
+    }
+#pragma GCC unroll 8
   for (int i = 0; i < M; ++i) {
-    S::store(c + i * ldc, acc0[i], nr, alpha, beta);
-    S::store(c + i * ldc + W, acc1[i], nr - W, alpha, beta);
+    S::store(c + i * ldc, acc0[0][i], nr, alpha, beta);
+    S::store(c + i * ldc + W, acc1[0][i], nr - W, alpha, beta);
   }
 }
