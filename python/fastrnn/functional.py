@@ -31,8 +31,9 @@ def run_layer(cell: str, x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih:
     tensors = (x, h0, c0 if cell == "lstm" else None, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     # Save what backward needs only when autograd will ask for it.
     training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    y, h_n, c_n, _ = ops.rnn_forward(*map(_contiguous, tensors), batch_sizes, _checks.CELLS[cell], bool(reverse),
-                                     training)
+    # Without autograd or tracing the op's body can be called directly, saving the dispatch.
+    forward = ops.rnn_forward if training or torch.compiler.is_compiling() else ops.rnn_forward_impl
+    y, h_n, c_n, _ = forward(*map(_contiguous, tensors), batch_sizes, _checks.CELLS[cell], bool(reverse), training)
     return y, h_n, c_n
 
 

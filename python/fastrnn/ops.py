@@ -55,17 +55,19 @@ def _buffer_sizes(cell, x, h0, weight_hh, weight_hr, batch_sizes):
                                _hidden_size(weight_hh, cell), 0 if weight_hr is None else P)
 
 
-@torch.library.custom_op("fastrnn::rnn_forward", mutates_args=())
-def rnn_forward(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
-                bias_ih: Optional[Tensor], bias_hh: Optional[Tensor], weight_hr: Optional[Tensor],
-                batch_sizes: Optional[Tensor], cell: int, reverse: bool,
-                training: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def rnn_forward_impl(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
+                     bias_ih: Optional[Tensor], bias_hh: Optional[Tensor], weight_hr: Optional[Tensor],
+                     batch_sizes: Optional[Tensor], cell: int, reverse: bool,
+                     training: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """One layer, one direction: returns (y, h_n, c_n, reserve).
 
     cell: 0 rnn_tanh, 1 rnn_relu, 2 lstm, 3 gru. x is (T, B, I), or (rows, I) packed with
     batch_sizes (T); h0 (B, P); weight_hr (P, H) projects an LSTM's output (P = H without it).
     c_n is empty unless LSTM; reserve (what the backward needs) is empty unless training.
     Inputs must be contiguous.
+
+    The body of the custom op rnn_forward. Called directly, it skips torch's dispatcher (tens
+    of microseconds per call), which is safe only where no autograd graph or tracing is needed.
     """
     H = _hidden_size(weight_hh, cell)
     _, workspace_bytes, _ = _buffer_sizes(cell, x, h0, weight_hh, weight_hr, batch_sizes)
@@ -80,6 +82,10 @@ def rnn_forward(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, 
                    _view(weight_hh), _view(bias_ih), _view(bias_hh), _view(weight_hr), _view(batch_sizes), _view(y),
                    _view(h_n), _view(c_n if lstm else None), _view(reserve if width else None), _view(workspace))
     return y, h_n, c_n, reserve
+
+
+rnn_forward = torch.library.custom_op("fastrnn::rnn_forward", mutates_args=())(rnn_forward_impl)
+rnn_forward.__doc__ = rnn_forward_impl.__doc__
 
 
 @rnn_forward.register_fake

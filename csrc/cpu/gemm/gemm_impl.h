@@ -56,15 +56,20 @@ inline void micro_kernel(int64_t kc, const A& a, const T* b, T* c, int64_t ldc, 
 
 // One NR-column panel over depth K from `cols` columns, column j of op(B) being the
 // contiguous vector col(j) (a row of a weight matrix used transposed). Missing columns are 0.
+// A transpose: written a row of NR at a time (contiguous stores), read from NR columns whose
+// current cache lines stay in L1 across the next steps of k.
 template <typename T, typename ColFn>
 void pack_b_columns(int64_t K, int64_t cols, const ColFn& col, T* FASTRNN_RESTRICT out) {
   constexpr int NR = Tile<T>::NR;
-  for (int64_t j = 0; j < NR; ++j) {
-    if (j < cols) {
-      const T* src = col(j);
-      for (int64_t k = 0; k < K; ++k) out[k * NR + j] = src[k];
+  const T* src[NR];
+  for (int64_t j = 0; j < NR; ++j) src[j] = j < cols ? col(j) : nullptr;
+  for (int64_t k = 0; k < K; ++k) {
+    T* row = out + k * NR;
+    if (cols == NR) {
+#pragma GCC unroll 32
+      for (int64_t j = 0; j < NR; ++j) row[j] = src[j][k];
     } else {
-      for (int64_t k = 0; k < K; ++k) out[k * NR + j] = T(0);
+      for (int64_t j = 0; j < NR; ++j) row[j] = j < cols ? src[j][k] : T(0);
     }
   }
 }
