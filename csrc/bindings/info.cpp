@@ -3,9 +3,14 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
+#include "bindings/view.h"
 #include "common/error.h"
 #include "common/isa.h"
 #if defined(FASTRNN_WITH_CUDA)
@@ -71,6 +76,25 @@ void register_info(py::module_& m) {
     return names;
   });
   m.def("get_isa", [] { return std::string(isa_name(active_isa())); });
+  // Asks the OS to back a large, freshly allocated CPU buffer with huge pages before it is first
+  // written: the first touch of a fresh buffer otherwise costs one page fault per 4 KiB, which
+  // for the tens of megabytes of a training step's buffers is a sizeable part of the step.
+  // A hint only: ignored where unsupported.
+  m.def(
+      "advise_huge_pages",
+      [](py::handle buffer) {
+        const TensorView v = to_view(buffer, "buffer");
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+        if (v.defined() && v.device == DeviceType::CPU) {
+          const uintptr_t page = 4096, begin = reinterpret_cast<uintptr_t>(v.data);
+          const uintptr_t start = (begin + page - 1) / page * page, end = (begin + v.nbytes()) / page * page;
+          if (end > start) madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE);
+        }
+#else
+        (void)v;
+#endif
+      },
+      py::arg("buffer"));
   m.def("set_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); }, py::arg("name"));
 }
 

@@ -21,9 +21,15 @@ _CELL_NAMES = {code: name for name, code in CELLS.items()}
 _LSTM = CELLS["lstm"]
 
 
+_HUGE_PAGE_BYTES = 4 << 20
+
+
 def _empty(shape, like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
     """Every buffer the ops hand to a kernel comes from here (the tests fill them with NaN)."""
-    return torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
+    t = torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
+    if t.device.type == "cpu" and t.numel() * t.element_size() >= _HUGE_PAGE_BYTES:
+        _C.advise_huge_pages(to_dlpack(t))  # as NumPy does for its large arrays
+    return t
 
 
 def _view(t: Optional[Tensor]):
