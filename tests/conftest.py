@@ -32,6 +32,7 @@ def poisoned_buffers(monkeypatch):
 
     monkeypatch.setattr(fastrnn.ops, "_empty", torch_empty)
     monkeypatch.setattr(fastrnn.numpy, "_empty", numpy_empty)
+    fastrnn.ops.empty_cache()  # so each test's first workspace is a poisoned one too
 
 
 @pytest.fixture(params=SUPPORTED_ISAS)

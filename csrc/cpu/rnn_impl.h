@@ -279,7 +279,7 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
       }
     }
     if (d.proj) {
-barrier.wait();
+      barrier.wait();
       // h = m W_hr^T for this thread's output columns.
       auto m_row = [&](int64_t b) { return job.m + b * H; };
       for (int64_t c = pc.begin; c < pc.end; ++c) {
@@ -287,7 +287,7 @@ barrier.wait();
                       min_i64(NR, P - c * NR), T(0));
       }
     }
-barrier.wait();
+    barrier.wait();
   }
 }
 
@@ -458,7 +458,7 @@ void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int ti
           job.h_prev[row * P + j] = h_prev(b)[j];
         }
       }
-barrier.wait();
+      barrier.wait();
       // dm = dh_total W_hr for this thread's units, then the cell backward on it.
       auto dh_row = [&](int64_t b) { return job.dh_total + (row0 + b) * P; };
       for (int64_t c = hc.begin; c < hc.end; ++c) {
@@ -467,7 +467,7 @@ barrier.wait();
                                          [&](int64_t b) { return ts.tile + b * NR; });
       }
     }
-barrier.wait();
+    barrier.wait();
     // dh_prev = dgates_hh W_hh (+ the cell's direct term already in dh) for this thread's columns.
     auto dg_row = [&](int64_t b) { return job.dgates_hh + (row0 + b) * GH; };
     for (int64_t c = pc.begin; c < pc.end; ++c) {

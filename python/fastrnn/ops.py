@@ -6,6 +6,7 @@ API to call. Tensors reach the compiled kernels zero-copy through DLPack; output
 workspaces are allocated here, with torch's allocator.
 """
 
+import threading
 from typing import Optional, Tuple
 
 import torch
@@ -15,7 +16,7 @@ from torch.utils.dlpack import to_dlpack
 from . import _C
 from ._checks import CELLS, GATES, RESERVE_BLOCKS
 
-__all__ = ["rnn_forward", "rnn_backward"]
+__all__ = ["rnn_forward", "rnn_backward", "empty_cache"]
 
 _CELL_NAMES = {code: name for name, code in CELLS.items()}
 _LSTM = CELLS["lstm"]
@@ -30,6 +31,38 @@ def _empty(shape, like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
     if t.device.type == "cpu" and t.numel() * t.element_size() >= _HUGE_PAGE_BYTES:
         _C.advise_huge_pages(to_dlpack(t))  # as NumPy does for its large arrays
     return t
+
+
+class _WorkspaceCache(threading.local):
+    """Scratch memory reused across kernel calls on the CPU, one buffer per thread.
+
+    torch has no caching allocator for the CPU: every fresh buffer is page-faulted in on first
+    touch, which for a backward pass's tens of megabytes of scratch costs as much as a fair
+    part of the arithmetic. Workspaces never outlive a call, so the largest one requested on
+    this thread is kept and handed out again. GPU workspaces come from torch's own caching
+    allocator.
+    """
+
+    def __init__(self):
+        self.buffer: Optional[Tensor] = None
+
+
+_workspaces = _WorkspaceCache()
+
+
+def _workspace(nbytes: int, like: Tensor) -> Tensor:
+    if like.device.type != "cpu":
+        return _empty(nbytes, like, torch.uint8)
+    buffer = _workspaces.buffer
+    if buffer is None or buffer.numel() < nbytes:
+        _workspaces.buffer = None  # let the old one go before taking a larger one
+        buffer = _workspaces.buffer = _empty(nbytes, like, torch.uint8)
+    return buffer[:nbytes]
+
+
+def empty_cache() -> None:
+    """Releases the CPU scratch memory this thread's kernel calls keep for reuse."""
+    _workspaces.buffer = None
 
 
 def _view(t: Optional[Tensor]):
@@ -83,7 +116,7 @@ def rnn_forward_impl(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Ten
     c_n = _empty((h0.shape[0], H), h0) if lstm else x.new_empty(0)
     width = _reserve_width(cell, H, weight_hr is not None, training)
     reserve = _empty((_rows(x, batch_sizes), width), x) if width else x.new_empty(0)
-    workspace = _empty(workspace_bytes, x, torch.uint8)
+    workspace = _workspace(workspace_bytes, x)
     _C.rnn_forward(cell, reverse, training, _view(x), _view(h0), _view(c0 if lstm else None), _view(weight_ih),
                    _view(weight_hh), _view(bias_ih), _view(bias_hh), _view(weight_hr), _view(batch_sizes), _view(y),
                    _view(h_n), _view(c_n if lstm else None), _view(reserve if width else None), _view(workspace))
@@ -122,7 +155,7 @@ def rnn_backward(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor,
     dbias_ih = _empty(weight_ih.shape[0], x) if has_bias_ih else x.new_empty(0)
     dbias_hh = _empty(weight_ih.shape[0], x) if has_bias_hh else x.new_empty(0)
     dweight_hr = _empty(weight_hr.shape, weight_hr) if weight_hr is not None else x.new_empty(0)
-    workspace = _empty(workspace_bytes, x, torch.uint8)
+    workspace = _workspace(workspace_bytes, x)
     _C.rnn_backward(cell, reverse, _view(x), _view(h0), _view(c0 if lstm else None), _view(weight_ih),
                     _view(weight_hh), _view(weight_hr), _view(batch_sizes), _view(y),
                     _view(reserve if reserve.numel() else None), _view(dy), _view(dh_n),
