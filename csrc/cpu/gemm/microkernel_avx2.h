@@ -51,6 +51,15 @@ inline __attribute__((always_inline)) void kernel_rows(int64_t kc, const A& a, c
   // Two FMA ports with 4-cycle latency need 8 independent sums: with few rows, each row
   // keeps U partial sums over alternating k and adds them at the end.
   constexpr int U = M >= 4 ? 1 : (M == 1 ? 4 : 2);
+  // C is read only after the k loop; when it will be (beta != 0), ask for its lines now so a
+  // C that lives in memory arrives meanwhile (a product over a large K passes over C many times).
+  if (beta != T(0)) {
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i) {
+      __builtin_prefetch(c + i * ldc, 1, 3);
+      __builtin_prefetch(c + i * ldc + NR - 1, 1, 3);
+    }
+  }
   V acc0[U][M], acc1[U][M];
 #pragma GCC unroll 8
   for (int u = 0; u < U; ++u)
