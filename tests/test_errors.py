@@ -94,50 +94,65 @@ def test_numpy_backward_checks_its_context_and_gradients():
 
 # The core's own checks, reached by calling the private module directly: it must refuse
 # rather than write outside what it was given.
-def core_forward_args(T=3, B=2, I=4, H=5):
+def core_call(T=3, B=2, I=4, H=5):
+    """A valid GRU training forward call for _C.rnn_forward (cell 3)."""
     f = lambda *s: np.random.default_rng(0).standard_normal(s)  # noqa: E731
     reserve_elems, ws_bytes, _ = _C.rnn_buffer_sizes(3, "float64", T * B, B, I, H)
-    return dict(cell=3, reverse=False, training=True, x=f(T, B, I), h0=f(B, H), c0=None, weight_ih=f(3 * H, I),
-                weight_hh=f(3 * H, H), bias_ih=None, bias_hh=None, weight_hr=None, batch_sizes=None, y=np.empty((T, B, H)),
-                h_n=np.empty((B, H)), c_n=None, reserve=np.empty((T * B, 4 * H)), workspace=np.empty(ws_bytes, np.uint8))
+    return dict(reverse=False, x=f(T, B, I), h0=f(B, H), weight_ih=f(3 * H, I), weight_hh=f(3 * H, H),
+                y=np.empty((T, B, H)), h_n=np.empty((B, H)), reserve=np.empty((T * B, 4 * H)),
+                workspace=np.empty(ws_bytes, np.uint8))
+
+
+def run_core(*calls):
+    _C.rnn_forward(3, True, list(calls))
 
 
 def test_core_runs_with_its_own_arguments():
-    _C.rnn_forward(**core_forward_args())
+    run_core(core_call())
 
 
 def test_core_refuses_overlapping_outputs():
-    args = core_forward_args()
+    call = core_call()
     buffer = np.empty(100)
-    args["y"], args["h_n"] = buffer[:30].reshape(3, 2, 5), buffer[20:30].reshape(2, 5)
+    call["y"], call["h_n"] = buffer[:30].reshape(3, 2, 5), buffer[20:30].reshape(2, 5)
     with pytest.raises(RuntimeError, match="output y overlaps output h_n"):
-        _C.rnn_forward(**args)
-    args = core_forward_args()
-    args["h_n"] = args["h0"]
+        run_core(call)
+    call = core_call()
+    call["h_n"] = call["h0"]
     with pytest.raises(RuntimeError, match="output h_n overlaps input h0"):
-        _C.rnn_forward(**args)
+        run_core(call)
 
 
 def test_core_refuses_small_workspace_and_wrong_shapes():
-    args = core_forward_args()
-    args["workspace"] = np.empty(16, np.uint8)
-    with pytest.raises(RuntimeError, match="workspace"):
-        _C.rnn_forward(**args)
-    args = core_forward_args()
-    args["reserve"] = np.empty((6, 3))
-    with pytest.raises(RuntimeError, match="expected reserve of shape"):
-        _C.rnn_forward(**args)
-    args = core_forward_args()
-    args["y"] = np.empty((3, 2, 5), np.float32)
-    with pytest.raises(RuntimeError, match="expected y of dtype float64, got float32"):
-        _C.rnn_forward(**args)
-    args = core_forward_args()
-    args["x"] = np.asfortranarray(args["x"])
-    with pytest.raises(RuntimeError, match="expected x to be contiguous"):
-        _C.rnn_forward(**args)
-    args = core_forward_args()
-    args["cell"] = 9
+    def refused(exc, match, **changes):
+        call = {**core_call(), **changes}
+        with pytest.raises(exc, match=match):
+            run_core(call)
+
+    refused(RuntimeError, "workspace", workspace=np.empty(16, np.uint8))
+    refused(RuntimeError, "expected reserve of shape", reserve=np.empty((6, 3)))
+    refused(RuntimeError, "expected y of dtype float64, got float32", y=np.empty((3, 2, 5), np.float32))
+    refused(RuntimeError, "expected x to be contiguous", x=np.asfortranarray(core_call()["x"]))
+    refused(TypeError, "expected a NumPy array, a DLPack capsule or None", x=[1.0])
+    refused(TypeError, "unexpected argument 'weights'", weights=None)
     with pytest.raises(ValueError, match="unknown cell kind 9"):
-        _C.rnn_forward(**args)
-    with pytest.raises(TypeError, match="expected a NumPy array, a DLPack capsule or None"):
-        _C.rnn_forward(**{**core_forward_args(), "x": [1.0]})
+        _C.rnn_forward(9, True, [core_call()])
+
+
+def test_core_checks_calls_run_together():
+    # Two calls run side by side must be the two directions of one layer: one x, the two
+    # halves of one output's rows, nothing else shared.
+    a, b = core_call(), core_call()
+    b["reverse"] = True
+    b["x"] = a["x"]
+    y = np.empty((3, 2, 10))
+    a["y"], b["y"] = y[..., :5], y[..., 5:]
+    run_core(a, b)
+    with pytest.raises(RuntimeError, match="must read the same x"):
+        run_core(a, {**b, "x": a["x"].copy()})
+    with pytest.raises(RuntimeError, match="two halves of one array"):
+        run_core(a, {**b, "y": np.empty((3, 2, 5))})
+    with pytest.raises(RuntimeError, match="overlaps"):
+        run_core(a, {**b, "workspace": a["workspace"]})
+    with pytest.raises(RuntimeError, match="between 1 and 2 calls"):
+        run_core(a, b, b)

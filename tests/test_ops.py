@@ -84,3 +84,85 @@ def test_torch_compile_fullgraph_matches_eager():
     (grad_actual,) = torch.autograd.grad(actual, x)
     torch.testing.assert_close(actual, expected)
     torch.testing.assert_close(grad_actual, grad_expected)
+
+
+def bidirectional_args(cell, bias=True, requires_grad=True, seed=0, proj=False):
+    """x and both directions' (h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)."""
+    H = 4
+    kwargs = dict(bidirectional=True, bias=bias)
+    if proj:
+        kwargs["proj_size"] = 3
+    torch.manual_seed(seed)
+    layer = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}.get(cell, torch.nn.RNN)(
+        5, H, **kwargs, **({"nonlinearity": cell.split("_")[1]} if cell.startswith("rnn") else {})).double()
+    gen = torch.Generator().manual_seed(seed)
+    make = lambda *s: torch.randn(*s, generator=gen, dtype=torch.float64).requires_grad_(requires_grad)  # noqa
+    x = make(4, 3, 5)
+    P = 3 if proj else H
+    directions = []
+    for suffix in ("_l0", "_l0_reverse"):
+        p = {name: getattr(layer, name + suffix).detach().clone().requires_grad_(requires_grad)
+             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+             if hasattr(layer, name + suffix)}
+        directions.append((make(3, P), make(3, H) if cell == "lstm" else None, p["weight_ih"], p["weight_hh"],
+                           p.get("bias_ih"), p.get("bias_hh"), p.get("weight_hr")))
+    return x, directions
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradcheck_bidirectional(cell):
+    x, (fwd, rev) = bidirectional_args(cell, proj=cell == "lstm")
+    inputs = (x, *fwd, *rev)
+    if cell == "rnn_relu":
+        inputs[3].data.mul_(3)
+
+    def fn(x, *tensors):
+        y, h, _, _, h_r, _, _ = torch.ops.fastrnn.rnn_bidirectional_forward(x, *tensors, None, CELL_CODES[cell], True)
+        return y, h, h_r
+
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("cell", CELLS)
+def test_opcheck_bidirectional(cell, training):
+    x, (fwd, rev) = bidirectional_args(cell, requires_grad=training)
+    torch.library.opcheck(torch.ops.fastrnn.rnn_bidirectional_forward.default,
+                          (x, *fwd, *rev, None, CELL_CODES[cell], training))
+    if not training:
+        return
+    y, h, c, r, h_r, c_r, r_r = ops.rnn_bidirectional_forward_impl(*[t.detach() if t is not None else None for t in
+                                                                     (x, *fwd, *rev)], None, CELL_CODES[cell], True)
+    lstm = cell == "lstm"
+    args = (x.detach(), fwd[0], fwd[1], fwd[2], fwd[3], fwd[6], r, torch.randn_like(h), torch.randn_like(c) if lstm
+            else None, rev[0], rev[1], rev[2], rev[3], rev[6], r_r, torch.randn_like(h_r),
+            torch.randn_like(c_r) if lstm else None, None, y, torch.randn_like(y), CELL_CODES[cell], True, True)
+    torch.library.opcheck(torch.ops.fastrnn.rnn_bidirectional_backward.default,
+                          tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args))
+
+
+def test_bidirectional_layers_on_one_thread_match_torch():
+    # With one thread the two directions run one after the other instead of side by side.
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import torch, fastrnn.nn as fnn
+        torch.manual_seed(0)
+        ref = torch.nn.GRU(5, 6, num_layers=2, bidirectional=True).double()
+        ours = fnn.GRU(5, 6, num_layers=2, bidirectional=True).double()
+        ours.load_state_dict(ref.state_dict())
+        x = torch.randn(7, 3, 5, dtype=torch.float64, requires_grad=True)
+        y, h = ours(x)
+        y.sum().backward()
+        g = x.grad.clone(); x.grad = None
+        y_ref, h_ref = ref(x)
+        y_ref.sum().backward()
+        assert torch.allclose(y, y_ref, atol=1e-12) and torch.allclose(h, h_ref, atol=1e-12)
+        assert torch.allclose(g, x.grad, atol=1e-12)
+        print("ok")
+    """)
+    env = dict(__import__("os").environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

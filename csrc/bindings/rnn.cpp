@@ -1,8 +1,11 @@
-// RNN layer kernels: buffer sizes, forward, backward. Arguments are arrays or None (see view.h);
-// the GIL is released while a kernel runs.
+// RNN layer kernels: buffer sizes, forward, backward. A call's arguments come as a dict of
+// arrays (or None, for absent optional ones; see view.h); one entry point runs a list of one
+// or two calls (the directions of a layer) side by side. The GIL is released while they run.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <string>
+#include <vector>
 
 #include "bindings/view.h"
 #include "common/error.h"
@@ -22,12 +25,99 @@ DType dtype_from_name(const std::string& name) {
   return DType::Other;
 }
 
-// Every device a call's arrays live on must be the CPU, for now.
+// Reads the named entries of one call's dict; an entry left out counts as None. Names the
+// kernel does not know are refused, so a misspelt argument cannot pass silently.
+class CallArgs {
+ public:
+  CallArgs(const py::dict& call, std::initializer_list<const char*> known) : call_(call) {
+    for (auto item : call) {
+      const std::string key = py::str(item.first);
+      bool found = false;
+      for (const char* name : known) found = found || key == name;
+      FASTRNN_CHECK_KIND(ErrorKind::Type, found, "unexpected argument '", key, "'");
+    }
+  }
+  TensorView view(const char* name) const {
+    return call_.contains(name) ? to_view(call_[name], name) : TensorView{};
+  }
+  bool flag(const char* name) const { return call_.contains(name) && py::cast<bool>(call_[name]); }
+
+ private:
+  const py::dict& call_;
+};
+
+template <typename Params>
+std::vector<Params> read_calls(const py::list& calls, const char* op, Params (*read)(const py::dict&)) {
+  FASTRNN_CHECK(!calls.empty() && static_cast<int>(calls.size()) <= cpu::kMaxCalls, op, ": between 1 and ",
+                cpu::kMaxCalls, " calls at once");
+  std::vector<Params> params;
+  for (auto call : calls) params.push_back(read(py::cast<py::dict>(call)));
+  return params;
+}
+
+// Every array a call touches must be on the CPU, for now.
 void require_cpu(const char* op, std::initializer_list<const TensorView*> views) {
   for (const TensorView* v : views) {
     FASTRNN_CHECK(!v->defined() || v->device == DeviceType::CPU, op,
                   ": only CPU arrays are supported by this build; CUDA RNN kernels are not available yet");
   }
+}
+
+RnnForwardParams read_forward(const py::dict& call) {
+  const CallArgs a(call, {"reverse", "x", "h0", "c0", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr",
+                          "batch_sizes", "y", "h_n", "c_n", "reserve", "workspace"});
+  RnnForwardParams p;
+  p.reverse = a.flag("reverse");
+  p.x = a.view("x");
+  p.h0 = a.view("h0");
+  p.c0 = a.view("c0");
+  p.weight_ih = a.view("weight_ih");
+  p.weight_hh = a.view("weight_hh");
+  p.bias_ih = a.view("bias_ih");
+  p.bias_hh = a.view("bias_hh");
+  p.weight_hr = a.view("weight_hr");
+  p.batch_sizes = a.view("batch_sizes");
+  p.y = a.view("y");
+  p.h_n = a.view("h_n");
+  p.c_n = a.view("c_n");
+  p.reserve = a.view("reserve");
+  p.workspace = a.view("workspace");
+  require_cpu("rnn_forward", {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.bias_ih, &p.bias_hh, &p.weight_hr,
+                              &p.batch_sizes, &p.y, &p.h_n, &p.c_n, &p.reserve, &p.workspace});
+  return p;
+}
+
+RnnBackwardParams read_backward(const py::dict& call) {
+  const CallArgs a(call, {"reverse", "x", "h0", "c0", "weight_ih", "weight_hh", "weight_hr", "batch_sizes", "y",
+                          "reserve", "dy", "dh_n", "dc_n", "dx", "dh0", "dc0", "dweight_ih", "dweight_hh",
+                          "dbias_ih", "dbias_hh", "dweight_hr", "workspace"});
+  RnnBackwardParams p;
+  p.reverse = a.flag("reverse");
+  p.x = a.view("x");
+  p.h0 = a.view("h0");
+  p.c0 = a.view("c0");
+  p.weight_ih = a.view("weight_ih");
+  p.weight_hh = a.view("weight_hh");
+  p.weight_hr = a.view("weight_hr");
+  p.batch_sizes = a.view("batch_sizes");
+  p.y = a.view("y");
+  p.reserve = a.view("reserve");
+  p.dy = a.view("dy");
+  p.dh_n = a.view("dh_n");
+  p.dc_n = a.view("dc_n");
+  p.dx = a.view("dx");
+  p.dh0 = a.view("dh0");
+  p.dc0 = a.view("dc0");
+  p.dweight_ih = a.view("dweight_ih");
+  p.dweight_hh = a.view("dweight_hh");
+  p.dbias_ih = a.view("dbias_ih");
+  p.dbias_hh = a.view("dbias_hh");
+  p.dweight_hr = a.view("dweight_hr");
+  p.workspace = a.view("workspace");
+  require_cpu("rnn_backward", {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.weight_hr, &p.batch_sizes, &p.y,
+                               &p.reserve, &p.dy, &p.dh_n, &p.dc_n, &p.dx, &p.dh0, &p.dc0, &p.dweight_ih,
+                               &p.dweight_hh, &p.dbias_ih, &p.dbias_hh, &p.dweight_hr, &p.workspace});
+  return p;
 }
 
 }  // namespace
@@ -43,83 +133,34 @@ void register_rnn(py::module_& m) {
       },
       py::arg("cell"), py::arg("dtype"), py::arg("total_rows"), py::arg("batch"), py::arg("input_size"),
       py::arg("hidden_size"), py::arg("proj_size") = 0,
-      "(reserve elements, forward workspace bytes, backward workspace bytes)");
+      "(reserve elements, forward workspace bytes, backward workspace bytes) of one call");
 
   m.def(
       "rnn_forward",
-      [](int cell, bool reverse, bool training, py::handle x, py::handle h0, py::handle c0, py::handle weight_ih,
-         py::handle weight_hh, py::handle bias_ih, py::handle bias_hh, py::handle weight_hr, py::handle batch_sizes,
-         py::handle y, py::handle h_n, py::handle c_n, py::handle reserve, py::handle workspace) {
-        RnnForwardParams p;
-        p.cell = static_cast<CellKind>(cell);
-        p.reverse = reverse;
-        p.training = training;
-        p.x = to_view(x, "x");
-        p.h0 = to_view(h0, "h0");
-        p.c0 = to_view(c0, "c0");
-        p.weight_ih = to_view(weight_ih, "weight_ih");
-        p.weight_hh = to_view(weight_hh, "weight_hh");
-        p.bias_ih = to_view(bias_ih, "bias_ih");
-        p.bias_hh = to_view(bias_hh, "bias_hh");
-        p.weight_hr = to_view(weight_hr, "weight_hr");
-        p.batch_sizes = to_view(batch_sizes, "batch_sizes");
-        p.y = to_view(y, "y");
-        p.h_n = to_view(h_n, "h_n");
-        p.c_n = to_view(c_n, "c_n");
-        p.reserve = to_view(reserve, "reserve");
-        p.workspace = to_view(workspace, "workspace");
-        require_cpu("rnn_forward", {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.bias_ih, &p.bias_hh,
-                                    &p.weight_hr, &p.batch_sizes, &p.y, &p.h_n, &p.c_n, &p.reserve, &p.workspace});
+      [](int cell, bool training, const py::list& calls) {
+        std::vector<RnnForwardParams> params = read_calls<RnnForwardParams>(calls, "rnn_forward", read_forward);
+        for (RnnForwardParams& p : params) {
+          p.cell = static_cast<CellKind>(cell);
+          p.training = training;
+        }
         py::gil_scoped_release release;
-        cpu::rnn_forward(p);
+        cpu::rnn_forward(params.data(), static_cast<int>(params.size()));
       },
-      py::arg("cell"), py::arg("reverse"), py::arg("training"), py::arg("x"), py::arg("h0"), py::arg("c0"),
-      py::arg("weight_ih"), py::arg("weight_hh"), py::arg("bias_ih"), py::arg("bias_hh"), py::arg("weight_hr"),
-      py::arg("batch_sizes"), py::arg("y"), py::arg("h_n"), py::arg("c_n"), py::arg("reserve"), py::arg("workspace"));
+      py::arg("cell"), py::arg("training"), py::arg("calls"),
+      "Runs 1 or 2 forward calls (dicts of arrays: reverse, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, "
+      "weight_hr, batch_sizes, y, h_n, c_n, reserve, workspace).");
 
   m.def(
       "rnn_backward",
-      [](int cell, bool reverse, py::handle x, py::handle h0, py::handle c0, py::handle weight_ih,
-         py::handle weight_hh, py::handle weight_hr, py::handle batch_sizes, py::handle y, py::handle reserve,
-         py::handle dy, py::handle dh_n, py::handle dc_n, py::handle dx, py::handle dh0, py::handle dc0,
-         py::handle dweight_ih, py::handle dweight_hh, py::handle dbias_ih, py::handle dbias_hh,
-         py::handle dweight_hr, py::handle workspace) {
-        RnnBackwardParams p;
-        p.cell = static_cast<CellKind>(cell);
-        p.reverse = reverse;
-        p.x = to_view(x, "x");
-        p.h0 = to_view(h0, "h0");
-        p.c0 = to_view(c0, "c0");
-        p.weight_ih = to_view(weight_ih, "weight_ih");
-        p.weight_hh = to_view(weight_hh, "weight_hh");
-        p.weight_hr = to_view(weight_hr, "weight_hr");
-        p.batch_sizes = to_view(batch_sizes, "batch_sizes");
-        p.y = to_view(y, "y");
-        p.reserve = to_view(reserve, "reserve");
-        p.dy = to_view(dy, "dy");
-        p.dh_n = to_view(dh_n, "dh_n");
-        p.dc_n = to_view(dc_n, "dc_n");
-        p.dx = to_view(dx, "dx");
-        p.dh0 = to_view(dh0, "dh0");
-        p.dc0 = to_view(dc0, "dc0");
-        p.dweight_ih = to_view(dweight_ih, "dweight_ih");
-        p.dweight_hh = to_view(dweight_hh, "dweight_hh");
-        p.dbias_ih = to_view(dbias_ih, "dbias_ih");
-        p.dbias_hh = to_view(dbias_hh, "dbias_hh");
-        p.dweight_hr = to_view(dweight_hr, "dweight_hr");
-        p.workspace = to_view(workspace, "workspace");
-        require_cpu("rnn_backward",
-                    {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.weight_hr, &p.batch_sizes, &p.y, &p.reserve,
-                     &p.dy, &p.dh_n, &p.dc_n, &p.dx, &p.dh0, &p.dc0, &p.dweight_ih, &p.dweight_hh, &p.dbias_ih,
-                     &p.dbias_hh, &p.dweight_hr, &p.workspace});
+      [](int cell, const py::list& calls) {
+        std::vector<RnnBackwardParams> params = read_calls<RnnBackwardParams>(calls, "rnn_backward", read_backward);
+        for (RnnBackwardParams& p : params) p.cell = static_cast<CellKind>(cell);
         py::gil_scoped_release release;
-        cpu::rnn_backward(p);
+        cpu::rnn_backward(params.data(), static_cast<int>(params.size()));
       },
-      py::arg("cell"), py::arg("reverse"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("weight_ih"),
-      py::arg("weight_hh"), py::arg("weight_hr"), py::arg("batch_sizes"), py::arg("y"), py::arg("reserve"),
-      py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"), py::arg("dx"), py::arg("dh0"), py::arg("dc0"),
-      py::arg("dweight_ih"), py::arg("dweight_hh"), py::arg("dbias_ih"), py::arg("dbias_hh"), py::arg("dweight_hr"),
-      py::arg("workspace"));
+      py::arg("cell"), py::arg("calls"),
+      "Runs 1 or 2 backward calls (dicts of arrays: reverse, x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, "
+      "y, reserve, dy, dh_n, dc_n, dx, dh0, dc0, dweight_ih, dweight_hh, dbias_ih, dbias_hh, dweight_hr, workspace).");
 }
 
 }  // namespace fastrnn::bindings

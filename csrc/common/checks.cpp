@@ -55,10 +55,18 @@ void check_workspace(const char* op, const TensorView& v, int64_t bytes) {
 
 void check_no_overlap(const char* op, std::initializer_list<NamedView> outputs,
                       std::initializer_list<NamedView> inputs) {
-  auto overlaps = [](const TensorView& a, const TensorView& b) {
-    if (!a.defined() || !b.defined() || a.nbytes() == 0 || b.nbytes() == 0) return false;
+  // The bytes from a view's first element to one past its last (strides taken into account).
+  auto extent = [](const TensorView& v) -> int64_t {
+    if (!v.defined() || v.numel() == 0) return 0;
+    int64_t last = 0;
+    for (int d = 0; d < v.ndim; ++d) last += (v.sizes[d] - 1) * v.strides[d];
+    return (last + 1) * static_cast<int64_t>(dtype_size(v.dtype));
+  };
+  auto overlaps = [&](const TensorView& a, const TensorView& b) {
+    const int64_t ea = extent(a), eb = extent(b);
+    if (ea == 0 || eb == 0) return false;
     auto a0 = reinterpret_cast<uintptr_t>(a.data), b0 = reinterpret_cast<uintptr_t>(b.data);
-    return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+    return a0 < b0 + eb && b0 < a0 + ea;
   };
   for (auto out = outputs.begin(); out != outputs.end(); ++out) {
     for (auto other = out + 1; other != outputs.end(); ++other) {

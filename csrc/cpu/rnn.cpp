@@ -16,8 +16,8 @@ namespace fastrnn::cpu {
 
 #define FASTRNN_DECLARE_RNN_VARIANT(ns)                                                      \
   namespace ns {                                                                             \
-  void rnn_forward(const RnnForwardParams& p, const RnnDims& d);                             \
-  void rnn_backward(const RnnBackwardParams& p, const RnnDims& d);                           \
+  void rnn_forward(const RnnForwardParams* params, const RnnDims* dims, int count);          \
+  void rnn_backward(const RnnBackwardParams* params, const RnnDims* dims, int count);         \
   RnnWorkspaceBytes rnn_workspace_bytes(CellKind cell, DType dtype, const RnnDims& d);       \
   }
 
@@ -104,6 +104,26 @@ void check_rows(const char* op, const char* name, const TensorView& v, DType dt,
   }
 }
 
+// As check_rows, but the rows may be spaced further apart than `width` (one direction's half of
+// a bidirectional output): unit stride along a row, every row the same distance from the last.
+void check_spaced_rows(const char* op, const char* name, const TensorView& v, DType dt, const RnnDims& d,
+                       bool packed, int64_t width) {
+  FASTRNN_CHECK(v.defined() && v.ndim == (packed ? 2 : 3), op, ": expected ", name, " of ", packed ? 2 : 3,
+                " dimensions");
+  TensorView contiguous_like = v;
+  const int64_t ld = row_stride(v);
+  const bool evenly = packed || v.sizes[0] <= 1 || v.sizes[1] <= 1 || v.strides[0] == v.sizes[1] * ld;
+  FASTRNN_CHECK((v.strides[v.ndim - 1] == 1 || width == 1) && ld >= width && evenly, op, ": expected the rows of ",
+                name, " to be unit-stride and evenly spaced");
+  // The shape, dtype and device checks of a contiguous array with these sizes.
+  int64_t stride = 1;
+  for (int k = v.ndim - 1; k >= 0; --k) {
+    contiguous_like.strides[k] = stride;
+    stride *= v.sizes[k];
+  }
+  check_rows(op, name, contiguous_like, dt, d, packed, width);
+}
+
 void check_weights(const char* op, const TensorView& weight_ih, const TensorView& weight_hh,
                    const TensorView& weight_hr, DType dt, const RnnDims& d) {
   const int64_t GH = d.G * d.H;
@@ -132,13 +152,16 @@ RnnBufferSizes rnn_buffer_sizes(CellKind cell, DType dtype, int64_t total_rows, 
   return {total_rows * reserve_blocks(cell, d.proj) * hidden_size, ws.forward, ws.backward};
 }
 
-void rnn_forward(const RnnForwardParams& p) {
+namespace {
+
+// Checks one forward call on its own; returns its sizes.
+RnnDims check_forward(const RnnForwardParams& p) {
   const char* op = "rnn_forward";
   const RnnDims d = check_dims(op, p.cell, p.x, p.h0, p.weight_hh, p.weight_hr, p.batch_sizes);
   const DType dt = p.x.dtype;
   const bool packed = p.batch_sizes.defined();
   check_rows(op, "x", p.x, dt, d, packed, d.I);
-  check_rows(op, "y", p.y, dt, d, packed, d.P);
+  check_spaced_rows(op, "y", p.y, dt, d, packed, d.P);
   check_weights(op, p.weight_ih, p.weight_hh, p.weight_hr, dt, d);
   check_cpu_array(op, "h0", p.h0, dt, {d.B, d.P});
   check_cpu_array(op, "h_n", p.h_n, dt, {d.B, d.P});
@@ -156,24 +179,67 @@ void rnn_forward(const RnnForwardParams& p) {
                    {{"x", &p.x}, {"h0", &p.h0}, {"c0", &p.c0}, {"weight_ih", &p.weight_ih}, {"weight_hh", &p.weight_hh},
                     {"bias_ih", &p.bias_ih}, {"bias_hh", &p.bias_hh}, {"weight_hr", &p.weight_hr},
                     {"batch_sizes", &p.batch_sizes}});
+  return d;
+}
+
+// Calls run together are the directions of one layer: the same cell, dtype, x and sequence
+// lengths; their outputs apart, except two y that are the halves of one bidirectional output.
+void check_companions(const char* op, const RnnDims* dims, int count, CellKind cell0, CellKind cell, DType dt0,
+                      DType dt, const TensorView& x0, const TensorView& x, const TensorView& bs0,
+                      const TensorView& bs) {
+  (void)count;
+  FASTRNN_CHECK(cell == cell0 && dt == dt0, op, ": calls run together must share cell and dtype");
+  FASTRNN_CHECK(x.data == x0.data && dims[0].T == dims[1].T && dims[0].B == dims[1].B && dims[0].I == dims[1].I &&
+                    dims[0].rows == dims[1].rows,
+                op, ": calls run together must read the same x");
+  FASTRNN_CHECK(bs.data == bs0.data, op, ": calls run together must share batch_sizes");
+}
+
+void check_halves(const char* op, const char* name, const TensorView& first, const TensorView& second, int64_t width) {
+  const int64_t ld = row_stride(first);
+  const bool same_layout = first.ndim == second.ndim && row_stride(second) == ld;
+  FASTRNN_CHECK(same_layout && ld >= 2 * width &&
+                    static_cast<char*>(second.data) == static_cast<char*>(first.data) + width * dtype_size(first.dtype),
+                op, ": the two ", name, " must be the two halves of one array's rows");
+}
+
+}  // namespace
+
+void rnn_forward(const RnnForwardParams* params, int count) {
+  const char* op = "rnn_forward";
+  FASTRNN_CHECK(count >= 1 && count <= kMaxCalls, op, ": between 1 and ", kMaxCalls, " calls at once");
+  RnnDims dims[kMaxCalls];
+  for (int k = 0; k < count; ++k) dims[k] = check_forward(params[k]);
+  if (count == 2) {
+    const RnnForwardParams &a = params[0], &b = params[1];
+    check_companions(op, dims, count, a.cell, b.cell, a.x.dtype, b.x.dtype, a.x, b.x, a.batch_sizes, b.batch_sizes);
+    check_halves(op, "y", a.y, b.y, dims[0].P);
+    check_no_overlap(op, {{"h_n", &a.h_n}, {"c_n", &a.c_n}, {"reserve", &a.reserve}, {"workspace", &a.workspace}},
+                     {{"h_n", &b.h_n}, {"c_n", &b.c_n}, {"reserve", &b.reserve}, {"workspace", &b.workspace},
+                      {"y", &b.y}});
+    check_no_overlap(op, {{"y", &a.y}}, {{"h_n", &b.h_n}, {"c_n", &b.c_n}, {"reserve", &b.reserve},
+                                          {"workspace", &b.workspace}});
+  }
   switch (active_isa()) {
 #if defined(FASTRNN_X86)
-    case Isa::Avx512: return isa_avx512::rnn_forward(p, d);
-    case Isa::Avx2: return isa_avx2::rnn_forward(p, d);
+    case Isa::Avx512: return isa_avx512::rnn_forward(params, dims, count);
+    case Isa::Avx2: return isa_avx2::rnn_forward(params, dims, count);
 #endif
-    default: return isa_generic::rnn_forward(p, d);
+    default: return isa_generic::rnn_forward(params, dims, count);
   }
 }
 
-void rnn_backward(const RnnBackwardParams& p) {
+namespace {
+
+RnnDims check_backward(const RnnBackwardParams& p) {
   const char* op = "rnn_backward";
   const RnnDims d = check_dims(op, p.cell, p.x, p.h0, p.weight_hh, p.weight_hr, p.batch_sizes);
   const DType dt = p.x.dtype;
   const bool packed = p.batch_sizes.defined();
-  for (auto [name, view, width] : {std::make_tuple("x", &p.x, d.I), std::make_tuple("y", &p.y, d.P),
-                                   std::make_tuple("dy", &p.dy, d.P), std::make_tuple("dx", &p.dx, d.I)}) {
-    check_rows(op, name, *view, dt, d, packed, width);
-  }
+  check_rows(op, "x", p.x, dt, d, packed, d.I);
+  check_rows(op, "dx", p.dx, dt, d, packed, d.I);
+  check_spaced_rows(op, "y", p.y, dt, d, packed, d.P);
+  check_spaced_rows(op, "dy", p.dy, dt, d, packed, d.P);
   for (auto [name, view] : {std::make_pair("h0", &p.h0), std::make_pair("dh_n", &p.dh_n), std::make_pair("dh0", &p.dh0)}) {
     check_cpu_array(op, name, *view, dt, {d.B, d.P});
   }
@@ -198,12 +264,37 @@ void rnn_backward(const RnnBackwardParams& p) {
                    {{"x", &p.x}, {"h0", &p.h0}, {"c0", &p.c0}, {"weight_ih", &p.weight_ih}, {"weight_hh", &p.weight_hh},
                     {"weight_hr", &p.weight_hr}, {"batch_sizes", &p.batch_sizes}, {"y", &p.y}, {"reserve", &p.reserve},
                     {"dy", &p.dy}, {"dh_n", &p.dh_n}, {"dc_n", &p.dc_n}});
+  return d;
+}
+
+}  // namespace
+
+void rnn_backward(const RnnBackwardParams* params, int count) {
+  const char* op = "rnn_backward";
+  FASTRNN_CHECK(count >= 1 && count <= kMaxCalls, op, ": between 1 and ", kMaxCalls, " calls at once");
+  RnnDims dims[kMaxCalls];
+  for (int k = 0; k < count; ++k) dims[k] = check_backward(params[k]);
+  if (count == 2) {
+    // The directions' input gradients add up in the one dx they share.
+    const RnnBackwardParams &a = params[0], &b = params[1];
+    check_companions(op, dims, count, a.cell, b.cell, a.x.dtype, b.x.dtype, a.x, b.x, a.batch_sizes, b.batch_sizes);
+    FASTRNN_CHECK(a.dx.data == b.dx.data, op, ": calls run together write one shared dx");
+    check_halves(op, "y", a.y, b.y, dims[0].P);
+    check_halves(op, "dy", a.dy, b.dy, dims[0].P);
+    check_no_overlap(op,
+                     {{"dh0", &a.dh0}, {"dc0", &a.dc0}, {"dweight_ih", &a.dweight_ih}, {"dweight_hh", &a.dweight_hh},
+                      {"dweight_hr", &a.dweight_hr}, {"dbias_ih", &a.dbias_ih}, {"dbias_hh", &a.dbias_hh},
+                      {"workspace", &a.workspace}},
+                     {{"dh0", &b.dh0}, {"dc0", &b.dc0}, {"dweight_ih", &b.dweight_ih}, {"dweight_hh", &b.dweight_hh},
+                      {"dweight_hr", &b.dweight_hr}, {"dbias_ih", &b.dbias_ih}, {"dbias_hh", &b.dbias_hh},
+                      {"workspace", &b.workspace}, {"dx", &b.dx}, {"y", &b.y}, {"reserve", &b.reserve}});
+  }
   switch (active_isa()) {
 #if defined(FASTRNN_X86)
-    case Isa::Avx512: return isa_avx512::rnn_backward(p, d);
-    case Isa::Avx2: return isa_avx2::rnn_backward(p, d);
+    case Isa::Avx512: return isa_avx512::rnn_backward(params, dims, count);
+    case Isa::Avx2: return isa_avx2::rnn_backward(params, dims, count);
 #endif
-    default: return isa_generic::rnn_backward(p, d);
+    default: return isa_generic::rnn_backward(params, dims, count);
   }
 }
 

@@ -2,6 +2,7 @@
 // CPU forward and backward (BPTT) of one RNN layer in one direction. See common/rnn_params.h
 // for the arguments; the caller allocates every output, the reserve and the workspace.
 #include "common/rnn_params.h"
+#include "cpu/rnn_common.h"
 
 namespace fastrnn::cpu {
 
@@ -11,7 +12,10 @@ namespace fastrnn::cpu {
 RnnBufferSizes rnn_buffer_sizes(CellKind cell, DType dtype, int64_t total_rows, int64_t batch, int64_t input_size,
                                 int64_t hidden_size, int64_t proj_size);
 
-void rnn_forward(const RnnForwardParams& params);
-void rnn_backward(const RnnBackwardParams& params);
+// `count` (1 or 2) independent calls, run side by side on teams of threads: the two
+// directions of a layer. Two calls share x and batch_sizes, write the two halves of the rows
+// of one y (and, backward, read the halves of one dy and add into one dx).
+void rnn_forward(const RnnForwardParams* params, int count);
+void rnn_backward(const RnnBackwardParams* params, int count);
 
 }  // namespace fastrnn::cpu

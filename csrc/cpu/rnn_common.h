@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "common/parallel.h"
+#include "common/tensor_view.h"
 
 namespace fastrnn::cpu {
 
@@ -18,7 +19,19 @@ struct RnnWorkspaceBytes {
   int64_t forward = 0, backward = 0;
 };
 
+// Independent calls (the directions of a layer) one entry point runs side by side.
+constexpr int kMaxCalls = 2;
+
 namespace {  // private to each translation unit (see cells/activations.h)
+
+// The distance between consecutive rows of a row-shaped view: (rows, width), or (T, B, width)
+// whose row t*B + b sits at t*stride0 + b*stride1. Size-1 dimensions may carry any stride
+// (torch's contiguous tensors do), so the stride comes from a dimension that has extent.
+inline int64_t row_stride(const TensorView& v) {
+  if (v.ndim == 2) return v.sizes[0] > 1 ? v.strides[0] : v.sizes[1];
+  if (v.sizes[1] > 1) return v.strides[1];
+  return v.sizes[0] > 1 ? v.strides[0] : v.sizes[2];
+}
 
 constexpr int64_t kAlign = 64;
 

@@ -176,7 +176,8 @@ struct ForwardJob {
   const T* weight_hr;  // (P, H) or null
   const T* bias_ih;    // (G*H), zeros when absent
   const T* bias_hh;    // (G*H), zeros when absent
-  T* y;                // (rows, P)
+  T* y;                // (rows, P), row stride y_ld
+  int64_t y_ld;
   T* c;                // (B, H) running cell state (LSTM), starts as c0
   T* reserve;          // (rows, R) or null in inference
   int64_t R;
@@ -264,14 +265,14 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
     const int64_t bt = step.batch(), row0 = step.offset();
     if (bt == 0) continue;  // every thread skips alike, so the barriers still pair up
     const int64_t prev_bt = step.prev_batch(), prev_row0 = step.prev_offset();
-    auto h_prev = [&](int64_t b) { return b < prev_bt ? job.y + (prev_row0 + b) * P : job.h0 + b * P; };
+    auto h_prev = [&](int64_t b) { return b < prev_bt ? job.y + (prev_row0 + b) * job.y_ld : job.h0 + b * P; };
     for (int64_t c = hc.begin; c < hc.end; ++c) {
       const T* wh = ts.w_pack + (c - hc.begin) * G * P * NR;
       for (int k = 0; k < G; ++k) panel_gemm<T>(bt, P, h_prev, wh + k * P * NR, ts.tile + k * NR, G * NR, NR, T(0));
       const T* x_tile = ts.x_block + (c - hc.begin) * x_block_chunk + (row0 - block_row0) * G * NR;
       const int64_t j0 = c * NR, cols = min_i64(NR, H - j0);
-      T* out = d.proj ? job.m : job.y + row0 * P;
-      cell_forward_chunk<Cell, kTraining>(job, row0, bt, j0, cols, x_tile, ts.tile, h_prev, out, d.proj ? H : P);
+      T* out = d.proj ? job.m : job.y + row0 * job.y_ld;
+      cell_forward_chunk<Cell, kTraining>(job, row0, bt, j0, cols, x_tile, ts.tile, h_prev, out, d.proj ? H : job.y_ld);
       if (d.proj && kTraining) {  // the reserve keeps m for dW_hr
         for (int64_t b = 0; b < bt; ++b) {
           std::memcpy(job.reserve + (row0 + b) * job.R + 5 * H + j0, job.m + b * H + j0, cols * sizeof(T));
@@ -283,23 +284,34 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
       // h = m W_hr^T for this thread's output columns.
       auto m_row = [&](int64_t b) { return job.m + b * H; };
       for (int64_t c = pc.begin; c < pc.end; ++c) {
-        panel_gemm<T>(bt, H, m_row, ts.wr_pack + (c - pc.begin) * H * NR, job.y + row0 * P + c * NR, P,
-                      min_i64(NR, P - c * NR), T(0));
+        panel_gemm<T>(bt, H, m_row, ts.wr_pack + (c - pc.begin) * H * NR, job.y + row0 * job.y_ld + c * NR,
+                      job.y_ld, min_i64(NR, P - c * NR), T(0));
       }
     }
     barrier.wait();
   }
 }
 
-template <class Cell, typename T>
-void forward(const RnnForwardParams& p, const RnnDims& d) {
-  const int64_t GH = d.G * d.H;
-  const int64_t R = reserve_blocks(p.cell, d.proj) * d.H;
-  const bool training = p.training && R > 0;
-  const int n = recurrence_threads<T>(d);
-  const ForwardSpace<T> ws = forward_space<T>(p.workspace.data, d, n);
-
+// One forward call, set up and ready for a team of threads (run_forward_team), then finished.
+template <typename T>
+struct ForwardCall {
+  const RnnForwardParams* p;
+  const RnnDims* d;
   ForwardJob<T> job;
+  ForwardSpace<T> ws;
+  bool training;
+};
+
+template <class Cell, typename T>
+ForwardCall<T> prepare_forward(const RnnForwardParams& p, const RnnDims& d) {
+  const int64_t GH = d.G * d.H;
+  ForwardCall<T> call;
+  call.p = &p;
+  call.d = &d;
+  const int64_t R = reserve_blocks(p.cell, d.proj) * d.H;
+  call.training = p.training && R > 0;
+  call.ws = forward_space<T>(p.workspace.data, d, recurrence_threads<T>(d));
+  ForwardJob<T>& job = call.job;
   job.d = &d;
   job.batch_sizes = data_or_null<int64_t>(p.batch_sizes);
   job.reverse = p.reverse;
@@ -309,10 +321,11 @@ void forward(const RnnForwardParams& p, const RnnDims& d) {
   job.weight_hh = p.weight_hh.data_as<T>();
   job.weight_hr = data_or_null<T>(p.weight_hr);
   job.y = p.y.data_as<T>();
+  job.y_ld = row_stride(p.y);
   job.c = Cell::kHasCellState ? p.c_n.data_as<T>() : nullptr;
-  job.reserve = training ? p.reserve.data_as<T>() : nullptr;
+  job.reserve = call.training ? p.reserve.data_as<T>() : nullptr;
   job.R = R;
-  job.m = ws.m;
+  job.m = call.ws.m;
   // Absent biases become zeros, so the cells always add both.
   auto copy_or_zero = [&](const TensorView& bias, T* copy) {
     if (bias.defined()) {
@@ -321,41 +334,113 @@ void forward(const RnnForwardParams& p, const RnnDims& d) {
       std::memset(copy, 0, GH * sizeof(T));
     }
   };
-  copy_or_zero(p.bias_ih, ws.bias_ih);
-  copy_or_zero(p.bias_hh, ws.bias_hh);
-  job.bias_ih = ws.bias_ih;
-  job.bias_hh = ws.bias_hh;
+  copy_or_zero(p.bias_ih, call.ws.bias_ih);
+  copy_or_zero(p.bias_hh, call.ws.bias_hh);
+  job.bias_ih = call.ws.bias_ih;
+  job.bias_hh = call.ws.bias_hh;
   // The cell state lives in c_n: it starts as c0 and sequences that end early keep theirs.
   if (job.c) std::memcpy(job.c, p.c0.data, d.B * d.H * sizeof(T));
+  return call;
+}
 
-  SpinBarrier barrier;
-#pragma omp parallel num_threads(n)
-  {
-    // The layout follows the team OpenMP really gave (the size query covered 1..n threads).
-    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-#pragma omp single
-    barrier.reset(nt);
-    int64_t thread_bytes;
-    thread_space<T>(nullptr, d, nt, false, &thread_bytes);
-    const ThreadSpace<T> ts = thread_space<T>(ws.threads + tid * thread_bytes, d, nt, false, &thread_bytes);
-    if (training) {
-      forward_thread<Cell, true, T>(job, ts, tid, nt, barrier);
-    } else {
-      forward_thread<Cell, false, T>(job, ts, tid, nt, barrier);
-    }
+// Thread `tid` of a team of `nt` running one call's recurrence. The per-thread layout follows
+// the team size (the size query covered every size up to recurrence_threads).
+template <class Cell, typename T>
+void run_forward_team(const ForwardCall<T>& call, int tid, int nt, SpinBarrier& barrier) {
+  int64_t thread_bytes;
+  thread_space<T>(nullptr, *call.d, nt, false, &thread_bytes);
+  const ThreadSpace<T> ts = thread_space<T>(call.ws.threads + tid * thread_bytes, *call.d, nt, false, &thread_bytes);
+  if (call.training) {
+    forward_thread<Cell, true, T>(call.job, ts, tid, nt, barrier);
+  } else {
+    forward_thread<Cell, false, T>(call.job, ts, tid, nt, barrier);
   }
+}
 
-  // h_n: each sequence's output at its last step (step 0 for the reverse direction); a
-  // sequence with no steps keeps h0.
-  T* h_n = p.h_n.data_as<T>();
-  std::memcpy(h_n, job.h0, d.B * d.P * sizeof(T));
-  for (StepWalker step(d, job.batch_sizes, p.reverse, false); !step.done(); step.next()) {
+// h_n: each sequence's output at its last step (step 0 for the reverse direction); a sequence
+// with no steps keeps h0.
+template <typename T>
+void finish_forward(const ForwardCall<T>& call) {
+  const RnnDims& d = *call.d;
+  T* h_n = call.p->h_n.template data_as<T>();
+  std::memcpy(h_n, call.job.h0, d.B * d.P * sizeof(T));
+  for (StepWalker step(d, call.job.batch_sizes, call.job.reverse, false); !step.done(); step.next()) {
     // Rows active now but not at the next processed step end here.
-    const int64_t next_t = p.reverse ? step.t() - 1 : step.t() + 1;
+    const int64_t next_t = call.job.reverse ? step.t() - 1 : step.t() + 1;
     for (int64_t b = step.batch(next_t); b < step.batch(); ++b) {
-      std::memcpy(h_n + b * d.P, job.y + (step.offset() + b) * d.P, d.P * sizeof(T));
+      std::memcpy(h_n + b * d.P, call.job.y + (step.offset() + b) * call.job.y_ld, d.P * sizeof(T));
     }
   }
+}
+
+// Splits the threads between `count` independent calls (the two directions of a layer), so
+// they run side by side: each team meets only at its own barrier. Returns the region size and
+// fills team_of(first thread) / size of each team.
+template <typename T>
+int plan_teams(const RnnDims* const* dims, int count, int* team_start, int* team_size) {
+  const int available = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if (count > available) return 0;  // not enough threads: the caller runs the calls one by one
+  int total = 0;
+  for (int k = 0; k < count; ++k) {
+    const Range share = split(available, k, count);
+    const int want = recurrence_threads<T>(*dims[k]);
+    team_size[k] = static_cast<int>(share.end - share.begin) < want ? static_cast<int>(share.end - share.begin) : want;
+    team_start[k] = total;
+    total += team_size[k];
+  }
+  return total;
+}
+
+template <typename T, typename Prepared, typename RunTeam>
+void run_calls(Prepared* calls, const RnnDims* const* dims, int count, const RunTeam& run_team) {
+  int team_start[kMaxCalls], team_size[kMaxCalls];
+  const int total = count > 1 ? plan_teams<T>(dims, count, team_start, team_size) : 0;
+  if (total == 0) {  // one at a time, each with all the threads it can use
+    for (int k = 0; k < count; ++k) {
+      SpinBarrier barrier;
+#pragma omp parallel num_threads(recurrence_threads<T>(*dims[k]))
+      {
+#pragma omp single
+        barrier.reset(omp_get_num_threads());
+        run_team(calls[k], omp_get_thread_num(), omp_get_num_threads(), barrier);
+      }
+    }
+    return;
+  }
+  SpinBarrier barriers[kMaxCalls];
+  for (int k = 0; k < count; ++k) barriers[k].reset(team_size[k]);
+#pragma omp parallel num_threads(total)
+  {
+    // Should OpenMP grant fewer threads than asked, the teams would wait forever at their
+    // barriers: then one thread runs the calls one after the other instead.
+    if (omp_get_num_threads() == total) {
+      const int tid = omp_get_thread_num();
+      int k = 0;
+      while (k + 1 < count && tid >= team_start[k + 1]) ++k;
+      run_team(calls[k], tid - team_start[k], team_size[k], barriers[k]);
+    } else {
+#pragma omp single
+      for (int k = 0; k < count; ++k) {
+        SpinBarrier alone;
+        alone.reset(1);
+        run_team(calls[k], 0, 1, alone);
+      }
+    }
+  }
+}
+
+template <class Cell, typename T>
+void forward(const RnnForwardParams* params, const RnnDims* dims, int count) {
+  ForwardCall<T> calls[kMaxCalls];
+  const RnnDims* dim_ptrs[kMaxCalls];
+  for (int k = 0; k < count; ++k) {
+    calls[k] = prepare_forward<Cell, T>(params[k], dims[k]);
+    dim_ptrs[k] = &dims[k];
+  }
+  run_calls<T>(calls, dim_ptrs, count, [](const ForwardCall<T>& call, int tid, int nt, SpinBarrier& barrier) {
+    run_forward_team<Cell, T>(call, tid, nt, barrier);
+  });
+  for (int k = 0; k < count; ++k) finish_forward(calls[k]);
 }
 
 // ---- Backward ----------------------------------------------------------------------------------
@@ -369,10 +454,12 @@ struct BackwardJob {
   const T* c0;         // (B, H)
   const T* weight_hh;  // (G*H, P)
   const T* weight_hr;  // (P, H) or null
-  const T* y;          // (rows, P)
+  const T* y;          // (rows, P), row stride y_ld
+  int64_t y_ld;
   const T* reserve;    // (rows, R)
   int64_t R;
-  const T* dy;         // (rows, P)
+  const T* dy;         // (rows, P), row stride dy_ld
+  int64_t dy_ld;
   T* dh;               // (B, P) running dL/dh_prev, starts as dh_n, ends as dh0
   T* dc;               // (B, H) running dL/dc, starts as dc_n (LSTM)
   T* dgates_ih;
@@ -399,8 +486,8 @@ void cell_backward_chunk(const BackwardJob<T>& job, int64_t row0, int64_t bt, in
     const T* cp = nullptr;
     if (kState) cp = (b < prev_bt ? job.reserve + (prev_row0 + b) * job.R + 4 * H : job.c0 + b * H) + j0;
     const T* dhb = dh_in(b);
-    const T* dyb = kOwnsState ? job.dy + row * P + j0 : nullptr;
-    const T* hrow = Cell::kBackwardReadsOutput ? job.y + row * P + j0 : nullptr;
+    const T* dyb = kOwnsState ? job.dy + row * job.dy_ld + j0 : nullptr;
+    const T* hrow = Cell::kBackwardReadsOutput ? job.y + row * job.y_ld + j0 : nullptr;
     T* dcb = kState ? job.dc + b * H + j0 : nullptr;
     T* dgi = job.dgates_ih + row * GH + j0;
     T* dgh = job.dgates_hh + row * GH + j0;
@@ -443,7 +530,7 @@ void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int ti
     const int64_t bt = step.batch(), row0 = step.offset();
     if (bt == 0) continue;
     const int64_t prev_bt = step.prev_batch(), prev_row0 = step.prev_offset();
-    auto h_prev = [&](int64_t b) { return b < prev_bt ? job.y + (prev_row0 + b) * P : job.h0 + b * P; };
+    auto h_prev = [&](int64_t b) { return b < prev_bt ? job.y + (prev_row0 + b) * job.y_ld : job.h0 + b * P; };
     if (!d.proj) {
       for (int64_t c = hc.begin; c < hc.end; ++c) {
         cell_backward_chunk<Cell, true>(job, row0, bt, c * NR, min_i64(NR, H - c * NR), prev_bt, prev_row0, h_prev,
@@ -454,7 +541,7 @@ void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int ti
       for (int64_t b = 0; b < bt; ++b) {
         const int64_t row = row0 + b;
         for (int64_t j = pc.begin * NR; j < min_i64(pc.end * NR, P); ++j) {
-          job.dh_total[row * P + j] = job.dh[b * P + j] + job.dy[row * P + j];
+          job.dh_total[row * P + j] = job.dh[b * P + j] + job.dy[row * job.dy_ld + j];
           job.h_prev[row * P + j] = h_prev(b)[j];
         }
       }
@@ -479,13 +566,21 @@ void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int ti
   }
 }
 
-template <class Cell, typename T>
-void backward(const RnnBackwardParams& p, const RnnDims& d) {
-  const int64_t GH = d.G * d.H;
-  const int n = recurrence_threads<T>(d);
-  const BackwardSpace<T> ws = backward_space<T>(p.workspace.data, d, Cell::kSplitRecurrentGrad, n);
-
+template <typename T>
+struct BackwardCall {
+  const RnnBackwardParams* p;
+  const RnnDims* d;
   BackwardJob<T> job;
+  BackwardSpace<T> ws;
+};
+
+template <class Cell, typename T>
+BackwardCall<T> prepare_backward(const RnnBackwardParams& p, const RnnDims& d) {
+  BackwardCall<T> call;
+  call.p = &p;
+  call.d = &d;
+  call.ws = backward_space<T>(p.workspace.data, d, Cell::kSplitRecurrentGrad, recurrence_threads<T>(d));
+  BackwardJob<T>& job = call.job;
   job.d = &d;
   job.batch_sizes = data_or_null<int64_t>(p.batch_sizes);
   job.reverse = p.reverse;
@@ -494,44 +589,66 @@ void backward(const RnnBackwardParams& p, const RnnDims& d) {
   job.weight_hh = p.weight_hh.data_as<T>();
   job.weight_hr = data_or_null<T>(p.weight_hr);
   job.y = p.y.data_as<T>();
+  job.y_ld = row_stride(p.y);
   job.reserve = data_or_null<T>(p.reserve);
   job.R = reserve_blocks(p.cell, d.proj) * d.H;
   job.dy = p.dy.data_as<T>();
+  job.dy_ld = row_stride(p.dy);
   job.dh = p.dh0.data_as<T>();
   job.dc = Cell::kHasCellState ? p.dc0.data_as<T>() : nullptr;
-  job.dgates_ih = ws.dgates_ih;
-  job.dgates_hh = ws.dgates_hh;
-  job.h_prev = ws.h_prev;
-  job.dh_total = ws.dh_total;
+  job.dgates_ih = call.ws.dgates_ih;
+  job.dgates_hh = call.ws.dgates_hh;
+  job.h_prev = call.ws.h_prev;
+  job.dh_total = call.ws.dh_total;
   // The running state gradients live in dh0 (and dc0), as the states do in the forward.
   std::memcpy(job.dh, p.dh_n.data, d.B * d.P * sizeof(T));
   if (job.dc) std::memcpy(job.dc, p.dc_n.data, d.B * d.H * sizeof(T));
+  return call;
+}
 
-  SpinBarrier barrier;
-#pragma omp parallel num_threads(n)
-  {
-    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-#pragma omp single
-    barrier.reset(nt);
-    int64_t thread_bytes;
-    thread_space<T>(nullptr, d, nt, true, &thread_bytes);
-    const ThreadSpace<T> ts = thread_space<T>(ws.threads + tid * thread_bytes, d, nt, true, &thread_bytes);
-    backward_thread<Cell, T>(job, ts, tid, nt, barrier);
-  }
+template <class Cell, typename T>
+void run_backward_team(const BackwardCall<T>& call, int tid, int nt, SpinBarrier& barrier) {
+  int64_t thread_bytes;
+  thread_space<T>(nullptr, *call.d, nt, true, &thread_bytes);
+  const ThreadSpace<T> ts = thread_space<T>(call.ws.threads + tid * thread_bytes, *call.d, nt, true, &thread_bytes);
+  backward_thread<Cell, T>(call.job, ts, tid, nt, barrier);
+}
 
-  // Everything left is a product over all rows at once.
-  gemm_call<T>(false, false, d.rows, d.I, GH, ws.dgates_ih, GH, p.weight_ih.data_as<T>(), d.I, T(0),
+// Everything left after the recurrence is a product over all rows at once. dx_beta 1 adds this
+// call's input gradient to what an earlier call (the other direction) wrote.
+template <typename T>
+void finish_backward(const BackwardCall<T>& call, T dx_beta) {
+  const RnnBackwardParams& p = *call.p;
+  const RnnDims& d = *call.d;
+  const int64_t GH = d.G * d.H;
+  const BackwardSpace<T>& ws = call.ws;
+  gemm_call<T>(false, false, d.rows, d.I, GH, ws.dgates_ih, GH, p.weight_ih.data_as<T>(), d.I, dx_beta,
                p.dx.data_as<T>(), d.I, ws.scratch);
   gemm_call<T>(true, false, GH, d.I, d.rows, ws.dgates_ih, GH, p.x.data_as<T>(), d.I, T(0),
                p.dweight_ih.data_as<T>(), d.I, ws.scratch);
   gemm_call<T>(true, false, GH, d.P, d.rows, ws.dgates_hh, GH, ws.h_prev, d.P, T(0), p.dweight_hh.data_as<T>(), d.P,
                ws.scratch);
   if (d.proj) {  // dW_hr = dh_total^T m, m saved in the reserve's last block
-    gemm_call<T>(true, false, d.P, d.H, d.rows, ws.dh_total, d.P, job.reserve + 5 * d.H, job.R, T(0),
+    gemm_call<T>(true, false, d.P, d.H, d.rows, ws.dh_total, d.P, call.job.reserve + 5 * d.H, call.job.R, T(0),
                  p.dweight_hr.data_as<T>(), d.H, ws.scratch);
   }
   if (p.dbias_ih.defined()) column_sums(ws.dgates_ih, d.rows, GH, p.dbias_ih.data_as<T>());
   if (p.dbias_hh.defined()) column_sums(ws.dgates_hh, d.rows, GH, p.dbias_hh.data_as<T>());
+}
+
+// Calls after the first share the first one's dx (the directions of one layer see the same x).
+template <class Cell, typename T>
+void backward(const RnnBackwardParams* params, const RnnDims* dims, int count) {
+  BackwardCall<T> calls[kMaxCalls];
+  const RnnDims* dim_ptrs[kMaxCalls];
+  for (int k = 0; k < count; ++k) {
+    calls[k] = prepare_backward<Cell, T>(params[k], dims[k]);
+    dim_ptrs[k] = &dims[k];
+  }
+  run_calls<T>(calls, dim_ptrs, count, [](const BackwardCall<T>& call, int tid, int nt, SpinBarrier& barrier) {
+    run_backward_team<Cell, T>(call, tid, nt, barrier);
+  });
+  for (int k = 0; k < count; ++k) finish_backward(calls[k], k == 0 ? T(0) : T(1));
 }
 
 // ---- Entry points (declared in rnn.cpp) ----------------------------------------------------------
@@ -547,19 +664,19 @@ void with_cell(CellKind kind, const Fn& fn) {
   }
 }
 
-void rnn_forward(const RnnForwardParams& p, const RnnDims& d) {
-  if (p.x.dtype == DType::Float64) {
-    with_cell<double>(p.cell, [&](auto cell) { forward<decltype(cell), double>(p, d); });
+void rnn_forward(const RnnForwardParams* params, const RnnDims* dims, int count) {
+  if (params[0].x.dtype == DType::Float64) {
+    with_cell<double>(params[0].cell, [&](auto cell) { forward<decltype(cell), double>(params, dims, count); });
   } else {
-    with_cell<float>(p.cell, [&](auto cell) { forward<decltype(cell), float>(p, d); });
+    with_cell<float>(params[0].cell, [&](auto cell) { forward<decltype(cell), float>(params, dims, count); });
   }
 }
 
-void rnn_backward(const RnnBackwardParams& p, const RnnDims& d) {
-  if (p.x.dtype == DType::Float64) {
-    with_cell<double>(p.cell, [&](auto cell) { backward<decltype(cell), double>(p, d); });
+void rnn_backward(const RnnBackwardParams* params, const RnnDims* dims, int count) {
+  if (params[0].x.dtype == DType::Float64) {
+    with_cell<double>(params[0].cell, [&](auto cell) { backward<decltype(cell), double>(params, dims, count); });
   } else {
-    with_cell<float>(p.cell, [&](auto cell) { backward<decltype(cell), float>(p, d); });
+    with_cell<float>(params[0].cell, [&](auto cell) { backward<decltype(cell), float>(params, dims, count); });
   }
 }
 

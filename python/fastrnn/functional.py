@@ -37,6 +37,27 @@ def run_layer(cell: str, x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih:
     return y, h_n, c_n
 
 
+def run_bidirectional_layer(cell: str, x: Tensor, forward: tuple, reverse: tuple,
+                            batch_sizes: Optional[Tensor] = None):
+    """Both directions of one layer on validated arguments, side by side in one kernel call.
+    `forward` and `reverse` are each (h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr).
+    Returns (y, (h_n, c_n), (h_n_reverse, c_n_reverse)), y holding both directions per row as
+    torch.nn does. The building block of fastrnn.nn; not part of the public API."""
+    lstm = cell == "lstm"
+
+    def prepared(direction):
+        h0, c0, *weights = direction
+        return (h0, c0 if lstm else None, *weights)
+
+    tensors = prepared(forward) + prepared(reverse)
+    training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x,) + tensors)
+    op = (ops.rnn_bidirectional_forward if training or torch.compiler.is_compiling()
+          else ops.rnn_bidirectional_forward_impl)
+    y, h_n, c_n, _, h_n_r, c_n_r, _ = op(*map(_contiguous, (x,) + tensors), batch_sizes, _checks.CELLS[cell],
+                                         training)
+    return y, (h_n, c_n), (h_n_r, c_n_r)
+
+
 def _layer(op, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, reverse):
     lstm = cell == "lstm"
     T, B, _, H = _checks.check_rnn_arguments(op, cell, x, h0, c0 if lstm else None, weight_ih, weight_hh, bias_ih,

@@ -65,8 +65,9 @@ def _forward(op, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, revers
     c_n = _empty((B, H), dtype) if lstm else None
     reserve = _empty((T * B, reserve_elements // (T * B)), dtype) if training and reserve_elements else None
     workspace = _empty(workspace_bytes, np.uint8)
-    _C.rnn_forward(_checks.CELLS[cell], bool(reverse), bool(training), x, h0, c0, weight_ih, weight_hh, bias_ih,
-                   bias_hh, None, None, y, h_n, c_n, reserve, workspace)
+    _C.rnn_forward(_checks.CELLS[cell], bool(training), [dict(
+        reverse=bool(reverse), x=x, h0=h0, c0=c0, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih,
+        bias_hh=bias_hh, y=y, h_n=h_n, c_n=c_n, reserve=reserve, workspace=workspace)])
     outputs = (y, h_n, c_n) if lstm else (y, h_n)
     if not training:
         return outputs
@@ -111,10 +112,11 @@ def _backward(op, cell_family, ctx, dy, dh_n, dc_n):
     }
     if lstm:
         grads["c0"] = _empty((B, H), dtype)
-    _C.rnn_backward(_checks.CELLS[ctx.cell], ctx.reverse, ctx.x, ctx.h0, ctx.c0, ctx.weight_ih, ctx.weight_hh, None,
-                    None, ctx.y, ctx.reserve, dy, dh_n, dc_n, grads["x"], grads["h0"], grads.get("c0"),
-                    grads["weight_ih"], grads["weight_hh"], grads["bias_ih"], grads["bias_hh"], None,
-                    _empty(workspace_bytes, np.uint8))
+    _C.rnn_backward(_checks.CELLS[ctx.cell], [dict(
+        reverse=ctx.reverse, x=ctx.x, h0=ctx.h0, c0=ctx.c0, weight_ih=ctx.weight_ih, weight_hh=ctx.weight_hh, y=ctx.y,
+        reserve=ctx.reserve, dy=dy, dh_n=dh_n, dc_n=dc_n, dx=grads["x"], dh0=grads["h0"], dc0=grads.get("c0"),
+        dweight_ih=grads["weight_ih"], dweight_hh=grads["weight_hh"], dbias_ih=grads["bias_ih"],
+        dbias_hh=grads["bias_hh"], workspace=_empty(workspace_bytes, np.uint8))])
     return grads
 
 

@@ -1,13 +1,18 @@
 """The kernels as torch custom ops (``torch.ops.fastrnn.*``), with fake (meta) kernels and
 autograd, so ``torch.compile``, ``torch.library.opcheck`` and ``gradcheck`` see real ops.
 
-These are the low-level entry points; ``fastrnn.functional`` validates arguments and is the
-API to call. Tensors reach the compiled kernels zero-copy through DLPack; outputs and
-workspaces are allocated here, with torch's allocator.
+* ``rnn_forward`` / ``rnn_backward``: one layer, one direction.
+* ``rnn_bidirectional_forward`` / ``rnn_bidirectional_backward``: both directions of a layer at
+  once, run side by side by the kernels; the output holds them as the halves of each row
+  (torch.nn's layout) and the input gradient is their sum.
+
+These are the low-level entry points; ``fastrnn.functional`` and ``fastrnn.nn`` validate
+arguments and are the API to call. Tensors reach the compiled kernels zero-copy through
+DLPack; outputs and workspaces are allocated here, with torch's allocator.
 """
 
 import threading
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -16,12 +21,10 @@ from torch.utils.dlpack import to_dlpack
 from . import _C
 from ._checks import CELLS, GATES, RESERVE_BLOCKS
 
-__all__ = ["rnn_forward", "rnn_backward", "empty_cache"]
+__all__ = ["rnn_forward", "rnn_backward", "rnn_bidirectional_forward", "rnn_bidirectional_backward", "empty_cache"]
 
 _CELL_NAMES = {code: name for name, code in CELLS.items()}
 _LSTM = CELLS["lstm"]
-
-
 _HUGE_PAGE_BYTES = 4 << 20
 
 
@@ -50,14 +53,18 @@ class _WorkspaceCache(threading.local):
 _workspaces = _WorkspaceCache()
 
 
-def _workspace(nbytes: int, like: Tensor) -> Tensor:
+def _workspaces_for(sizes: List[int], like: Tensor) -> List[Tensor]:
+    """One workspace per call, as slices of one (reused) buffer."""
+    total = sum(sizes)
     if like.device.type != "cpu":
-        return _empty(nbytes, like, torch.uint8)
-    buffer = _workspaces.buffer
-    if buffer is None or buffer.numel() < nbytes:
-        _workspaces.buffer = None  # let the old one go before taking a larger one
-        buffer = _workspaces.buffer = _empty(nbytes, like, torch.uint8)
-    return buffer[:nbytes]
+        buffer = _empty(total, like, torch.uint8)
+    else:
+        buffer = _workspaces.buffer
+        if buffer is None or buffer.numel() < total:
+            _workspaces.buffer = None  # let the old one go before taking a larger one
+            buffer = _workspaces.buffer = _empty(total, like, torch.uint8)
+    starts = [sum(sizes[:k]) for k in range(len(sizes))]
+    return [buffer[s:s + n] for s, n in zip(starts, sizes)]
 
 
 def empty_cache() -> None:
@@ -88,10 +95,118 @@ def _reserve_width(cell: int, hidden_size: int, projected: bool, training: bool)
 
 
 def _buffer_sizes(cell, x, h0, weight_hh, weight_hr, batch_sizes):
-    """(reserve elements, forward workspace bytes, backward workspace bytes)."""
+    """(reserve elements, forward workspace bytes, backward workspace bytes) of one call."""
     B, P = h0.shape
     return _C.rnn_buffer_sizes(cell, _dtype_name(x.dtype), _rows(x, batch_sizes), B, x.shape[-1],
                                _hidden_size(weight_hh, cell), 0 if weight_hr is None else P)
+
+
+class _Direction:
+    """One direction of a layer: whether it runs backwards in time, and its tensors."""
+
+    def __init__(self, reverse, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=None):
+        self.reverse = reverse
+        self.h0, self.c0, self.weight_ih, self.weight_hh = h0, c0, weight_ih, weight_hh
+        self.bias_ih, self.bias_hh, self.weight_hr = bias_ih, bias_hh, weight_hr
+
+
+def _forward(x: Tensor, batch_sizes: Optional[Tensor], cell: int, training: bool, directions: List[_Direction]):
+    """Runs one direction, or two side by side, in one kernel call. Returns y, whose rows hold
+    the directions' outputs one after the other, and per direction (h_n, c_n, reserve)."""
+    lstm = cell == _LSTM
+    P = directions[0].h0.shape[1]
+    H = _hidden_size(directions[0].weight_hh, cell)
+    rows = _rows(x, batch_sizes)
+    y = _empty(x.shape[:-1] + (len(directions) * P,), x)
+    sizes = [_buffer_sizes(cell, x, d.h0, d.weight_hh, d.weight_hr, batch_sizes)[1] for d in directions]
+    workspaces = _workspaces_for(sizes, x)
+    calls, results = [], []
+    for k, (d, workspace) in enumerate(zip(directions, workspaces)):
+        h_n = _empty(d.h0.shape, d.h0)
+        c_n = _empty((d.h0.shape[0], H), d.h0) if lstm else x.new_empty(0)
+        width = _reserve_width(cell, H, d.weight_hr is not None, training)
+        reserve = _empty((rows, width), x) if width else x.new_empty(0)
+        calls.append({
+            "reverse": d.reverse, "x": _view(x), "h0": _view(d.h0), "c0": _view(d.c0 if lstm else None),
+            "weight_ih": _view(d.weight_ih), "weight_hh": _view(d.weight_hh), "bias_ih": _view(d.bias_ih),
+            "bias_hh": _view(d.bias_hh), "weight_hr": _view(d.weight_hr), "batch_sizes": _view(batch_sizes),
+            "y": _view(y[..., k * P:(k + 1) * P]), "h_n": _view(h_n), "c_n": _view(c_n if lstm else None),
+            "reserve": _view(reserve if width else None), "workspace": _view(workspace)})
+        results.append((h_n, c_n, reserve))
+    _C.rnn_forward(cell, training, calls)
+    return y, results
+
+
+def _backward(x: Tensor, batch_sizes: Optional[Tensor], y: Tensor, dy: Tensor, cell: int, has_bias_ih: bool,
+              has_bias_hh: bool, directions: List[_Direction], reserves: List[Tensor], dh_ns: List[Tensor],
+              dc_ns: List[Optional[Tensor]]):
+    """BPTT of _forward, both directions side by side: returns dx (summed over the directions)
+    and per direction (dh0, dc0, dweight_ih, dweight_hh, dbias_ih, dbias_hh, dweight_hr)."""
+    lstm = cell == _LSTM
+    P = directions[0].h0.shape[1]
+    dx = _empty(x.shape, x)
+    sizes = [_buffer_sizes(cell, x, d.h0, d.weight_hh, d.weight_hr, batch_sizes)[2] for d in directions]
+    workspaces = _workspaces_for(sizes, x)
+    calls, results = [], []
+    for k, d in enumerate(directions):
+        grads = (_empty(d.h0.shape, d.h0),
+                 _empty(d.c0.shape, d.c0) if lstm else x.new_empty(0),
+                 _empty(d.weight_ih.shape, d.weight_ih),
+                 _empty(d.weight_hh.shape, d.weight_hh),
+                 _empty(d.weight_ih.shape[0], x) if has_bias_ih else x.new_empty(0),
+                 _empty(d.weight_ih.shape[0], x) if has_bias_hh else x.new_empty(0),
+                 _empty(d.weight_hr.shape, d.weight_hr) if d.weight_hr is not None else x.new_empty(0))
+        dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = grads
+        half = slice(k * P, (k + 1) * P)
+        calls.append({
+            "reverse": d.reverse, "x": _view(x), "h0": _view(d.h0), "c0": _view(d.c0 if lstm else None),
+            "weight_ih": _view(d.weight_ih), "weight_hh": _view(d.weight_hh), "weight_hr": _view(d.weight_hr),
+            "batch_sizes": _view(batch_sizes), "y": _view(y[..., half]),
+            "reserve": _view(reserves[k] if reserves[k].numel() else None), "dy": _view(dy[..., half]),
+            "dh_n": _view(dh_ns[k]), "dc_n": _view(dc_ns[k] if lstm else None), "dx": _view(dx), "dh0": _view(dh0),
+            "dc0": _view(dc0 if lstm else None), "dweight_ih": _view(dw_ih), "dweight_hh": _view(dw_hh),
+            "dbias_ih": _view(db_ih if has_bias_ih else None), "dbias_hh": _view(db_hh if has_bias_hh else None),
+            "dweight_hr": _view(dw_hr if d.weight_hr is not None else None), "workspace": _view(workspaces[k])})
+        results.append(grads)
+    _C.rnn_backward(cell, calls)
+    return dx, results
+
+
+def _fake_forward(x, batch_sizes, cell, training, directions):
+    P = directions[0].h0.shape[1]
+    H = _hidden_size(directions[0].weight_hh, cell)
+    y = x.new_empty(x.shape[:-1] + (len(directions) * P,))
+    results = []
+    for d in directions:
+        c_n = d.h0.new_empty(d.h0.shape[0], H) if cell == _LSTM else x.new_empty(0)
+        width = _reserve_width(cell, H, d.weight_hr is not None, training)
+        reserve = x.new_empty(_rows(x, batch_sizes), width) if width else x.new_empty(0)
+        results.append((torch.empty_like(d.h0), c_n, reserve))
+    return y, results
+
+
+def _fake_backward(x, cell, has_bias_ih, has_bias_hh, directions):
+    results = []
+    for d in directions:
+        G = d.weight_ih.shape[0]
+        results.append((torch.empty_like(d.h0), torch.empty_like(d.c0) if cell == _LSTM else x.new_empty(0),
+                        torch.empty_like(d.weight_ih), torch.empty_like(d.weight_hh),
+                        x.new_empty(G if has_bias_ih else 0), x.new_empty(G if has_bias_hh else 0),
+                        torch.empty_like(d.weight_hr) if d.weight_hr is not None else x.new_empty(0)))
+    return torch.empty_like(x), results
+
+
+def _incoming(grad: Optional[Tensor], like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if grad is None else grad.contiguous()
+
+
+def _not_training():
+    return RuntimeError("fastrnn: this RNN forward ran with training=False and saved nothing for backward; "
+                        "call it with training=True (fastrnn.functional and fastrnn.nn do so when a gradient is "
+                        "needed)")
+
+
+# ---- One direction -----------------------------------------------------------------------------
 
 
 def rnn_forward_impl(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
@@ -108,33 +223,19 @@ def rnn_forward_impl(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Ten
     The body of the custom op rnn_forward. Called directly, it skips torch's dispatcher (tens
     of microseconds per call), which is safe only where no autograd graph or tracing is needed.
     """
-    H = _hidden_size(weight_hh, cell)
-    _, workspace_bytes, _ = _buffer_sizes(cell, x, h0, weight_hh, weight_hr, batch_sizes)
-    y = _empty(x.shape[:-1] + (h0.shape[1],), x)
-    h_n = _empty(h0.shape, h0)
-    lstm = cell == _LSTM
-    c_n = _empty((h0.shape[0], H), h0) if lstm else x.new_empty(0)
-    width = _reserve_width(cell, H, weight_hr is not None, training)
-    reserve = _empty((_rows(x, batch_sizes), width), x) if width else x.new_empty(0)
-    workspace = _workspace(workspace_bytes, x)
-    _C.rnn_forward(cell, reverse, training, _view(x), _view(h0), _view(c0 if lstm else None), _view(weight_ih),
-                   _view(weight_hh), _view(bias_ih), _view(bias_hh), _view(weight_hr), _view(batch_sizes), _view(y),
-                   _view(h_n), _view(c_n if lstm else None), _view(reserve if width else None), _view(workspace))
+    direction = _Direction(reverse, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    y, [(h_n, c_n, reserve)] = _forward(x, batch_sizes, cell, training, [direction])
     return y, h_n, c_n, reserve
 
 
 rnn_forward = torch.library.custom_op("fastrnn::rnn_forward", mutates_args=())(rnn_forward_impl)
-rnn_forward.__doc__ = rnn_forward_impl.__doc__
 
 
 @rnn_forward.register_fake
 def _(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes, cell, reverse, training):
-    H = _hidden_size(weight_hh, cell)
-    y = x.new_empty(x.shape[:-1] + (h0.shape[1],))
-    c_n = h0.new_empty(h0.shape[0], H) if cell == _LSTM else x.new_empty(0)
-    width = _reserve_width(cell, H, weight_hr is not None, training)
-    reserve = x.new_empty(_rows(x, batch_sizes), width) if width else x.new_empty(0)
-    return y, torch.empty_like(h0), c_n, reserve
+    direction = _Direction(reverse, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    y, [(h_n, c_n, reserve)] = _fake_forward(x, batch_sizes, cell, training, [direction])
+    return y, h_n, c_n, reserve
 
 
 @torch.library.custom_op("fastrnn::rnn_backward", mutates_args=())
@@ -145,35 +246,18 @@ def rnn_backward(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor,
     """BPTT of rnn_forward: returns (dx, dh0, dc0, dweight_ih, dweight_hh, dbias_ih, dbias_hh,
     dweight_hr); dc0 is empty unless LSTM, a bias gradient is empty when the forward had no such
     bias, dweight_hr is empty without a projection."""
-    _, _, workspace_bytes = _buffer_sizes(cell, x, h0, weight_hh, weight_hr, batch_sizes)
-    lstm = cell == _LSTM
-    dx = _empty(x.shape, x)
-    dh0 = _empty(h0.shape, h0)
-    dc0 = _empty(c0.shape, c0) if lstm else x.new_empty(0)
-    dweight_ih = _empty(weight_ih.shape, weight_ih)
-    dweight_hh = _empty(weight_hh.shape, weight_hh)
-    dbias_ih = _empty(weight_ih.shape[0], x) if has_bias_ih else x.new_empty(0)
-    dbias_hh = _empty(weight_ih.shape[0], x) if has_bias_hh else x.new_empty(0)
-    dweight_hr = _empty(weight_hr.shape, weight_hr) if weight_hr is not None else x.new_empty(0)
-    workspace = _workspace(workspace_bytes, x)
-    _C.rnn_backward(cell, reverse, _view(x), _view(h0), _view(c0 if lstm else None), _view(weight_ih),
-                    _view(weight_hh), _view(weight_hr), _view(batch_sizes), _view(y),
-                    _view(reserve if reserve.numel() else None), _view(dy), _view(dh_n),
-                    _view(dc_n if lstm else None), _view(dx), _view(dh0), _view(dc0 if lstm else None),
-                    _view(dweight_ih), _view(dweight_hh), _view(dbias_ih if has_bias_ih else None),
-                    _view(dbias_hh if has_bias_hh else None), _view(dweight_hr if weight_hr is not None else None), _view(workspace))
-    return dx, dh0, dc0, dweight_ih, dweight_hh, dbias_ih, dbias_hh, dweight_hr
+    direction = _Direction(reverse, h0, c0, weight_ih, weight_hh, weight_hr=weight_hr)
+    dx, [grads] = _backward(x, batch_sizes, y, dy, cell, has_bias_ih, has_bias_hh, [direction], [reserve], [dh_n],
+                            [dc_n])
+    return (dx, *grads)
 
 
 @rnn_backward.register_fake
 def _(x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve, dy, dh_n, dc_n, cell, reverse,
       has_bias_ih, has_bias_hh):
-    G = weight_ih.shape[0]
-    dc0 = torch.empty_like(c0) if cell == _LSTM else x.new_empty(0)
-    dweight_hr = torch.empty_like(weight_hr) if weight_hr is not None else x.new_empty(0)
-    return (torch.empty_like(x), torch.empty_like(h0), dc0, torch.empty_like(weight_ih),
-            torch.empty_like(weight_hh), x.new_empty(G if has_bias_ih else 0), x.new_empty(G if has_bias_hh else 0),
-            dweight_hr)
+    direction = _Direction(reverse, h0, c0, weight_ih, weight_hh, weight_hr=weight_hr)
+    dx, [grads] = _fake_backward(x, cell, has_bias_ih, has_bias_hh, [direction])
+    return (dx, *grads)
 
 
 def _setup_context(ctx, inputs, output):
@@ -184,20 +268,112 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve)
 
 
-def _backward(ctx, dy, dh_n, dc_n, _dreserve):
+def _autograd_backward(ctx, dy, dh_n, dc_n, _dreserve):
     if not ctx.training:
-        raise RuntimeError("fastrnn: this RNN forward ran with training=False and saved nothing for backward; "
-                           "call it with training=True (fastrnn.functional does so when a gradient is needed)")
+        raise _not_training()
     x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve = ctx.saved_tensors
     lstm = ctx.cell == _LSTM
-    dy = torch.zeros_like(y) if dy is None else dy.contiguous()
-    dh_n = torch.zeros_like(h0) if dh_n is None else dh_n.contiguous()
-    dc_n = (torch.zeros_like(c0) if dc_n is None else dc_n.contiguous()) if lstm else None
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = rnn_backward(
-        x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve, dy, dh_n, dc_n, ctx.cell, ctx.reverse,
-        ctx.has_bias_ih, ctx.has_bias_hh)
+        x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve, _incoming(dy, y), _incoming(dh_n, h0),
+        _incoming(dc_n, c0) if lstm else None, ctx.cell, ctx.reverse, ctx.has_bias_ih, ctx.has_bias_hh)
     return (dx, dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if ctx.has_bias_ih else None,
             db_hh if ctx.has_bias_hh else None, dw_hr if weight_hr is not None else None, None, None, None, None)
 
 
-rnn_forward.register_autograd(_backward, setup_context=_setup_context)
+rnn_forward.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+# ---- Both directions ----------------------------------------------------------------------------
+
+
+def rnn_bidirectional_forward_impl(
+        x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[Tensor],
+        bias_hh: Optional[Tensor], weight_hr: Optional[Tensor], h0_reverse: Tensor, c0_reverse: Optional[Tensor],
+        weight_ih_reverse: Tensor, weight_hh_reverse: Tensor, bias_ih_reverse: Optional[Tensor],
+        bias_hh_reverse: Optional[Tensor], weight_hr_reverse: Optional[Tensor], batch_sizes: Optional[Tensor],
+        cell: int, training: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Both directions of one layer, run side by side: returns (y, h_n, c_n, reserve,
+    h_n_reverse, c_n_reverse, reserve_reverse). y is (T, B, 2P) (or (rows, 2P) packed), each row
+    the forward direction's output then the reverse direction's, as torch.nn lays them out.
+    The body of the custom op rnn_bidirectional_forward (see rnn_forward_impl)."""
+    directions = [_Direction(False, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr),
+                  _Direction(True, h0_reverse, c0_reverse, weight_ih_reverse, weight_hh_reverse, bias_ih_reverse,
+                             bias_hh_reverse, weight_hr_reverse)]
+    y, [forward, backward] = _forward(x, batch_sizes, cell, training, directions)
+    return (y, *forward, *backward)
+
+
+rnn_bidirectional_forward = torch.library.custom_op("fastrnn::rnn_bidirectional_forward",
+                                                    mutates_args=())(rnn_bidirectional_forward_impl)
+
+
+@rnn_bidirectional_forward.register_fake
+def _(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, h0_reverse, c0_reverse, weight_ih_reverse,
+      weight_hh_reverse, bias_ih_reverse, bias_hh_reverse, weight_hr_reverse, batch_sizes, cell, training):
+    directions = [_Direction(False, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr),
+                  _Direction(True, h0_reverse, c0_reverse, weight_ih_reverse, weight_hh_reverse, bias_ih_reverse,
+                             bias_hh_reverse, weight_hr_reverse)]
+    y, [forward, backward] = _fake_forward(x, batch_sizes, cell, training, directions)
+    return (y, *forward, *backward)
+
+
+@torch.library.custom_op("fastrnn::rnn_bidirectional_backward", mutates_args=())
+def rnn_bidirectional_backward(
+        x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, weight_hr: Optional[Tensor],
+        reserve: Tensor, dh_n: Tensor, dc_n: Optional[Tensor], h0_reverse: Tensor, c0_reverse: Optional[Tensor],
+        weight_ih_reverse: Tensor, weight_hh_reverse: Tensor, weight_hr_reverse: Optional[Tensor],
+        reserve_reverse: Tensor, dh_n_reverse: Tensor, dc_n_reverse: Optional[Tensor], batch_sizes: Optional[Tensor],
+        y: Tensor, dy: Tensor, cell: int, has_bias_ih: bool, has_bias_hh: bool) -> List[Tensor]:
+    """BPTT of rnn_bidirectional_forward: [dx, then for each direction dh0, dc0, dweight_ih,
+    dweight_hh, dbias_ih, dbias_hh, dweight_hr] (empty tensors as in rnn_backward). dx is the
+    sum over both directions."""
+    directions = [_Direction(False, h0, c0, weight_ih, weight_hh, weight_hr=weight_hr),
+                  _Direction(True, h0_reverse, c0_reverse, weight_ih_reverse, weight_hh_reverse,
+                             weight_hr=weight_hr_reverse)]
+    dx, [forward, backward] = _backward(x, batch_sizes, y, dy, cell, has_bias_ih, has_bias_hh, directions,
+                                        [reserve, reserve_reverse], [dh_n, dh_n_reverse], [dc_n, dc_n_reverse])
+    return [dx, *forward, *backward]
+
+
+@rnn_bidirectional_backward.register_fake
+def _(x, h0, c0, weight_ih, weight_hh, weight_hr, reserve, dh_n, dc_n, h0_reverse, c0_reverse, weight_ih_reverse,
+      weight_hh_reverse, weight_hr_reverse, reserve_reverse, dh_n_reverse, dc_n_reverse, batch_sizes, y, dy, cell,
+      has_bias_ih, has_bias_hh):
+    directions = [_Direction(False, h0, c0, weight_ih, weight_hh, weight_hr=weight_hr),
+                  _Direction(True, h0_reverse, c0_reverse, weight_ih_reverse, weight_hh_reverse,
+                             weight_hr=weight_hr_reverse)]
+    dx, [forward, backward] = _fake_backward(x, cell, has_bias_ih, has_bias_hh, directions)
+    return [dx, *forward, *backward]
+
+
+def _setup_bidirectional_context(ctx, inputs, output):
+    (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, h0_r, c0_r, weight_ih_r, weight_hh_r, _, _,
+     weight_hr_r, batch_sizes, cell, training) = inputs
+    y, _, _, reserve, _, _, reserve_r = output
+    ctx.cell, ctx.training = cell, training
+    ctx.has_bias_ih, ctx.has_bias_hh = bias_ih is not None, bias_hh is not None
+    ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, weight_hr, reserve, h0_r, c0_r, weight_ih_r, weight_hh_r,
+                          weight_hr_r, reserve_r, batch_sizes, y)
+
+
+def _autograd_bidirectional_backward(ctx, dy, dh_n, dc_n, _dreserve, dh_n_r, dc_n_r, _dreserve_r):
+    if not ctx.training:
+        raise _not_training()
+    (x, h0, c0, weight_ih, weight_hh, weight_hr, reserve, h0_r, c0_r, weight_ih_r, weight_hh_r, weight_hr_r,
+     reserve_r, batch_sizes, y) = ctx.saved_tensors
+    lstm = ctx.cell == _LSTM
+    dx, *grads = rnn_bidirectional_backward(
+        x, h0, c0, weight_ih, weight_hh, weight_hr, reserve, _incoming(dh_n, h0), _incoming(dc_n, c0) if lstm else None,
+        h0_r, c0_r, weight_ih_r, weight_hh_r, weight_hr_r, reserve_r, _incoming(dh_n_r, h0_r),
+        _incoming(dc_n_r, c0_r) if lstm else None, batch_sizes, y, _incoming(dy, y), ctx.cell, ctx.has_bias_ih,
+        ctx.has_bias_hh)
+
+    def direction(dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, weight_hr):
+        return (dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if ctx.has_bias_ih else None,
+                db_hh if ctx.has_bias_hh else None, dw_hr if weight_hr is not None else None)
+
+    return (dx, *direction(*grads[:7], weight_hr), *direction(*grads[7:], weight_hr_r), None, None, None)
+
+
+rnn_bidirectional_forward.register_autograd(_autograd_bidirectional_backward,
+                                            setup_context=_setup_bidirectional_context)

@@ -93,7 +93,7 @@ class _FusedRNNBase:
         return hx if batched else hx.unsqueeze(1)
 
     def _run_layers(self, x: Tensor, hx, batch_sizes: Optional[Tensor], batch: int):
-        """Every layer and direction, one kernel call each: (output, h_n) or (output, (h_n, c_n))."""
+        """Every layer, one kernel call each (both directions in one): (output, h_n) or (output, (h_n, c_n))."""
         lstm = self.mode == "LSTM"
         cell = _cell_name(self)
         h0, c0 = hx if lstm else (hx, None)
@@ -103,21 +103,23 @@ class _FusedRNNBase:
             return out, ((h0.clone(), c0.clone()) if lstm else h0.clone())
         weights = self._flat_weights
         per_direction = len(weights) // (self.num_layers * num_directions)
+
+        def direction(k):
+            """(h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) of layer-direction k."""
+            w = weights[k * per_direction:(k + 1) * per_direction]
+            biases = (w[2], w[3]) if self.bias else (None, None)
+            return (h0[k], c0[k] if lstm else None, w[0], w[1], *biases, w[-1] if self.proj_size > 0 else None)
+
         h_n, c_n = [], []
         for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(num_directions):
-                k = layer * num_directions + direction
-                w = weights[k * per_direction:(k + 1) * per_direction]
-                w_ih, w_hh = w[0], w[1]
-                b_ih, b_hh = (w[2], w[3]) if self.bias else (None, None)
-                w_hr = w[-1] if self.proj_size > 0 else None
-                y, h, c = _F.run_layer(cell, x, h0[k], c0[k] if lstm else None, w_ih, w_hh, b_ih, b_hh, w_hr,
-                                       batch_sizes, reverse=direction == 1)
-                outputs.append(y)
-                h_n.append(h)
-                c_n.append(c)
-            x = outputs[0] if num_directions == 1 else torch.cat(outputs, dim=-1)
+            if num_directions == 1:
+                x, h, c = _F.run_layer(cell, x, *direction(layer), batch_sizes)
+                states = [(h, c)]
+            else:  # both directions side by side, writing the halves of one output
+                x, *states = _F.run_bidirectional_layer(cell, x, direction(2 * layer), direction(2 * layer + 1),
+                                                        batch_sizes)
+            h_n += [h for h, _ in states]
+            c_n += [c for _, c in states]
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 x = torch.nn.functional.dropout(x, self.dropout, training=True)
         hidden_h = torch.stack(h_n)
