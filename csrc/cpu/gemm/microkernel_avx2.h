@@ -42,58 +42,16 @@ struct Simd<double> {
   }
 };
 
+#include "cpu/gemm/microkernel_simd.h"
+
+// M rows (M <= MR) of C from A (an accessor: a(k, i) is op(A)[i][k]) and one B panel.
 template <int M, typename T, typename A>
 inline __attribute__((always_inline)) void kernel_rows(int64_t kc, const A& a, const T* FASTRNN_RESTRICT b, T* c,
                                                        int64_t ldc, int64_t nr, T alpha, T beta) {
   using S = Simd<T>;
-  using V = typename S::V;
   constexpr int NR = Tile<T>::NR, W = 32 / sizeof(T);
-  // Two FMA ports with 4-cycle latency need 8 independent sums: with few rows, each row
-  // keeps U partial sums over alternating k and adds them at the end.
-  constexpr int U = M >= 4 ? 1 : (M == 1 ? 4 : 2);
-  // C is read only after the k loop; when it will be (beta != 0), ask for its lines now so a
-  // C that lives in memory arrives meanwhile (a product over a large K passes over C many times).
-  if (beta != T(0)) {
-#pragma GCC unroll 8
-    for (int i = 0; i < M; ++i) {
-      __builtin_prefetch(c + i * ldc, 1, 3);
-      __builtin_prefetch(c + i * ldc + NR - 1, 1, 3);
-    }
-  }
-  V acc0[U][M], acc1[U][M];
-#pragma GCC unroll 8
-  for (int u = 0; u < U; ++u)
-#pragma GCC unroll 8
-    for (int i = 0; i < M; ++i) acc0[u][i] = acc1[u][i] = S::set1(T(0));
-  int64_t k = 0;
-  for (; k + U <= kc; k += U) {
-#pragma GCC unroll 8
-    for (int u = 0; u < U; ++u) {
-      const V b0 = S::load(b + (k + u) * NR), b1 = S::load(b + (k + u) * NR + W);
-#pragma GCC unroll 8
-      for (int i = 0; i < M; ++i) {
-        const V ai = S::set1(a(k + u, i));
-        acc0[u][i] = S::fma(ai, b0, acc0[u][i]);
-        acc1[u][i] = S::fma(ai, b1, acc1[u][i]);
-      }
-    }
-  }
-  for (; k < kc; ++k) {
-    const V b0 = S::load(b + k * NR), b1 = S::load(b + k * NR + W);
-#pragma GCC unroll 8
-    for (int i = 0; i < M; ++i) {
-      const V ai = S::set1(a(k, i));
-      acc0[0][i] = S::fma(ai, b0, acc0[0][i]);
-      acc1[0][i] = S::fma(ai, b1, acc1[0][i]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int u = 1; u < U; ++u)
-#pragma GCC unroll 8
-    for (int i = 0; i < M; ++i) {
-      acc0[0][i] = S::add(acc0[0][i], acc0[u][i]);
-      acc1[0][i] = S::add(acc1[0][i], acc1[u][i]);
-    }
+  typename S::V acc0[M], acc1[M];
+  accumulate<M>(kc, a, b, c, ldc, beta, acc0, acc1);
   // Full tiles store straight to C; edge tiles go through a stack copy (AVX2 has no cheap masks).
   T edge[M * NR];
   const bool full = nr == NR;
@@ -102,8 +60,8 @@ inline __attribute__((always_inline)) void kernel_rows(int64_t kc, const A& a, c
   const T b_eff = full ? beta : T(0);
 #pragma GCC unroll 8
   for (int i = 0; i < M; ++i) {
-    S::store(out + i * ld, acc0[0][i], alpha, b_eff);
-    S::store(out + i * ld + W, acc1[0][i], alpha, b_eff);
+    S::store(out + i * ld, acc0[i], alpha, b_eff);
+    S::store(out + i * ld + W, acc1[i], alpha, b_eff);
   }
   if (!full) {
     for (int i = 0; i < M; ++i)
