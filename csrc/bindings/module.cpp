@@ -9,6 +9,7 @@ namespace fastrnn::bindings {
 void register_info(py::module_& m);
 void register_gemm(py::module_& m);
 void register_rnn(py::module_& m);
+void register_optim(py::module_& m);
 }  // namespace fastrnn::bindings
 
 PYBIND11_MODULE(_C, m) {
@@ -29,4 +30,5 @@ PYBIND11_MODULE(_C, m) {
   fastrnn::bindings::register_info(m);
   fastrnn::bindings::register_gemm(m);
   fastrnn::bindings::register_rnn(m);
+  fastrnn::bindings::register_optim(m);
 }

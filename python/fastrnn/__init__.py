@@ -5,6 +5,8 @@ Three ways in:
 * ``fastrnn.nn`` -- drop-in ``torch.nn.RNN``, ``LSTM``, ``GRU`` and their cells;
 * ``fastrnn.functional`` -- torch functions (``lstm``, ``gru``, ``rnn``), differentiable with
   autograd and ``torch.compile``;
+* ``fastrnn.optim`` -- drop-in ``torch.optim`` SGD, Adam, AdamW, RMSprop, Adagrad with fused
+  steps, and a fused ``clip_grad_norm_``;
 * ``fastrnn.numpy`` -- the same kernels on NumPy arrays, forward and backward, with no torch;
 * ``fastrnn.build_info()`` -- how this copy was built and what it runs on.
 
@@ -17,9 +19,9 @@ import importlib as _importlib
 from . import _C
 
 __version__ = _C.build_info()["version"]
-__all__ = ["build_info", "__version__", "functional", "nn", "numpy", "ops"]
+__all__ = ["build_info", "__version__", "functional", "nn", "numpy", "ops", "optim"]
 
-_LAZY_SUBMODULES = ("functional", "nn", "numpy", "ops")
+_LAZY_SUBMODULES = ("functional", "nn", "numpy", "ops", "optim")
 
 
 def build_info():
