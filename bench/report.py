@@ -44,21 +44,31 @@ def git_commit():
 
 
 def table_rows(results):
+    """Recurrent layers report GFLOP/s against the matmul peak; optimizer steps GB/s against
+    the memory bandwidth."""
     for r in results:
+        if "gflops" in r:
+            rate, limit, torch_rate = f"{r['gflops']:.1f} GFLOP/s", r["peak_fraction"], f"{r['torch_gflops']:.1f} GFLOP/s"
+        else:
+            rate, limit, torch_rate = f"{r['gbps']:.1f} GB/s", r["bandwidth_fraction"], f"{r['torch_gbps']:.1f} GB/s"
         yield [r["op"], r["mode"], r["config"], f"{r['fastrnn_ms']:.3f}", f"{r['torch_ms']:.3f}",
-               f"{r['speedup']:.2f}x", f"{r['gflops']:.1f}", f"{100 * r['peak_fraction']:.0f}%",
-               f"{r['torch_gflops']:.1f}"]
+               f"{r['speedup']:.2f}x", rate, f"{100 * limit:.0f}%", torch_rate]
 
 
-HEADER = ["op", "mode", "configuration", "fastrnn ms", "torch ms", "speedup", "GFLOP/s", "of peak",
-          "torch GFLOP/s"]
+HEADER = ["op", "mode", "configuration", "fastrnn ms", "torch ms", "speedup", "fastrnn rate", "of limit",
+          "torch rate"]
 
 
-def print_table(results, peak, console=None):
+def limits(peak, bandwidth):
+    text = f"matmul peak {peak:.0f} GFLOP/s"
+    return text + (f", memory bandwidth {bandwidth:.0f} GB/s" if bandwidth else "")
+
+
+def print_table(results, peak, bandwidth, console=None):
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"fastrnn vs torch (matmul peak {peak:.0f} GFLOP/s)")
+    table = Table(title=f"fastrnn vs torch ({limits(peak, bandwidth)})")
     for h in HEADER:
         table.add_column(h, justify="left" if h in ("op", "mode", "configuration") else "right")
     for row in table_rows(results):
@@ -66,24 +76,26 @@ def print_table(results, peak, console=None):
     (console or Console()).print(table)
 
 
-def markdown_table(results, peak):
+def markdown_table(results, peak, bandwidth=None):
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
-    return f"Measured fp32 matmul peak: {peak:.0f} GFLOP/s.\n\n" + "\n".join(lines) + "\n"
+    return f"Measured: {limits(peak, bandwidth)}.\n\n" + "\n".join(lines) + "\n"
 
 
-def save(results, device, peak, extra=None):
+def save(results, device, peak, bandwidth=None, extra=None):
     """Writes results/<device>-<date>.json (and .md); returns the JSON path."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
     stem = os.path.join(RESULTS_DIR, f"{device_slug(device)}-{datetime.date.today().isoformat()}")
     document = {"device": device_description(device), "commit": git_commit(), "torch": torch.__version__,
                 "matmul_peak_gflops": round(peak, 1), "results": results}
+    if bandwidth:
+        document["memory_bandwidth_gbps"] = round(bandwidth, 1)
     document.update(extra or {})
     with open(stem + ".json", "w") as f:
         json.dump(document, f, indent=1)
     with open(stem + ".md", "w") as f:
         f.write(f"{document['device']}, torch {document['torch']}, fastrnn commit {document['commit']}\n\n")
-        f.write(markdown_table(results, peak))
+        f.write(markdown_table(results, peak, bandwidth))
     return stem + ".json"
 
 

@@ -3,10 +3,14 @@
     python bench/run.py                      # every RNN configuration, CPU
     python bench/run.py --quick --plot       # a short run, with a chart
     python bench/run.py --ops lstm,gru --sizes default,b1_h128 --device cuda
+    python bench/run.py --ops adam,sgd,adam+clip   # optimizer steps only
 
-Each configuration times fastrnn.nn and torch.nn (same weights) alternately in one process,
-after warm-up, and reports the medians, the speedup, the GFLOP/s fastrnn achieves and that as a
-fraction of the matmul peak measured at the start. Results go to bench/results/<device>-<date>.json.
+Each recurrent configuration times fastrnn.nn and torch.nn (same weights) alternately in one
+process, after warm-up, and reports the medians, the speedup, the GFLOP/s fastrnn achieves and
+that as a fraction of the matmul peak measured at the start. Each optimizer op times one step
+over the parameters of an LSTM language model (~14.4M) against torch.optim's fastest setting
+here, in GB/s against the measured memory bandwidth. Results go to
+bench/results/<device>-<date>.json.
 """
 
 import argparse
@@ -17,11 +21,13 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import optim_cases  # noqa: E402
 import report  # noqa: E402
 import rnn_cases  # noqa: E402
-from timing import compare, matmul_peak_gflops  # noqa: E402
+from timing import compare, matmul_peak_gflops, memory_bandwidth_gbps  # noqa: E402
 
-OPS = ["lstm", "gru", "rnn"]
+RNN_OPS = ["lstm", "gru", "rnn"]
+OPS = RNN_OPS + list(optim_cases.OPTIMIZERS)
 MODES = ["train", "inference"]
 
 
@@ -47,6 +53,19 @@ def parse_args(argv=None):
     return args
 
 
+def optimizer_result(op, args, budget, bandwidth):
+    fast_s, torch_s, setting, numel = optim_cases.run(op, args.device, budget, 3 if args.quick else 5)
+    moved = optim_cases.bytes_per_step(op, numel)
+    torch_setting = ", ".join(f"{k}={v}" for k, v in setting.items())
+    return {
+        "op": op, "mode": "step", "dtype": "float32", "params": numel,
+        "config": f"{numel / 1e6:.1f}M params (torch {torch_setting})", "torch_setting": torch_setting,
+        "fastrnn_ms": round(fast_s * 1e3, 4), "torch_ms": round(torch_s * 1e3, 4),
+        "speedup": round(torch_s / fast_s, 3), "gbps": round(moved / fast_s / 1e9, 1),
+        "torch_gbps": round(moved / torch_s / 1e9, 1), "bandwidth_fraction": round(moved / fast_s / 1e9 / bandwidth, 3),
+    }
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -60,13 +79,26 @@ def main(argv=None):
     with console.status("measuring the fp32 matmul peak"):
         peak = matmul_peak_gflops(args.device)
     console.print(f"fp32 matmul peak: {peak:.0f} GFLOP/s")
+    optim_ops = [op for op in args.ops if op in optim_cases.OPTIMIZERS]
+    bandwidth = None
+    if optim_ops:
+        with console.status("measuring the memory bandwidth"):
+            bandwidth = memory_bandwidth_gbps(args.device)
+        console.print(f"memory bandwidth (copy): {bandwidth:.0f} GB/s")
 
-    cases = [(op, mode, rnn_cases.SIZES[s]) for s in args.sizes for op in args.ops for mode in args.modes]
+    cases = [(op, mode, rnn_cases.SIZES[s]) for s in args.sizes for op in args.ops if op in RNN_OPS
+             for mode in args.modes]
+    cases += [(op, "step", None) for op in optim_ops]
     budget = 0.5 if args.quick else 2.0
     results = []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("benchmarking", total=len(cases))
         for op, mode, size in cases:
+            if size is None:
+                progress.update(task, description=f"{op} step")
+                results.append(optimizer_result(op, args, budget, bandwidth))
+                progress.advance(task)
+                continue
             progress.update(task, description=f"{op} {mode} {size.label()}")
             fast, ref, setup = rnn_cases.build(op, mode, size, torch.float32, args.device)
             fast_s, torch_s = compare(fast, ref, args.device, budget_s=budget, setup=setup,
@@ -80,9 +112,9 @@ def main(argv=None):
                 "torch_gflops": round(work / torch_s / 1e9, 1), "peak_fraction": round(work / fast_s / 1e9 / peak, 3),
             })
             progress.advance(task)
-    report.print_table(results, peak, console)
+    report.print_table(results, peak, bandwidth, console)
     if not args.no_save:
-        path = report.save(results, args.device, peak)
+        path = report.save(results, args.device, peak, bandwidth)
         console.print(f"wrote {os.path.relpath(path)}")
         if args.plot:
             png = path[:-len(".json")] + ".png"

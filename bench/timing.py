@@ -75,3 +75,22 @@ def matmul_peak_gflops(device="cpu", n=None, repeats=7):
         if device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = previous
     return 2 * n ** 3 / seconds / 1e9
+
+
+def memory_bandwidth_gbps(device="cpu", megabytes=256, repeats=7):
+    """The best GB/s of two streaming operations through torch on large tensors, counting the
+    traffic memory really carries: an in-place a += b * c (three arrays read, one written) and
+    a copy (one read, plus the destination read for ownership before it is written). The
+    ceiling for work that streams through memory, as an optimizer step does."""
+    n = megabytes * (1 << 20) // 4
+    a = torch.empty(n, device=device).fill_(0.0)
+    b = torch.empty(n, device=device).fill_(1.0)
+    c = torch.empty(n, device=device).fill_(2.0)
+    timed = _timer(device)
+    best = 0.0
+    for fn, arrays in ((lambda: a.addcmul_(b, c), 4), (lambda: a.copy_(b), 3)):
+        for _ in range(2):
+            fn()
+        seconds = statistics.median(timed(fn) for _ in range(repeats))
+        best = max(best, arrays * n * 4 / seconds / 1e9)
+    return best

@@ -6,7 +6,7 @@
 #include <omp.h>
 
 #include <cmath>
-#include <limits>
+#include <type_traits>
 
 #include "common/error.h"
 #include "common/parallel.h"
@@ -45,47 +45,70 @@ T sign_of(T x) {
 }
 
 // torch's lerp: start + w (end - start) for w < 0.5, end - (end - start)(1 - w) otherwise.
+// Both are base + c (end - start), with base and c fixed per call, so a loop using it selects
+// between two loaded values instead of branching between two formulas.
 template <typename T>
-T lerp(T start, T end, T weight) {
-  return weight < T(0.5) ? start + weight * (end - start) : end - (end - start) * (T(1) - weight);
-}
+struct Lerp {
+  bool low;
+  T c;
+  explicit Lerp(double weight) : low(weight < 0.5), c(T(weight < 0.5 ? weight : -(1 - weight))) {}
+  T operator()(T start, T end) const {
+    const T base = low ? start : end;
+    return base + c * (end - start);
+  }
+};
 
 // The gradient as every rule starts from: scaled (clipping), negated (maximize), plus the
 // L2 and L1 terms. A zero coefficient adds nothing, not 0 * param (which would turn an
 // infinite parameter into NaN), as in torch.
+// (Selects, not branches, so the loops that use it vectorise.)
 template <typename T>
 struct GradientPrep {
   T scale, weight_decay, l1_decay;
+  bool use_weight_decay, use_l1;
   explicit GradientPrep(const OptimizerHyper& h, bool coupled_weight_decay = true)
       : scale(T(h.maximize ? -h.grad_scale : h.grad_scale)),
         weight_decay(T(coupled_weight_decay ? h.weight_decay : 0.0)),
-        l1_decay(T(h.l1_decay)) {}
+        l1_decay(T(h.l1_decay)),
+        use_weight_decay(weight_decay != T(0)),
+        use_l1(l1_decay != T(0)) {}
   T operator()(T g, T p) const {
     g = g * scale;
-    if (weight_decay != T(0)) g = g + weight_decay * p;
-    if (l1_decay != T(0)) g = g + l1_decay * sign_of(p);
-    return g;
+    g = use_weight_decay ? g + weight_decay * p : g;
+    return use_l1 ? g + l1_decay * sign_of(p) : g;
   }
 };
+
+// Calls fn with std::true_type or std::false_type: a run-time choice made a compile-time one,
+// so the element loops carry no branches (optional state tensors become absent stores).
+template <typename Fn>
+void with_flag(bool flag, const Fn& fn) {
+  if (flag) {
+    fn(std::true_type{});
+  } else {
+    fn(std::false_type{});
+  }
+}
 
 template <typename T>
 double step_value(const TensorView& step) {
   return step.dtype == DType::Float64 ? *step.data_as<double>() : double(*step.data_as<float>());
 }
 
-template <typename T>
+template <typename T, bool kMomentum>
 void sgd(const OptimizerHyper& h, const OptimizerTensor& t, int64_t begin, int64_t end) {
   T* p = t.param.data_as<T>();
   const T* g = t.grad.data_as<T>();
-  T* buf = h.momentum != 0 ? t.state[0].data_as<T>() : nullptr;
+  T* buf = kMomentum ? t.state[0].data_as<T>() : nullptr;
   const GradientPrep<T> prep(h);
   const T lr = T(h.lr), momentum = T(h.momentum), keep = T(1 - h.dampening);
   const bool fresh = t.fresh_buffer, nesterov = h.nesterov;
 #pragma omp simd
   for (int64_t i = begin; i < end; ++i) {
     T d = prep(g[i], p[i]);
-    if (buf) {
-      const T b = fresh ? d : buf[i] * momentum + keep * d;
+    if (kMomentum) {
+      const T old = buf[i];  // loaded either way: a load inside one arm of ?: blocks vectorising
+      const T b = fresh ? d : old * momentum + keep * d;
       buf[i] = b;
       d = nesterov ? d + momentum * b : b;
     }
@@ -93,17 +116,18 @@ void sgd(const OptimizerHyper& h, const OptimizerTensor& t, int64_t begin, int64
   }
 }
 
-template <typename T>
+template <typename T, bool kAmsgrad>
 void adam(const OptimizerHyper& h, const OptimizerTensor& t, int64_t begin, int64_t end) {
   T* p = t.param.data_as<T>();
   const T* g = t.grad.data_as<T>();
   T* m = t.state[0].data_as<T>();
   T* v = t.state[1].data_as<T>();
-  T* vmax = h.amsgrad ? t.state[2].data_as<T>() : nullptr;
+  T* vmax = kAmsgrad ? t.state[2].data_as<T>() : nullptr;
   const double step = step_value<T>(t.step);
   const double bias1 = 1 - std::pow(h.beta1, step), bias2 = 1 - std::pow(h.beta2, step);
   const T step_size = T(h.lr / bias1), bias2_sqrt = T(std::sqrt(bias2)), eps = T(h.eps);
-  const T w1 = T(1 - h.beta1), beta2 = T(h.beta2), w2 = T(1 - h.beta2);
+  const Lerp<T> toward(1 - h.beta1);
+  const T beta2 = T(h.beta2), w2 = T(1 - h.beta2);
   const GradientPrep<T> prep(h, !h.decoupled_weight_decay);
   const bool decay = h.decoupled_weight_decay && h.weight_decay != 0;
   const T shrink = T(1 - h.lr * h.weight_decay);
@@ -111,13 +135,14 @@ void adam(const OptimizerHyper& h, const OptimizerTensor& t, int64_t begin, int6
   for (int64_t i = begin; i < end; ++i) {
     const T pi = decay ? p[i] * shrink : p[i];
     const T d = prep(g[i], p[i]);
-    const T mi = lerp(m[i], d, w1);
+    const T mi = toward(m[i], d);
     const T vi = v[i] * beta2 + w2 * d * d;
     m[i] = mi;
     v[i] = vi;
     T second = vi;
-    if (vmax) {
-      second = vmax[i] > vi || vmax[i] != vmax[i] ? vmax[i] : vi;  // torch.maximum keeps NaN
+    if (kAmsgrad) {
+      const T old = vmax[i];
+      second = (old > vi) | (old != old) ? old : vi;  // torch.maximum keeps NaN; | not ||: no branch
       vmax[i] = second;
     }
     const T denom = std::sqrt(second) / bias2_sqrt + eps;
@@ -125,30 +150,31 @@ void adam(const OptimizerHyper& h, const OptimizerTensor& t, int64_t begin, int6
   }
 }
 
-template <typename T>
+template <typename T, bool kMomentum, bool kCentered>
 void rmsprop(const OptimizerHyper& h, const OptimizerTensor& t, int64_t begin, int64_t end) {
   T* p = t.param.data_as<T>();
   const T* g = t.grad.data_as<T>();
   T* square_avg = t.state[0].data_as<T>();
-  T* buf = h.momentum > 0 ? t.state[1].data_as<T>() : nullptr;
-  T* grad_avg = h.centered ? t.state[2].data_as<T>() : nullptr;
+  T* buf = kMomentum ? t.state[1].data_as<T>() : nullptr;
+  T* grad_avg = kCentered ? t.state[2].data_as<T>() : nullptr;
   const GradientPrep<T> prep(h);
   const T alpha = T(h.alpha), w = T(1 - h.alpha), eps = T(h.eps), lr = T(h.lr), momentum = T(h.momentum);
+  const Lerp<T> toward(1 - h.alpha);
 #pragma omp simd
   for (int64_t i = begin; i < end; ++i) {
     const T d = prep(g[i], p[i]);
     const T sq = square_avg[i] * alpha + w * d * d;
     square_avg[i] = sq;
     T avg;
-    if (grad_avg) {
-      const T ga = lerp(grad_avg[i], d, w);
+    if (kCentered) {
+      const T ga = toward(grad_avg[i], d);
       grad_avg[i] = ga;
       avg = std::sqrt(sq + T(-1) * ga * ga);
     } else {
       avg = std::sqrt(sq);
     }
     avg = avg + eps;
-    if (buf) {
+    if (kMomentum) {
       const T b = buf[i] * momentum + d / avg;
       buf[i] = b;
       p[i] = p[i] + (-lr) * b;
@@ -259,14 +285,25 @@ void optimizer_step(const OptimizerHyper& h, const OptimizerTensor* tensors, int
   auto views = [&](int k) -> const TensorView& { return tensors[k].param; };
   auto run = [&](auto zero) {
     using T = decltype(zero);
-    for_each_share(count, views, [&](int k, int64_t begin, int64_t end) {
-      switch (h.kind) {
-        case OptimizerKind::Sgd: return sgd<T>(h, tensors[k], begin, end);
-        case OptimizerKind::Adam: return adam<T>(h, tensors[k], begin, end);
-        case OptimizerKind::RmsProp: return rmsprop<T>(h, tensors[k], begin, end);
-        case OptimizerKind::Adagrad: return adagrad<T>(h, tensors[k], begin, end);
-      }
-    });
+    auto each_share = [&](auto update) { for_each_share(count, views, update); };
+    switch (h.kind) {
+      case OptimizerKind::Sgd:
+        return with_flag(h.momentum != 0, [&](auto momentum) {
+          each_share([&](int k, int64_t b, int64_t e) { sgd<T, momentum>(h, tensors[k], b, e); });
+        });
+      case OptimizerKind::Adam:
+        return with_flag(h.amsgrad, [&](auto amsgrad) {
+          each_share([&](int k, int64_t b, int64_t e) { adam<T, amsgrad>(h, tensors[k], b, e); });
+        });
+      case OptimizerKind::RmsProp:
+        return with_flag(h.momentum > 0, [&](auto momentum) {
+          with_flag(h.centered, [&](auto centered) {
+            each_share([&](int k, int64_t b, int64_t e) { rmsprop<T, momentum, centered>(h, tensors[k], b, e); });
+          });
+        });
+      case OptimizerKind::Adagrad:
+        return each_share([&](int k, int64_t b, int64_t e) { adagrad<T>(h, tensors[k], b, e); });
+    }
   };
   if (dtype == DType::Float64) {
     run(0.0);
