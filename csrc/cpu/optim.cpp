@@ -1,14 +1,15 @@
-// Fused optimizer steps (torch.optim's update rules, element by element) and gradient-norm
-// clipping. The updates are bound by memory traffic, so one portable build vectorised by the
-// compiler is enough; each call is one pass over every tensor it is given.
+// Fused optimizer steps and gradient-norm clipping on the CPU. The update rules themselves are
+// in common/optim_rules.h (shared with the CUDA kernels). The updates are bound by memory
+// traffic, so one portable build vectorised by the compiler is enough; each call is one pass
+// over every tensor it is given.
 #include "cpu/optim.h"
 
 #include <omp.h>
 
 #include <cmath>
-#include <type_traits>
 
 #include "common/error.h"
+#include "common/optim_rules.h"
 #include "common/parallel.h"
 
 namespace fastrnn::cpu {
@@ -39,177 +40,23 @@ void for_each_share(int count, const Views& views, const Fn& fn, int max_threads
   }
 }
 
-template <typename T>
-T sign_of(T x) {
-  return T((x > T(0)) - (x < T(0)));
-}
-
-// torch's lerp: start + w (end - start) for w < 0.5, end - (end - start)(1 - w) otherwise.
-// Both are base + c (end - start), with base and c fixed per call, so a loop using it selects
-// between two loaded values instead of branching between two formulas.
-template <typename T>
-struct Lerp {
-  bool low;
-  T c;
-  explicit Lerp(double weight) : low(weight < 0.5), c(T(weight < 0.5 ? weight : -(1 - weight))) {}
-  T operator()(T start, T end) const {
-    const T base = low ? start : end;
-    return base + c * (end - start);
-  }
-};
-
-// The gradient as every rule starts from: scaled (clipping), negated (maximize), plus the
-// L2 and L1 terms. A zero coefficient adds nothing, not 0 * param (which would turn an
-// infinite parameter into NaN), as in torch.
-// (Selects, not branches, so the loops that use it vectorise.)
-template <typename T>
-struct GradientPrep {
-  T scale, weight_decay, l1_decay;
-  bool use_weight_decay, use_l1;
-  explicit GradientPrep(const OptimizerHyper& h, bool coupled_weight_decay = true)
-      : scale(T(h.maximize ? -h.grad_scale : h.grad_scale)),
-        weight_decay(T(coupled_weight_decay ? h.weight_decay : 0.0)),
-        l1_decay(T(h.l1_decay)),
-        use_weight_decay(weight_decay != T(0)),
-        use_l1(l1_decay != T(0)) {}
-  T operator()(T g, T p) const {
-    g = g * scale;
-    g = use_weight_decay ? g + weight_decay * p : g;
-    return use_l1 ? g + l1_decay * sign_of(p) : g;
-  }
-};
-
-// Calls fn with std::true_type or std::false_type: a run-time choice made a compile-time one,
-// so the element loops carry no branches (optional state tensors become absent stores).
-template <typename Fn>
-void with_flag(bool flag, const Fn& fn) {
-  if (flag) {
-    fn(std::true_type{});
-  } else {
-    fn(std::false_type{});
-  }
-}
-
-template <typename T>
 double step_value(const TensorView& step) {
   return step.dtype == DType::Float64 ? *step.data_as<double>() : double(*step.data_as<float>());
 }
 
-template <typename T, bool kMomentum>
-void sgd(const OptimizerHyper& h, const OptimizerTensor& t, int64_t begin, int64_t end) {
-  T* p = t.param.data_as<T>();
-  const T* g = t.grad.data_as<T>();
-  T* buf = kMomentum ? t.state[0].data_as<T>() : nullptr;
-  const GradientPrep<T> prep(h);
-  const T lr = T(h.lr), momentum = T(h.momentum), keep = T(1 - h.dampening);
-  const bool fresh = t.fresh_buffer, nesterov = h.nesterov;
-#pragma omp simd
-  for (int64_t i = begin; i < end; ++i) {
-    T d = prep(g[i], p[i]);
-    if (kMomentum) {
-      const T old = buf[i];  // loaded either way: a load inside one arm of ?: blocks vectorising
-      const T b = fresh ? d : old * momentum + keep * d;
-      buf[i] = b;
-      d = nesterov ? d + momentum * b : b;
-    }
-    p[i] = p[i] + (-lr) * d;
-  }
-}
-
-template <typename T, bool kAmsgrad>
-void adam(const OptimizerHyper& h, const OptimizerTensor& t, int64_t begin, int64_t end) {
-  T* p = t.param.data_as<T>();
-  const T* g = t.grad.data_as<T>();
-  T* m = t.state[0].data_as<T>();
-  T* v = t.state[1].data_as<T>();
-  T* vmax = kAmsgrad ? t.state[2].data_as<T>() : nullptr;
-  const double step = step_value<T>(t.step);
-  const double bias1 = 1 - std::pow(h.beta1, step), bias2 = 1 - std::pow(h.beta2, step);
-  const T step_size = T(h.lr / bias1), bias2_sqrt = T(std::sqrt(bias2)), eps = T(h.eps);
-  const Lerp<T> toward(1 - h.beta1);
-  const T beta2 = T(h.beta2), w2 = T(1 - h.beta2);
-  const GradientPrep<T> prep(h, !h.decoupled_weight_decay);
-  const bool decay = h.decoupled_weight_decay && h.weight_decay != 0;
-  const T shrink = T(1 - h.lr * h.weight_decay);
-#pragma omp simd
-  for (int64_t i = begin; i < end; ++i) {
-    const T pi = decay ? p[i] * shrink : p[i];
-    const T d = prep(g[i], p[i]);
-    const T mi = toward(m[i], d);
-    const T vi = v[i] * beta2 + w2 * d * d;
-    m[i] = mi;
-    v[i] = vi;
-    T second = vi;
-    if (kAmsgrad) {
-      const T old = vmax[i];
-      second = (old > vi) | (old != old) ? old : vi;  // torch.maximum keeps NaN; | not ||: no branch
-      vmax[i] = second;
-    }
-    const T denom = std::sqrt(second) / bias2_sqrt + eps;
-    p[i] = pi + (-step_size) * mi / denom;
-  }
-}
-
-template <typename T, bool kMomentum, bool kCentered>
-void rmsprop(const OptimizerHyper& h, const OptimizerTensor& t, int64_t begin, int64_t end) {
-  T* p = t.param.data_as<T>();
-  const T* g = t.grad.data_as<T>();
-  T* square_avg = t.state[0].data_as<T>();
-  T* buf = kMomentum ? t.state[1].data_as<T>() : nullptr;
-  T* grad_avg = kCentered ? t.state[2].data_as<T>() : nullptr;
-  const GradientPrep<T> prep(h);
-  const T alpha = T(h.alpha), w = T(1 - h.alpha), eps = T(h.eps), lr = T(h.lr), momentum = T(h.momentum);
-  const Lerp<T> toward(1 - h.alpha);
-#pragma omp simd
-  for (int64_t i = begin; i < end; ++i) {
-    const T d = prep(g[i], p[i]);
-    const T sq = square_avg[i] * alpha + w * d * d;
-    square_avg[i] = sq;
-    T avg;
-    if (kCentered) {
-      const T ga = toward(grad_avg[i], d);
-      grad_avg[i] = ga;
-      avg = std::sqrt(sq + T(-1) * ga * ga);
-    } else {
-      avg = std::sqrt(sq);
-    }
-    avg = avg + eps;
-    if (kMomentum) {
-      const T b = buf[i] * momentum + d / avg;
-      buf[i] = b;
-      p[i] = p[i] + (-lr) * b;
-    } else {
-      p[i] = p[i] + (-lr) * d / avg;
-    }
-  }
-}
-
+// Applies h's rule to elements [begin, end) of one tensor.
 template <typename T>
-void adagrad(const OptimizerHyper& h, const OptimizerTensor& t, int64_t begin, int64_t end) {
+void update_share(const OptimizerHyper& h, const OptimizerTensor& t, int64_t begin, int64_t end) {
+  const double step = h.kind == OptimizerKind::Sgd ? 0.0 : step_value(t.step);
   T* p = t.param.data_as<T>();
   const T* g = t.grad.data_as<T>();
-  T* sum = t.state[0].data_as<T>();
-  const double step = step_value<T>(t.step);
-  const T clr = T(h.lr / (1 + (step - 1) * h.lr_decay)), eps = T(h.eps);
-  const GradientPrep<T> prep(h);
+  T* s0 = optim::uses_state(h, 0) ? t.state[0].data_as<T>() : nullptr;
+  T* s1 = optim::uses_state(h, 1) ? t.state[1].data_as<T>() : nullptr;
+  T* s2 = optim::uses_state(h, 2) ? t.state[2].data_as<T>() : nullptr;
+  optim::with_rule<T>(h, step, t.fresh_buffer, [&](const auto& rule) {
 #pragma omp simd
-  for (int64_t i = begin; i < end; ++i) {
-    const T d = prep(g[i], p[i]);
-    const T s = sum[i] + d * d;
-    sum[i] = s;
-    p[i] = p[i] + (-clr) * d / (std::sqrt(s) + eps);
-  }
-}
-
-// Which state tensors a rule reads, given its options.
-bool uses_state(const OptimizerHyper& h, int k) {
-  switch (h.kind) {
-    case OptimizerKind::Sgd: return k == 0 && h.momentum != 0;
-    case OptimizerKind::Adam: return k < 2 || (k == 2 && h.amsgrad);
-    case OptimizerKind::RmsProp: return k == 0 || (k == 1 && h.momentum > 0) || (k == 2 && h.centered);
-    case OptimizerKind::Adagrad: return k == 0;
-  }
-  return false;
+    for (int64_t i = begin; i < end; ++i) rule(i, p, g, s0, s1, s2);
+  });
 }
 
 void check_tensor(const char* op, const OptimizerHyper& h, const OptimizerTensor& t, DType dtype) {
@@ -225,7 +72,7 @@ void check_tensor(const char* op, const OptimizerHyper& h, const OptimizerTensor
   same("param", t.param);
   same("grad", t.grad);
   for (int k = 0; k < 3; ++k) {
-    if (uses_state(h, k)) same("state", t.state[k]);
+    if (optim::uses_state(h, k)) same("state", t.state[k]);
   }
   if (h.kind != OptimizerKind::Sgd) {
     FASTRNN_CHECK(t.step.defined() && t.step.numel() == 1 && t.step.device == DeviceType::CPU &&
@@ -283,32 +130,10 @@ void optimizer_step(const OptimizerHyper& h, const OptimizerTensor* tensors, int
     }
   }
   auto views = [&](int k) -> const TensorView& { return tensors[k].param; };
-  auto run = [&](auto zero) {
-    using T = decltype(zero);
-    auto each_share = [&](auto update) { for_each_share(count, views, update); };
-    switch (h.kind) {
-      case OptimizerKind::Sgd:
-        return with_flag(h.momentum != 0, [&](auto momentum) {
-          each_share([&](int k, int64_t b, int64_t e) { sgd<T, momentum>(h, tensors[k], b, e); });
-        });
-      case OptimizerKind::Adam:
-        return with_flag(h.amsgrad, [&](auto amsgrad) {
-          each_share([&](int k, int64_t b, int64_t e) { adam<T, amsgrad>(h, tensors[k], b, e); });
-        });
-      case OptimizerKind::RmsProp:
-        return with_flag(h.momentum > 0, [&](auto momentum) {
-          with_flag(h.centered, [&](auto centered) {
-            each_share([&](int k, int64_t b, int64_t e) { rmsprop<T, momentum, centered>(h, tensors[k], b, e); });
-          });
-        });
-      case OptimizerKind::Adagrad:
-        return each_share([&](int k, int64_t b, int64_t e) { adagrad<T>(h, tensors[k], b, e); });
-    }
-  };
   if (dtype == DType::Float64) {
-    run(0.0);
+    for_each_share(count, views, [&](int k, int64_t b, int64_t e) { update_share<double>(h, tensors[k], b, e); });
   } else {
-    run(0.0f);
+    for_each_share(count, views, [&](int k, int64_t b, int64_t e) { update_share<float>(h, tensors[k], b, e); });
   }
 }
 
