@@ -83,3 +83,13 @@ def torch_reference(cell, layer, x, h0, c0, reverse):
         y, h_n = layer(xin, None if h0 is None else h0.unsqueeze(0))
         c_n = None
     return (y.flip(0) if reverse else y), h_n[0], c_n
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` run only where a GPU and a CUDA build of fastrnn are present."""
+    if torch.cuda.is_available() and fastrnn.build_info()["cuda_device_available"]:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU and a CUDA build of fastrnn")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

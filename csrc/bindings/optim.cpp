@@ -10,6 +10,9 @@
 #include "common/error.h"
 #include "common/optim_params.h"
 #include "cpu/optim.h"
+#if defined(FASTRNN_WITH_CUDA)
+#include "cuda/optim.h"
+#endif
 
 namespace py = pybind11;
 
@@ -19,7 +22,9 @@ namespace {
 OptimizerHyper read_hyper(const py::dict& d) {
   static const char* known[] = {"kind", "lr", "weight_decay", "l1_decay", "grad_scale", "maximize", "eps", "beta1",
                                 "beta2", "amsgrad", "decoupled_weight_decay", "momentum", "dampening", "nesterov",
-                                "alpha", "centered", "lr_decay"};
+                                "alpha", "centered", "lr_decay",
+                                // CUDA only: the caller's stream, and clipping by a norm on the device
+                                "stream", "clip_norm", "max_norm"};
   for (auto item : d) {
     const std::string key = py::str(item.first);
     bool found = false;
@@ -57,6 +62,23 @@ std::vector<TensorView> read_views(const py::list& arrays, const char* name) {
   return views;
 }
 
+// CUDA tensors go to the CUDA kernels, when this build has them.
+void step_on_cuda(const py::dict& hyper, const OptimizerHyper& h, const std::vector<OptimizerTensor>& ts) {
+#if defined(FASTRNN_WITH_CUDA)
+  cuda::StepLaunch launch;
+  if (hyper.contains("stream")) launch.stream = py::cast<uintptr_t>(hyper["stream"]);
+  if (hyper.contains("clip_norm")) {
+    launch.clip_norm = to_view(hyper["clip_norm"], "clip_norm");
+    launch.max_norm = py::cast<double>(hyper["max_norm"]);
+  }
+  py::gil_scoped_release release;
+  cuda::optimizer_step(h, ts.data(), static_cast<int>(ts.size()), launch);
+#else
+  (void)hyper, (void)h, (void)ts;
+  FASTRNN_CHECK(false, "optimizer_step: this build of fastrnn has no CUDA kernels (install with FASTRNN_CUDA=ON)");
+#endif
+}
+
 void require_cpu(const char* op, const std::vector<TensorView>& views) {
   for (const TensorView& v : views) {
     FASTRNN_CHECK(v.device == DeviceType::CPU, op, ": only CPU tensors are supported by this build");
@@ -82,18 +104,23 @@ void register_optim(py::module_& m) {
           }
           if (t.contains("step")) o.step = to_view(t["step"], "step");
           o.fresh_buffer = t.contains("fresh_buffer") && py::cast<bool>(t["fresh_buffer"]);
+          ts.push_back(o);
+        }
+        if (!ts.empty() && ts[0].param.device == DeviceType::CUDA) return step_on_cuda(hyper, h, ts);
+        FASTRNN_CHECK(!hyper.contains("clip_norm"), "optimizer_step: clip_norm is for CUDA parameters");
+        for (const OptimizerTensor& o : ts) {
           for (const TensorView* v : {&o.param, &o.grad, &o.state[0], &o.state[1], &o.state[2], &o.step}) {
             FASTRNN_CHECK(!v->defined() || v->device == DeviceType::CPU, "optimizer_step",
-                          ": only CPU tensors are supported by this build");
+                          ": parameters, gradients, state and step of a CPU step must all be on the CPU");
           }
-          ts.push_back(o);
         }
         py::gil_scoped_release release;
         cpu::optimizer_step(h, ts.data(), static_cast<int>(ts.size()));
       },
       py::arg("hyper"), py::arg("tensors"),
       "One fused step of a parameter group: hyper-parameters (kind 0 SGD, 1 Adam, 2 RMSprop, 3 Adagrad) and per "
-      "parameter a dict of param, grad, state0..state2, step, fresh_buffer.");
+      "parameter a dict of param, grad, state0..state2, step, fresh_buffer. CUDA parameters take the step on "
+      "hyper['stream'], with optional clipping by hyper['clip_norm'] (a device scalar) and hyper['max_norm'].");
   m.def(
       "gradient_norm",
       [](const py::list& grads, double norm_type) {

@@ -71,7 +71,11 @@ FASTRNN_HOST_DEVICE void exp_parts(T x, T& scale, T& q) {
   const T r = (xc - n_real * E::kLn2Hi) - n_real * E::kLn2Lo;  // |r| <= ln2/2, exact reduction
   // q = e^r - 1 = r (1 + r/2 (1 + r/3 (1 + ... (1 + r/N)))), accurate even when r is tiny.
   T poly = T(1);
+#if defined(__CUDACC__)
+#pragma unroll
+#else
 #pragma GCC unroll 16
+#endif
   for (int k = E::kTerms; k >= 2; --k) poly = T(1) + poly * r * (T(1) / T(k));
   q = r * poly;
   // 2^n as 2^n1 * 2^n2, n1 = floor(n / 2), each within the exponent range.

@@ -3,14 +3,18 @@
 // shared by the CPU loops (csrc/cpu/optim.cpp) and the CUDA kernels (csrc/cuda/optim.cu).
 //
 // Each rule is built once per tensor on the host (from the group's hyper-parameters and the
-// tensor's step count), then applied to element i of its arrays: p the parameter, g the
-// gradient, s0..s2 the state tensors (see common/optim_params.h for which is which).
+// tensor's step count), then applied to one element's values in registers: p the parameter,
+// g the gradient, s0..s2 the state (see common/optim_params.h for which is which); kStates
+// says which state tensors the rule reads and writes (bit k for s_k). apply() does the loads
+// and stores, converting from the storage type (fp16/bf16 on CUDA) to the math type.
 // The element code has no branches on run-time options (selects, or compile-time flags
 // where a state tensor is absent), so the CPU loops vectorise.
 //
 // In an unnamed namespace, as the cells are (see cells/activations.h).
 #include <math.h>
 #include <stdint.h>
+
+#include <type_traits>
 
 #include "common/macros.h"
 #include "common/optim_params.h"
@@ -67,18 +71,17 @@ struct SgdRule {
   GradientPrep<T> prep;
   T lr, momentum, keep;
   bool fresh, nesterov;
-  SgdRule(const OptimizerHyper& h, bool fresh_buffer)
+  SgdRule(const OptimizerHyper& h, double, bool fresh_buffer)
       : prep(h), lr(T(h.lr)), momentum(T(h.momentum)), keep(T(1 - h.dampening)), fresh(fresh_buffer),
         nesterov(h.nesterov) {}
-  FASTRNN_HOST_DEVICE void operator()(int64_t i, T* p, const T* g, T* buf, T*, T*) const {
-    T d = prep(g[i], p[i]);
+  static constexpr int kStates = kMomentum ? 1 : 0;
+  FASTRNN_HOST_DEVICE void operator()(T& p, T g, T& buf, T&, T&) const {
+    T d = prep(g, p);
     if (kMomentum) {
-      const T old = buf[i];  // loaded either way: a load inside one arm of ?: blocks vectorising
-      const T b = fresh ? d : old * momentum + keep * d;
-      buf[i] = b;
-      d = nesterov ? d + momentum * b : b;
+      buf = fresh ? d : buf * momentum + keep * d;
+      d = nesterov ? d + momentum * buf : buf;
     }
-    p[i] = p[i] + (-lr) * d;
+    p = p + (-lr) * d;
   }
 };
 
@@ -91,7 +94,7 @@ struct AdamRule {
   Lerp<T> toward;
   T beta2, w2, step_size, bias2_sqrt, eps, shrink;
   bool decay;
-  AdamRule(const OptimizerHyper& h, double step)
+  AdamRule(const OptimizerHyper& h, double step, bool)
       : prep(h, !h.decoupled_weight_decay),
         toward(1 - h.beta1),
         beta2(T(h.beta2)),
@@ -101,21 +104,18 @@ struct AdamRule {
         eps(T(h.eps)),
         shrink(T(1 - h.lr * h.weight_decay)),
         decay(h.decoupled_weight_decay && h.weight_decay != 0) {}
-  FASTRNN_HOST_DEVICE void operator()(int64_t i, T* p, const T* g, T* m, T* v, T* vmax) const {
-    const T pi = decay ? p[i] * shrink : p[i];
-    const T d = prep(g[i], p[i]);
-    const T mi = toward(m[i], d);
-    const T vi = v[i] * beta2 + w2 * d * d;
-    m[i] = mi;
-    v[i] = vi;
-    T second = vi;
+  static constexpr int kStates = kAmsgrad ? 7 : 3;
+  FASTRNN_HOST_DEVICE void operator()(T& p, T g, T& m, T& v, T& vmax) const {
+    const T d = prep(g, p);
+    m = toward(m, d);
+    v = v * beta2 + w2 * d * d;
+    T second = v;
     if (kAmsgrad) {
-      const T old = vmax[i];
-      second = (old > vi) | (old != old) ? old : vi;  // torch.maximum keeps NaN; | not ||: no branch
-      vmax[i] = second;
+      vmax = (vmax > v) | (vmax != vmax) ? vmax : v;  // torch.maximum keeps NaN; | not ||: no branch
+      second = vmax;
     }
     const T denom = root(second) / bias2_sqrt + eps;
-    p[i] = pi + (-step_size) * mi / denom;
+    p = (decay ? p * shrink : p) + (-step_size) * m / denom;
   }
 };
 
@@ -127,28 +127,26 @@ struct RmsPropRule {
   GradientPrep<T> prep;
   Lerp<T> toward;
   T alpha, w, eps, lr, momentum;
-  explicit RmsPropRule(const OptimizerHyper& h)
+  RmsPropRule(const OptimizerHyper& h, double, bool)
       : prep(h), toward(1 - h.alpha), alpha(T(h.alpha)), w(T(1 - h.alpha)), eps(T(h.eps)), lr(T(h.lr)),
         momentum(T(h.momentum)) {}
-  FASTRNN_HOST_DEVICE void operator()(int64_t i, T* p, const T* g, T* square_avg, T* buf, T* grad_avg) const {
-    const T d = prep(g[i], p[i]);
-    const T sq = square_avg[i] * alpha + w * d * d;
-    square_avg[i] = sq;
+  static constexpr int kStates = 1 | (kMomentum ? 2 : 0) | (kCentered ? 4 : 0);
+  FASTRNN_HOST_DEVICE void operator()(T& p, T g, T& square_avg, T& buf, T& grad_avg) const {
+    const T d = prep(g, p);
+    square_avg = square_avg * alpha + w * d * d;
     T avg;
     if (kCentered) {
-      const T ga = toward(grad_avg[i], d);
-      grad_avg[i] = ga;
-      avg = root(sq + T(-1) * ga * ga);
+      grad_avg = toward(grad_avg, d);
+      avg = root(square_avg + T(-1) * grad_avg * grad_avg);
     } else {
-      avg = root(sq);
+      avg = root(square_avg);
     }
     avg = avg + eps;
     if (kMomentum) {
-      const T b = buf[i] * momentum + d / avg;
-      buf[i] = b;
-      p[i] = p[i] + (-lr) * b;
+      buf = buf * momentum + d / avg;
+      p = p + (-lr) * buf;
     } else {
-      p[i] = p[i] + (-lr) * d / avg;
+      p = p + (-lr) * d / avg;
     }
   }
 };
@@ -158,35 +156,60 @@ template <typename T>
 struct AdagradRule {
   GradientPrep<T> prep;
   T clr, eps;
-  AdagradRule(const OptimizerHyper& h, double step)
+  AdagradRule(const OptimizerHyper& h, double step, bool)
       : prep(h), clr(T(h.lr / (1 + (step - 1) * h.lr_decay))), eps(T(h.eps)) {}
-  FASTRNN_HOST_DEVICE void operator()(int64_t i, T* p, const T* g, T* sum, T*, T*) const {
-    const T d = prep(g[i], p[i]);
-    const T s = sum[i] + d * d;
-    sum[i] = s;
-    p[i] = p[i] + (-clr) * d / (root(s) + eps);
+  static constexpr int kStates = 1;
+  FASTRNN_HOST_DEVICE void operator()(T& p, T g, T& sum, T&, T&) const {
+    const T d = prep(g, p);
+    sum = sum + d * d;
+    p = p + (-clr) * d / (root(sum) + eps);
   }
 };
 
-// Calls fn(rule) with the rule of h's kind and options for a tensor at this step.
+// One element: loads p[i], g[i] and the state the rule uses as T, applies the rule, stores
+// back in the storage type S.
+template <typename T, typename Rule, typename S>
+FASTRNN_HOST_DEVICE void apply(const Rule& rule, int64_t i, S* p, const S* g, S* s0, S* s1, S* s2) {
+  T param = T(p[i]), a = T(0), b = T(0), c = T(0);
+  if constexpr ((Rule::kStates & 1) != 0) a = T(s0[i]);
+  if constexpr ((Rule::kStates & 2) != 0) b = T(s1[i]);
+  if constexpr ((Rule::kStates & 4) != 0) c = T(s2[i]);
+  rule(param, T(g[i]), a, b, c);
+  p[i] = S(param);
+  if constexpr ((Rule::kStates & 1) != 0) s0[i] = S(a);
+  if constexpr ((Rule::kStates & 2) != 0) s1[i] = S(b);
+  if constexpr ((Rule::kStates & 4) != 0) s2[i] = S(c);
+}
+
+// Calls fn(static_cast<Rule*>(nullptr)) with the rule type of h's kind and options: every
+// rule is built as Rule(h, step, fresh_buffer), step the tensor's step count after this step.
 template <typename T, typename Fn>
-void with_rule(const OptimizerHyper& h, double step, bool fresh_buffer, const Fn& fn) {
+void with_rule_type(const OptimizerHyper& h, const Fn& fn) {
   switch (h.kind) {
     case OptimizerKind::Sgd:
-      if (h.momentum != 0) return fn(SgdRule<T, true>(h, fresh_buffer));
-      return fn(SgdRule<T, false>(h, fresh_buffer));
+      if (h.momentum != 0) return fn(static_cast<SgdRule<T, true>*>(nullptr));
+      return fn(static_cast<SgdRule<T, false>*>(nullptr));
     case OptimizerKind::Adam:
-      if (h.amsgrad) return fn(AdamRule<T, true>(h, step));
-      return fn(AdamRule<T, false>(h, step));
+      if (h.amsgrad) return fn(static_cast<AdamRule<T, true>*>(nullptr));
+      return fn(static_cast<AdamRule<T, false>*>(nullptr));
     case OptimizerKind::RmsProp:
       if (h.momentum > 0) {
-        if (h.centered) return fn(RmsPropRule<T, true, true>(h));
-        return fn(RmsPropRule<T, true, false>(h));
+        if (h.centered) return fn(static_cast<RmsPropRule<T, true, true>*>(nullptr));
+        return fn(static_cast<RmsPropRule<T, true, false>*>(nullptr));
       }
-      if (h.centered) return fn(RmsPropRule<T, false, true>(h));
-      return fn(RmsPropRule<T, false, false>(h));
-    case OptimizerKind::Adagrad: return fn(AdagradRule<T>(h, step));
+      if (h.centered) return fn(static_cast<RmsPropRule<T, false, true>*>(nullptr));
+      return fn(static_cast<RmsPropRule<T, false, false>*>(nullptr));
+    case OptimizerKind::Adagrad: return fn(static_cast<AdagradRule<T>*>(nullptr));
   }
+}
+
+// Calls fn(rule) with the rule for one tensor at this step.
+template <typename T, typename Fn>
+void with_rule(const OptimizerHyper& h, double step, bool fresh_buffer, const Fn& fn) {
+  with_rule_type<T>(h, [&](auto* type) {
+    using Rule = std::remove_pointer_t<decltype(type)>;
+    fn(Rule(h, step, fresh_buffer));
+  });
 }
 
 // Which state tensors a rule reads, given its options.

@@ -55,7 +55,7 @@ void update_share(const OptimizerHyper& h, const OptimizerTensor& t, int64_t beg
   T* s2 = optim::uses_state(h, 2) ? t.state[2].data_as<T>() : nullptr;
   optim::with_rule<T>(h, step, t.fresh_buffer, [&](const auto& rule) {
 #pragma omp simd
-    for (int64_t i = begin; i < end; ++i) rule(i, p, g, s0, s1, s2);
+    for (int64_t i = begin; i < end; ++i) optim::apply<T>(rule, i, p, g, s0, s1, s2);
   });
 }
 

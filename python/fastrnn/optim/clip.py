@@ -27,6 +27,14 @@ def total_norm(grads: List[Tensor], norm_type: float) -> float:
     return torch.linalg.vector_norm(torch.stack([n.to(grads[0].device) for n in norms]), norm_type).item()
 
 
+def device_norm(grads: List[Tensor]) -> Tensor:
+    """The 2-norm of all the gradients together as a float32 tensor on the first gradient's
+    device, computed there (one multi-tensor launch per device), without a host sync."""
+    device = grads[0].device
+    norms = torch._foreach_norm([g.to_dense() if g.is_sparse else g for g in grads], 2.0)
+    return torch.linalg.vector_norm(torch.stack([n.to(device, torch.float32) for n in norms]), 2.0)
+
+
 def clip_coefficient(norm: float, max_norm: float) -> float:
     """min(max_norm / (norm + 1e-6), 1), NaN staying NaN, as torch clamps it."""
     coefficient = float(max_norm) / (norm + 1e-6)

@@ -14,8 +14,13 @@ Two additions, accepted by every class:
   would, inside the step: the step reads the norm in one pass and uses the scaled gradient
   without writing it back (``p.grad`` keeps the unclipped gradient).
 
-A group the kernels do not take (tensors off the CPU or not float32/float64, sparse
-gradients, ``differentiable`` or ``capturable``, a tensor ``lr``) runs torch's own step, with
+On CUDA (a build with FASTRNN_CUDA), float16/bfloat16/float32/float64 parameters of one
+device take one multi-tensor launch per 16 parameters on the current stream, math in float32
+(float64 for float64), with no host synchronisation: the step counters stay on the CPU as in
+torch's default, and ``max_grad_norm`` reads the norm on the device.
+
+A group the kernels do not take (other devices or dtypes, sparse gradients, ``differentiable``
+or ``capturable``, step counters on the device, a tensor ``lr``) runs torch's own step, with
 the same results.
 """
 
@@ -27,11 +32,14 @@ from torch import Tensor
 from torch.utils.dlpack import to_dlpack
 
 from .. import _C
-from .clip import clip_coefficient, total_norm
+from .clip import clip_coefficient, device_norm, total_norm
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
 
 _SGD, _ADAM, _RMSPROP, _ADAGRAD = 0, 1, 2, 3
+_CPU_DTYPES = (torch.float32, torch.float64)
+_CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_CUDA_KERNELS = bool(_C.build_info().get("cuda_compiled"))
 
 
 def _torch_step_of(cls):
@@ -72,18 +80,20 @@ class _Fused:
                 loss = closure()
         groups = [(g, [p for p in g["params"] if p.grad is not None]) for g in self.param_groups]
         groups = [(g, params) for g, params in groups if params]
-        # One norm for all gradients, read once, if any group clips.
+        # One norm for all gradients, read once, if any group clips: a float when every
+        # gradient is on the CPU, else a float32 tensor on the first gradient's device (no sync).
         norm = None
         if any(g.get("max_grad_norm") is not None for g, _ in groups):
-            norm = total_norm([p.grad for _, params in groups for p in params], 2.0)
+            grads = [p.grad for _, params in groups for p in params]
+            norm = total_norm(grads, 2.0) if all(g.device.type == "cpu" for g in grads) else device_norm(grads)
         for group, params in groups:
             max_norm = group.get("max_grad_norm")
-            scale = 1.0 if max_norm is None else clip_coefficient(norm, max_norm)
+            clip = None if max_norm is None else (norm, float(max_norm))
             if self._fusable(group, params):
-                for dtype in {p.dtype for p in params}:
-                    self._fused_step(group, [p for p in params if p.dtype == dtype], scale)
+                for device, dtype in {(p.device, p.dtype) for p in params}:
+                    self._fused_step(group, [p for p in params if p.device == device and p.dtype == dtype], clip)
             else:
-                self._torch_step(group, params, scale)
+                self._torch_step(group, params, clip)
         return loss
 
     def _fusable(self, group, params: List[Tensor]) -> bool:
@@ -91,18 +101,33 @@ class _Fused:
             return False
         if any(isinstance(b, Tensor) for b in group.get("betas", ())):
             return False
-        return all(p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) and p.is_contiguous() and
-                   p.grad.layout == torch.strided and p.grad.dtype == p.dtype and p.grad.is_contiguous()
-                   for p in params)
 
-    def _torch_step(self, group, params, scale):
+        def takes(p):
+            dtypes = _CPU_DTYPES if p.device.type == "cpu" else _CUDA_DTYPES if p.device.type == "cuda" else ()
+            if p.device.type == "cuda" and not _CUDA_KERNELS:
+                return False
+            step = self.state[p].get("step") if p in self.state else None
+            return (p.dtype in dtypes and p.is_contiguous() and p.grad.layout == torch.strided and
+                    p.grad.dtype == p.dtype and p.grad.device == p.device and p.grad.is_contiguous() and
+                    (step is None or step.device.type == "cpu") and
+                    not (p.device.type == "cuda" and group.get("fused")))
+
+        return all(takes(p) for p in params)
+
+    def _torch_step(self, group, params, clip):
         """torch's implementation on this group alone; the additions are applied to temporary
         gradients, so p.grad is left as it was."""
         l1 = group.get("l1_decay", 0.0)
+        scale = 1.0
+        if clip is not None:
+            norm, max_norm = clip
+            scale = (clip_coefficient(norm, max_norm) if not isinstance(norm, Tensor)
+                     else torch.clamp(max_norm / (norm + 1e-6), max=1.0))
         originals = [p.grad for p in params]
-        if scale != 1.0 or l1:
+        if isinstance(scale, Tensor) or scale != 1.0 or l1:
             for p in params:
-                p.grad = p.grad * scale + (l1 * torch.sign(p) if l1 else 0)
+                s = scale.to(p.grad.device, p.grad.dtype) if isinstance(scale, Tensor) else scale
+                p.grad = p.grad * s + (l1 * torch.sign(p) if l1 else 0)
         saved = self.param_groups
         self.param_groups = [group]
         try:
@@ -112,10 +137,18 @@ class _Fused:
             for p, g in zip(params, originals):
                 p.grad = g
 
-    def _fused_step(self, group, params, scale):
+    def _fused_step(self, group, params, clip):
+        """One kernel call for parameters of one device and dtype."""
         hyper = self._hyper(group)
-        hyper.update(l1_decay=float(group.get("l1_decay", 0.0)), grad_scale=float(scale),
-                     maximize=bool(group.get("maximize", False)))
+        hyper.update(l1_decay=float(group.get("l1_decay", 0.0)), maximize=bool(group.get("maximize", False)))
+        device = params[0].device
+        if device.type == "cuda":
+            hyper["stream"] = torch.cuda.current_stream(device).cuda_stream
+            if clip is not None:
+                norm, max_norm = clip
+                hyper.update(clip_norm=to_dlpack(norm.to(device)), max_norm=max_norm)
+        elif clip is not None:
+            hyper["grad_scale"] = float(clip_coefficient(*clip))
         tensors = []
         for p in params:
             state = self.state[p]
