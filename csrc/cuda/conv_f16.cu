@@ -1,0 +1,6 @@
+// One dtype's convolution kernels, in a file of its own so the build compiles them in parallel.
+#include "cuda/conv_ops.cuh"
+
+namespace fastrnn::cuda::conv {
+template struct ConvOps<__half, Mma16<__half>>;
+}  // namespace fastrnn::cuda::conv
