@@ -132,6 +132,7 @@ struct SplitPlan {
 template <class Policy>
 SplitPlan split_plan(const Shape& s) {
   const int64_t gemm_k = int64_t(s.N) * s.PQ;
+  if (gemm_k == 0) return SplitPlan{1, Policy::BK};
   const int64_t tiles = ((s.Kg + Policy::BM - 1) / Policy::BM) * ((int64_t(s.CgRS) + Policy::BN - 1) / Policy::BN) * s.groups;
   int64_t splits = (264 + tiles - 1) / tiles;
   const int64_t max_splits = (gemm_k + 4 * Policy::BK - 1) / (4 * Policy::BK);

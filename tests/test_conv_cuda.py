@@ -1,0 +1,262 @@
+"""The CUDA Conv2d kernels (fastrnn._conv_cuda) against float64 references computed by torch on the
+CPU and against torch's own CUDA convolution; the fused conv + bias + ReLU + 2x2 max pool against
+torch's three ops. The GPU tests are marked `cuda` (skipped without a GPU); the gather index math
+and the error paths are checked everywhere."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastrnn
+from fastrnn import _C, _conv_cuda
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (N, C, H, W, K, R, S, stride, padding, dilation, groups, bias)
+CASES = [
+    (2, 3, 13, 11, 7, 3, 3, 1, 1, 1, 1, True),
+    (3, 8, 9, 9, 16, 1, 1, 1, 0, 1, 1, False),
+    (1, 6, 17, 15, 9, 3, 5, 2, (1, 2), 1, 3, True),
+    (2, 5, 12, 13, 37, 3, 3, (2, 1), 0, (2, 1), 1, True),
+    (2, 12, 11, 10, 12, 3, 3, 1, 1, 1, 12, True),     # depthwise
+    (1, 7, 14, 9, 14, 5, 3, 2, 2, 2, 7, False),        # depthwise, channel multiplier 2
+    (4, 32, 15, 15, 48, 3, 3, 1, 1, 1, 1, True),
+    (1, 130, 7, 9, 133, 3, 3, 1, 1, 1, 1, True),       # crosses the 128-wide tiles
+    (2, 4, 23, 19, 6, 7, 7, 3, 3, 1, 2, True),
+]
+# float32 runs twice: on the FMA units, and on TF32 tensor cores (torch.backends.cudnn.allow_tf32).
+MODES = ["float64", "float32", "tf32", "float16", "bfloat16"]
+# Largest error allowed relative to the reference's largest magnitude (at least 1).
+TOLERANCE = {"float64": 1e-10, "float32": 2e-5, "tf32": 2e-3, "float16": 1e-2, "bfloat16": 2e-2}
+
+
+@pytest.fixture(params=MODES)
+def mode(request):
+    """The dtype under test, with allow_tf32 set for this mode (and restored afterwards)."""
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = request.param == "tf32"
+    yield request.param
+    torch.backends.cudnn.allow_tf32 = previous
+
+
+def dtype_of(mode):
+    return torch.float32 if mode == "tf32" else getattr(torch, mode)
+
+
+def case_id(c):
+    N, C, H, W, K, R, S, st, pad, dil, g, bias = c
+    return f"N{N}C{C}H{H}W{W}K{K}R{R}S{S}s{st}p{pad}d{dil}g{g}{'b' if bias else ''}".replace(" ", "")
+
+
+def assert_close(actual, expected, tol, what):
+    actual, expected = actual.detach().cpu().double(), expected.detach().cpu().double()
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert actual.isfinite().all(), f"{what}: non-finite values (an element was not written?)"
+    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
+    err = (actual - expected).abs().max().item() if expected.numel() else 0.0
+    assert err <= tol * scale, f"{what}: max error {err:.3e} > {tol:.0e} x {scale:.3g}"
+
+
+def make(case, dtype, seed=0):
+    N, C, H, W, K, R, S, stride, padding, dilation, groups, bias = case
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, C, H, W, generator=gen)
+    w = torch.randn(K, C // groups, R, S, generator=gen) / (C // groups * R * S) ** 0.5
+    b = torch.randn(K, generator=gen) if bias else None
+    # Rounded to the dtype first, so the float64 reference sees the same inputs.
+    to = lambda t: None if t is None else t.to(dtype).cuda()
+    return to(x), to(w), to(b), dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def double(t):
+    return None if t is None else t.detach().cpu().double().requires_grad_()
+
+
+# ---- checks that run everywhere ----------------------------------------------------------------
+
+def test_gather_index_math_on_host(tmp_path):
+    """The implicit GEMMs' index arithmetic, run naively on the host against a direct convolution."""
+    compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if compiler is None:
+        pytest.skip("no C++ compiler on this machine")
+    exe = tmp_path / "conv_problems_check"
+    subprocess.run([compiler, "-std=c++17", "-O1", "-I", os.path.join(REPO, "csrc"),
+                    os.path.join(REPO, "tests", "cuda_host", "conv_problems_check.cpp"), "-o", str(exe)], check=True)
+    result = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cpu_tensors_raise_cleanly():
+    """Without a GPU (or with CPU tensors) the calls raise, never crash."""
+    x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        _conv_cuda.forward(x, w, None, 1, 0, 1, 1)
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        _conv_cuda.backward(torch.randn(1, 3, 3, 3), x, w, 1, 0, 1, 1)
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        _conv_cuda.conv_relu_pool_forward(x, w, None, 1, 0, 1, 1)
+    from torch.utils.dlpack import to_dlpack
+    y = torch.empty(1, 3, 3, 3)
+    expected = "CUDA tensor" if fastrnn.build_info()["cuda_compiled"] else "built without CUDA"
+    with pytest.raises(RuntimeError, match=expected):
+        _C.conv2d_cuda_forward(to_dlpack(x), to_dlpack(w), None, to_dlpack(y), stride=(1, 1), padding=(0, 0),
+                               dilation=(1, 1), groups=1, relu=False, allow_tf32=False, stream=0)
+    with pytest.raises(RuntimeError, match=expected):
+        _C.conv_relu_pool2d_cuda_backward(to_dlpack(y), to_dlpack(y), None, to_dlpack(x), to_dlpack(w), None, None,
+                                          None, None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
+                                          allow_tf32=False, stream=0)
+
+
+# ---- GPU -------------------------------------------------------------------------------------
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+def test_forward(case, mode, relu):
+    dtype = dtype_of(mode)
+    x, w, b, geo = make(case, dtype)
+    y = _conv_cuda.forward(x, w, b, relu=relu, **geo)
+    expected = F.conv2d(double(x), double(w), double(b), **geo)
+    if relu:
+        expected = expected.relu()
+    assert y.dtype == dtype and y.device == x.device
+    assert_close(y, expected, TOLERANCE[mode], "forward vs float64")
+    if dtype in (torch.float32, torch.float64):
+        cudnn = F.conv2d(x, w, b, **geo)
+        assert_close(y, cudnn.relu() if relu else cudnn, TOLERANCE[mode], "forward vs torch on the GPU")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_backward(case, mode):
+    dtype = dtype_of(mode)
+    x, w, b, geo = make(case, dtype)
+    dy = torch.randn(F.conv2d(x.double().cpu(), w.double().cpu(), **geo).shape, generator=torch.Generator().manual_seed(3))
+    dy = dy.to(dtype).cuda()
+    xd, wd, bd = double(x), double(w), double(b)
+    F.conv2d(xd, wd, bd, **geo).backward(double(dy))
+    dx, dw, db = _conv_cuda.backward(dy, x, w, needs=(True, True, True), has_bias=b is not None, **geo)
+    tol = TOLERANCE[mode]
+    assert_close(dx, xd.grad, tol, "grad input")
+    assert_close(dw, wd.grad, tol, "grad weight")
+    if b is None:
+        assert db is None
+    else:
+        assert_close(db, bd.grad, tol, "grad bias")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True), (False, True, True)])
+def test_backward_needs(needs):
+    x, w, b, geo = make(CASES[2], torch.float64)
+    dy = torch.randn(_conv_cuda.forward(x, w, b, **geo).shape, dtype=torch.float64, device="cuda")
+    full = _conv_cuda.backward(dy, x, w, needs=(True, True, True), **geo)
+    some = _conv_cuda.backward(dy, x, w, needs=needs, **geo)
+    for need, a, ref in zip(needs, some, full):
+        if need:
+            assert_close(a, ref, 1e-12, "masked gradient")
+        else:
+            assert a is None
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[5]], ids=case_id)
+def test_gradcheck(case):
+    x, w, b, geo = make(case, torch.float64)
+    x, w = x[:1, :, :7, :6].contiguous(), w.contiguous()
+
+    class Conv(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, w, b):
+            ctx.save_for_backward(x, w)
+            return _conv_cuda.forward(x, w, b, **geo)
+
+        @staticmethod
+        def backward(ctx, dy):
+            x, w = ctx.saved_tensors
+            return _conv_cuda.backward(dy, x, w, needs=ctx.needs_input_grad, has_bias=b is not None, **geo)
+
+    args = (x.requires_grad_(), w.requires_grad_(), None if b is None else b.requires_grad_())
+    assert torch.autograd.gradcheck(Conv.apply, args)
+
+
+def torch_block(x, w, b, geo):
+    return F.max_pool2d(F.relu(F.conv2d(x, w, b, **geo)), 2, return_indices=True)
+
+
+def local_argmax(indices, width):
+    """torch's flat indices in the conv output plane -> position in the 2x2 window (2 * dp + dq)."""
+    return (indices // width % 2) * 2 + indices % width % 2
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_conv_relu_pool(case, mode):
+    dtype = dtype_of(mode)
+    x, w, b, geo = make(case, dtype)
+    y, argmax = _conv_cuda.conv_relu_pool_forward(x, w, b, **geo)
+    xd, wd, bd = double(x), double(w), double(b)
+    ref, indices = torch_block(xd, wd, bd, geo)
+    conv_width = F.conv2d(xd, wd, None, **geo).shape[3]
+    tol = TOLERANCE[mode]
+    assert argmax.dtype == torch.uint8
+    assert_close(y, ref, tol, "pooled output")
+    if tol <= 2e-5:  # no near-ties decided differently by rounding
+        assert torch.equal(argmax.cpu().long(), local_argmax(indices, conv_width)), "argmax"
+
+    # Backward, given our own forward's decisions: the float64 reference routes the pooled
+    # gradient through our argmax, so a tie broken differently under rounding is no failure.
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(5)).to(dtype).cuda()
+    dx, dw, db = _conv_cuda.conv_relu_pool_backward(dy, y, argmax, x, w, needs=(True, True, True),
+                                                    has_bias=b is not None, **geo)
+    conv = F.conv2d(xd, wd, bd, **geo)
+    N, K, Po, Qo = y.shape
+    a = argmax.cpu().long()
+    full = torch.zeros_like(conv)
+    rows = (2 * torch.arange(Po).view(1, 1, Po, 1) + a // 2).expand(N, K, Po, Qo)
+    cols = (2 * torch.arange(Qo).view(1, 1, 1, Qo) + a % 2).expand(N, K, Po, Qo)
+    grad = torch.where(y.cpu().double() > 0, dy.cpu().double(), torch.zeros((), dtype=torch.float64))
+    full[torch.arange(N).view(N, 1, 1, 1).expand_as(rows), torch.arange(K).view(1, K, 1, 1).expand_as(rows), rows, cols] = grad
+    conv.backward(full)
+    assert_close(dx, xd.grad, tol, "fused grad input")
+    assert_close(dw, wd.grad, tol, "fused grad weight")
+    if b is not None:
+        assert_close(db, bd.grad, tol, "fused grad bias")
+
+    if dtype == torch.float64:  # and against torch's three ops end to end
+        x2, w2, b2 = double(x), double(w), double(b)
+        torch_block(x2, w2, b2, geo)[0].backward(dy.cpu().double())
+        assert_close(dx, x2.grad, tol, "fused grad input vs torch")
+        assert_close(dw, w2.grad, tol, "fused grad weight vs torch")
+
+
+@pytest.mark.cuda
+def test_runs_on_the_current_stream_without_syncing():
+    x, w, b, geo = make(CASES[6], torch.float16)
+    stream = torch.cuda.Stream()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with torch.cuda.stream(stream):
+            y = _conv_cuda.forward(x, w, b, **geo)
+            dx, dw, db = _conv_cuda.backward(torch.ones_like(y), x, w, **geo)
+            z, argmax = _conv_cuda.conv_relu_pool_forward(x, w, b, **geo)
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    stream.synchronize()
+    assert_close(y, F.conv2d(double(x), double(w), double(b), **geo), TOLERANCE["float16"], "forward on a stream")
+
+
+@pytest.mark.cuda
+def test_bad_inputs_raise():
+    x, w, b, geo = make(CASES[0], torch.float32)
+    with pytest.raises(RuntimeError, match="float16, bfloat16, float32 or float64"):
+        _conv_cuda.forward(x.int(), w.int(), None, **geo)
+    with pytest.raises(RuntimeError, match="weight must have shape"):
+        _conv_cuda.forward(x, w[:, :2].contiguous(), None, **geo)
+    with pytest.raises(RuntimeError, match="must be float32"):
+        _conv_cuda.forward(x, w, b.double(), **geo)
