@@ -233,6 +233,10 @@ struct ConvOps {
       return check_launch(op);
     }
     const SplitPlan plan = split_plan<Policy>(s);
+    FASTRNN_CHECK(!p.workspace.defined() || (p.workspace.device == DeviceType::CUDA &&
+                                             p.workspace.device_index == p.x.device_index &&
+                                             reinterpret_cast<uintptr_t>(p.workspace.data) % alignof(Acc) == 0),
+                  op, ": the workspace must be aligned memory on the input's CUDA device");
     FASTRNN_CHECK(p.workspace.defined() && p.workspace.nbytes() >= workspace_bytes(p), op,
                   ": the workspace holds ", p.workspace.defined() ? p.workspace.nbytes() : 0, " bytes, ",
                   workspace_bytes(p), " are needed");
