@@ -11,6 +11,9 @@
 #include "common/error.h"
 #include "common/rnn_params.h"
 #include "cpu/rnn.h"
+#if defined(FASTRNN_WITH_CUDA)
+#include "cuda/rnn.h"
+#endif
 
 namespace py = pybind11;
 
@@ -55,17 +58,41 @@ std::vector<Params> read_calls(const py::list& calls, const char* op, Params (*r
   return params;
 }
 
-// Every array a call touches must be on the CPU, for now.
+std::string device_name(const TensorView& v) {
+  return v.device == DeviceType::CUDA ? "cuda:" + std::to_string(v.device_index) : "cpu";
+}
+
+// A call runs where x is. On the CPU every array must be there too; CUDA calls check their
+// own arrays (batch_sizes stays on the CPU for them, as torch keeps it).
 void require_cpu(const char* op, std::initializer_list<const TensorView*> views) {
   for (const TensorView* v : views) {
-    FASTRNN_CHECK(!v->defined() || v->device == DeviceType::CPU, op,
-                  ": only CPU arrays are supported by this build; CUDA RNN kernels are not available yet");
+    FASTRNN_CHECK(!v->defined() || v->device == DeviceType::CPU,
+                  "Expected all tensors to be on the same device, but found at least two devices, cpu and ",
+                  device_name(*v), "! (", op, ")");
   }
+}
+
+bool on_cuda(const TensorView& x) { return x.defined() && x.device == DeviceType::CUDA; }
+
+#if defined(FASTRNN_WITH_CUDA)
+// The caller's stream and math switches, from the first call's dict.
+cuda::RnnLaunch read_launch(const py::list& calls) {
+  cuda::RnnLaunch launch;
+  const py::dict first = py::cast<py::dict>(calls[0]);
+  if (first.contains("stream")) launch.stream = py::cast<uintptr_t>(first["stream"]);
+  launch.allow_tf32 = first.contains("allow_tf32") && py::cast<bool>(first["allow_tf32"]);
+  return launch;
+}
+#endif
+
+[[noreturn, maybe_unused]] void no_cuda(const char* op) {
+  throw Error(ErrorKind::Runtime, std::string(op) +
+                                      ": this build of fastrnn has no CUDA kernels (install with FASTRNN_CUDA=ON)");
 }
 
 RnnForwardParams read_forward(const py::dict& call) {
   const CallArgs a(call, {"reverse", "x", "h0", "c0", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr",
-                          "batch_sizes", "y", "h_n", "c_n", "reserve", "workspace"});
+                          "batch_sizes", "y", "h_n", "c_n", "reserve", "workspace", "stream", "allow_tf32"});
   RnnForwardParams p;
   p.reverse = a.flag("reverse");
   p.x = a.view("x");
@@ -82,7 +109,7 @@ RnnForwardParams read_forward(const py::dict& call) {
   p.c_n = a.view("c_n");
   p.reserve = a.view("reserve");
   p.workspace = a.view("workspace");
-  require_cpu("rnn_forward", {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.bias_ih, &p.bias_hh, &p.weight_hr,
+  if (!on_cuda(p.x)) require_cpu("rnn_forward", {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.bias_ih, &p.bias_hh, &p.weight_hr,
                               &p.batch_sizes, &p.y, &p.h_n, &p.c_n, &p.reserve, &p.workspace});
   return p;
 }
@@ -90,7 +117,7 @@ RnnForwardParams read_forward(const py::dict& call) {
 RnnBackwardParams read_backward(const py::dict& call) {
   const CallArgs a(call, {"reverse", "x", "h0", "c0", "weight_ih", "weight_hh", "weight_hr", "batch_sizes", "y",
                           "reserve", "dy", "dh_n", "dc_n", "dx", "dh0", "dc0", "dweight_ih", "dweight_hh",
-                          "dbias_ih", "dbias_hh", "dweight_hr", "workspace"});
+                          "dbias_ih", "dbias_hh", "dweight_hr", "workspace", "stream", "allow_tf32"});
   RnnBackwardParams p;
   p.reverse = a.flag("reverse");
   p.x = a.view("x");
@@ -114,7 +141,7 @@ RnnBackwardParams read_backward(const py::dict& call) {
   p.dbias_hh = a.view("dbias_hh");
   p.dweight_hr = a.view("dweight_hr");
   p.workspace = a.view("workspace");
-  require_cpu("rnn_backward", {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.weight_hr, &p.batch_sizes, &p.y,
+  if (!on_cuda(p.x)) require_cpu("rnn_backward", {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.weight_hr, &p.batch_sizes, &p.y,
                                &p.reserve, &p.dy, &p.dh_n, &p.dc_n, &p.dx, &p.dh0, &p.dc0, &p.dweight_ih,
                                &p.dweight_hh, &p.dbias_ih, &p.dbias_hh, &p.dweight_hr, &p.workspace});
   return p;
@@ -126,14 +153,26 @@ void register_rnn(py::module_& m) {
   m.def(
       "rnn_buffer_sizes",
       [](int cell, const std::string& dtype, int64_t total_rows, int64_t batch, int64_t input_size,
-         int64_t hidden_size, int64_t proj_size) {
-        const RnnBufferSizes s = cpu::rnn_buffer_sizes(static_cast<CellKind>(cell), dtype_from_name(dtype),
-                                                       total_rows, batch, input_size, hidden_size, proj_size);
+         int64_t hidden_size, int64_t proj_size, const std::string& device) {
+        const auto kind = static_cast<CellKind>(cell);
+        RnnBufferSizes s;
+        if (device == "cuda") {
+#if defined(FASTRNN_WITH_CUDA)
+          s = cuda::rnn_buffer_sizes(kind, dtype_from_name(dtype), total_rows, batch, input_size, hidden_size,
+                                     proj_size);
+#else
+          no_cuda("rnn_buffer_sizes");
+#endif
+        } else {
+          FASTRNN_CHECK_VALUE(device == "cpu", "rnn_buffer_sizes: device must be 'cpu' or 'cuda', got '", device, "'");
+          s = cpu::rnn_buffer_sizes(kind, dtype_from_name(dtype), total_rows, batch, input_size, hidden_size, proj_size);
+        }
         return py::make_tuple(s.reserve_elements, s.forward_workspace_bytes, s.backward_workspace_bytes);
       },
       py::arg("cell"), py::arg("dtype"), py::arg("total_rows"), py::arg("batch"), py::arg("input_size"),
-      py::arg("hidden_size"), py::arg("proj_size") = 0,
-      "(reserve elements, forward workspace bytes, backward workspace bytes) of one call");
+      py::arg("hidden_size"), py::arg("proj_size") = 0, py::arg("device") = "cpu",
+      "(reserve elements, forward workspace bytes, backward workspace bytes) of one call on `device` ('cpu' or "
+      "'cuda'); on CUDA the reserve of float16/bfloat16 tensors is float32");
 
   m.def(
       "rnn_forward",
@@ -143,18 +182,36 @@ void register_rnn(py::module_& m) {
           p.cell = static_cast<CellKind>(cell);
           p.training = training;
         }
+        if (on_cuda(params[0].x)) {
+#if defined(FASTRNN_WITH_CUDA)
+          const cuda::RnnLaunch launch = read_launch(calls);
+          py::gil_scoped_release release;
+          return cuda::rnn_forward(params.data(), static_cast<int>(params.size()), launch);
+#else
+          no_cuda("rnn_forward");
+#endif
+        }
         py::gil_scoped_release release;
         cpu::rnn_forward(params.data(), static_cast<int>(params.size()));
       },
       py::arg("cell"), py::arg("training"), py::arg("calls"),
       "Runs 1 or 2 forward calls (dicts of arrays: reverse, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, "
-      "weight_hr, batch_sizes, y, h_n, c_n, reserve, workspace).");
+      "weight_hr, batch_sizes, y, h_n, c_n, reserve, workspace; CUDA calls also stream, allow_tf32).");
 
   m.def(
       "rnn_backward",
       [](int cell, const py::list& calls) {
         std::vector<RnnBackwardParams> params = read_calls<RnnBackwardParams>(calls, "rnn_backward", read_backward);
         for (RnnBackwardParams& p : params) p.cell = static_cast<CellKind>(cell);
+        if (on_cuda(params[0].x)) {
+#if defined(FASTRNN_WITH_CUDA)
+          const cuda::RnnLaunch launch = read_launch(calls);
+          py::gil_scoped_release release;
+          return cuda::rnn_backward(params.data(), static_cast<int>(params.size()), launch);
+#else
+          no_cuda("rnn_backward");
+#endif
+        }
         py::gil_scoped_release release;
         cpu::rnn_backward(params.data(), static_cast<int>(params.size()));
       },

@@ -16,6 +16,13 @@ from . import _checks, ops
 __all__ = ["lstm", "gru", "rnn"]
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float64)
+# CUDA also runs float16 and bfloat16 (float32 arithmetic and cell state inside).
+_CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def supported_dtypes(x: Tensor):
+    """The dtypes fastrnn's kernels take for tensors on x's device."""
+    return _CUDA_DTYPES if x.device.type == "cuda" else _SUPPORTED_DTYPES
 
 
 def _contiguous(t: Optional[Tensor]) -> Optional[Tensor]:
@@ -61,7 +68,7 @@ def run_bidirectional_layer(cell: str, x: Tensor, forward: tuple, reverse: tuple
 def _layer(op, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, reverse):
     lstm = cell == "lstm"
     T, B, _, H = _checks.check_rnn_arguments(op, cell, x, h0, c0 if lstm else None, weight_ih, weight_hh, bias_ih,
-                                             bias_hh, _SUPPORTED_DTYPES)
+                                             bias_hh, supported_dtypes(x))
     if h0 is None:
         h0 = x.new_zeros(B, H)
     if lstm and c0 is None:

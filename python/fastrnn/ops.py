@@ -98,7 +98,21 @@ def _buffer_sizes(cell, x, h0, weight_hh, weight_hr, batch_sizes):
     """(reserve elements, forward workspace bytes, backward workspace bytes) of one call."""
     B, P = h0.shape
     return _C.rnn_buffer_sizes(cell, _dtype_name(x.dtype), _rows(x, batch_sizes), B, x.shape[-1],
-                               _hidden_size(weight_hh, cell), 0 if weight_hr is None else P)
+                               _hidden_size(weight_hh, cell), 0 if weight_hr is None else P, x.device.type)
+
+
+def _reserve_dtype(x: Tensor) -> torch.dtype:
+    # float16/bfloat16 (CUDA) keep the saved gates and cell states in float32.
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
+def _launch(x: Tensor) -> dict:
+    """What a CUDA call needs besides its tensors: the caller's current stream on x's device, and
+    whether float32 products may use TF32 tensor cores (torch.backends.cuda.matmul.allow_tf32)."""
+    if x.device.type != "cuda":
+        return {}
+    return {"stream": torch.cuda.current_stream(x.device).cuda_stream,
+            "allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32)}
 
 
 class _Direction:
@@ -125,8 +139,8 @@ def _forward(x: Tensor, batch_sizes: Optional[Tensor], cell: int, training: bool
         h_n = _empty(d.h0.shape, d.h0)
         c_n = _empty((d.h0.shape[0], H), d.h0) if lstm else x.new_empty(0)
         width = _reserve_width(cell, H, d.weight_hr is not None, training)
-        reserve = _empty((rows, width), x) if width else x.new_empty(0)
-        calls.append({
+        reserve = _empty((rows, width), x, _reserve_dtype(x)) if width else x.new_empty(0)
+        calls.append({**_launch(x),
             "reverse": d.reverse, "x": _view(x), "h0": _view(d.h0), "c0": _view(d.c0 if lstm else None),
             "weight_ih": _view(d.weight_ih), "weight_hh": _view(d.weight_hh), "bias_ih": _view(d.bias_ih),
             "bias_hh": _view(d.bias_hh), "weight_hr": _view(d.weight_hr), "batch_sizes": _view(batch_sizes),
@@ -158,7 +172,7 @@ def _backward(x: Tensor, batch_sizes: Optional[Tensor], y: Tensor, dy: Tensor, c
                  _empty(d.weight_hr.shape, d.weight_hr) if d.weight_hr is not None else x.new_empty(0))
         dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = grads
         half = slice(k * P, (k + 1) * P)
-        calls.append({
+        calls.append({**_launch(x),
             "reverse": d.reverse, "x": _view(x), "h0": _view(d.h0), "c0": _view(d.c0 if lstm else None),
             "weight_ih": _view(d.weight_ih), "weight_hh": _view(d.weight_hh), "weight_hr": _view(d.weight_hr),
             "batch_sizes": _view(batch_sizes), "y": _view(y[..., half]),
@@ -180,7 +194,7 @@ def _fake_forward(x, batch_sizes, cell, training, directions):
     for d in directions:
         c_n = d.h0.new_empty(d.h0.shape[0], H) if cell == _LSTM else x.new_empty(0)
         width = _reserve_width(cell, H, d.weight_hr is not None, training)
-        reserve = x.new_empty(_rows(x, batch_sizes), width) if width else x.new_empty(0)
+        reserve = x.new_empty(_rows(x, batch_sizes), width, dtype=_reserve_dtype(x)) if width else x.new_empty(0)
         results.append((torch.empty_like(d.h0), c_n, reserve))
     return y, results
 

@@ -19,16 +19,24 @@ from .. import functional as _F
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
 
-_SUPPORTED_DTYPES = (torch.float32, torch.float64)
-
-
 def _cell_name(module) -> str:
     return {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}[module.mode]
 
 
-def _check_dtype(dtype: torch.dtype, what: str) -> None:
-    if dtype not in _SUPPORTED_DTYPES:
-        raise RuntimeError(f"{what}: fastrnn's kernels support float32 and float64, got {dtype}")
+def _check_dtype(input: Tensor, what: str) -> None:  # noqa: A002
+    supported = _F.supported_dtypes(input)
+    if input.dtype not in supported:
+        names = " and ".join(", ".join(str(d).replace("torch.", "") for d in supported).rsplit(", ", 1))
+        raise RuntimeError(f"{what}: fastrnn's kernels support {names}, got {input.dtype}")
+
+
+def _check_devices(input: Tensor, hidden, params) -> None:  # noqa: A002
+    """torch.nn's RNN device checks (hidden states first, then parameters), in its words."""
+    for kind, tensors in (("hidden", hidden), ("parameter", params)):
+        for t in tensors:
+            if t is not None and t.device != input.device:
+                raise RuntimeError(f"Input and {kind} tensors are not at the same device, found input tensor at "
+                                   f"{input.device} and {kind} tensor at {t.device}")
 
 
 class _FusedRNNBase:
@@ -63,7 +71,8 @@ class _FusedRNNBase:
         else:
             self.check_forward_args(input, hx, batch_sizes)
             hx = self.permute_hidden(hx, sorted_indices)
-        _check_dtype(input.dtype, name)
+        _check_devices(input, hx if lstm else (hx,), self._flat_weights)
+        _check_dtype(input, name)
 
         if self.batch_first and not packed:
             input = input.transpose(0, 1)  # noqa: A001 - the kernels take (T, B, I)
@@ -196,7 +205,12 @@ class _FusedCellBase:
             if t.dtype != weight.dtype:
                 a, b = (_TORCH_TYPE_NAMES.get(d, str(d)) for d in (t.dtype, weight.dtype))
                 raise RuntimeError(f"mat1 and mat2 must have the same dtype, but got {a} and {b}")
-        _check_dtype(input.dtype, type(self).__name__)
+        # torch's matmuls name the first two devices they meet.
+        for t in (self.weight_ih, *states, self.weight_hh):
+            if t.device != input.device:
+                raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
+                                   f"{input.device} and {t.device}!")
+        _check_dtype(input, type(self).__name__)
 
 
 class RNNCell(_FusedCellBase, torch.nn.RNNCell):
