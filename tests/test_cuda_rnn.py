@@ -93,8 +93,8 @@ def test_functional_matches_float64_and_cudnn(cell, reverse, dtype, T, B, I, H):
     x = rounded(torch.randn(T, B, I, generator=gen), dtype)
     h0 = rounded(0.5 * torch.randn(B, H, generator=gen), dtype)
     c0 = rounded(0.5 * torch.randn(B, H, generator=gen), dtype) if cell == "lstm" else None
-    out_weights = [torch.randn(T, B, H, generator=gen), torch.randn(B, H, generator=gen),
-                   torch.randn(B, H, generator=gen)]
+    # Output gradients representable in dtype, so every side back-propagates the same values.
+    out_weights = [rounded(torch.randn(shape, generator=gen), dtype).float() for shape in ((T, B, H), (B, H), (B, H))]
     params = [p.detach() for p in layer.parameters()]
 
     def inputs(device, dt):
@@ -226,9 +226,9 @@ def test_modules_on_cuda(kind, kwargs, dtype):
         y, hidden = module(xi)
         hidden = hidden if isinstance(hidden, tuple) else (hidden,)
         gen_w = torch.Generator().manual_seed(6)
-        loss = (y.float().cpu() * torch.randn(y.shape, generator=gen_w)).sum()
+        loss = (y.float().cpu() * rounded(torch.randn(y.shape, generator=gen_w), dtype).float()).sum()
         for h in hidden:
-            loss = loss + (h.float().cpu() * torch.randn(h.shape, generator=gen_w)).sum()
+            loss = loss + (h.float().cpu() * rounded(torch.randn(h.shape, generator=gen_w), dtype).float()).sum()
         grads = torch.autograd.grad(loss, [xi] + list(module.parameters()))
         outs[name] = [y, *hidden, *grads]
     for k, (o, r, c) in enumerate(zip(outs["ours"], outs["ref"], outs["cudnn"])):
@@ -256,9 +256,9 @@ def test_packed_variable_lengths_on_cuda(kind, dtype):
         padded, _ = pad_packed_sequence(y)
         hidden = hidden if isinstance(hidden, tuple) else (hidden,)
         gen_w = torch.Generator().manual_seed(9)
-        loss = (padded.float().cpu() * torch.randn(padded.shape, generator=gen_w)).sum()
+        loss = (padded.float().cpu() * rounded(torch.randn(padded.shape, generator=gen_w), dtype).float()).sum()
         for h in hidden:
-            loss = loss + (h.float().cpu() * torch.randn(h.shape, generator=gen_w)).sum()
+            loss = loss + (h.float().cpu() * rounded(torch.randn(h.shape, generator=gen_w), dtype).float()).sum()
         outs[name] = [padded, *hidden, *torch.autograd.grad(loss, [xi] + list(module.parameters()))]
     for k, (o, r) in enumerate(zip(outs["ours"], outs["ref"])):
         check(f"output {k}", o, r, dtype)
