@@ -25,10 +25,15 @@ ARCH=${FASTRNN_CUDA_ARCHS:-$(python3 -c "import torch; print('%d%d' % torch.cuda
 stamp "GPU: $(python3 -c 'import torch; print(torch.cuda.get_device_name())'), sm_$ARCH; torch $(python3 -c 'import torch; print(torch.__version__, torch.version.cuda)'); $(nvcc --version 2>/dev/null | tail -1)"
 
 # 1. Build. --no-build-isolation: use the installed build tools (there is no registry to fetch from).
-stamp "building (FASTRNN_CUDA=ON, archs $ARCH)"
+# Installed into its own folder (no clash with a system-managed site-packages), first on the path.
+SITE=${FASTRNN_SITE:-/tmp/fastrnn-site}
+rm -rf "$SITE"
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+stamp "building (FASTRNN_CUDA=ON, archs $ARCH) into $SITE"
 start=$(date +%s)
 if ! FASTRNN_CUDA=ON FASTRNN_CUDA_ARCHS="$ARCH" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
-    python3 -m pip install --no-build-isolation --no-deps --no-cache-dir -v "$ROOT" >"$LOGS/build.log" 2>&1; then
+    python3 -m pip install --no-build-isolation --no-deps --no-cache-dir --target "$SITE" -v "$ROOT" \
+    >"$LOGS/build.log" 2>&1; then
   tail -40 "$LOGS/build.log"
   stamp "build failed"
   exit 1
