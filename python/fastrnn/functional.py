@@ -4,6 +4,11 @@ Shapes: x (T, B, I); h0, c0 (B, H) or None (zeros); y (T, B, H). Weights in PyTo
 (weight_ih (G*H, I), weight_hh (G*H, H), biases (G*H)), so the parameters of a torch.nn.LSTM,
 GRU or RNN layer can be passed as they are. Differentiable with autograd; each call is one
 ``torch.ops.fastrnn`` custom op, so ``torch.compile(fullgraph=True)`` keeps it in the graph.
+
+CUDA tensors run the CUDA kernels, on the current stream, in float32, float64, float16 or
+bfloat16 (the last two with float32 arithmetic and cell state). float32 products are true fp32
+unless ``torch.backends.cuda.matmul.allow_tf32`` is True, in which case they use TF32 tensor
+cores, as torch's own matmuls then do; the switch is read at each call.
 """
 
 from typing import Optional, Tuple
