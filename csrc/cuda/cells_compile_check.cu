@@ -1,6 +1,6 @@
 // Compiles the shared cell math (csrc/cells) for the device, so a change that breaks the CUDA
-// build of those headers fails at build time. Nothing here is launched; the step-wise CUDA
-// RNN kernels will call the same functions.
+// build of those headers fails at build time. Nothing here is launched; the CUDA RNN kernels
+// (rnn_impl.cuh) call the same functions.
 #include "cells/elman.h"
 #include "cells/gru.h"
 #include "cells/lstm.h"
