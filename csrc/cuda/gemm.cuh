@@ -13,10 +13,12 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "cuda/launch.cuh"
+#include "cuda/launch.h"
 #include "cuda/numeric.cuh"
 
 namespace fastrnn::cuda {
+
+inline unsigned blocks_for(int64_t n, int threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
 
 enum class MathMode { Simt, Tf32, F16, Bf16 };
 
@@ -278,7 +280,7 @@ void gemm(const GemmArgs<TA, TB, TC>& g, MathMode mode, cudaStream_t stream, con
       gemm_simt<TA, TB, TC, Acc><<<grid, kSimtThreads, 0, stream>>>(g);
     }
   }
-  check_launch(op, "gemm");
+  check_launch(op);
 }
 
 }  // namespace fastrnn::cuda

@@ -10,7 +10,7 @@
 
 #include "common/checks.h"
 #include "common/error.h"
-#include "cuda/launch.cuh"
+#include "cuda/launch.h"
 #include "cuda/rnn.h"
 #include "cuda/rnn_workspace.cuh"
 
@@ -265,7 +265,7 @@ void rnn_forward(const RnnForwardParams* params, int count, const RnnLaunch& lau
   RnnDims dims[kMaxCalls];
   for (int k = 0; k < count; ++k) dims[k] = check_forward(params[k]);
   if (count == 2) check_companions(op, params, dims);
-  DeviceGuard guard(params[0].x.device_index);
+  DeviceScope scope(params[0].x.device_index);
   with_dtype(params[0].x.dtype, [&](auto* type) {
     forward_calls<std::remove_pointer_t<decltype(type)>>(params, dims, count, launch);
   });
@@ -280,7 +280,7 @@ void rnn_backward(const RnnBackwardParams* params, int count, const RnnLaunch& l
     check_companions(op, params, dims);
     FASTRNN_CHECK(params[0].dx.data == params[1].dx.data, op, ": calls run together write one shared dx");
   }
-  DeviceGuard guard(params[0].x.device_index);
+  DeviceScope scope(params[0].x.device_index);
   with_dtype(params[0].x.dtype, [&](auto* type) {
     backward_calls<std::remove_pointer_t<decltype(type)>>(params, dims, count, launch);
   });

@@ -21,7 +21,7 @@
 #include "cells/lstm.h"
 #include "common/rnn_params.h"
 #include "cuda/gemm.cuh"
-#include "cuda/launch.cuh"
+#include "cuda/launch.h"
 #include "cuda/numeric.cuh"
 #include "cuda/rnn.h"
 #include "cuda/rnn_workspace.cuh"
@@ -46,7 +46,7 @@ void copy(const From* src, int64_t src_ld, To* dst, int64_t dst_ld, int64_t rows
           const char* op) {
   if (rows * cols == 0) return;
   copy_rows<From, To><<<blocks_for(rows * cols, kThreads), kThreads, 0, s>>>(src, src_ld, dst, dst_ld, rows, cols);
-  check_launch(op, "copy_rows");
+  check_launch(op);
 }
 
 // out (cols) = column sums of m (rows, cols): 32 columns per block, 8 row groups reduced in
@@ -135,7 +135,7 @@ template <class Cell, typename S>
 void forward_one(const RnnForwardParams& p, const RnnDims& d, const RnnLaunch& launch) {
   using T = compute_t<S>;
   const char* op = "rnn_forward";
-  const cudaStream_t stream = as_stream(launch.stream);
+  const auto stream = reinterpret_cast<cudaStream_t>(launch.stream);
   const MathMode mode = math_mode<S>(launch.allow_tf32);
   const int64_t H = d.H, P = d.P, GH = d.G * d.H;
   const ForwardSpace<T> ws = forward_space<T>(p.workspace.data, d);
@@ -188,7 +188,7 @@ void forward_one(const RnnForwardParams& p, const RnnDims& d, const RnnLaunch& l
       } else {
         cell_forward<Cell, S, T, false, true><<<blocks, kThreads, 0, stream>>>(a);
       }
-      check_launch(op, "cell_forward");
+      check_launch(op);
       // h = m W_hr^T, into the running state and the output rows.
       gemm<T>(product(bt, P, H, static_cast<const T*>(a.m), a.m_ld, false, weight_hr, H, true, ws.h, P), mode, stream,
               op);
@@ -199,7 +199,7 @@ void forward_one(const RnnForwardParams& p, const RnnDims& d, const RnnLaunch& l
       } else {
         cell_forward<Cell, S, T, false, false><<<blocks, kThreads, 0, stream>>>(a);
       }
-      check_launch(op, "cell_forward");
+      check_launch(op);
     }
   }
   copy(ws.h, P, p.h_n.data_as<S>(), P, d.B, P, stream, op);
@@ -271,7 +271,7 @@ template <class Cell, typename S>
 void backward_one(const RnnBackwardParams& p, const RnnDims& d, const RnnLaunch& launch, bool accumulate_dx) {
   using T = compute_t<S>;
   const char* op = "rnn_backward";
-  const cudaStream_t stream = as_stream(launch.stream);
+  const auto stream = reinterpret_cast<cudaStream_t>(launch.stream);
   const MathMode mode = math_mode<S>(launch.allow_tf32);
   const int64_t H = d.H, P = d.P, GH = d.G * d.H;
   const BackwardSpace<T> ws = backward_space<T>(p.workspace.data, d, Cell::kSplitRecurrentGrad);
@@ -300,16 +300,16 @@ void backward_one(const RnnBackwardParams& p, const RnnDims& d, const RnnLaunch&
     a.bt = bt, a.row0 = step.offset(), a.prev_bt = step.prev_batch(), a.prev_row0 = step.prev_offset();
     if (!d.proj) {
       cell_backward<Cell, S, T, true><<<blocks_for(bt * H, kThreads), kThreads, 0, stream>>>(a);
-      check_launch(op, "cell_backward");
+      check_launch(op);
     } else {
       projection_backward_prepare<S, T><<<blocks_for(bt * P, kThreads), kThreads, 0, stream>>>(a);
-      check_launch(op, "projection_backward_prepare");
+      check_launch(op);
       // dm = dh_total W_hr
       gemm<T>(product(bt, H, P, static_cast<const T*>(ws.dh_total + a.row0 * P), P, false, weight_hr, H, false,
                       ws.dm, H),
               mode, stream, op);
       cell_backward<Cell, S, T, false><<<blocks_for(bt * H, kThreads), kThreads, 0, stream>>>(a);
-      check_launch(op, "cell_backward");
+      check_launch(op);
     }
     // dh_prev = dgates_hh W_hh (+ the cell's direct term, already in dh).
     gemm<T>(product(bt, P, GH, static_cast<const T*>(ws.dgates_hh + a.row0 * GH), GH, false, weight_hh, P, false,
@@ -336,11 +336,11 @@ void backward_one(const RnnBackwardParams& p, const RnnDims& d, const RnnLaunch&
   const dim3 sum_threads(32, 8);
   if (p.dbias_ih.defined()) {
     column_sums<T, S><<<blocks_for(GH, 32), sum_threads, 0, stream>>>(dgates_ih, d.rows, GH, p.dbias_ih.data_as<S>());
-    check_launch(op, "column_sums");
+    check_launch(op);
   }
   if (p.dbias_hh.defined()) {
     column_sums<T, S><<<blocks_for(GH, 32), sum_threads, 0, stream>>>(dgates_hh, d.rows, GH, p.dbias_hh.data_as<S>());
-    check_launch(op, "column_sums");
+    check_launch(op);
   }
   copy(ws.dh, P, p.dh0.data_as<S>(), P, d.B, P, stream, op);
   if (Cell::kHasCellState) copy(ws.dc, H, p.dc0.data_as<S>(), H, d.B, H, stream, op);
