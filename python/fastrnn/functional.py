@@ -38,8 +38,10 @@ def run_layer(cell: str, x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih:
     training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     # Without autograd or tracing the op's body can be called directly, saving the dispatch.
     forward = ops.rnn_forward if training or torch.compiler.is_compiling() else ops.rnn_forward_impl
+    # The mask goes along only when there is one: the op's plain call is unchanged without it.
+    masks = () if recurrent_mask is None else (recurrent_mask.contiguous(),)
     y, h_n, c_n, _ = forward(*map(_contiguous, tensors), batch_sizes, _checks.CELLS[cell], bool(reverse), training,
-                             _contiguous(recurrent_mask))
+                             *masks)
     return y, h_n, c_n
 
 
@@ -61,7 +63,8 @@ def run_bidirectional_layer(cell: str, x: Tensor, forward: tuple, reverse: tuple
     op = (ops.rnn_bidirectional_forward if training or torch.compiler.is_compiling()
           else ops.rnn_bidirectional_forward_impl)
     y, h_n, c_n, _, h_n_r, c_n_r, _ = op(*map(_contiguous, (x,) + tensors), batch_sizes, _checks.CELLS[cell],
-                                         training, *map(_contiguous, recurrent_masks))
+                                         training, *(() if all(m is None for m in recurrent_masks) else
+                                                     map(_contiguous, recurrent_masks)))
     return y, (h_n, c_n), (h_n_r, c_n_r)
 
 
