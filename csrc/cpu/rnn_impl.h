@@ -26,8 +26,8 @@
 //
 // Recurrent (variational) dropout: a mask (B, P) multiplies h_prev where it enters the
 // product only. The forward's threads write their columns of mask * h into one of two (B, P)
-// buffers as they write h (two, so a thread already writing step t's never overwrites what a
-// slower one still reads for step t-1 before the barrier); mask * h0 is formed once. The
+// buffers as they write h (two, because within a step the others may still be reading
+// mask * h_prev, all columns, from the other one); mask * h0 is formed once. The
 // backward multiplies the saved h_prev rows by the mask (dW_hh) and the mask into its
 // columns of dgates_hh W_hh, leaving the cell's direct term (GRU's z * dh) unmasked.
 
@@ -88,8 +88,8 @@ struct ForwardSpace {
   T* bias_ih = nullptr;  // (G*H) bias_ih, or zeros
   T* bias_hh = nullptr;  // (G*H) bias_hh, or zeros
   T* m = nullptr;        // (B, H) one step's unprojected output (projection only)
-  T* h0_masked = nullptr;                   // (B, P) recurrent_mask * h0
-  T* h_masked[2] = {nullptr, nullptr};      // (B, P) recurrent_mask * h of alternate steps
+  T* h0_masked = nullptr;               // (B, P) recurrent_mask * h0
+  T* h_masked[2] = {nullptr, nullptr};  // (B, P) recurrent_mask * h of alternate steps
   char* threads = nullptr;  // per-thread pieces (thread_space), `thread_bytes` apart
   int64_t thread_bytes = 0;
   int64_t bytes = 0;
@@ -324,7 +324,9 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
         T* out = job.y + row0 * job.y_ld;
         panel_gemm<T>(bt, H, m_row, ts.wr_pack + (c - pc.begin) * H * NR, out + c * NR, job.y_ld,
                       min_i64(NR, P - c * NR), T(0));
-        if (h_masked_next) mask_columns(bt, c * NR, min_i64(NR, P - c * NR), out, job.y_ld, job.mask, P, h_masked_next);
+        if (h_masked_next) {
+          mask_columns(bt, c * NR, min_i64(NR, P - c * NR), out, job.y_ld, job.mask, P, h_masked_next);
+        }
       }
     }
     barrier.wait();
