@@ -92,7 +92,8 @@ cuda::RnnLaunch read_launch(const py::list& calls) {
 
 RnnForwardParams read_forward(const py::dict& call) {
   const CallArgs a(call, {"reverse", "x", "h0", "c0", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr",
-                          "batch_sizes", "y", "h_n", "c_n", "reserve", "workspace", "stream", "allow_tf32"});
+                          "batch_sizes", "recurrent_mask", "y", "h_n", "c_n", "reserve", "workspace", "stream",
+                          "allow_tf32"});
   RnnForwardParams p;
   p.reverse = a.flag("reverse");
   p.x = a.view("x");
@@ -104,20 +105,22 @@ RnnForwardParams read_forward(const py::dict& call) {
   p.bias_hh = a.view("bias_hh");
   p.weight_hr = a.view("weight_hr");
   p.batch_sizes = a.view("batch_sizes");
+  p.recurrent_mask = a.view("recurrent_mask");
   p.y = a.view("y");
   p.h_n = a.view("h_n");
   p.c_n = a.view("c_n");
   p.reserve = a.view("reserve");
   p.workspace = a.view("workspace");
-  if (!on_cuda(p.x)) require_cpu("rnn_forward", {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.bias_ih, &p.bias_hh, &p.weight_hr,
-                              &p.batch_sizes, &p.y, &p.h_n, &p.c_n, &p.reserve, &p.workspace});
+  if (!on_cuda(p.x))
+    require_cpu("rnn_forward", {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.bias_ih, &p.bias_hh, &p.weight_hr,
+                                &p.batch_sizes, &p.recurrent_mask, &p.y, &p.h_n, &p.c_n, &p.reserve, &p.workspace});
   return p;
 }
 
 RnnBackwardParams read_backward(const py::dict& call) {
-  const CallArgs a(call, {"reverse", "x", "h0", "c0", "weight_ih", "weight_hh", "weight_hr", "batch_sizes", "y",
-                          "reserve", "dy", "dh_n", "dc_n", "dx", "dh0", "dc0", "dweight_ih", "dweight_hh",
-                          "dbias_ih", "dbias_hh", "dweight_hr", "workspace", "stream", "allow_tf32"});
+  const CallArgs a(call, {"reverse", "x", "h0", "c0", "weight_ih", "weight_hh", "weight_hr", "batch_sizes",
+                          "recurrent_mask", "y", "reserve", "dy", "dh_n", "dc_n", "dx", "dh0", "dc0", "dweight_ih",
+                          "dweight_hh", "dbias_ih", "dbias_hh", "dweight_hr", "workspace", "stream", "allow_tf32"});
   RnnBackwardParams p;
   p.reverse = a.flag("reverse");
   p.x = a.view("x");
@@ -127,6 +130,7 @@ RnnBackwardParams read_backward(const py::dict& call) {
   p.weight_hh = a.view("weight_hh");
   p.weight_hr = a.view("weight_hr");
   p.batch_sizes = a.view("batch_sizes");
+  p.recurrent_mask = a.view("recurrent_mask");
   p.y = a.view("y");
   p.reserve = a.view("reserve");
   p.dy = a.view("dy");
@@ -141,9 +145,10 @@ RnnBackwardParams read_backward(const py::dict& call) {
   p.dbias_hh = a.view("dbias_hh");
   p.dweight_hr = a.view("dweight_hr");
   p.workspace = a.view("workspace");
-  if (!on_cuda(p.x)) require_cpu("rnn_backward", {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.weight_hr, &p.batch_sizes, &p.y,
-                               &p.reserve, &p.dy, &p.dh_n, &p.dc_n, &p.dx, &p.dh0, &p.dc0, &p.dweight_ih,
-                               &p.dweight_hh, &p.dbias_ih, &p.dbias_hh, &p.dweight_hr, &p.workspace});
+  if (!on_cuda(p.x))
+    require_cpu("rnn_backward", {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.weight_hr, &p.batch_sizes,
+                                 &p.recurrent_mask, &p.y, &p.reserve, &p.dy, &p.dh_n, &p.dc_n, &p.dx, &p.dh0, &p.dc0,
+                                 &p.dweight_ih, &p.dweight_hh, &p.dbias_ih, &p.dbias_hh, &p.dweight_hr, &p.workspace});
   return p;
 }
 
@@ -196,7 +201,7 @@ void register_rnn(py::module_& m) {
       },
       py::arg("cell"), py::arg("training"), py::arg("calls"),
       "Runs 1 or 2 forward calls (dicts of arrays: reverse, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, "
-      "weight_hr, batch_sizes, y, h_n, c_n, reserve, workspace; CUDA calls also stream, allow_tf32).");
+      "weight_hr, batch_sizes, recurrent_mask, y, h_n, c_n, reserve, workspace; CUDA calls also stream, allow_tf32).");
 
   m.def(
       "rnn_backward",
@@ -217,7 +222,8 @@ void register_rnn(py::module_& m) {
       },
       py::arg("cell"), py::arg("calls"),
       "Runs 1 or 2 backward calls (dicts of arrays: reverse, x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, "
-      "y, reserve, dy, dh_n, dc_n, dx, dh0, dc0, dweight_ih, dweight_hh, dbias_ih, dbias_hh, dweight_hr, workspace).");
+      "recurrent_mask, y, reserve, dy, dh_n, dc_n, dx, dh0, dc0, dweight_ih, dweight_hh, dbias_ih, dbias_hh, "
+      "dweight_hr, workspace).");
 }
 
 }  // namespace fastrnn::bindings

@@ -39,6 +39,10 @@ struct RnnForwardParams {
   TensorView bias_hh;      // (G*H), optional
   TensorView weight_hr;    // (P, H), LSTM with proj_size only
   TensorView batch_sizes;  // (T) int64, optional
+  // (B, P), optional: variational dropout on the recurrence. The product reads m * h_prev
+  // (h0 included) at every step: gates = W_ih x + W_hh (m * h_prev) + b. Already scaled
+  // (0 or 1/(1-p)); other uses of h_prev (GRU's blend) stay unmasked. Row b is batch row b.
+  TensorView recurrent_mask;
   TensorView y;            // out (T, B, P)
   TensorView h_n;          // out (B, P)
   TensorView c_n;          // out (B, H), LSTM only
@@ -50,6 +54,7 @@ struct RnnBackwardParams {
   CellKind cell = CellKind::Lstm;
   bool reverse = false;
   TensorView x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes;  // as given to the forward
+  TensorView recurrent_mask;  // (B, P), optional, as given to the forward
   TensorView y, reserve;   // the training forward's outputs
   TensorView dy;           // (T, B, P)
   TensorView dh_n;         // (B, P)

@@ -29,16 +29,16 @@ FASTRNN_DECLARE_RNN_VARIANT(isa_avx512)
 
 namespace {
 
-// The workspace any instruction-set variant needs: the active one may change between the size
-// query and the call.
+// The workspace any instruction-set variant this CPU can run needs: the active one may change
+// between the size query and the call. (A variant the CPU lacks is never asked: its code, even
+// the size query, may use instructions this CPU does not have.)
 RnnWorkspaceBytes workspace_bytes(CellKind cell, DType dtype, const RnnDims& d) {
   RnnWorkspaceBytes bytes = isa_generic::rnn_workspace_bytes(cell, dtype, d);
-#if defined(FASTRNN_X86)
-  // Only variants this CPU can run: the compiler may use the variant's instructions even here.
   auto widen = [&](const RnnWorkspaceBytes& other) {
     bytes.forward = std::max(bytes.forward, other.forward);
     bytes.backward = std::max(bytes.backward, other.backward);
   };
+#if defined(FASTRNN_X86)
   if (isa_supported(Isa::Avx2)) widen(isa_avx2::rnn_workspace_bytes(cell, dtype, d));
   if (isa_supported(Isa::Avx512)) widen(isa_avx512::rnn_workspace_bytes(cell, dtype, d));
 #endif
@@ -169,6 +169,7 @@ RnnDims check_forward(const RnnForwardParams& p) {
   check_cpu_array(op, "h_n", p.h_n, dt, {d.B, d.P});
   check_optional_cpu_array(op, "bias_ih", p.bias_ih, dt, {d.G * d.H});
   check_optional_cpu_array(op, "bias_hh", p.bias_hh, dt, {d.G * d.H});
+  check_optional_cpu_array(op, "recurrent_mask", p.recurrent_mask, dt, {d.B, d.P});
   if (p.cell == CellKind::Lstm) {
     check_cpu_array(op, "c0", p.c0, dt, {d.B, d.H});
     check_cpu_array(op, "c_n", p.c_n, dt, {d.B, d.H});
@@ -180,7 +181,7 @@ RnnDims check_forward(const RnnForwardParams& p) {
                    {{"y", &p.y}, {"h_n", &p.h_n}, {"c_n", &p.c_n}, {"reserve", &p.reserve}, {"workspace", &p.workspace}},
                    {{"x", &p.x}, {"h0", &p.h0}, {"c0", &p.c0}, {"weight_ih", &p.weight_ih}, {"weight_hh", &p.weight_hh},
                     {"bias_ih", &p.bias_ih}, {"bias_hh", &p.bias_hh}, {"weight_hr", &p.weight_hr},
-                    {"batch_sizes", &p.batch_sizes}});
+                    {"batch_sizes", &p.batch_sizes}, {"recurrent_mask", &p.recurrent_mask}});
   return d;
 }
 
@@ -256,6 +257,7 @@ RnnDims check_backward(const RnnBackwardParams& p) {
   if (d.proj) check_cpu_array(op, "dweight_hr", p.dweight_hr, dt, {d.P, d.H});
   check_optional_cpu_array(op, "dbias_ih", p.dbias_ih, dt, {d.G * d.H});
   check_optional_cpu_array(op, "dbias_hh", p.dbias_hh, dt, {d.G * d.H});
+  check_optional_cpu_array(op, "recurrent_mask", p.recurrent_mask, dt, {d.B, d.P});
   const int64_t R = reserve_blocks(p.cell, d.proj) * d.H;
   if (R > 0) check_cpu_array(op, "reserve", p.reserve, dt, {d.rows, R});
   check_fits(op, p.workspace, workspace_bytes(p.cell, dt, d).backward);
@@ -265,7 +267,8 @@ RnnDims check_backward(const RnnBackwardParams& p) {
                     {"dbias_hh", &p.dbias_hh}, {"workspace", &p.workspace}},
                    {{"x", &p.x}, {"h0", &p.h0}, {"c0", &p.c0}, {"weight_ih", &p.weight_ih}, {"weight_hh", &p.weight_hh},
                     {"weight_hr", &p.weight_hr}, {"batch_sizes", &p.batch_sizes}, {"y", &p.y}, {"reserve", &p.reserve},
-                    {"dy", &p.dy}, {"dh_n", &p.dh_n}, {"dc_n", &p.dc_n}});
+                    {"dy", &p.dy}, {"dh_n", &p.dh_n}, {"dc_n", &p.dc_n},
+                    {"recurrent_mask", &p.recurrent_mask}});
   return d;
 }
 

@@ -23,6 +23,13 @@
 //             loop dx, dW_ih, dW_hh, dW_hr and the bias gradients are products over all rows.
 // With a projection (LSTM proj_size) a second barrier per step separates the cell from the
 // projection h = W_hr m, whose output columns are split the same way.
+//
+// Recurrent (variational) dropout: a mask (B, P) multiplies h_prev where it enters the
+// product only. The forward's threads write their columns of mask * h into one of two (B, P)
+// buffers as they write h (two, because within a step the others may still be reading
+// mask * h_prev, all columns, from the other one); mask * h0 is formed once. The
+// backward multiplies the saved h_prev rows by the mask (dW_hh) and the mask into its
+// columns of dgates_hh W_hh, leaving the cell's direct term (GRU's z * dh) unmasked.
 
 // ---- Workspace ---------------------------------------------------------------------------------
 
@@ -70,7 +77,7 @@ ThreadSpace<T> thread_space(char* base, const RnnDims& d, int n, bool backward, 
   } else {
     s.w_pack = c.take<T>(p_chunks * GH * NR);
     if (d.proj) s.wr_pack = c.take<T>(h_chunks * d.P * NR);
-    if (d.proj) s.tile = c.take<T>(mpad * NR);
+    s.tile = c.take<T>(mpad * NR);  // the projection's dm, or a masked step's dgates_hh W_hh
   }
   *bytes = round_up(c.bytes(), kAlign);
   return s;
@@ -81,6 +88,8 @@ struct ForwardSpace {
   T* bias_ih = nullptr;  // (G*H) bias_ih, or zeros
   T* bias_hh = nullptr;  // (G*H) bias_hh, or zeros
   T* m = nullptr;        // (B, H) one step's unprojected output (projection only)
+  T* h0_masked = nullptr;               // (B, P) recurrent_mask * h0
+  T* h_masked[2] = {nullptr, nullptr};  // (B, P) recurrent_mask * h of alternate steps
   char* threads = nullptr;  // per-thread pieces (thread_space), `thread_bytes` apart
   int64_t thread_bytes = 0;
   int64_t bytes = 0;
@@ -93,6 +102,8 @@ ForwardSpace<T> forward_space(void* base, const RnnDims& d, int n) {
   s.bias_ih = c.take<T>(d.G * d.H);
   s.bias_hh = c.take<T>(d.G * d.H);
   if (d.proj) s.m = c.take<T>(d.B * d.H);
+  s.h0_masked = c.take<T>(d.B * d.P);
+  for (T*& h : s.h_masked) h = c.take<T>(d.B * d.P);
   thread_space<T>(nullptr, d, n, false, &s.thread_bytes);
   s.threads = c.take<char>(n * s.thread_bytes);
   s.bytes = c.bytes();
@@ -182,7 +193,23 @@ struct ForwardJob {
   T* reserve;          // (rows, R) or null in inference
   int64_t R;
   T* m;                // (B, H) projection input of the current step
+  const T* mask;       // (B, P) recurrent dropout mask, or null
+  const T* h0_masked;  // (B, P) mask * h0 (with a mask)
+  T* h_masked[2];      // (B, P) each: mask * h of alternate steps (with a mask)
 };
+
+// dst[b, j0:j0+cols] = mask[b, j0:j0+cols] * src[b, j0:j0+cols] for rows b < rows.
+template <typename T>
+void mask_columns(int64_t rows, int64_t j0, int64_t cols, const T* src, int64_t src_ld, const T* mask, int64_t P,
+                  T* dst) {
+  for (int64_t b = 0; b < rows; ++b) {
+    const T* s = src + b * src_ld + j0;
+    const T* m = mask + b * P + j0;
+    T* o = dst + b * P + j0;
+#pragma omp simd
+    for (int64_t u = 0; u < cols; ++u) o[u] = m[u] * s[u];
+  }
+}
 
 // The cell over units [j0, j0+cols) of rows 0..bt-1 of one step. x_tile, h_tile: (bt, G*NR)
 // projections of x_t and h_prev; h_prev(b) gives row b's previous state (only GRU reads it);
@@ -244,6 +271,7 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
   const int64_t block = block_steps(d);
   const int64_t x_block_chunk = block * d.B * G * NR;  // one chunk's share of x_block
   int64_t block_left = 0, block_row0 = 0;
+  int parity = 0;  // which h_masked buffer holds mask * h_prev
   for (StepWalker step(d, job.batch_sizes, job.reverse, false); !step.done(); step.next()) {
     if (block_left == 0) {
       // The next `block` steps own one contiguous range of rows: project it for every chunk.
@@ -266,13 +294,22 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
     if (bt == 0) continue;  // every thread skips alike, so the barriers still pair up
     const int64_t prev_bt = step.prev_batch(), prev_row0 = step.prev_offset();
     auto h_prev = [&](int64_t b) { return b < prev_bt ? job.y + (prev_row0 + b) * job.y_ld : job.h0 + b * P; };
+    // What the product reads: h_prev, or mask * h_prev.
+    const T* h_masked_prev = job.mask ? job.h_masked[parity] : nullptr;
+    T* h_masked_next = job.mask ? job.h_masked[1 - parity] : nullptr;
+    parity = 1 - parity;
+    auto h_in = [&](int64_t b) {
+      if (!h_masked_prev) return h_prev(b);
+      return b < prev_bt ? h_masked_prev + b * P : job.h0_masked + b * P;
+    };
     for (int64_t c = hc.begin; c < hc.end; ++c) {
       const T* wh = ts.w_pack + (c - hc.begin) * G * P * NR;
-      for (int k = 0; k < G; ++k) panel_gemm<T>(bt, P, h_prev, wh + k * P * NR, ts.tile + k * NR, G * NR, NR, T(0));
+      for (int k = 0; k < G; ++k) panel_gemm<T>(bt, P, h_in, wh + k * P * NR, ts.tile + k * NR, G * NR, NR, T(0));
       const T* x_tile = ts.x_block + (c - hc.begin) * x_block_chunk + (row0 - block_row0) * G * NR;
       const int64_t j0 = c * NR, cols = min_i64(NR, H - j0);
       T* out = d.proj ? job.m : job.y + row0 * job.y_ld;
       cell_forward_chunk<Cell, kTraining>(job, row0, bt, j0, cols, x_tile, ts.tile, h_prev, out, d.proj ? H : job.y_ld);
+      if (!d.proj && h_masked_next) mask_columns(bt, j0, cols, out, job.y_ld, job.mask, P, h_masked_next);
       if (d.proj && kTraining) {  // the reserve keeps m for dW_hr
         for (int64_t b = 0; b < bt; ++b) {
           std::memcpy(job.reserve + (row0 + b) * job.R + 5 * H + j0, job.m + b * H + j0, cols * sizeof(T));
@@ -284,8 +321,12 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
       // h = m W_hr^T for this thread's output columns.
       auto m_row = [&](int64_t b) { return job.m + b * H; };
       for (int64_t c = pc.begin; c < pc.end; ++c) {
-        panel_gemm<T>(bt, H, m_row, ts.wr_pack + (c - pc.begin) * H * NR, job.y + row0 * job.y_ld + c * NR,
-                      job.y_ld, min_i64(NR, P - c * NR), T(0));
+        T* out = job.y + row0 * job.y_ld;
+        panel_gemm<T>(bt, H, m_row, ts.wr_pack + (c - pc.begin) * H * NR, out + c * NR, job.y_ld,
+                      min_i64(NR, P - c * NR), T(0));
+        if (h_masked_next) {
+          mask_columns(bt, c * NR, min_i64(NR, P - c * NR), out, job.y_ld, job.mask, P, h_masked_next);
+        }
       }
     }
     barrier.wait();
@@ -326,6 +367,11 @@ ForwardCall<T> prepare_forward(const RnnForwardParams& p, const RnnDims& d) {
   job.reserve = call.training ? p.reserve.data_as<T>() : nullptr;
   job.R = R;
   job.m = call.ws.m;
+  job.mask = data_or_null<T>(p.recurrent_mask);
+  job.h0_masked = call.ws.h0_masked;
+  job.h_masked[0] = call.ws.h_masked[0];
+  job.h_masked[1] = call.ws.h_masked[1];
+  if (job.mask) mask_columns<T>(d.B, 0, d.P, job.h0, d.P, job.mask, d.P, call.ws.h0_masked);
   // Absent biases become zeros, so the cells always add both.
   auto copy_or_zero = [&](const TensorView& bias, T* copy) {
     if (bias.defined()) {
@@ -464,8 +510,9 @@ struct BackwardJob {
   T* dc;               // (B, H) running dL/dc, starts as dc_n (LSTM)
   T* dgates_ih;
   T* dgates_hh;
-  T* h_prev;           // (rows, P)
+  T* h_prev;           // (rows, P) the product's input: h_prev, times the mask when there is one
   T* dh_total;         // (rows, P), projection only
+  const T* mask;       // (B, P) recurrent dropout mask, or null
 };
 
 // The cell backward over units [j0, j0+cols) of the step's rows. dh_in(b) points at row b's
@@ -533,8 +580,11 @@ void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int ti
     auto h_prev = [&](int64_t b) { return b < prev_bt ? job.y + (prev_row0 + b) * job.y_ld : job.h0 + b * P; };
     if (!d.proj) {
       for (int64_t c = hc.begin; c < hc.end; ++c) {
-        cell_backward_chunk<Cell, true>(job, row0, bt, c * NR, min_i64(NR, H - c * NR), prev_bt, prev_row0, h_prev,
+        const int64_t j0 = c * NR, cols = min_i64(NR, H - j0);
+        cell_backward_chunk<Cell, true>(job, row0, bt, j0, cols, prev_bt, prev_row0, h_prev,
                                         [&](int64_t b) { return job.dh + b * P + c * NR; });
+        T* saved = job.h_prev + row0 * P;
+        if (job.mask) mask_columns(bt, j0, cols, saved, P, job.mask, P, saved);
       }
     } else {
       // dL/dh of this step for this thread's output columns, kept for dW_hr.
@@ -542,7 +592,7 @@ void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int ti
         const int64_t row = row0 + b;
         for (int64_t j = pc.begin * NR; j < min_i64(pc.end * NR, P); ++j) {
           job.dh_total[row * P + j] = job.dh[b * P + j] + job.dy[row * job.dy_ld + j];
-          job.h_prev[row * P + j] = h_prev(b)[j];
+          job.h_prev[row * P + j] = job.mask ? job.mask[b * P + j] * h_prev(b)[j] : h_prev(b)[j];
         }
       }
       barrier.wait();
@@ -555,11 +605,24 @@ void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int ti
       }
     }
     barrier.wait();
-    // dh_prev = dgates_hh W_hh (+ the cell's direct term already in dh) for this thread's columns.
+    // dh_prev = dgates_hh W_hh (+ the cell's direct term already in dh) for this thread's columns;
+    // with a mask, mask * (dgates_hh W_hh) + the direct term.
     auto dg_row = [&](int64_t b) { return job.dgates_hh + (row0 + b) * GH; };
     for (int64_t c = pc.begin; c < pc.end; ++c) {
-      panel_gemm<T>(bt, GH, dg_row, ts.w_pack + (c - pc.begin) * GH * NR, job.dh + c * NR, P,
-                    min_i64(NR, P - c * NR), Cell::kDirectHiddenGrad ? T(1) : T(0));
+      const int64_t j0 = c * NR, cols = min_i64(NR, P - j0);
+      const T* wh = ts.w_pack + (c - pc.begin) * GH * NR;
+      if (!job.mask) {
+        panel_gemm<T>(bt, GH, dg_row, wh, job.dh + j0, P, cols, Cell::kDirectHiddenGrad ? T(1) : T(0));
+        continue;
+      }
+      panel_gemm<T>(bt, GH, dg_row, wh, ts.tile, NR, cols, T(0));
+      for (int64_t b = 0; b < bt; ++b) {
+        const T* prod = ts.tile + b * NR;
+        const T* m = job.mask + b * P + j0;
+        T* dh = job.dh + b * P + j0;
+#pragma omp simd
+        for (int64_t u = 0; u < cols; ++u) dh[u] = (Cell::kDirectHiddenGrad ? dh[u] : T(0)) + m[u] * prod[u];
+      }
     }
     // No barrier here: the next step reads only this thread's columns of dh, and writes rows
     // of dgates that no other thread is reading.
@@ -600,6 +663,7 @@ BackwardCall<T> prepare_backward(const RnnBackwardParams& p, const RnnDims& d) {
   job.dgates_hh = call.ws.dgates_hh;
   job.h_prev = call.ws.h_prev;
   job.dh_total = call.ws.dh_total;
+  job.mask = data_or_null<T>(p.recurrent_mask);
   // The running state gradients live in dh0 (and dc0), as the states do in the forward.
   std::memcpy(job.dh, p.dh_n.data, d.B * d.P * sizeof(T));
   if (job.dc) std::memcpy(job.dc, p.dc_n.data, d.B * d.H * sizeof(T));

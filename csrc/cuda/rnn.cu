@@ -160,6 +160,8 @@ RnnBufferSizes buffer_sizes(CellKind cell, DType dtype, const RnnDims& d) {
 
 RnnDims check_forward(const RnnForwardParams& p) {
   const char* op = "rnn_forward";
+  FASTRNN_CHECK_KIND(ErrorKind::NotImplemented, !p.recurrent_mask.defined(), op,
+                     ": recurrent dropout (recurrent_mask) is implemented only in the CPU kernels");
   const RnnDims d = check_dims(op, p.cell, p.x, p.h0, p.weight_hh, p.weight_hr, p.batch_sizes);
   const TensorView& x = p.x;
   const DType dt = x.dtype;
@@ -187,6 +189,8 @@ RnnDims check_forward(const RnnForwardParams& p) {
 
 RnnDims check_backward(const RnnBackwardParams& p) {
   const char* op = "rnn_backward";
+  FASTRNN_CHECK_KIND(ErrorKind::NotImplemented, !p.recurrent_mask.defined(), op,
+                     ": recurrent dropout (recurrent_mask) is implemented only in the CPU kernels");
   const RnnDims d = check_dims(op, p.cell, p.x, p.h0, p.weight_hh, p.weight_hr, p.batch_sizes);
   const TensorView& x = p.x;
   const DType dt = x.dtype;

@@ -9,6 +9,11 @@ CUDA tensors run the CUDA kernels, on the current stream, in float32, float64, f
 bfloat16 (the last two with float32 arithmetic and cell state). float32 products are true fp32
 unless ``torch.backends.cuda.matmul.allow_tf32`` is True, in which case they use TF32 tensor
 cores, as torch's own matmuls then do; the switch is read at each call.
+
+``recurrent_mask`` (B, H), optional: variational (recurrent) dropout inside the fused kernel,
+``gates_t = W_ih x_t + W_hh (recurrent_mask * h_{t-1}) + b`` with the same mask at every step
+(h0 included); pass it already scaled (0 or 1/(1-p)). It is a constant (no gradient flows to
+it). CPU only for now.
 """
 
 from typing import Optional, Tuple
@@ -36,7 +41,7 @@ def _contiguous(t: Optional[Tensor]) -> Optional[Tensor]:
 
 def run_layer(cell: str, x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
               bias_ih: Optional[Tensor], bias_hh: Optional[Tensor], weight_hr: Optional[Tensor] = None,
-              batch_sizes: Optional[Tensor] = None, reverse: bool = False):
+              batch_sizes: Optional[Tensor] = None, reverse: bool = False, recurrent_mask: Optional[Tensor] = None):
     """One layer and direction on already validated arguments: (y, h_n, c_n); c_n is empty
     unless LSTM. x is (T, B, I), or (rows, I) packed with batch_sizes. The building block of
     fastrnn.nn; not part of the public API."""
@@ -45,14 +50,18 @@ def run_layer(cell: str, x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih:
     training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     # Without autograd or tracing the op's body can be called directly, saving the dispatch.
     forward = ops.rnn_forward if training or torch.compiler.is_compiling() else ops.rnn_forward_impl
-    y, h_n, c_n, _ = forward(*map(_contiguous, tensors), batch_sizes, _checks.CELLS[cell], bool(reverse), training)
+    # The mask goes along only when there is one: the op's plain call is unchanged without it.
+    masks = () if recurrent_mask is None else (recurrent_mask.contiguous(),)
+    y, h_n, c_n, _ = forward(*map(_contiguous, tensors), batch_sizes, _checks.CELLS[cell], bool(reverse), training,
+                             *masks)
     return y, h_n, c_n
 
 
 def run_bidirectional_layer(cell: str, x: Tensor, forward: tuple, reverse: tuple,
-                            batch_sizes: Optional[Tensor] = None):
+                            batch_sizes: Optional[Tensor] = None, recurrent_masks: tuple = (None, None)):
     """Both directions of one layer on validated arguments, side by side in one kernel call.
-    `forward` and `reverse` are each (h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr).
+    `forward` and `reverse` are each (h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr);
+    `recurrent_masks` the two directions' masks (or None).
     Returns (y, (h_n, c_n), (h_n_reverse, c_n_reverse)), y holding both directions per row as
     torch.nn does. The building block of fastrnn.nn; not part of the public API."""
     lstm = cell == "lstm"
@@ -66,41 +75,65 @@ def run_bidirectional_layer(cell: str, x: Tensor, forward: tuple, reverse: tuple
     op = (ops.rnn_bidirectional_forward if training or torch.compiler.is_compiling()
           else ops.rnn_bidirectional_forward_impl)
     y, h_n, c_n, _, h_n_r, c_n_r, _ = op(*map(_contiguous, (x,) + tensors), batch_sizes, _checks.CELLS[cell],
-                                         training)
+                                         training, *(() if all(m is None for m in recurrent_masks) else
+                                                     map(_contiguous, recurrent_masks)))
     return y, (h_n, c_n), (h_n_r, c_n_r)
 
 
-def _layer(op, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, reverse):
+def check_recurrent_mask(op: str, mask: Optional[Tensor], like: Tensor, batch: int, width: int) -> None:
+    """A recurrent dropout mask is (batch, width), of the weights' dtype and device, constant."""
+    if mask is None:
+        return
+    if tuple(mask.shape) != (batch, width):
+        raise RuntimeError(f"{op}: Expected recurrent_mask of size ({batch}, {width}), got {tuple(mask.shape)}")
+    if mask.dtype != like.dtype:
+        raise RuntimeError(f"{op}: expected recurrent_mask of dtype {like.dtype} like weight_ih, got {mask.dtype}")
+    if mask.device != like.device:
+        raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
+                           f"{like.device} and {mask.device}! ({op}: recurrent_mask)")
+    if mask.requires_grad:
+        raise RuntimeError(f"{op}: recurrent_mask must not require grad: the kernels treat it as a constant")
+
+
+def _layer(op, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, reverse, recurrent_mask=None):
     lstm = cell == "lstm"
     T, B, _, H = _checks.check_rnn_arguments(op, cell, x, h0, c0 if lstm else None, weight_ih, weight_hh, bias_ih,
                                              bias_hh, supported_dtypes(x))
+
+                                             bias_hh, _SUPPORTED_DTYPES)
+    check_recurrent_mask(op, recurrent_mask, weight_ih, B, H)
     if h0 is None:
         h0 = x.new_zeros(B, H)
     if lstm and c0 is None:
         c0 = x.new_zeros(B, H)
-    y, h_n, c_n = run_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, reverse=reverse)
+    y, h_n, c_n = run_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, reverse=reverse,
+                            recurrent_mask=recurrent_mask)
     return (y, h_n, c_n) if lstm else (y, h_n)
 
 
 def lstm(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
-         bias_ih: Optional[Tensor] = None, bias_hh: Optional[Tensor] = None, *,
-         reverse: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
+         bias_ih: Optional[Tensor] = None, bias_hh: Optional[Tensor] = None, *, reverse: bool = False,
+         recurrent_mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """LSTM layer (gates i, f, g, o): returns (y, h_n, c_n).
 
     ``reverse=True`` runs from the last step to the first (the backward direction of a
-    bidirectional layer); y stays at the original time positions.
+    bidirectional layer); y stays at the original time positions. ``recurrent_mask``: see the
+    module docstring.
     """
-    return _layer("lstm", "lstm", x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, reverse)
+    return _layer("lstm", "lstm", x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, reverse, recurrent_mask)
 
 
 def gru(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[Tensor] = None,
-        bias_hh: Optional[Tensor] = None, *, reverse: bool = False) -> Tuple[Tensor, Tensor]:
-    """GRU layer (gates r, z, n; n = tanh(W_in x + b_in + r * (W_hn h + b_hn))): returns (y, h_n)."""
-    return _layer("gru", "gru", x, h0, None, weight_ih, weight_hh, bias_ih, bias_hh, reverse)
+        bias_hh: Optional[Tensor] = None, *, reverse: bool = False,
+        recurrent_mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """GRU layer (gates r, z, n; n = tanh(W_in x + b_in + r * (W_hn h + b_hn))): returns (y, h_n).
+    ``recurrent_mask`` multiplies h where it enters W_hh; the blend z * h_prev is unmasked."""
+    return _layer("gru", "gru", x, h0, None, weight_ih, weight_hh, bias_ih, bias_hh, reverse, recurrent_mask)
 
 
 def rnn(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[Tensor] = None,
-        bias_hh: Optional[Tensor] = None, *, nonlinearity: str = "tanh", reverse: bool = False) -> Tuple[Tensor, Tensor]:
+        bias_hh: Optional[Tensor] = None, *, nonlinearity: str = "tanh", reverse: bool = False,
+        recurrent_mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """Elman RNN layer, h = act(W_ih x + b_ih + W_hh h + b_hh), act tanh or relu: returns (y, h_n)."""
     cell = _checks.elman_cell(nonlinearity)
-    return _layer("rnn", cell, x, h0, None, weight_ih, weight_hh, bias_ih, bias_hh, reverse)
+    return _layer("rnn", cell, x, h0, None, weight_ih, weight_hh, bias_ih, bias_hh, reverse, recurrent_mask)

@@ -6,6 +6,10 @@ autograd, so ``torch.compile``, ``torch.library.opcheck`` and ``gradcheck`` see 
   once, run side by side by the kernels; the output holds them as the halves of each row
   (torch.nn's layout) and the input gradient is their sum.
 
+Each forward op takes an optional ``recurrent_mask`` (B, P) per direction: variational dropout
+on the recurrence, ``gates = W_ih x + W_hh (mask * h_prev) + b`` at every step (h0 included),
+the mask already scaled (0 or 1/(1-p)). It is a constant: no gradient flows to it.
+
 These are the low-level entry points; ``fastrnn.functional`` and ``fastrnn.nn`` validate
 arguments and are the API to call. Tensors reach the compiled kernels zero-copy through
 DLPack; outputs and workspaces are allocated here, with torch's allocator.
@@ -118,15 +122,25 @@ def _launch(x: Tensor) -> dict:
 class _Direction:
     """One direction of a layer: whether it runs backwards in time, and its tensors."""
 
-    def __init__(self, reverse, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=None):
+    def __init__(self, reverse, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=None,
+                 recurrent_mask=None):
         self.reverse = reverse
         self.h0, self.c0, self.weight_ih, self.weight_hh = h0, c0, weight_ih, weight_hh
         self.bias_ih, self.bias_hh, self.weight_hr = bias_ih, bias_hh, weight_hr
+        self.recurrent_mask = recurrent_mask
+
+
+def _check_masks_on_cpu(directions: List[_Direction]) -> None:
+    for d in directions:
+        if d.recurrent_mask is not None and d.recurrent_mask.device.type != "cpu":
+            raise NotImplementedError("fastrnn: recurrent dropout (recurrent_mask) is implemented only in the CPU "
+                                      f"kernels so far; got a mask on {d.recurrent_mask.device}")
 
 
 def _forward(x: Tensor, batch_sizes: Optional[Tensor], cell: int, training: bool, directions: List[_Direction]):
     """Runs one direction, or two side by side, in one kernel call. Returns y, whose rows hold
     the directions' outputs one after the other, and per direction (h_n, c_n, reserve)."""
+    _check_masks_on_cpu(directions)
     lstm = cell == _LSTM
     P = directions[0].h0.shape[1]
     H = _hidden_size(directions[0].weight_hh, cell)
@@ -144,7 +158,8 @@ def _forward(x: Tensor, batch_sizes: Optional[Tensor], cell: int, training: bool
             "reverse": d.reverse, "x": _view(x), "h0": _view(d.h0), "c0": _view(d.c0 if lstm else None),
             "weight_ih": _view(d.weight_ih), "weight_hh": _view(d.weight_hh), "bias_ih": _view(d.bias_ih),
             "bias_hh": _view(d.bias_hh), "weight_hr": _view(d.weight_hr), "batch_sizes": _view(batch_sizes),
-            "y": _view(y[..., k * P:(k + 1) * P]), "h_n": _view(h_n), "c_n": _view(c_n if lstm else None),
+            "recurrent_mask": _view(d.recurrent_mask), "y": _view(y[..., k * P:(k + 1) * P]), "h_n": _view(h_n),
+            "c_n": _view(c_n if lstm else None),
             "reserve": _view(reserve if width else None), "workspace": _view(workspace)})
         results.append((h_n, c_n, reserve))
     _C.rnn_forward(cell, training, calls)
@@ -175,7 +190,8 @@ def _backward(x: Tensor, batch_sizes: Optional[Tensor], y: Tensor, dy: Tensor, c
         calls.append({**_launch(x),
             "reverse": d.reverse, "x": _view(x), "h0": _view(d.h0), "c0": _view(d.c0 if lstm else None),
             "weight_ih": _view(d.weight_ih), "weight_hh": _view(d.weight_hh), "weight_hr": _view(d.weight_hr),
-            "batch_sizes": _view(batch_sizes), "y": _view(y[..., half]),
+            "batch_sizes": _view(batch_sizes), "recurrent_mask": _view(d.recurrent_mask),
+            "y": _view(y[..., half]),
             "reserve": _view(reserves[k] if reserves[k].numel() else None), "dy": _view(dy[..., half]),
             "dh_n": _view(dh_ns[k]), "dc_n": _view(dc_ns[k] if lstm else None), "dx": _view(dx), "dh0": _view(dh0),
             "dc0": _view(dc0 if lstm else None), "dweight_ih": _view(dw_ih), "dweight_hh": _view(dw_hh),
@@ -225,19 +241,19 @@ def _not_training():
 
 def rnn_forward_impl(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
                      bias_ih: Optional[Tensor], bias_hh: Optional[Tensor], weight_hr: Optional[Tensor],
-                     batch_sizes: Optional[Tensor], cell: int, reverse: bool,
-                     training: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+                     batch_sizes: Optional[Tensor], cell: int, reverse: bool, training: bool,
+                     recurrent_mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """One layer, one direction: returns (y, h_n, c_n, reserve).
 
     cell: 0 rnn_tanh, 1 rnn_relu, 2 lstm, 3 gru. x is (T, B, I), or (rows, I) packed with
     batch_sizes (T); h0 (B, P); weight_hr (P, H) projects an LSTM's output (P = H without it).
     c_n is empty unless LSTM; reserve (what the backward needs) is empty unless training.
-    Inputs must be contiguous.
+    Inputs must be contiguous. recurrent_mask (B, P), optional: see the module docstring.
 
     The body of the custom op rnn_forward. Called directly, it skips torch's dispatcher (tens
     of microseconds per call), which is safe only where no autograd graph or tracing is needed.
     """
-    direction = _Direction(reverse, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    direction = _Direction(reverse, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, recurrent_mask)
     y, [(h_n, c_n, reserve)] = _forward(x, batch_sizes, cell, training, [direction])
     return y, h_n, c_n, reserve
 
@@ -246,7 +262,8 @@ rnn_forward = torch.library.custom_op("fastrnn::rnn_forward", mutates_args=())(r
 
 
 @rnn_forward.register_fake
-def _(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes, cell, reverse, training):
+def _(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes, cell, reverse, training,
+      recurrent_mask=None):
     direction = _Direction(reverse, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     y, [(h_n, c_n, reserve)] = _fake_forward(x, batch_sizes, cell, training, [direction])
     return y, h_n, c_n, reserve
@@ -256,11 +273,12 @@ def _(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes,
 def rnn_backward(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
                  weight_hr: Optional[Tensor], batch_sizes: Optional[Tensor], y: Tensor, reserve: Tensor, dy: Tensor,
                  dh_n: Tensor, dc_n: Optional[Tensor], cell: int, reverse: bool, has_bias_ih: bool,
-                 has_bias_hh: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                 has_bias_hh: bool, recurrent_mask: Optional[Tensor] = None
+                 ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """BPTT of rnn_forward: returns (dx, dh0, dc0, dweight_ih, dweight_hh, dbias_ih, dbias_hh,
     dweight_hr); dc0 is empty unless LSTM, a bias gradient is empty when the forward had no such
     bias, dweight_hr is empty without a projection."""
-    direction = _Direction(reverse, h0, c0, weight_ih, weight_hh, weight_hr=weight_hr)
+    direction = _Direction(reverse, h0, c0, weight_ih, weight_hh, weight_hr=weight_hr, recurrent_mask=recurrent_mask)
     dx, [grads] = _backward(x, batch_sizes, y, dy, cell, has_bias_ih, has_bias_hh, [direction], [reserve], [dh_n],
                             [dc_n])
     return (dx, *grads)
@@ -268,30 +286,31 @@ def rnn_backward(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor,
 
 @rnn_backward.register_fake
 def _(x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve, dy, dh_n, dc_n, cell, reverse,
-      has_bias_ih, has_bias_hh):
+      has_bias_ih, has_bias_hh, recurrent_mask=None):
     direction = _Direction(reverse, h0, c0, weight_ih, weight_hh, weight_hr=weight_hr)
     dx, [grads] = _fake_backward(x, cell, has_bias_ih, has_bias_hh, [direction])
     return (dx, *grads)
 
 
 def _setup_context(ctx, inputs, output):
-    x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes, cell, reverse, training = inputs
+    x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes, cell, reverse, training, mask = inputs
     y, _, _, reserve = output
     ctx.cell, ctx.reverse, ctx.training = cell, reverse, training
     ctx.has_bias_ih, ctx.has_bias_hh = bias_ih is not None, bias_hh is not None
-    ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve)
+    ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve, mask)
 
 
 def _autograd_backward(ctx, dy, dh_n, dc_n, _dreserve):
     if not ctx.training:
         raise _not_training()
-    x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve = ctx.saved_tensors
+    x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve, mask = ctx.saved_tensors
     lstm = ctx.cell == _LSTM
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = rnn_backward(
         x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve, _incoming(dy, y), _incoming(dh_n, h0),
-        _incoming(dc_n, c0) if lstm else None, ctx.cell, ctx.reverse, ctx.has_bias_ih, ctx.has_bias_hh)
+        _incoming(dc_n, c0) if lstm else None, ctx.cell, ctx.reverse, ctx.has_bias_ih, ctx.has_bias_hh, mask)
     return (dx, dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if ctx.has_bias_ih else None,
-            db_hh if ctx.has_bias_hh else None, dw_hr if weight_hr is not None else None, None, None, None, None)
+            db_hh if ctx.has_bias_hh else None, dw_hr if weight_hr is not None else None, None, None, None, None,
+            None)
 
 
 rnn_forward.register_autograd(_autograd_backward, setup_context=_setup_context)
@@ -305,14 +324,17 @@ def rnn_bidirectional_forward_impl(
         bias_hh: Optional[Tensor], weight_hr: Optional[Tensor], h0_reverse: Tensor, c0_reverse: Optional[Tensor],
         weight_ih_reverse: Tensor, weight_hh_reverse: Tensor, bias_ih_reverse: Optional[Tensor],
         bias_hh_reverse: Optional[Tensor], weight_hr_reverse: Optional[Tensor], batch_sizes: Optional[Tensor],
-        cell: int, training: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        cell: int, training: bool, recurrent_mask: Optional[Tensor] = None,
+        recurrent_mask_reverse: Optional[Tensor] = None
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Both directions of one layer, run side by side: returns (y, h_n, c_n, reserve,
     h_n_reverse, c_n_reverse, reserve_reverse). y is (T, B, 2P) (or (rows, 2P) packed), each row
     the forward direction's output then the reverse direction's, as torch.nn lays them out.
-    The body of the custom op rnn_bidirectional_forward (see rnn_forward_impl)."""
-    directions = [_Direction(False, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr),
+    The body of the custom op rnn_bidirectional_forward (see rnn_forward_impl); each direction
+    takes its own optional recurrent mask."""
+    directions = [_Direction(False, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, recurrent_mask),
                   _Direction(True, h0_reverse, c0_reverse, weight_ih_reverse, weight_hh_reverse, bias_ih_reverse,
-                             bias_hh_reverse, weight_hr_reverse)]
+                             bias_hh_reverse, weight_hr_reverse, recurrent_mask_reverse)]
     y, [forward, backward] = _forward(x, batch_sizes, cell, training, directions)
     return (y, *forward, *backward)
 
@@ -323,7 +345,8 @@ rnn_bidirectional_forward = torch.library.custom_op("fastrnn::rnn_bidirectional_
 
 @rnn_bidirectional_forward.register_fake
 def _(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, h0_reverse, c0_reverse, weight_ih_reverse,
-      weight_hh_reverse, bias_ih_reverse, bias_hh_reverse, weight_hr_reverse, batch_sizes, cell, training):
+      weight_hh_reverse, bias_ih_reverse, bias_hh_reverse, weight_hr_reverse, batch_sizes, cell, training,
+      recurrent_mask=None, recurrent_mask_reverse=None):
     directions = [_Direction(False, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr),
                   _Direction(True, h0_reverse, c0_reverse, weight_ih_reverse, weight_hh_reverse, bias_ih_reverse,
                              bias_hh_reverse, weight_hr_reverse)]
@@ -337,13 +360,14 @@ def rnn_bidirectional_backward(
         reserve: Tensor, dh_n: Tensor, dc_n: Optional[Tensor], h0_reverse: Tensor, c0_reverse: Optional[Tensor],
         weight_ih_reverse: Tensor, weight_hh_reverse: Tensor, weight_hr_reverse: Optional[Tensor],
         reserve_reverse: Tensor, dh_n_reverse: Tensor, dc_n_reverse: Optional[Tensor], batch_sizes: Optional[Tensor],
-        y: Tensor, dy: Tensor, cell: int, has_bias_ih: bool, has_bias_hh: bool) -> List[Tensor]:
+        y: Tensor, dy: Tensor, cell: int, has_bias_ih: bool, has_bias_hh: bool, recurrent_mask: Optional[Tensor] = None,
+        recurrent_mask_reverse: Optional[Tensor] = None) -> List[Tensor]:
     """BPTT of rnn_bidirectional_forward: [dx, then for each direction dh0, dc0, dweight_ih,
     dweight_hh, dbias_ih, dbias_hh, dweight_hr] (empty tensors as in rnn_backward). dx is the
     sum over both directions."""
-    directions = [_Direction(False, h0, c0, weight_ih, weight_hh, weight_hr=weight_hr),
+    directions = [_Direction(False, h0, c0, weight_ih, weight_hh, weight_hr=weight_hr, recurrent_mask=recurrent_mask),
                   _Direction(True, h0_reverse, c0_reverse, weight_ih_reverse, weight_hh_reverse,
-                             weight_hr=weight_hr_reverse)]
+                             weight_hr=weight_hr_reverse, recurrent_mask=recurrent_mask_reverse)]
     dx, [forward, backward] = _backward(x, batch_sizes, y, dy, cell, has_bias_ih, has_bias_hh, directions,
                                         [reserve, reserve_reverse], [dh_n, dh_n_reverse], [dc_n, dc_n_reverse])
     return [dx, *forward, *backward]
@@ -352,7 +376,7 @@ def rnn_bidirectional_backward(
 @rnn_bidirectional_backward.register_fake
 def _(x, h0, c0, weight_ih, weight_hh, weight_hr, reserve, dh_n, dc_n, h0_reverse, c0_reverse, weight_ih_reverse,
       weight_hh_reverse, weight_hr_reverse, reserve_reverse, dh_n_reverse, dc_n_reverse, batch_sizes, y, dy, cell,
-      has_bias_ih, has_bias_hh):
+      has_bias_ih, has_bias_hh, recurrent_mask=None, recurrent_mask_reverse=None):
     directions = [_Direction(False, h0, c0, weight_ih, weight_hh, weight_hr=weight_hr),
                   _Direction(True, h0_reverse, c0_reverse, weight_ih_reverse, weight_hh_reverse,
                              weight_hr=weight_hr_reverse)]
@@ -362,31 +386,32 @@ def _(x, h0, c0, weight_ih, weight_hh, weight_hr, reserve, dh_n, dc_n, h0_revers
 
 def _setup_bidirectional_context(ctx, inputs, output):
     (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, h0_r, c0_r, weight_ih_r, weight_hh_r, _, _,
-     weight_hr_r, batch_sizes, cell, training) = inputs
+     weight_hr_r, batch_sizes, cell, training, mask, mask_r) = inputs
     y, _, _, reserve, _, _, reserve_r = output
     ctx.cell, ctx.training = cell, training
     ctx.has_bias_ih, ctx.has_bias_hh = bias_ih is not None, bias_hh is not None
     ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, weight_hr, reserve, h0_r, c0_r, weight_ih_r, weight_hh_r,
-                          weight_hr_r, reserve_r, batch_sizes, y)
+                          weight_hr_r, reserve_r, batch_sizes, y, mask, mask_r)
 
 
 def _autograd_bidirectional_backward(ctx, dy, dh_n, dc_n, _dreserve, dh_n_r, dc_n_r, _dreserve_r):
     if not ctx.training:
         raise _not_training()
     (x, h0, c0, weight_ih, weight_hh, weight_hr, reserve, h0_r, c0_r, weight_ih_r, weight_hh_r, weight_hr_r,
-     reserve_r, batch_sizes, y) = ctx.saved_tensors
+     reserve_r, batch_sizes, y, mask, mask_r) = ctx.saved_tensors
     lstm = ctx.cell == _LSTM
     dx, *grads = rnn_bidirectional_backward(
         x, h0, c0, weight_ih, weight_hh, weight_hr, reserve, _incoming(dh_n, h0), _incoming(dc_n, c0) if lstm else None,
         h0_r, c0_r, weight_ih_r, weight_hh_r, weight_hr_r, reserve_r, _incoming(dh_n_r, h0_r),
         _incoming(dc_n_r, c0_r) if lstm else None, batch_sizes, y, _incoming(dy, y), ctx.cell, ctx.has_bias_ih,
-        ctx.has_bias_hh)
+        ctx.has_bias_hh, mask, mask_r)
 
     def direction(dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, weight_hr):
         return (dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if ctx.has_bias_ih else None,
                 db_hh if ctx.has_bias_hh else None, dw_hr if weight_hr is not None else None)
 
-    return (dx, *direction(*grads[:7], weight_hr), *direction(*grads[7:], weight_hr_r), None, None, None)
+    return (dx, *direction(*grads[:7], weight_hr), *direction(*grads[7:], weight_hr_r), None, None, None, None,
+            None)
 
 
 rnn_bidirectional_forward.register_autograd(_autograd_bidirectional_backward,

@@ -7,8 +7,20 @@ torch's own checks (``check_forward_args``), so they carry torch's exception typ
 
 Each layer and direction is one kernel call over the whole sequence (no Python loop over time);
 a PackedSequence goes to the kernels as it is, so padding is never computed on.
+
+RNN, LSTM and GRU also take two keyword-only arguments torch's layers lack, both active only in
+training mode (Gal & Ghahramani's variational dropout: one mask per sequence, the same at every
+step, scaled by 1/(1-p)):
+
+* ``input_dropout``: each layer's input x_t is multiplied by a (batch, features) mask, drawn per
+  layer and shared by a bidirectional layer's two directions (they read one x in the kernel);
+* ``recurrent_dropout``: h_{t-1} is multiplied by a (batch, hidden) mask where it enters the
+  recurrent product W_hh h_{t-1}, inside the fused kernel, one mask per layer and direction.
+
+The masks come from torch's default generator, so ``torch.manual_seed`` reproduces them.
 """
 
+import numbers
 from typing import Optional, Tuple
 
 import torch
@@ -39,8 +51,38 @@ def _check_devices(input: Tensor, hidden, params) -> None:  # noqa: A002
                                    f"{input.device} and {kind} tensor at {t.device}")
 
 
+def _probability(name: str, p) -> float:
+    """A dropout probability checked as torch.nn checks `dropout`."""
+    if not isinstance(p, numbers.Number) or isinstance(p, bool) or not 0 <= p <= 1:
+        raise ValueError(f"{name} should be a number in range [0, 1] representing the probability of an element "
+                         f"being zeroed")
+    return float(p)
+
+
+def _dropout_mask(shape, p: float, like: Tensor) -> Tensor:
+    """A variational dropout mask: 0 with probability p, else 1/(1-p) (all zeros when p is 1)."""
+    if p == 1:
+        return like.new_zeros(shape)
+    return like.new_empty(shape).bernoulli_(1 - p).div_(1 - p)
+
+
 class _FusedRNNBase:
     """forward() for RNN, LSTM and GRU; mixed in before the torch.nn class."""
+
+    def __init__(self, *args, input_dropout: float = 0.0, recurrent_dropout: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.input_dropout = _probability("input_dropout", input_dropout)
+        self.recurrent_dropout = _probability("recurrent_dropout", recurrent_dropout)
+        # The masks of the last training forward, per layer (input mask, [mask per direction]),
+        # in the kernels' batch order (a PackedSequence's sorted order); for tests.
+        self._dropout_masks = []
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        for name in ("input_dropout", "recurrent_dropout"):
+            if getattr(self, name, 0.0) != 0:
+                s += f", {name}={getattr(self, name)}"
+        return s
 
     def forward(self, input, hx=None):  # noqa: A002 - torch's argument name
         self._update_flat_weights()
@@ -119,14 +161,26 @@ class _FusedRNNBase:
             biases = (w[2], w[3]) if self.bias else (None, None)
             return (h0[k], c0[k] if lstm else None, w[0], w[1], *biases, w[-1] if self.proj_size > 0 else None)
 
+        p_in = getattr(self, "input_dropout", 0.0) if self.training else 0.0
+        p_rec = getattr(self, "recurrent_dropout", 0.0) if self.training else 0.0
+        if p_in > 0 and batch_sizes is not None:  # the batch row of each packed row
+            row_batch = torch.cat([torch.arange(int(n), device=x.device) for n in batch_sizes])
+        self._dropout_masks = []
         h_n, c_n = [], []
         for layer in range(self.num_layers):
+            input_mask = _dropout_mask((batch, x.shape[-1]), p_in, x) if p_in > 0 else None
+            if input_mask is not None:
+                x = x * (input_mask[row_batch] if batch_sizes is not None else input_mask)
+            masks = [_dropout_mask((batch, h0.shape[-1]), p_rec, x) if p_rec > 0 else None
+                     for _ in range(num_directions)]
+            if p_in > 0 or p_rec > 0:
+                self._dropout_masks.append((input_mask, masks))
             if num_directions == 1:
-                x, h, c = _F.run_layer(cell, x, *direction(layer), batch_sizes)
+                x, h, c = _F.run_layer(cell, x, *direction(layer), batch_sizes, recurrent_mask=masks[0])
                 states = [(h, c)]
             else:  # both directions side by side, writing the halves of one output
                 x, *states = _F.run_bidirectional_layer(cell, x, direction(2 * layer), direction(2 * layer + 1),
-                                                        batch_sizes)
+                                                        batch_sizes, recurrent_masks=tuple(masks))
             h_n += [h for h, _ in states]
             c_n += [c for _, c in states]
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
