@@ -306,8 +306,9 @@ def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bo
     strides = _ints(op, "stride", 3, () if stride is None else stride,
                     "avg_pool2d: stride must either be omitted, a single int, or a tuple of two ints", True) or kernel
     pads = _ints(op, "padding", 4, padding, "avg_pool2d: padding must either be a single int, or a tuple of two ints")
-    ceil_mode = _flag(op, "ceil_mode", 5, ceil_mode)
-    count_include_pad = _flag(op, "count_include_pad", 6, count_include_pad)
+    # torch names a position only for arguments passed by position; these usually come by keyword.
+    ceil_mode = _flag(op, "ceil_mode", None, ceil_mode)
+    count_include_pad = _flag(op, "count_include_pad", None, count_include_pad)
     if divisor_override is not None:
         if isinstance(divisor_override, bool) or not hasattr(divisor_override, "__index__"):
             raise TypeError(f"avg_pool2d(): argument 'divisor_override' must be int, not "
