@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 from torch.utils.dlpack import to_dlpack
 
 from . import _C, ops
@@ -80,15 +81,18 @@ def _(x, kernel_size, stride, padding, dilation, ceil_mode, with_indices):
     return x.new_empty(shape), x.new_empty(shape if with_indices else 0, dtype=torch.int64)
 
 
-@torch.library.custom_op("fastrnn::max_pool2d_backward", mutates_args=())
-def max_pool2d_backward_op(grad_output: Tensor, indices: Tensor, input_shape: List[int], kernel_size: List[int],
-                           stride: List[int], padding: List[int], dilation: List[int], ceil_mode: bool) -> Tensor:
+def max_pool2d_backward_impl(grad_output: Tensor, indices: Tensor, input_shape: List[int], kernel_size: List[int],
+                             stride: List[int], padding: List[int], dilation: List[int], ceil_mode: bool) -> Tensor:
     """grad_input of input_shape: grad_output added at the argmax positions `indices`."""
     grad_input = ops._empty(input_shape, grad_output)
     _C.max_pool2d_backward(to_dlpack(grad_output.contiguous()), to_dlpack(indices.contiguous()),
                            to_dlpack(grad_input), kernel_size, stride, padding, dilation, ceil_mode,
                            _stream(grad_output))
     return grad_input
+
+
+max_pool2d_backward_op = torch.library.custom_op("fastrnn::max_pool2d_backward",
+                                                 mutates_args=())(max_pool2d_backward_impl)
 
 
 @max_pool2d_backward_op.register_fake
@@ -109,7 +113,9 @@ def _max_backward(ctx, grad_y, _grad_indices):
         raise _not_saved()
     (indices,) = ctx.saved_tensors
     grad_y = torch.zeros_like(indices, dtype=grad_y.dtype) if grad_y is None else grad_y
-    return max_pool2d_backward_op(grad_y, indices, ctx.input_shape, *ctx.args), None, None, None, None, None, None
+    # Outside a double-backward graph the op's body runs directly, without the dispatcher.
+    backward = max_pool2d_backward_op if not _direct(grad_y, torch.is_grad_enabled()) else max_pool2d_backward_impl
+    return backward(grad_y, indices, ctx.input_shape, *ctx.args), None, None, None, None, None, None
 
 
 max_pool2d_op.register_autograd(_max_backward, setup_context=_max_setup)
@@ -146,15 +152,18 @@ def _(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_ove
     return x.new_empty(_pooled_shape(x.shape, kernel_size, stride, padding, (1, 1), ceil_mode))
 
 
-@torch.library.custom_op("fastrnn::avg_pool2d_backward", mutates_args=())
-def avg_pool2d_backward_op(grad_output: Tensor, input_shape: List[int], kernel_size: List[int], stride: List[int],
-                           padding: List[int], ceil_mode: bool, count_include_pad: bool,
-                           divisor_override: Optional[int]) -> Tensor:
+def avg_pool2d_backward_impl(grad_output: Tensor, input_shape: List[int], kernel_size: List[int], stride: List[int],
+                             padding: List[int], ceil_mode: bool, count_include_pad: bool,
+                             divisor_override: Optional[int]) -> Tensor:
     """grad_input of input_shape: each grad_output spread over its window by its divisor."""
     grad_input = ops._empty(input_shape, grad_output)
     _C.avg_pool2d_backward(to_dlpack(grad_output.contiguous()), to_dlpack(grad_input), kernel_size, stride, padding,
                            ceil_mode, count_include_pad, divisor_override or 0, _stream(grad_output))
     return grad_input
+
+
+avg_pool2d_backward_op = torch.library.custom_op("fastrnn::avg_pool2d_backward",
+                                                 mutates_args=())(avg_pool2d_backward_impl)
 
 
 @avg_pool2d_backward_op.register_fake
@@ -168,7 +177,8 @@ def _avg_setup(ctx, inputs, output):
 
 
 def _avg_backward(ctx, grad_y):
-    return (avg_pool2d_backward_op(grad_y, ctx.input_shape, *ctx.args), None, None, None, None, None, None)
+    backward = avg_pool2d_backward_op if not _direct(grad_y, torch.is_grad_enabled()) else avg_pool2d_backward_impl
+    return (backward(grad_y, ctx.input_shape, *ctx.args), None, None, None, None, None, None)
 
 
 avg_pool2d_op.register_autograd(_avg_backward, setup_context=_avg_setup)
@@ -265,8 +275,10 @@ def _needs_autograd(x: Tensor) -> bool:
 
 
 def _direct(x: Tensor, training: bool) -> bool:
-    """Whether the op's body may be called without the dispatcher: no autograd, no tracing."""
-    return not training and x.device.type in ("cpu", "cuda") and not torch.compiler.is_compiling()
+    """Whether the op's body may be called without the dispatcher: no autograd, no tracing
+    (a plain tensor, no dispatch mode active, not compiling)."""
+    return (not training and type(x) is Tensor and x.device.type in ("cpu", "cuda")
+            and not torch.compiler.is_compiling() and _current_dispatch_mode() is None)
 
 
 # ---- Functions ---------------------------------------------------------------------------------------
