@@ -106,13 +106,15 @@ def _max_setup(ctx, inputs, output):
     ctx.with_indices = with_indices
     ctx.input_shape = list(inputs[0].shape)
     ctx.save_for_backward(output[1])
+    ctx.set_materialize_grads(False)  # no zero gradient for the (int64) indices output
 
 
 def _max_backward(ctx, grad_y, _grad_indices):
     if not ctx.with_indices:
         raise _not_saved()
     (indices,) = ctx.saved_tensors
-    grad_y = torch.zeros_like(indices, dtype=grad_y.dtype) if grad_y is None else grad_y
+    if grad_y is None:  # only the indices were used: no gradient reaches the input
+        return None, None, None, None, None, None, None
     # Outside a double-backward graph the op's body runs directly, without the dispatcher.
     backward = max_pool2d_backward_op if not _direct(grad_y, torch.is_grad_enabled()) else max_pool2d_backward_impl
     return backward(grad_y, indices, ctx.input_shape, *ctx.args), None, None, None, None, None, None
