@@ -9,6 +9,7 @@
 
 #include "common/checks.h"
 #include "common/error.h"
+#include "cuda/launch.h"
 #include "cuda/pool.h"
 
 namespace fastrnn::cuda {
@@ -117,33 +118,10 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-void check_launch(const char* op) {
-  const cudaError_t status = cudaGetLastError();
-  FASTRNN_CHECK(status == cudaSuccess, op, ": CUDA kernel launch failed: ", cudaGetErrorString(status));
-}
-
 int blocks_for(int64_t n) {
   const int64_t blocks = (n + kThreads - 1) / kThreads;
   return static_cast<int>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
 }
-
-// Makes `device` current for this scope.
-class DeviceScope {
- public:
-  explicit DeviceScope(int device) {
-    cudaGetDevice(&previous_);
-    if (device != previous_) {
-      const cudaError_t status = cudaSetDevice(device);
-      FASTRNN_CHECK(status == cudaSuccess, "cannot use CUDA device ", device, ": ", cudaGetErrorString(status));
-    }
-  }
-  ~DeviceScope() { cudaSetDevice(previous_); }
-  DeviceScope(const DeviceScope&) = delete;
-  DeviceScope& operator=(const DeviceScope&) = delete;
-
- private:
-  int previous_ = 0;
-};
 
 // Calls fn(S{}, A{}) with the storage and accumulation types of `dtype`.
 template <typename Fn>
@@ -156,7 +134,7 @@ void with_types(DType dtype, const Fn& fn) {
   }
 }
 
-void check_cuda(const char* op, std::initializer_list<const TensorView*> views) {
+void require_cuda(const char* op, std::initializer_list<const TensorView*> views) {
   for (const TensorView* v : views) {
     FASTRNN_CHECK(!v->defined() || v->device == DeviceType::CUDA, op, ": expected CUDA arrays");
   }
@@ -167,7 +145,7 @@ void check_cuda(const char* op, std::initializer_list<const TensorView*> views) 
 void max_pool2d_forward(const Pool2dParams& p, const TensorView& input, const TensorView& output,
                         const TensorView& indices, uintptr_t stream) {
   const char* op = "max_pool2d_forward";
-  check_cuda(op, {&input, &output, &indices});
+  require_cuda(op, {&input, &output, &indices});
   const Pool2dShape s = check_pool2d(op, p, input, output, indices, true);
   check_no_overlap(op, {{"output", &output}, {"indices", &indices}}, {{"input", &input}});
   const int64_t n = s.planes * s.out_height * s.out_width;
@@ -186,7 +164,7 @@ void max_pool2d_forward(const Pool2dParams& p, const TensorView& input, const Te
 void max_pool2d_backward(const Pool2dParams& p, const TensorView& grad_output, const TensorView& indices,
                          const TensorView& grad_input, uintptr_t stream) {
   const char* op = "max_pool2d_backward";
-  check_cuda(op, {&grad_output, &indices, &grad_input});
+  require_cuda(op, {&grad_output, &indices, &grad_input});
   FASTRNN_CHECK(indices.defined(), op, ": indices are required");
   const Pool2dShape s = check_pool2d(op, p, grad_input, grad_output, indices, true);
   check_no_overlap(op, {{"grad_input", &grad_input}}, {{"grad_output", &grad_output}, {"indices", &indices}});
@@ -204,7 +182,7 @@ void max_pool2d_backward(const Pool2dParams& p, const TensorView& grad_output, c
 
 void avg_pool2d_forward(const Pool2dParams& p, const TensorView& input, const TensorView& output, uintptr_t stream) {
   const char* op = "avg_pool2d_forward";
-  check_cuda(op, {&input, &output});
+  require_cuda(op, {&input, &output});
   const Pool2dShape s = check_pool2d(op, p, input, output, TensorView(), true);
   check_no_overlap(op, {{"output", &output}}, {{"input", &input}});
   const int64_t n = s.planes * s.out_height * s.out_width;
@@ -222,7 +200,7 @@ void avg_pool2d_forward(const Pool2dParams& p, const TensorView& input, const Te
 void avg_pool2d_backward(const Pool2dParams& p, const TensorView& grad_output, const TensorView& grad_input,
                          uintptr_t stream) {
   const char* op = "avg_pool2d_backward";
-  check_cuda(op, {&grad_output, &grad_input});
+  require_cuda(op, {&grad_output, &grad_input});
   const Pool2dShape s = check_pool2d(op, p, grad_input, grad_output, TensorView(), true);
   check_no_overlap(op, {{"grad_input", &grad_input}}, {{"grad_output", &grad_output}});
   const int64_t n = s.planes * s.height * s.width;
