@@ -137,3 +137,9 @@ def rnn(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, b
     """Elman RNN layer, h = act(W_ih x + b_ih + W_hh h + b_hh), act tanh or relu: returns (y, h_n)."""
     cell = _checks.elman_cell(nonlinearity)
     return _layer("rnn", cell, x, h0, None, weight_ih, weight_hh, bias_ih, bias_hh, reverse, recurrent_mask)
+
+
+# 2-d pooling (torch.nn.functional's signatures): python/fastrnn/_pool.py.
+from ._pool import avg_pool2d, max_pool2d  # noqa: E402
+
+__all__ += ["max_pool2d", "avg_pool2d"]

@@ -6,6 +6,8 @@ its checkpoints.
     model.load_state_dict(torch_lstm.state_dict())   # and the other way round
 """
 
+from .pooling import AvgPool2d, MaxPool2d
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
+__all__ += ["MaxPool2d", "AvgPool2d"]

@@ -1,0 +1,115 @@
+// The CPU pooling entry points: argument checks, then the SIMD kernels of the active
+// instruction set for the windows they cover (pool_avx2.cpp), the portable loops otherwise.
+#include "cpu/pool.h"
+
+#include "common/checks.h"
+#include "common/dispatch.h"
+#include "common/error.h"
+#include "common/isa.h"
+#include "cpu/pool_kernels.h"
+
+namespace fastrnn::cpu {
+
+#if defined(FASTRNN_X86)
+namespace isa_avx2 {
+void max_pool2d_forward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* input, void* output,
+                        int64_t* indices);
+void avg_pool2d_forward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* input, void* output);
+void max_pool2d_backward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* grad_output,
+                         const int64_t* indices, void* grad_input);
+void avg_pool2d_backward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* grad_output,
+                         void* grad_input);
+}  // namespace isa_avx2
+#endif
+
+namespace {
+
+// The windows the SIMD kernels take: K x K (K = 2 or 3, backward: 2 only), stride 2, no
+// dilation, planes small enough for int32 positions.
+bool simd_window(const Pool2dShape& s, const Pool2dParams& p, bool backward) {
+#if defined(FASTRNN_X86)
+  if (active_isa() == Isa::Generic) return false;
+  const bool square = p.kernel_h == p.kernel_w && (p.kernel_h == 2 || (p.kernel_h == 3 && !backward));
+  return square && p.stride_h == 2 && p.stride_w == 2 && p.dilation_h == 1 && p.dilation_w == 1 &&
+         s.height * s.width < (int64_t(1) << 31);
+#else
+  (void)s, (void)p, (void)backward;
+  return false;
+#endif
+}
+
+void check_cpu(const char* op, std::initializer_list<const TensorView*> views) {
+  for (const TensorView* v : views) {
+    FASTRNN_CHECK(!v->defined() || v->device == DeviceType::CPU, op, ": expected CPU arrays");
+  }
+}
+
+}  // namespace
+
+void max_pool2d_forward(const Pool2dParams& p, const TensorView& input, const TensorView& output,
+                        const TensorView& indices) {
+  const char* op = "max_pool2d_forward";
+  check_cpu(op, {&input, &output, &indices});
+  const Pool2dShape s = check_pool2d(op, p, input, output, indices, false);
+  check_no_overlap(op, {{"output", &output}, {"indices", &indices}}, {{"input", &input}});
+  int64_t* idx = indices.defined() ? indices.data_as<int64_t>() : nullptr;
+  if (s.planes == 0) return;
+#if defined(FASTRNN_X86)
+  if (simd_window(s, p, false)) return isa_avx2::max_pool2d_forward(s, p, input.dtype, input.data, output.data, idx);
+#endif
+  FASTRNN_DISPATCH_FLOATING(input.dtype, op, [&] {
+    max_forward_generic<scalar_t>(s, p, input.data_as<scalar_t>(), output.data_as<scalar_t>(), idx);
+  });
+}
+
+void max_pool2d_backward(const Pool2dParams& p, const TensorView& grad_output, const TensorView& indices,
+                         const TensorView& grad_input) {
+  const char* op = "max_pool2d_backward";
+  check_cpu(op, {&grad_output, &indices, &grad_input});
+  FASTRNN_CHECK(indices.defined(), op, ": indices are required");
+  const Pool2dShape s = check_pool2d(op, p, grad_input, grad_output, indices, false);
+  check_no_overlap(op, {{"grad_input", &grad_input}}, {{"grad_output", &grad_output}, {"indices", &indices}});
+  if (s.planes == 0) return;
+#if defined(FASTRNN_X86)
+  if (simd_window(s, p, true)) {
+    return isa_avx2::max_pool2d_backward(s, p, grad_input.dtype, grad_output.data, indices.data_as<int64_t>(),
+                                         grad_input.data);
+  }
+#endif
+  FASTRNN_DISPATCH_FLOATING(grad_input.dtype, op, [&] {
+    max_backward_generic<scalar_t>(s, p, grad_output.data_as<scalar_t>(), indices.data_as<int64_t>(),
+                                   grad_input.data_as<scalar_t>());
+  });
+}
+
+void avg_pool2d_forward(const Pool2dParams& p, const TensorView& input, const TensorView& output) {
+  const char* op = "avg_pool2d_forward";
+  check_cpu(op, {&input, &output});
+  const Pool2dShape s = check_pool2d(op, p, input, output, TensorView(), false);
+  check_no_overlap(op, {{"output", &output}}, {{"input", &input}});
+  if (s.planes == 0) return;
+#if defined(FASTRNN_X86)
+  if (simd_window(s, p, false)) return isa_avx2::avg_pool2d_forward(s, p, input.dtype, input.data, output.data);
+#endif
+  FASTRNN_DISPATCH_FLOATING(input.dtype, op, [&] {
+    avg_forward_generic<scalar_t>(s, p, input.data_as<scalar_t>(), output.data_as<scalar_t>());
+  });
+}
+
+void avg_pool2d_backward(const Pool2dParams& p, const TensorView& grad_output, const TensorView& grad_input) {
+  const char* op = "avg_pool2d_backward";
+  check_cpu(op, {&grad_output, &grad_input});
+  const Pool2dShape s = check_pool2d(op, p, grad_input, grad_output, TensorView(), false);
+  check_no_overlap(op, {{"grad_input", &grad_input}}, {{"grad_output", &grad_output}});
+  if (s.planes == 0) return;
+#if defined(FASTRNN_X86)
+  if (simd_window(s, p, true)) {
+    return isa_avx2::avg_pool2d_backward(s, p, grad_input.dtype, grad_output.data, grad_input.data);
+  }
+#endif
+  FASTRNN_DISPATCH_FLOATING(grad_input.dtype, op, [&] {
+    avg_backward_generic<scalar_t>(s, p, grad_output.data_as<scalar_t>(), grad_input.data_as<scalar_t>());
+  });
+}
+
+}  // namespace fastrnn::cpu

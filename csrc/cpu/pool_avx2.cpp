@@ -1,0 +1,392 @@
+// Pooling with AVX2 for the common windows: 2x2 and 3x3, stride 2, no dilation (any padding,
+// ceil_mode and divisor). Each output row runs SIMD blocks over its interior columns (windows
+// wholly inside the input) and the portable code on the few border outputs; rows whose windows
+// leave the input run the portable code throughout. The work streams through memory, so the
+// goal is touching each byte once at close to memory bandwidth: stride-2 windows are
+// deinterleaved in registers (shuffles), never gathered.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "cpu/pool_kernels.h"
+
+namespace fastrnn::cpu::isa_avx2 {
+namespace {
+
+template <typename T>
+struct Simd;
+
+// 8 floats; positions as 8 int32 (planes hold fewer than 2^31 elements, checked by the caller).
+template <>
+struct Simd<float> {
+  static constexpr int kLanes = 8;
+  using V = __m256;
+  using I = __m256i;
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static V set1(float x) { return _mm256_set1_ps(x); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V div(V a, V b) { return _mm256_div_ps(a, b); }
+  // (a, b) = x[0..16) -> x[0], x[2], .. x[14] and x[1], x[3], .. x[15]
+  static void deinterleave(V a, V b, V& even, V& odd) {
+    even = in_order(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
+    odd = in_order(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+  // p[2j] = a[j], p[2j + 1] = b[j]
+  static void interleave_store(float* p, V a, V b) {
+    const V lo = _mm256_unpacklo_ps(a, b), hi = _mm256_unpackhi_ps(a, b);
+    store(p, _mm256_permute2f128_ps(lo, hi, 0x20));
+    store(p + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+  }
+  // max that keeps a NaN from either side (the all-ones mask is a NaN).
+  static V max_nan(V a, V b) { return _mm256_or_ps(_mm256_max_ps(a, b), _mm256_cmp_ps(a, b, _CMP_UNORD_Q)); }
+  // Lanes where v replaces the running maximum, as torch's scalar test `v > best || isnan(v)`.
+  static V takes_over(V v, V best) {
+    return _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  }
+  static V select(V mask, V yes, V no) { return _mm256_blendv_ps(no, yes, mask); }
+  static I select(V mask, I yes, I no) {
+    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(no), _mm256_castsi256_ps(yes), mask));
+  }
+  static I ramp(int64_t first, int step) {
+    const int f = static_cast<int>(first);
+    return _mm256_setr_epi32(f, f + step, f + 2 * step, f + 3 * step, f + 4 * step, f + 5 * step, f + 6 * step,
+                             f + 7 * step);
+  }
+  static I add(I a, int64_t c) { return _mm256_add_epi32(a, _mm256_set1_epi32(static_cast<int>(c))); }
+  static void store_index(int64_t* p, I i) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(i)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(i, 1)));
+  }
+  static I load_index(const int64_t* p) {
+    // The low halves of 8 int64, in order.
+    const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    const __m256i lo = _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), pick);
+    const __m256i hi = _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 4)), pick);
+    return _mm256_permute2x128_si256(lo, hi, 0x20);
+  }
+  static V equal(I a, I b) { return _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, b)); }
+  static V keep(V mask, V v) { return _mm256_and_ps(mask, v); }
+
+ private:
+  static V in_order(V v) { return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0xD8)); }
+};
+
+// 4 doubles; positions as 4 int64.
+template <>
+struct Simd<double> {
+  static constexpr int kLanes = 4;
+  using V = __m256d;
+  using I = __m256i;
+  static V load(const double* p) { return _mm256_loadu_pd(p); }
+  static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
+  static V set1(double x) { return _mm256_set1_pd(x); }
+  static V add(V a, V b) { return _mm256_add_pd(a, b); }
+  static V div(V a, V b) { return _mm256_div_pd(a, b); }
+  static void deinterleave(V a, V b, V& even, V& odd) {
+    even = _mm256_permute4x64_pd(_mm256_unpacklo_pd(a, b), 0xD8);
+    odd = _mm256_permute4x64_pd(_mm256_unpackhi_pd(a, b), 0xD8);
+  }
+  static void interleave_store(double* p, V a, V b) {
+    const V lo = _mm256_unpacklo_pd(a, b), hi = _mm256_unpackhi_pd(a, b);
+    store(p, _mm256_permute2f128_pd(lo, hi, 0x20));
+    store(p + 4, _mm256_permute2f128_pd(lo, hi, 0x31));
+  }
+  static V max_nan(V a, V b) { return _mm256_or_pd(_mm256_max_pd(a, b), _mm256_cmp_pd(a, b, _CMP_UNORD_Q)); }
+  static V takes_over(V v, V best) {
+    return _mm256_or_pd(_mm256_cmp_pd(v, best, _CMP_GT_OQ), _mm256_cmp_pd(v, v, _CMP_UNORD_Q));
+  }
+  static V select(V mask, V yes, V no) { return _mm256_blendv_pd(no, yes, mask); }
+  static I select(V mask, I yes, I no) {
+    return _mm256_castpd_si256(_mm256_blendv_pd(_mm256_castsi256_pd(no), _mm256_castsi256_pd(yes), mask));
+  }
+  static I ramp(int64_t first, int step) { return _mm256_setr_epi64x(first, first + step, first + 2 * step, first + 3 * step); }
+  static I add(I a, int64_t c) { return _mm256_add_epi64(a, _mm256_set1_epi64x(c)); }
+  static void store_index(int64_t* p, I i) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), i); }
+  static I load_index(const int64_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  static V equal(I a, I b) { return _mm256_castsi256_pd(_mm256_cmpeq_epi64(a, b)); }
+  static V keep(V mask, V v) { return _mm256_and_pd(mask, v); }
+};
+
+// Outputs [first, last) along one dimension whose K-wide, stride-2 windows lie inside [0, size).
+struct Interior {
+  int64_t first, last;
+};
+Interior interior(int64_t size, int64_t out_size, int kernel, int64_t pad) {
+  const int64_t first = (pad + 1) / 2, reach = size - kernel + pad;
+  int64_t last = reach < 0 ? 0 : reach / 2 + 1;
+  last = last < out_size ? last : out_size;
+  return {first, last < first ? first : last};
+}
+
+// Calls block(ow) for blocks of kLanes outputs covering [first, last) (at least kLanes wide);
+// the last block is shifted left to end at `last`, recomputing a few outputs instead of
+// running a scalar tail (pooled rows are short: 14 outputs for a 28-wide input).
+template <int kLanes, typename Fn>
+inline void for_each_block(Interior cols, const Fn& block) {
+  for (int64_t ow = cols.first;; ow += kLanes) {
+    if (ow > cols.last - kLanes) ow = cols.last - kLanes;
+    block(ow);
+    if (ow == cols.last - kLanes) break;
+  }
+}
+
+// kLanes outputs of a K x K max pool; row[k] points at window column 0 of the first output in
+// input row k, `position` is that element's flat index in the plane.
+template <typename T, int K, bool kIndices>
+inline void max_block(const T* const* row, int64_t width, int64_t position, T* out, int64_t* idx) {
+  using S = Simd<T>;
+  constexpr int L = S::kLanes;
+  using V = typename S::V;
+  if constexpr (!kIndices) {
+    // Without indices the order does not matter: rows first, then the columns.
+    V a = S::load(row[0]), b = S::load(row[0] + L);
+    for (int k = 1; k < K; ++k) {
+      a = S::max_nan(a, S::load(row[k]));
+      b = S::max_nan(b, S::load(row[k] + L));
+    }
+    V even, odd;
+    S::deinterleave(a, b, even, odd);
+    V best = S::max_nan(even, odd);
+    if constexpr (K == 3) {
+      // Column 2 of window j is x[2j + 2]: the odd elements of the row read from x + 1.
+      V c = S::load(row[0] + 1), d = S::load(row[0] + 1 + L);
+      for (int k = 1; k < K; ++k) {
+        c = S::max_nan(c, S::load(row[k] + 1));
+        d = S::max_nan(d, S::load(row[k] + 1 + L));
+      }
+      V unused, third;
+      S::deinterleave(c, d, unused, third);
+      best = S::max_nan(best, third);
+    }
+    S::store(out, best);
+  } else {
+    // With indices, torch's scan order: row by row, left to right.
+    const auto base = S::ramp(position, 2);
+    V best = S::set1(T(0));
+    auto at = base;
+    for (int k = 0; k < K; ++k) {
+      V cols[3];
+      S::deinterleave(S::load(row[k]), S::load(row[k] + L), cols[0], cols[1]);
+      if constexpr (K == 3) {
+        V unused;
+        S::deinterleave(S::load(row[k] + 1), S::load(row[k] + 1 + L), unused, cols[2]);
+      }
+      for (int c = 0; c < K; ++c) {
+        const auto here = S::add(base, k * width + c);
+        if (k == 0 && c == 0) {
+          best = cols[0];
+          continue;
+        }
+        const V take = S::takes_over(cols[c], best);
+        best = S::select(take, cols[c], best);
+        at = S::select(take, here, at);
+      }
+    }
+    S::store(out, best);
+    S::store_index(idx, at);
+  }
+}
+
+template <typename T, int K>
+inline void avg_block(const T* const* row, typename Simd<T>::V divisor, T* out) {
+  using S = Simd<T>;
+  constexpr int L = S::kLanes;
+  using V = typename S::V;
+  V a = S::load(row[0]), b = S::load(row[0] + L);
+  for (int k = 1; k < K; ++k) {
+    a = S::add(a, S::load(row[k]));
+    b = S::add(b, S::load(row[k] + L));
+  }
+  V even, odd;
+  S::deinterleave(a, b, even, odd);
+  V sum = S::add(even, odd);
+  if constexpr (K == 3) {
+    V c = S::load(row[0] + 1), d = S::load(row[0] + 1 + L);
+    for (int k = 1; k < K; ++k) {
+      c = S::add(c, S::load(row[k] + 1));
+      d = S::add(d, S::load(row[k] + 1 + L));
+    }
+    V unused, third;
+    S::deinterleave(c, d, unused, third);
+    sum = S::add(sum, third);
+  }
+  S::store(out, S::div(sum, divisor));
+}
+
+// Forward over output rows: SIMD blocks on interior rows and columns, portable code elsewhere.
+// element(plane, oh, ow, r) computes one output portably; block(rows, ow, r) kLanes of them.
+template <typename T, int K, typename Element, typename Block>
+void forward_rows(const Pool2dShape& s, const Pool2dParams& p, const T* input, int64_t bytes_per_row,
+                  const Element& element, const Block& block) {
+  constexpr int L = Simd<T>::kLanes;
+  const Interior rows = interior(s.height, s.out_height, K, p.pad_h);
+  const Interior cols = interior(s.width, s.out_width, K, p.pad_w);
+  const bool wide = cols.last - cols.first >= L;
+  parallel_rows(s.planes * s.out_height, bytes_per_row, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t plane = r / s.out_height, oh = r % s.out_height;
+      const T* in = input + plane * s.height * s.width;
+      if (!wide || oh < rows.first || oh >= rows.last) {
+        for (int64_t ow = 0; ow < s.out_width; ++ow) element(in, oh, ow, r);
+        continue;
+      }
+      for (int64_t ow = 0; ow < cols.first; ++ow) element(in, oh, ow, r);
+      const int64_t ih = oh * 2 - p.pad_h;
+      const T* window_rows[K];
+      for (int k = 0; k < K; ++k) window_rows[k] = in + (ih + k) * s.width - p.pad_w;
+      for_each_block<L>(cols, [&](int64_t ow) {
+        const T* at[K];
+        for (int k = 0; k < K; ++k) at[k] = window_rows[k] + 2 * ow;
+        block(at, (ih * s.width) + 2 * ow - p.pad_w, ow, r);
+      });
+      for (int64_t ow = cols.last; ow < s.out_width; ++ow) element(in, oh, ow, r);
+    }
+  });
+}
+
+template <typename T, int K, bool kIndices>
+void max_forward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* input, T* output, int64_t* indices) {
+  const int64_t bytes = (K * s.width + s.out_width * (kIndices ? 3 : 1)) * int64_t(sizeof(T));
+  forward_rows<T, K>(
+      s, p, input, bytes,
+      [&](const T* in, int64_t oh, int64_t ow, int64_t r) {
+        const int64_t o = r * s.out_width + ow;
+        max_element(in, s, p, oh, ow, output + o, kIndices ? indices + o : nullptr);
+      },
+      [&](const T* const* at, int64_t position, int64_t ow, int64_t r) {
+        const int64_t o = r * s.out_width + ow;
+        max_block<T, K, kIndices>(at, s.width, position, output + o, kIndices ? indices + o : nullptr);
+      });
+}
+
+template <typename T, int K>
+void avg_forward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* input, T* output) {
+  using S = Simd<T>;
+  // Interior windows are whole: the divisor is kernel area unless overridden.
+  const auto divisor = S::set1(T(p.divisor_override != 0 ? p.divisor_override : K * K));
+  forward_rows<T, K>(
+      s, p, input, (K * s.width + s.out_width) * int64_t(sizeof(T)),
+      [&](const T* in, int64_t oh, int64_t ow, int64_t r) { output[r * s.out_width + ow] = avg_element(in, s, p, oh, ow); },
+      [&](const T* const* at, int64_t, int64_t ow, int64_t r) { avg_block<T, K>(at, divisor, output + r * s.out_width + ow); });
+}
+
+// Backward of a 2x2, stride-2 pool (windows never overlap): each thread writes whole input rows
+// of grad_input; interior windows are stored straight from registers, border windows are
+// scattered portably onto zeros. block(gi_row0, gi_row1, oh, ow) writes kLanes windows' 2x2.
+template <typename T, typename Border, typename Block>
+void backward_2x2(const Pool2dShape& s, const Pool2dParams& p, T* grad_in, const Border& border, const Block& block) {
+  constexpr int L = Simd<T>::kLanes;
+  const Interior rows = interior(s.height, s.out_height, 2, p.pad_h);
+  const Interior cols = interior(s.width, s.out_width, 2, p.pad_w);
+  const bool wide = cols.last - cols.first >= L;
+  parallel_rows(s.planes * s.height, s.width * int64_t(sizeof(T)) * 2, [&](int64_t begin, int64_t end) {
+    for_each_plane_piece(s, begin, end, [&](int64_t plane, int64_t h0, int64_t h1) {
+      T* gi = grad_in + plane * s.height * s.width;
+      std::memset(gi + h0 * s.width, 0, sizeof(T) * (h1 - h0) * s.width);
+      const RowSpan span = output_rows_touching(h0, h1, 2, p.pad_h, 2, 1, s.out_height);
+      for (int64_t oh = span.first; oh < span.last; ++oh) {
+        const int64_t ih = oh * 2 - p.pad_h;
+        if (!wide || oh < rows.first || oh >= rows.last || ih < h0 || ih + 2 > h1) {
+          border(plane, oh, 0, s.out_width, h0, h1);
+          continue;
+        }
+        border(plane, oh, 0, cols.first, h0, h1);
+        for_each_block<L>(cols, [&](int64_t ow) {
+          T* at = gi + ih * s.width + 2 * ow - p.pad_w;
+          block(plane, oh, ow, at, at + s.width, ih * s.width + 2 * ow - p.pad_w);
+        });
+        border(plane, oh, cols.last, s.out_width, h0, h1);
+      }
+    });
+  });
+}
+
+template <typename T>
+void max_backward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* grad_out, const int64_t* indices,
+                       T* grad_in) {
+  using S = Simd<T>;
+  const int64_t out_plane = s.out_height * s.out_width, in_plane = s.height * s.width;
+  backward_2x2<T>(
+      s, p, grad_in,
+      [&](int64_t plane, int64_t oh, int64_t ow0, int64_t ow1, int64_t h0, int64_t h1) {
+        const int64_t o = plane * out_plane + oh * s.out_width;
+        max_scatter(grad_out + o, indices + o, grad_in + plane * in_plane, h0 * s.width, h1 * s.width, ow0, ow1);
+      },
+      [&](int64_t plane, int64_t oh, int64_t ow, T* row0, T* row1, int64_t position) {
+        const int64_t o = plane * out_plane + oh * s.out_width + ow;
+        const auto g = S::load(grad_out + o);
+        const auto at = S::load_index(indices + o);
+        const auto base = S::ramp(position, 2);
+        auto part = [&](int64_t offset) { return S::keep(S::equal(at, S::add(base, offset)), g); };
+        S::interleave_store(row0, part(0), part(1));
+        S::interleave_store(row1, part(s.width), part(s.width + 1));
+      });
+}
+
+template <typename T>
+void avg_backward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* grad_out, T* grad_in) {
+  using S = Simd<T>;
+  const int64_t out_plane = s.out_height * s.out_width, in_plane = s.height * s.width;
+  const auto divisor = S::set1(T(p.divisor_override != 0 ? p.divisor_override : 4));
+  backward_2x2<T>(
+      s, p, grad_in,
+      [&](int64_t plane, int64_t oh, int64_t ow0, int64_t ow1, int64_t h0, int64_t h1) {
+        const T* go = grad_out + plane * out_plane + oh * s.out_width;
+        for (int64_t ow = ow0; ow < ow1; ++ow) avg_scatter(go[ow], grad_in + plane * in_plane, s, p, oh, ow, h0, h1);
+      },
+      [&](int64_t plane, int64_t oh, int64_t ow, T* row0, T* row1, int64_t) {
+        const auto g = S::div(S::load(grad_out + plane * out_plane + oh * s.out_width + ow), divisor);
+        S::interleave_store(row0, g, g);
+        S::interleave_store(row1, g, g);
+      });
+}
+
+template <typename T>
+void max_forward_typed(const Pool2dShape& s, const Pool2dParams& p, const void* input, void* output, int64_t* indices) {
+  const T* in = static_cast<const T*>(input);
+  T* out = static_cast<T*>(output);
+  if (p.kernel_h == 2) {
+    if (indices) return max_forward_fast<T, 2, true>(s, p, in, out, indices);
+    return max_forward_fast<T, 2, false>(s, p, in, out, nullptr);
+  }
+  if (indices) return max_forward_fast<T, 3, true>(s, p, in, out, indices);
+  return max_forward_fast<T, 3, false>(s, p, in, out, nullptr);
+}
+
+}  // namespace
+
+// The caller has checked the arguments and that the window is 2x2 or 3x3 with stride 2 and no
+// dilation; backward takes the 2x2 window only.
+void max_pool2d_forward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* input, void* output,
+                        int64_t* indices) {
+  if (dtype == DType::Float64) return max_forward_typed<double>(s, p, input, output, indices);
+  return max_forward_typed<float>(s, p, input, output, indices);
+}
+
+void avg_pool2d_forward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* input, void* output) {
+  if (dtype == DType::Float64) {
+    if (p.kernel_h == 2) return avg_forward_fast<double, 2>(s, p, static_cast<const double*>(input), static_cast<double*>(output));
+    return avg_forward_fast<double, 3>(s, p, static_cast<const double*>(input), static_cast<double*>(output));
+  }
+  if (p.kernel_h == 2) return avg_forward_fast<float, 2>(s, p, static_cast<const float*>(input), static_cast<float*>(output));
+  return avg_forward_fast<float, 3>(s, p, static_cast<const float*>(input), static_cast<float*>(output));
+}
+
+void max_pool2d_backward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* grad_output,
+                         const int64_t* indices, void* grad_input) {
+  if (dtype == DType::Float64) {
+    return max_backward_fast<double>(s, p, static_cast<const double*>(grad_output), indices, static_cast<double*>(grad_input));
+  }
+  max_backward_fast<float>(s, p, static_cast<const float*>(grad_output), indices, static_cast<float*>(grad_input));
+}
+
+void avg_pool2d_backward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* grad_output,
+                         void* grad_input) {
+  if (dtype == DType::Float64) {
+    return avg_backward_fast<double>(s, p, static_cast<const double*>(grad_output), static_cast<double*>(grad_input));
+  }
+  avg_backward_fast<float>(s, p, static_cast<const float*>(grad_output), static_cast<float*>(grad_input));
+}
+
+}  // namespace fastrnn::cpu::isa_avx2
