@@ -379,8 +379,8 @@ def test_penalties_by_hand_and_their_gradients():
     assert l1.item() == 1.5 + 2.0 + 0.0 + 0.5 + 3.0
     assert l2.item() == 2.25 + 4.0 + 0.0 + 0.25 + 9.0
     (0.1 * l1 + 0.01 * l2).backward()
-    assert_close(a.grad, 0.1 * torch.tensor([1.0, -1.0, 0.0]) + 0.02 * a.detach(), torch.float64, "a")
-    assert_close(b.grad, 0.1 * torch.tensor([[-1.0], [1.0]]) + 0.02 * b.detach(), torch.float64, "b")
+    assert_close(a.grad, 0.1 * torch.tensor([1.0, -1.0, 0.0], dtype=torch.float64) + 0.02 * a.detach(), torch.float64, "a")
+    assert_close(b.grad, 0.1 * torch.tensor([[-1.0], [1.0]], dtype=torch.float64) + 0.02 * b.detach(), torch.float64, "b")
     assert U.l1_penalty([]).item() == 0.0 and U.l2_penalty(a).item() == l2.item() - 9.25
 
 
@@ -426,5 +426,5 @@ def test_clip_grad_value_matches_torch(foreach):
 
 
 def test_docstring_examples():
-    results = doctest.testmod(U, extraglobs={"np": np, "torch": torch}, optionflags=doctest.ELLIPSIS)
+    results = doctest.testmod(U, extraglobs={"np": np, "torch": torch, "WindowDataset": U.WindowDataset}, optionflags=doctest.ELLIPSIS)
     assert results.attempted > 15 and results.failed == 0

@@ -401,7 +401,7 @@ def forget_gate_bias_(module, value: float = 1.0):
     returns ``module``.
 
     >>> lstm = forget_gate_bias_(torch.nn.LSTM(8, 16), 1.0)
-    >>> float(lstm.bias_ih_l0[16:32].sum() + lstm.bias_hh_l0[16:32].sum())
+    >>> float((lstm.bias_ih_l0 + lstm.bias_hh_l0)[16:32].sum().detach())
     16.0
     """
     import torch
