@@ -47,14 +47,14 @@ def main():
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--bptt", type=int, default=64, help="k: characters per truncated-BPTT chunk")
-    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=1)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--compare-torch", action="store_true", help="also time the same model on torch.nn.LSTM")
     p.add_argument("--compare-steps", type=int, default=40)
     args = p.parse_args()
     if args.quick:
-        args.steps, args.hidden, args.compare_steps = 60, 64, 6
+        args.steps, args.hidden, args.compare_steps = 30, 32, 3
     common.set_threads(args.threads)
 
     import torch
@@ -65,7 +65,7 @@ def main():
     torch.manual_seed(args.seed)
     text = load_corpus(args.text)
     if args.quick:
-        text = text[:200_000]
+        text = text[:50_000]
     chars = sorted(set(text))
     index = {c: i for i, c in enumerate(chars)}
     data = torch.tensor([index[c] for c in text], dtype=torch.long)

@@ -63,7 +63,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=64)
     args = p.parse_args()
     if args.quick:
-        args.epochs, args.train_size = 1, 2500
+        args.epochs, args.train_size = 1, 1000
     common.set_threads(args.threads)
 
     import torch

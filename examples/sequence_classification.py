@@ -32,13 +32,13 @@ def make_data(count, generator, torch):
 
 def main():
     p = common.parser(__doc__.split("\n")[0], "sequence_classification.png")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--train-size", type=int, default=12000)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--train-size", type=int, default=10000)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=64)
     args = p.parse_args()
     if args.quick:
-        args.epochs, args.train_size = 2, 1500
+        args.epochs, args.train_size = 1, 800
     common.set_threads(args.threads)
 
     import torch

@@ -96,6 +96,8 @@ def test_window_errors():
         U.sliding_windows(np.arange(5), 0)
     with pytest.raises(ValueError, match="non-negative"):
         U.reshape_split(np.arange(5), 2, target_shift=-1)
+    with pytest.raises(ValueError, match="positive"):
+        U.shift_split(np.arange(5), 2, shift=0)
 
 
 def test_window_dataset():

@@ -95,8 +95,9 @@ def shift_split(x, length: int, shift: int = 1, target_shift: int = 1, axis: int
     ([[0, 1, 2], [2, 3, 4], [4, 5, 6]], [[1, 2, 3], [3, 4, 5], [5, 6, 7]])
     """
     length, shift, target_shift = int(length), int(shift), int(target_shift)
-    if target_shift < 0:
-        raise ValueError(f"target_shift must be non-negative, got {target_shift}")
+    if length < 1 or shift < 1 or target_shift < 0:
+        raise ValueError(f"length and shift must be positive and target_shift non-negative, got length={length}, "
+                         f"shift={shift}, target_shift={target_shift}")
     source = x if targets is None else targets
     axis = axis % x.ndim if x.ndim else 0
     n_steps = x.shape[axis]
@@ -106,7 +107,7 @@ def shift_split(x, length: int, shift: int = 1, target_shift: int = 1, axis: int
     if n_steps < length + target_shift:
         raise ValueError(f"a window of {length} steps with targets {target_shift} steps ahead needs at least "
                          f"{length + target_shift} steps, got {n_steps}")
-    count = (n_steps - target_shift - length) // max(int(shift), 1) + 1
+    count = (n_steps - target_shift - length) // shift + 1
     span = (count - 1) * shift + length  # the steps the windows cover, so both sides get `count`
     inputs = sliding_windows(_take(x, 0, span, axis), length, shift, axis)
     outputs = sliding_windows(_take(source, target_shift, target_shift + span, axis), length, shift, axis)
@@ -173,7 +174,8 @@ def __getattr__(name):
 def batchify(sequence, batch_size: int, batch_first: bool = False):
     """One long sequence (N, ...) as ``batch_size`` parallel streams: (T, B, ...) with
     T = N // B (the rest dropped), stream b being ``sequence[b*T : (b+1)*T]``; (B, T, ...) with
-    ``batch_first``. A view of ``sequence`` (NumPy or torch).
+    ``batch_first``. A view of ``sequence`` (NumPy or torch) when its first dimension is
+    contiguous with the rest, as for any contiguous array.
 
     Consecutive chunks of time of the result are stateful batches: row b of chunk i+1 continues
     row b of chunk i.
