@@ -70,7 +70,7 @@ def main():
     index = {c: i for i, c in enumerate(chars)}
     data = torch.tensor([index[c] for c in text], dtype=torch.long)
     split = int(0.95 * len(data))
-    train, val = batchify(data[:split], args.batch_size), batchify(data[split:], 8)
+    train, val = batchify(data[:split], args.batch_size), batchify(data[split:], 64)
     print(f"corpus: {len(text):,} characters ({len(chars)} distinct); train streams {tuple(train.shape)}; "
           f"val {tuple(val.shape)}; torch threads {torch.get_num_threads()}")
 
