@@ -58,8 +58,8 @@ def render(count, generator, torch):
 
 def main():
     p = common.parser(__doc__.split("\n")[0], "digits_cnn.png")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--train-size", type=int, default=20000)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--train-size", type=int, default=10000)
     p.add_argument("--batch-size", type=int, default=64)
     args = p.parse_args()
     if args.quick:

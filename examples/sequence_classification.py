@@ -32,7 +32,7 @@ def make_data(count, generator, torch):
 
 def main():
     p = common.parser(__doc__.split("\n")[0], "sequence_classification.png")
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--train-size", type=int, default=10000)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=64)
