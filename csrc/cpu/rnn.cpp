@@ -34,14 +34,11 @@ namespace {
 RnnWorkspaceBytes workspace_bytes(CellKind cell, DType dtype, const RnnDims& d) {
   RnnWorkspaceBytes bytes = isa_generic::rnn_workspace_bytes(cell, dtype, d);
 #if defined(FASTRNN_X86)
-  // Only the variants this CPU can run: each is compiled for its own instruction set, so
-  // even the size query of the AVX-512 one may use AVX-512 instructions.
-  auto widen = [&](const RnnWorkspaceBytes& other) {
+  for (const RnnWorkspaceBytes& other :
+       {isa_avx2::rnn_workspace_bytes(cell, dtype, d), isa_avx512::rnn_workspace_bytes(cell, dtype, d)}) {
     bytes.forward = std::max(bytes.forward, other.forward);
     bytes.backward = std::max(bytes.backward, other.backward);
-  };
-  if (isa_supported(Isa::Avx2)) widen(isa_avx2::rnn_workspace_bytes(cell, dtype, d));
-  if (isa_supported(Isa::Avx512)) widen(isa_avx512::rnn_workspace_bytes(cell, dtype, d));
+  }
 #endif
   return bytes;
 }
