@@ -8,6 +8,8 @@ Three ways in:
 * ``fastrnn.optim`` -- drop-in ``torch.optim`` SGD, Adam, AdamW, RMSprop, Adagrad with fused
   steps, and a fused ``clip_grad_norm_``;
 * ``fastrnn.numpy`` -- the same kernels on NumPy arrays, forward and backward, with no torch;
+* ``fastrnn.utils`` -- training utilities: windows over long series, truncated BPTT with
+  stateful batches, per-gate initialisers, L1/L2 penalties, clipping by value;
 * ``fastrnn.build_info()`` -- how this copy was built and what it runs on.
 
 Importing ``fastrnn`` does not import torch; ``fastrnn.nn`` and ``fastrnn.functional`` do,
@@ -19,9 +21,9 @@ import importlib as _importlib
 from . import _C
 
 __version__ = _C.build_info()["version"]
-__all__ = ["build_info", "__version__", "functional", "nn", "numpy", "ops", "optim"]
+__all__ = ["build_info", "__version__", "functional", "nn", "numpy", "ops", "optim", "utils"]
 
-_LAZY_SUBMODULES = ("functional", "nn", "numpy", "ops", "optim")
+_LAZY_SUBMODULES = ("functional", "nn", "numpy", "ops", "optim", "utils")
 
 
 def build_info():

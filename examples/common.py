@@ -1,0 +1,105 @@
+"""What the examples share: command-line flags, thread count, progress display, loss plots."""
+
+import argparse
+import os
+import sys
+import time
+
+
+def parser(description: str, out_default: str) -> argparse.ArgumentParser:
+    """The flags every example takes: --quick, --threads, --out, --seed."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="a short run (seconds) for CI")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", out_default),
+                   help="where the PNG loss curve goes")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def set_threads(threads) -> None:
+    """One thread count for torch and for fastrnn's OpenMP kernels."""
+    import torch
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # read by OpenMP when fastrnn._C first loads
+        torch.set_num_threads(threads)
+
+
+class Progress:
+    """A progress bar (tqdm or rich when installed, else a line every `every` steps) with the
+    latest metrics; `log` prints a line above it."""
+
+    def __init__(self, total: int, description: str, every: int = 50):
+        self.total, self.every, self.step, self.start = total, every, 0, time.perf_counter()
+        self._bar = self._rich = None
+        if sys.stdout.isatty():
+            try:
+                from tqdm import tqdm
+                self._bar = tqdm(total=total, desc=description, leave=False)
+            except ImportError:
+                try:
+                    from rich.progress import Progress as RichProgress
+                    self._rich = RichProgress(*RichProgress.get_default_columns(), "{task.fields[metrics]}")
+                    self._task = self._rich.add_task(description, total=total, metrics="")
+                    self._rich.start()
+                except ImportError:
+                    pass
+
+    def update(self, **metrics) -> None:
+        self.step += 1
+        text = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix_str(text)
+        elif self._rich is not None:
+            self._rich.update(self._task, advance=1, metrics=text)
+        elif self.step % self.every == 0 or self.step == self.total:
+            elapsed = time.perf_counter() - self.start
+            print(f"step {self.step}/{self.total}  {text}  ({elapsed:.0f} s)", flush=True)
+
+    def log(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.write(text)
+        elif self._rich is not None:
+            self._rich.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        elif self._rich is not None:
+            self._rich.stop()
+
+
+def save_curves(path: str, panels, title: str) -> None:
+    """One PNG with a panel per (ylabel, {label: (xs, ys)}) in `panels`."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (ylabel, curves) in zip(axes[0], panels):
+        for label, (xs, ys) in curves.items():
+            ax.plot(xs, ys, label=label, marker="o" if len(xs) < 30 else None, markersize=3)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
+def smooth(values, width: int = 20):
+    """Running mean over the last `width` values (the curve of a noisy training loss)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= width:
+            total -= values[i - width]
+        out.append(total / min(i + 1, width))
+    return out
