@@ -99,8 +99,6 @@ def _layer(op, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, reverse,
     lstm = cell == "lstm"
     T, B, _, H = _checks.check_rnn_arguments(op, cell, x, h0, c0 if lstm else None, weight_ih, weight_hh, bias_ih,
                                              bias_hh, supported_dtypes(x))
-
-                                             bias_hh, _SUPPORTED_DTYPES)
     check_recurrent_mask(op, recurrent_mask, weight_ih, B, H)
     if h0 is None:
         h0 = x.new_zeros(B, H)
