@@ -13,7 +13,7 @@ from torch import Tensor
 
 from . import _checks, ops
 
-__all__ = ["lstm", "gru", "rnn"]
+__all__ = ["lstm", "gru", "rnn", "conv2d", "conv_relu_pool2d"]
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float64)
 
@@ -92,3 +92,7 @@ def rnn(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, b
     """Elman RNN layer, h = act(W_ih x + b_ih + W_hh h + b_hh), act tanh or relu: returns (y, h_n)."""
     cell = _checks.elman_cell(nonlinearity)
     return _layer("rnn", cell, x, h0, None, weight_ih, weight_hh, bias_ih, bias_hh, reverse)
+
+
+# Convolutions (torch.nn.functional.conv2d's signature); see fastrnn._conv.
+from ._conv import conv2d, conv_relu_pool2d  # noqa: E402

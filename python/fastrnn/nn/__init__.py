@@ -7,5 +7,6 @@ its checkpoints.
 """
 
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from .conv import Conv2d, ConvReLUPool2d
 
-__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "Conv2d", "ConvReLUPool2d"]
