@@ -25,6 +25,8 @@ CASES = [
     (3, 2, 5, 15, 13, 5, 3, "valid", 1, 1, True),
     (2, 1, 32, 28, 28, 5, 1, 0, 1, 1, True),  # an MNIST first layer
     (3, 9, 6, 8, 9, 2, 1, 1, 1, 3, False),
+    (2, 1, 5, 13, 19, 3, 1, 1, 1, 1, True),  # one input channel (the direct kernel): edge columns
+    (None, 1, 3, 9, 7, (2, 3), 1, "same", 1, 1, False),
 ]
 
 
