@@ -16,27 +16,10 @@
 #include <limits>
 
 #include "common/error.h"
-#include "common/isa.h"
 #include "common/parallel.h"
 #include "cpu/gemm/gemm.h"
 
 namespace fastrnn::cpu {
-
-// The direct single-channel kernel of each instruction set (conv_direct.h); its size helper.
-#define FASTRNN_DECLARE_DIRECT(ns)                                                                       \
-  namespace ns {                                                                                        \
-  template <typename T>                                                                                 \
-  void direct_single_channel(const ConvShape& s, const T* x_n, const T* weight, const T* bias, T* y_n, \
-                             T* padded);                                                                \
-  }
-FASTRNN_DECLARE_DIRECT(isa_generic)
-#if defined(FASTRNN_X86)
-FASTRNN_DECLARE_DIRECT(isa_avx2)
-#endif
-namespace direct_plan {
-#include "cpu/conv_direct.h"
-}
-
 namespace {
 
 constexpr int64_t kColumnBudget = 512 << 10;  // bytes of im2col columns per block (L2)
@@ -50,11 +33,11 @@ struct Plan {
   int64_t rows_c, cols_c;       // conv output rows/columns computed (pooling drops an odd last one)
   int64_t block_rows;           // output rows per im2col block
   bool pointwise;               // 1x1, stride 1, no padding: the input is its own im2col
-  bool direct;                  // forward of one input channel: conv_direct.h instead of the GEMM
   int64_t gemm_bytes, col_bytes, tmp_bytes, dconv_bytes, dw_bytes, db_bytes, thread_bytes;
 
   Plan(const ConvShape& s, DType dtype, ConvOp op) {
     const int64_t elem = static_cast<int64_t>(dtype_size(dtype));
+    const bool pooled = op == ConvOp::PoolForward || op == ConvOp::PoolBackward;
     const bool backward = op == ConvOp::Backward || op == ConvOp::PoolBackward;
     cin_g = s.in_channels / s.groups;
     cout_g = s.out_channels / s.groups;
@@ -66,15 +49,12 @@ struct Plan {
     cols_c = op == ConvOp::PoolForward ? s.out_width / 2 * 2 : s.out_width;
     pointwise = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 &&
                 s.pad_w == 0 && s.out_height == s.height && s.out_width == s.width && cols_c == s.width;
-    direct = op == ConvOp::Forward && s.groups == 1 && s.in_channels == 1 && s.stride_h == 1 && s.stride_w == 1 &&
-             s.dilation_h == 1 && s.dilation_w == 1 && s.kernel_h * s.kernel_w <= 64;
     block_rows = std::max<int64_t>(1, kColumnBudget / std::max<int64_t>(1, K * cols_c * elem));
     if (op == ConvOp::PoolForward) block_rows = std::max<int64_t>(2, block_rows / 2 * 2);
     block_rows = std::max<int64_t>(1, std::min(block_rows, rows_c));
     const int64_t block_cols = block_rows * cols_c;
     gemm_bytes = gemm_scratch_bytes_per_thread(dtype);
-    col_bytes = direct ? align64(direct_plan::direct_padded_elements(s) * elem)
-                       : pointwise && !backward ? 0 : align64(K * block_cols * elem);
+    col_bytes = pointwise && !backward ? 0 : align64(K * block_cols * elem);
     tmp_bytes = op == ConvOp::PoolForward ? align64(cout_g * block_cols * elem) : 0;
     dconv_bytes = op == ConvOp::PoolBackward ? align64(s.out_channels * P * elem) : 0;
     dw_bytes = backward ? align64(s.out_channels * K * elem) : 0;
@@ -221,12 +201,6 @@ void matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64
 template <typename T>
 void forward_image(const ConvShape& s, const Plan& p, const T* x_n, const T* weight, const T* bias, T* y_n,
                    const ThreadBuffers<T>& buf, const GemmScratch& scratch) {
-  if (p.direct) {
-#if defined(FASTRNN_X86)
-    if (active_isa() != Isa::Generic) return isa_avx2::direct_single_channel<T>(s, x_n, weight, bias, y_n, buf.col);
-#endif
-    return isa_generic::direct_single_channel<T>(s, x_n, weight, bias, y_n, buf.col);
-  }
   for (int64_t g = 0; g < s.groups; ++g) {
     const T* x_g = x_n + g * p.cin_g * s.height * s.width;
     const T* w_g = weight + g * p.cout_g * p.K;
