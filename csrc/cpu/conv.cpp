@@ -37,7 +37,6 @@ struct Plan {
 
   Plan(const ConvShape& s, DType dtype, ConvOp op) {
     const int64_t elem = static_cast<int64_t>(dtype_size(dtype));
-    const bool pooled = op == ConvOp::PoolForward || op == ConvOp::PoolBackward;
     const bool backward = op == ConvOp::Backward || op == ConvOp::PoolBackward;
     cin_g = s.in_channels / s.groups;
     cout_g = s.out_channels / s.groups;
