@@ -23,9 +23,9 @@ def poisoned_buffers(monkeypatch):
     def torch_empty(shape, like, dtype=None):
         dtype = dtype or like.dtype
         t = torch.empty(shape, dtype=dtype, device=like.device)
-        if dtype == torch.uint8:
-            return t.fill_(255)
-        return t.fill_(float("nan") if dtype.is_floating_point else -1)  # int64 indices: -1
+        if not dtype.is_floating_point:  # integer outputs (e.g. pooling indices): an impossible value
+            return t.fill_(255 if dtype == torch.uint8 else -1)
+        return t.fill_(float("nan"))
 
     def numpy_empty(shape, dtype):
         a = np.empty(shape, dtype)

@@ -260,3 +260,29 @@ def test_bad_inputs_raise():
         _conv_cuda.forward(x, w[:, :2].contiguous(), None, **geo)
     with pytest.raises(RuntimeError, match="must be float32"):
         _conv_cuda.forward(x, w, b.double(), **geo)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("padding", [1, "same", "valid"])
+def test_modules_and_functional_route_cuda_tensors(padding):
+    """fastrnn.nn.Conv2d / ConvReLUPool2d and fastrnn.functional.conv2d on CUDA tensors give
+    torch's results and gradients (through the custom ops, so opcheck covers them too)."""
+    torch.manual_seed(0)
+    torch.backends.cudnn.allow_tf32 = False
+    ref = torch.nn.Conv2d(5, 7, 3, padding=padding).cuda().double()
+    ours = fastrnn.nn.Conv2d(5, 7, 3, padding=padding).cuda().double()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 5, 13, 11, device="cuda", dtype=torch.float64, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    y, y_ref = ours(x), ref(x_ref)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    y.square().sum().backward()
+    y_ref.square().sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-10, atol=1e-10)
+    block = fastrnn.nn.ConvReLUPool2d(5, 7, 3, padding=1).cuda().double()
+    expected = F.max_pool2d(F.relu(F.conv2d(x_ref, block.weight, block.bias, padding=1)), 2)
+    torch.testing.assert_close(block(x), expected, rtol=1e-10, atol=1e-10)
+    s, p, d, out = fastrnn._conv._resolve(x, ours.weight, ours.bias, 1, 1, 1, 1)
+    torch.library.opcheck(torch.ops.fastrnn.conv2d.default, (x.detach(), ours.weight.detach(), ours.bias.detach(),
+                                                               s, p, d, 1, out))

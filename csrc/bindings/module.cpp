@@ -10,6 +10,7 @@ void register_info(py::module_& m);
 void register_gemm(py::module_& m);
 void register_rnn(py::module_& m);
 void register_optim(py::module_& m);
+void register_conv(py::module_& m);
 void register_conv_cuda(py::module_& m);
 void register_pool(py::module_& m);
 }  // namespace fastrnn::bindings
@@ -33,6 +34,7 @@ PYBIND11_MODULE(_C, m) {
   fastrnn::bindings::register_gemm(m);
   fastrnn::bindings::register_rnn(m);
   fastrnn::bindings::register_optim(m);
+  fastrnn::bindings::register_conv(m);
   fastrnn::bindings::register_conv_cuda(m);
   fastrnn::bindings::register_pool(m);
 }

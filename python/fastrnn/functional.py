@@ -23,7 +23,7 @@ from torch import Tensor
 
 from . import _checks, ops
 
-__all__ = ["lstm", "gru", "rnn"]
+__all__ = ["lstm", "gru", "rnn", "conv2d", "conv_relu_pool2d"]
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float64)
 # CUDA also runs float16 and bfloat16 (float32 arithmetic and cell state inside).
@@ -141,3 +141,6 @@ def rnn(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, b
 from ._pool import avg_pool2d, max_pool2d  # noqa: E402
 
 __all__ += ["max_pool2d", "avg_pool2d"]
+
+# Convolutions (torch.nn.functional.conv2d's signature); see fastrnn._conv.
+from ._conv import conv2d, conv_relu_pool2d  # noqa: E402

@@ -8,6 +8,7 @@ its checkpoints.
 
 from .pooling import AvgPool2d, MaxPool2d
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from .conv import Conv2d, ConvReLUPool2d
 
-__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "Conv2d", "ConvReLUPool2d"]
 __all__ += ["MaxPool2d", "AvgPool2d"]

@@ -1,0 +1,437 @@
+// Convolution as blocked im2col + the packed GEMM (gemm.h), one image per thread.
+//
+// Per image and group, the output rows are taken in blocks whose im2col columns (K values per
+// output pixel, K = in_channels/groups * kernel_h * kernel_w) fill about kColumnBudget bytes, so
+// the column block stays in L2 while the GEMM packs it; the weights are the GEMM's A operand,
+// read in place (rows contiguous in K). Bias, ReLU and pooling are applied to each block right
+// after its GEMM, while it is still in cache. Threads take whole images (a thread's im2col,
+// col2im and gradient accumulators never touch another thread's memory); a single image runs
+// its GEMMs on all threads instead.
+#include "cpu/conv.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "common/error.h"
+#include "common/parallel.h"
+#include "cpu/gemm/gemm.h"
+
+namespace fastrnn::cpu {
+namespace {
+
+constexpr int64_t kColumnBudget = 512 << 10;  // bytes of im2col columns per block (L2)
+
+int64_t align64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
+
+// Sizes derived from a ConvShape, and where each per-thread buffer sits in the workspace:
+// [GEMM packing slots x threads][per thread: col | tmp | dconv | dweight | dbias].
+struct Plan {
+  int64_t cin_g, cout_g, K, P;  // per-group channels, GEMM depth, output pixels per plane
+  int64_t rows_c, cols_c;       // conv output rows/columns computed (pooling drops an odd last one)
+  int64_t block_rows;           // output rows per im2col block
+  bool pointwise;               // 1x1, stride 1, no padding: the input is its own im2col
+  int64_t gemm_bytes, col_bytes, tmp_bytes, dconv_bytes, dw_bytes, db_bytes, thread_bytes;
+
+  Plan(const ConvShape& s, DType dtype, ConvOp op) {
+    const int64_t elem = static_cast<int64_t>(dtype_size(dtype));
+    const bool backward = op == ConvOp::Backward || op == ConvOp::PoolBackward;
+    cin_g = s.in_channels / s.groups;
+    cout_g = s.out_channels / s.groups;
+    K = cin_g * s.kernel_h * s.kernel_w;
+    P = s.out_height * s.out_width;
+    // The pooled forward computes only the conv pixels some window reads; backward needs the
+    // whole plane of dconv (zero where no window reads it).
+    rows_c = op == ConvOp::PoolForward ? s.out_height / 2 * 2 : s.out_height;
+    cols_c = op == ConvOp::PoolForward ? s.out_width / 2 * 2 : s.out_width;
+    pointwise = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 &&
+                s.pad_w == 0 && s.out_height == s.height && s.out_width == s.width && cols_c == s.width;
+    block_rows = std::max<int64_t>(1, kColumnBudget / std::max<int64_t>(1, K * cols_c * elem));
+    if (op == ConvOp::PoolForward) block_rows = std::max<int64_t>(2, block_rows / 2 * 2);
+    block_rows = std::max<int64_t>(1, std::min(block_rows, rows_c));
+    const int64_t block_cols = block_rows * cols_c;
+    gemm_bytes = gemm_scratch_bytes_per_thread(dtype);
+    col_bytes = pointwise && !backward ? 0 : align64(K * block_cols * elem);
+    tmp_bytes = op == ConvOp::PoolForward ? align64(cout_g * block_cols * elem) : 0;
+    dconv_bytes = op == ConvOp::PoolBackward ? align64(s.out_channels * P * elem) : 0;
+    dw_bytes = backward ? align64(s.out_channels * K * elem) : 0;
+    db_bytes = backward ? align64(s.out_channels * elem) : 0;
+    thread_bytes = col_bytes + tmp_bytes + dconv_bytes + dw_bytes + db_bytes;
+  }
+  int64_t total(int threads) const { return threads * (gemm_bytes + thread_bytes); }
+};
+
+// One thread's buffers.
+template <typename T>
+struct ThreadBuffers {
+  T *col, *tmp, *dconv, *dw, *db;
+};
+
+template <typename T>
+ThreadBuffers<T> buffers(const Plan& p, const ConvWorkspace& ws, int slot) {
+  char* base = ws.data + ws.threads * p.gemm_bytes + slot * p.thread_bytes;
+  ThreadBuffers<T> b;
+  b.col = reinterpret_cast<T*>(base);
+  b.tmp = reinterpret_cast<T*>(base + p.col_bytes);
+  b.dconv = reinterpret_cast<T*>(base + p.col_bytes + p.tmp_bytes);
+  b.dw = reinterpret_cast<T*>(base + p.col_bytes + p.tmp_bytes + p.dconv_bytes);
+  b.db = reinterpret_cast<T*>(base + p.col_bytes + p.tmp_bytes + p.dconv_bytes + p.dw_bytes);
+  return b;
+}
+
+// The output columns [lo, hi) of one kernel tap whose input column iw = ow * stride + offset
+// lies inside [0, width).
+struct ValidRange {
+  int64_t lo, hi;
+};
+inline ValidRange valid_columns(int64_t offset, int64_t stride, int64_t width, int64_t count) {
+  const int64_t lo = offset >= 0 ? 0 : std::min(count, (-offset + stride - 1) / stride);
+  const int64_t hi = offset > width - 1 ? 0 : std::min(count, (width - 1 - offset) / stride + 1);
+  return {lo, std::max(lo, hi)};
+}
+
+// col (K, rows * cols) = the input patches of output rows [oh0, oh0 + rows) and columns
+// [0, cols) of one group; x is that group's (cin_g, H, W) input.
+template <typename T>
+void im2col(const ConvShape& s, int64_t cin_g, const T* x, int64_t oh0, int64_t rows, int64_t cols, T* col) {
+  for (int64_t ci = 0; ci < cin_g; ++ci) {
+    for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
+      for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
+        const int64_t iw_offset = kw * s.dilation_w - s.pad_w;
+        const ValidRange v = valid_columns(iw_offset, s.stride_w, s.width, cols);
+        for (int64_t r = 0; r < rows; ++r, col += cols) {
+          const int64_t ih = (oh0 + r) * s.stride_h - s.pad_h + kh * s.dilation_h;
+          if (ih < 0 || ih >= s.height) {
+            std::fill(col, col + cols, T(0));
+            continue;
+          }
+          const T* src = x + (ci * s.height + ih) * s.width + iw_offset;
+          std::fill(col, col + v.lo, T(0));
+          if (s.stride_w == 1) {
+            std::memcpy(col + v.lo, src + v.lo, (v.hi - v.lo) * sizeof(T));
+          } else {
+            for (int64_t ow = v.lo; ow < v.hi; ++ow) col[ow] = src[ow * s.stride_w];
+          }
+          std::fill(col + v.hi, col + cols, T(0));
+        }
+      }
+    }
+  }
+}
+
+// dx (cin_g, H, W) += the patches in col (K, rows * out_width): im2col's adjoint.
+template <typename T>
+void col2im(const ConvShape& s, int64_t cin_g, const T* col, int64_t oh0, int64_t rows, T* dx) {
+  const int64_t cols = s.out_width;
+  for (int64_t ci = 0; ci < cin_g; ++ci) {
+    for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
+      for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
+        const int64_t iw_offset = kw * s.dilation_w - s.pad_w;
+        const ValidRange v = valid_columns(iw_offset, s.stride_w, s.width, cols);
+        for (int64_t r = 0; r < rows; ++r, col += cols) {
+          const int64_t ih = (oh0 + r) * s.stride_h - s.pad_h + kh * s.dilation_h;
+          if (ih < 0 || ih >= s.height) continue;
+          T* dst = dx + (ci * s.height + ih) * s.width + iw_offset;
+          if (s.stride_w == 1) {
+#pragma omp simd
+            for (int64_t ow = v.lo; ow < v.hi; ++ow) dst[ow] += col[ow];
+          } else {
+            for (int64_t ow = v.lo; ow < v.hi; ++ow) dst[ow * s.stride_w] += col[ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+// Calls image(n, slot) for every image: whole images per thread when there are several,
+// else one image at a time with the GEMMs on all threads.
+template <typename F>
+void for_each_image(int64_t batch, int threads, const F& image) {
+  const int teams = static_cast<int>(std::min<int64_t>(threads, batch));
+  if (teams <= 1) {
+    for (int64_t n = 0; n < batch; ++n) image(n, 0);
+    return;
+  }
+#pragma omp parallel num_threads(teams)
+  {
+    const int t = omp_get_thread_num(), parts = omp_get_num_threads();
+    const Range r = split(batch, t, parts);
+    for (int64_t n = r.begin; n < r.end; ++n) image(n, t);
+  }
+}
+
+int usable_threads(const ConvWorkspace& ws) {
+  return omp_in_parallel() ? 1 : std::max(1, std::min(omp_get_max_threads(), ws.threads));
+}
+
+void check_workspace(const ConvShape& s, DType dtype, ConvOp op, const ConvWorkspace& ws, const char* name) {
+  FASTRNN_CHECK(s.groups > 0 && s.in_channels % s.groups == 0 && s.out_channels % s.groups == 0, name,
+                ": channels must divide into groups");
+  FASTRNN_CHECK(s.stride_h > 0 && s.stride_w > 0 && s.dilation_h > 0 && s.dilation_w > 0, name,
+                ": stride and dilation must be positive");
+  FASTRNN_CHECK(ws.threads > 0 && ws.data != nullptr && ws.bytes >= conv_workspace_bytes(s, dtype, op, ws.threads),
+                name, ": workspace too small");
+}
+
+template <typename T>
+GemmScratch gemm_scratch(const Plan& p, const ConvWorkspace& ws) {
+  GemmScratch g;
+  g.data = ws.data;
+  g.bytes_per_thread = p.gemm_bytes;
+  g.threads = ws.threads;
+  return g;
+}
+
+// C (M, N) = op(A) op(B) + beta C, row-major with leading dimensions.
+template <typename T>
+void matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+            T beta, T* C, int64_t ldc, const GemmScratch& scratch) {
+  GemmArgs<T> g;
+  g.trans_a = ta, g.trans_b = tb;
+  g.M = M, g.N = N, g.K = K;
+  g.A = A, g.lda = lda, g.B = B, g.ldb = ldb, g.beta = beta, g.C = C, g.ldc = ldc;
+  gemm(g, scratch);
+}
+
+// One image's forward: y_n (out_channels, out_h, out_w) = conv(x_n) + bias.
+template <typename T>
+void forward_image(const ConvShape& s, const Plan& p, const T* x_n, const T* weight, const T* bias, T* y_n,
+                   const ThreadBuffers<T>& buf, const GemmScratch& scratch) {
+  for (int64_t g = 0; g < s.groups; ++g) {
+    const T* x_g = x_n + g * p.cin_g * s.height * s.width;
+    const T* w_g = weight + g * p.cout_g * p.K;
+    T* y_g = y_n + g * p.cout_g * p.P;
+    for (int64_t oh0 = 0; oh0 < p.rows_c; oh0 += p.block_rows) {
+      const int64_t rows = std::min(p.block_rows, p.rows_c - oh0), cols = rows * s.out_width;
+      const T* b_mat = x_g + oh0 * s.width;
+      int64_t ldb = p.P;
+      if (!p.pointwise) {
+        im2col(s, p.cin_g, x_g, oh0, rows, s.out_width, buf.col);
+        b_mat = buf.col, ldb = cols;
+      }
+      T* c = y_g + oh0 * s.out_width;
+      matmul<T>(false, false, p.cout_g, cols, p.K, w_g, p.K, b_mat, ldb, T(0), c, p.P, scratch);
+      if (bias != nullptr) {
+        for (int64_t co = 0; co < p.cout_g; ++co) {
+          const T b = bias[g * p.cout_g + co];
+          T* row = c + co * p.P;
+#pragma omp simd
+          for (int64_t j = 0; j < cols; ++j) row[j] += b;
+        }
+      }
+    }
+  }
+}
+
+// One image's gradients: dw, db accumulate (+=); dx_n is overwritten.
+template <typename T>
+void backward_image(const ConvShape& s, const Plan& p, const T* dy_n, const T* x_n, const T* weight, T* dx_n, T* dw,
+                    T* db, const ThreadBuffers<T>& buf, const GemmScratch& scratch) {
+  if (dx_n != nullptr && !p.pointwise) std::fill(dx_n, dx_n + s.in_channels * s.height * s.width, T(0));
+  for (int64_t g = 0; g < s.groups; ++g) {
+    const T* x_g = x_n + g * p.cin_g * s.height * s.width;
+    const T* w_g = weight + g * p.cout_g * p.K;
+    const T* dy_g = dy_n + g * p.cout_g * p.P;
+    T* dx_g = dx_n == nullptr ? nullptr : dx_n + g * p.cin_g * s.height * s.width;
+    for (int64_t oh0 = 0; oh0 < s.out_height; oh0 += p.block_rows) {
+      const int64_t rows = std::min(p.block_rows, s.out_height - oh0), cols = rows * s.out_width;
+      const T* dy_blk = dy_g + oh0 * s.out_width;
+      if (dw != nullptr) {
+        // dW_g (cout_g, K) += dy_blk (cout_g, cols) . col^T, col (K, cols)
+        const T* col = x_g + oh0 * s.width;
+        int64_t ldcol = p.P;
+        if (!p.pointwise) {
+          im2col(s, p.cin_g, x_g, oh0, rows, s.out_width, buf.col);
+          col = buf.col, ldcol = cols;
+        }
+        matmul<T>(false, true, p.cout_g, p.K, cols, dy_blk, p.P, col, ldcol, T(1), dw + g * p.cout_g * p.K, p.K,
+                  scratch);
+      }
+      if (db != nullptr) {
+        for (int64_t co = 0; co < p.cout_g; ++co) {
+          const T* row = dy_blk + co * p.P;
+          T sum = T(0);
+#pragma omp simd reduction(+ : sum)
+          for (int64_t j = 0; j < cols; ++j) sum += row[j];
+          db[g * p.cout_g + co] += sum;
+        }
+      }
+      if (dx_g != nullptr) {
+        // dcol (K, cols) = W_g^T (K, cout_g) . dy_blk (cout_g, cols), then scattered back.
+        if (p.pointwise) {
+          matmul<T>(true, false, p.K, cols, p.cout_g, w_g, p.K, dy_blk, p.P, T(0), dx_g + oh0 * s.width, p.P,
+                    scratch);
+        } else {
+          matmul<T>(true, false, p.K, cols, p.cout_g, w_g, p.K, dy_blk, p.P, T(0), buf.col, cols, scratch);
+          col2im(s, p.cin_g, buf.col, oh0, rows, dx_g);
+        }
+      }
+    }
+  }
+}
+
+// Runs backward_image over the batch with per-thread accumulators, then sums them. dy_of(n,
+// buffers) returns image n's (out_channels, out_h, out_w) output gradient.
+template <typename T, typename DyOf>
+void backward_batch(const ConvShape& s, const Plan& p, const DyOf& dy_of, const T* x, const T* weight, T* dx,
+                    T* dweight, T* dbias, const ConvWorkspace& ws) {
+  const int threads = usable_threads(ws);
+  const int teams = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, s.batch)));
+  const int64_t w_numel = s.out_channels * p.K;
+  for (int t = 0; t < teams; ++t) {
+    const ThreadBuffers<T> b = buffers<T>(p, ws, t);
+    if (dweight != nullptr) std::fill(b.dw, b.dw + w_numel, T(0));
+    if (dbias != nullptr) std::fill(b.db, b.db + s.out_channels, T(0));
+  }
+  const GemmScratch scratch = gemm_scratch<T>(p, ws);
+  const int64_t in_numel = s.in_channels * s.height * s.width;
+  for_each_image(s.batch, threads, [&](int64_t n, int slot) {
+    const ThreadBuffers<T> b = buffers<T>(p, ws, slot);
+    backward_image<T>(s, p, dy_of(n, b), x + n * in_numel, weight, dx == nullptr ? nullptr : dx + n * in_numel,
+                      dweight == nullptr ? nullptr : b.dw, dbias == nullptr ? nullptr : b.db, b, scratch);
+  });
+  auto reduce = [&](T* out, T* ThreadBuffers<T>::*field, int64_t count) {
+    if (out == nullptr) return;
+    std::copy(buffers<T>(p, ws, 0).*field, buffers<T>(p, ws, 0).*field + count, out);
+    for (int t = 1; t < teams; ++t) {
+      const T* part = buffers<T>(p, ws, t).*field;
+      for (int64_t i = 0; i < count; ++i) out[i] += part[i];
+    }
+  };
+  reduce(dweight, &ThreadBuffers<T>::dw, w_numel);
+  reduce(dbias, &ThreadBuffers<T>::db, s.out_channels);
+}
+
+// max of relu over one 2x2 window, scanning as torch's max_pool2d does (row by row, NaN wins).
+template <typename T>
+inline void pool_window(const T v[4], const int64_t at[4], T* out, int64_t* index) {
+  T best = -std::numeric_limits<T>::infinity();
+  int64_t best_at = at[0];
+  for (int i = 0; i < 4; ++i) {
+    const T r = v[i] <= T(0) ? T(0) : v[i];  // relu that keeps NaN
+    if (r > best || r != r) best = r, best_at = at[i];
+  }
+  *out = best;
+  *index = best_at;
+}
+
+}  // namespace
+
+int64_t conv_workspace_bytes(const ConvShape& s, DType dtype, ConvOp op, int threads) {
+  const Plan p(s, dtype, op);
+  return p.total(std::max(1, threads));
+}
+
+template <typename T>
+void conv2d_forward(const ConvShape& s, const T* x, const T* weight, const T* bias, T* y, const ConvWorkspace& ws) {
+  check_workspace(s, dtype_of<T>(), ConvOp::Forward, ws, "conv2d_forward");
+  if (s.batch == 0 || s.out_channels == 0 || s.out_height == 0 || s.out_width == 0) return;
+  const Plan p(s, dtype_of<T>(), ConvOp::Forward);
+  const GemmScratch scratch = gemm_scratch<T>(p, ws);
+  const int64_t in_numel = s.in_channels * s.height * s.width, out_numel = s.out_channels * p.P;
+  for_each_image(s.batch, usable_threads(ws), [&](int64_t n, int slot) {
+    forward_image<T>(s, p, x + n * in_numel, weight, bias, y + n * out_numel, buffers<T>(p, ws, slot), scratch);
+  });
+}
+
+template <typename T>
+void conv2d_backward(const ConvShape& s, const T* dy, const T* x, const T* weight, T* dx, T* dweight, T* dbias,
+                     const ConvWorkspace& ws) {
+  check_workspace(s, dtype_of<T>(), ConvOp::Backward, ws, "conv2d_backward");
+  const Plan p(s, dtype_of<T>(), ConvOp::Backward);
+  if (s.batch == 0 || p.P == 0) {  // empty sums
+    if (dx != nullptr) std::fill(dx, dx + s.batch * s.in_channels * s.height * s.width, T(0));
+    if (dweight != nullptr) std::fill(dweight, dweight + s.out_channels * p.K, T(0));
+    if (dbias != nullptr) std::fill(dbias, dbias + s.out_channels, T(0));
+    return;
+  }
+  const int64_t out_numel = s.out_channels * p.P;
+  backward_batch<T>(
+      s, p, [&](int64_t n, const ThreadBuffers<T>&) { return dy + n * out_numel; }, x, weight, dx, dweight, dbias,
+      ws);
+}
+
+template <typename T>
+void conv_relu_pool2d_forward(const ConvShape& s, const T* x, const T* weight, const T* bias, T* y,
+                              int64_t* indices, const ConvWorkspace& ws) {
+  check_workspace(s, dtype_of<T>(), ConvOp::PoolForward, ws, "conv_relu_pool2d_forward");
+  const Plan p(s, dtype_of<T>(), ConvOp::PoolForward);
+  const int64_t ph = s.out_height / 2, pw = s.out_width / 2;
+  if (s.batch == 0 || s.out_channels == 0 || ph == 0 || pw == 0) return;
+  const GemmScratch scratch = gemm_scratch<T>(p, ws);
+  const int64_t in_numel = s.in_channels * s.height * s.width, pooled = ph * pw;
+  for_each_image(s.batch, usable_threads(ws), [&](int64_t n, int slot) {
+    const ThreadBuffers<T> buf = buffers<T>(p, ws, slot);
+    const T* x_n = x + n * in_numel;
+    for (int64_t g = 0; g < s.groups; ++g) {
+      const T* x_g = x_n + g * p.cin_g * s.height * s.width;
+      for (int64_t oh0 = 0; oh0 < p.rows_c; oh0 += p.block_rows) {
+        const int64_t rows = std::min(p.block_rows, p.rows_c - oh0), cols = rows * p.cols_c;
+        // tmp (cout_g, rows, cols_c): the conv block, pooled below while in cache.
+        im2col(s, p.cin_g, x_g, oh0, rows, p.cols_c, buf.col);
+        matmul<T>(false, false, p.cout_g, cols, p.K, weight + g * p.cout_g * p.K, p.K, buf.col, cols, T(0), buf.tmp,
+                  cols, scratch);
+        for (int64_t co = 0; co < p.cout_g; ++co) {
+          const int64_t c = g * p.cout_g + co;
+          const T b = bias == nullptr ? T(0) : bias[c];
+          const T* t = buf.tmp + co * cols;
+          T* y_c = y + (n * s.out_channels + c) * pooled;
+          int64_t* i_c = indices + (n * s.out_channels + c) * pooled;
+          for (int64_t r = 0; r < rows; r += 2) {
+            const int64_t py = (oh0 + r) / 2, oh = oh0 + r;
+            const T* top = t + r * p.cols_c;
+            const T* bottom = top + p.cols_c;
+            for (int64_t px = 0; px < pw; ++px) {
+              const T v[4] = {top[2 * px] + b, top[2 * px + 1] + b, bottom[2 * px] + b, bottom[2 * px + 1] + b};
+              const int64_t at[4] = {oh * s.out_width + 2 * px, oh * s.out_width + 2 * px + 1,
+                                     (oh + 1) * s.out_width + 2 * px, (oh + 1) * s.out_width + 2 * px + 1};
+              pool_window(v, at, y_c + py * pw + px, i_c + py * pw + px);
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void conv_relu_pool2d_backward(const ConvShape& s, const T* dy, const T* y, const int64_t* indices, const T* x,
+                               const T* weight, T* dx, T* dweight, T* dbias, const ConvWorkspace& ws) {
+  check_workspace(s, dtype_of<T>(), ConvOp::PoolBackward, ws, "conv_relu_pool2d_backward");
+  const Plan p(s, dtype_of<T>(), ConvOp::PoolBackward);
+  const int64_t pooled = (s.out_height / 2) * (s.out_width / 2);
+  if (s.batch == 0 || p.P == 0) {
+    if (dx != nullptr) std::fill(dx, dx + s.batch * s.in_channels * s.height * s.width, T(0));
+    if (dweight != nullptr) std::fill(dweight, dweight + s.out_channels * p.K, T(0));
+    if (dbias != nullptr) std::fill(dbias, dbias + s.out_channels, T(0));
+    return;
+  }
+  // dconv: the pooled gradient at each window's maximum where the ReLU passed it, else 0.
+  auto dconv_of = [&](int64_t n, const ThreadBuffers<T>& b) -> const T* {
+    std::fill(b.dconv, b.dconv + s.out_channels * p.P, T(0));
+    for (int64_t c = 0; c < s.out_channels; ++c) {
+      const int64_t base = (n * s.out_channels + c) * pooled;
+      T* plane = b.dconv + c * p.P;
+      for (int64_t i = 0; i < pooled; ++i)
+        if (y[base + i] > T(0)) plane[indices[base + i]] += dy[base + i];
+    }
+    return b.dconv;
+  };
+  backward_batch<T>(s, p, dconv_of, x, weight, dx, dweight, dbias, ws);
+}
+
+#define FASTRNN_INSTANTIATE_CONV(T)                                                                               \
+  template void conv2d_forward<T>(const ConvShape&, const T*, const T*, const T*, T*, const ConvWorkspace&);     \
+  template void conv2d_backward<T>(const ConvShape&, const T*, const T*, const T*, T*, T*, T*,                  \
+                                   const ConvWorkspace&);                                                      \
+  template void conv_relu_pool2d_forward<T>(const ConvShape&, const T*, const T*, const T*, T*, int64_t*,        \
+                                            const ConvWorkspace&);                                              \
+  template void conv_relu_pool2d_backward<T>(const ConvShape&, const T*, const T*, const int64_t*, const T*,     \
+                                             const T*, T*, T*, T*, const ConvWorkspace&);
+FASTRNN_INSTANTIATE_CONV(float)
+FASTRNN_INSTANTIATE_CONV(double)
+
+}  // namespace fastrnn::cpu

@@ -1,0 +1,325 @@
+"""Conv2d and the fused conv + ReLU + 2x2 max-pool block as torch custom ops, and the argument
+handling torch.nn.functional.conv2d does (padding strings, unbatched input, torch's errors).
+
+Custom ops (``torch.ops.fastrnn.*``), all on 4-D contiguous tensors:
+
+* ``conv2d(x, weight, bias, stride, padding, dilation, groups, output_size)``: padding is the
+  top/left padding; output_size (out_h, out_w) implies the bottom/right one, which is how
+  torch's asymmetric ``padding='same'`` for even kernels reaches the kernel.
+* ``conv2d_backward(dy, x, weight, ..., output_mask)`` -> (dx, dweight, dbias).
+* ``conv_relu_pool2d(...)`` -> (y, indices): max_pool2d(relu(conv2d(x)), 2, 2), with the
+  indices of the maxima in the conv output planes.
+* ``conv_relu_pool2d_backward(dy, y, indices, x, weight, ..., output_mask)``.
+
+CPU float32/float64 run fastrnn's CPU kernels. CUDA tensors (float16, bfloat16, float32, float64)
+run fastrnn's CUDA kernels (``fastrnn._conv_cuda``) inside the same ops when the extension was
+built with CUDA; on CUDA the fused op's ``indices`` hold each window's winner as ``2*dp + dq``.
+Every other case (other dtypes, a CUDA-less build, torch's asymmetric 'same' padding on CUDA) goes
+to torch in ``_fallback_conv2d``.
+"""
+
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import _C, _conv_cuda, ops
+
+__all__ = ["conv2d", "conv_relu_pool2d"]
+
+_SUPPORTED_DTYPES = (torch.float32, torch.float64)
+_CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_CUDA_BUILT = bool(_C.build_info()["cuda_compiled"])
+_FORWARD, _BACKWARD, _POOL_FORWARD, _POOL_BACKWARD = 0, 1, 2, 3
+
+
+def _pair(v) -> List[int]:
+    if isinstance(v, int):
+        return [v, v]
+    v = list(v)
+    return [int(v[0]), int(v[0])] if len(v) == 1 else [int(a) for a in v]
+
+
+def _geometry(stride, padding, dilation):
+    return list(stride), list(padding), list(dilation)
+
+
+def _workspace(op: int, x: Tensor, weight: Tensor, output_size, stride, padding, dilation, groups) -> Tensor:
+    size = _C.conv_workspace_bytes(op, ops._dtype_name(x.dtype), list(x.shape), list(weight.shape),
+                                   output_size[0], output_size[1], stride, padding, dilation, groups)
+    return ops._workspaces_for([size], x)[0]
+
+
+def _view(t: Optional[Tensor]):
+    return ops._view(t)
+
+
+# ---- conv2d ----------------------------------------------------------------------------------
+
+
+def conv2d_impl(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
+                dilation: List[int], groups: int, output_size: List[int]) -> Tensor:
+    """The body of the custom op conv2d (see the module docstring); called directly it skips
+    torch's dispatcher, which is safe only when no autograd graph or tracing is needed."""
+    if x.device.type == "cuda":
+        return _conv_cuda.forward(x, weight, bias, stride, padding, dilation, groups)
+    y = ops._empty((x.shape[0], weight.shape[0], output_size[0], output_size[1]), x)
+    work = _workspace(_FORWARD, x, weight, output_size, stride, padding, dilation, groups)
+    _C.conv2d_forward(_view(x), _view(weight), _view(bias), _view(y), _view(work), stride, padding, dilation, groups)
+    return y
+
+
+conv2d_op = torch.library.custom_op("fastrnn::conv2d", mutates_args=())(conv2d_impl)
+
+
+@conv2d_op.register_fake
+def _(x, weight, bias, stride, padding, dilation, groups, output_size):
+    return x.new_empty(x.shape[0], weight.shape[0], output_size[0], output_size[1])
+
+
+@torch.library.custom_op("fastrnn::conv2d_backward", mutates_args=())
+def conv2d_backward(dy: Tensor, x: Tensor, weight: Tensor, stride: List[int], padding: List[int],
+                    dilation: List[int], groups: int, output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
+    """(dx, dweight, dbias) of conv2d; an entry whose output_mask is False comes back empty."""
+    if x.device.type == "cuda":
+        dx, dw, db = _conv_cuda.backward(dy, x, weight, stride, padding, dilation, groups, output_mask,
+                                         has_bias=output_mask[2])
+        empty = x.new_empty(0)
+        return (empty if dx is None else dx, empty if dw is None else dw, empty if db is None else db)
+    dx = ops._empty(x.shape, x) if output_mask[0] else None
+    dw = ops._empty(weight.shape, weight) if output_mask[1] else None
+    db = ops._empty(weight.shape[0], weight) if output_mask[2] else None
+    work = _workspace(_BACKWARD, x, weight, dy.shape[2:], stride, padding, dilation, groups)
+    _C.conv2d_backward(_view(dy), _view(x), _view(weight), _view(dx), _view(dw), _view(db), _view(work), stride,
+                       padding, dilation, groups)
+    empty = x.new_empty(0)
+    return (empty if dx is None else dx, empty if dw is None else dw, empty if db is None else db)
+
+
+@conv2d_backward.register_fake
+def _(dy, x, weight, stride, padding, dilation, groups, output_mask):
+    empty = x.new_empty(0)
+    return (torch.empty_like(x) if output_mask[0] else empty, torch.empty_like(weight) if output_mask[1] else empty,
+            weight.new_empty(weight.shape[0]) if output_mask[2] else empty)
+
+
+def _conv2d_setup(ctx, inputs, output):
+    x, weight, bias, stride, padding, dilation, groups, _ = inputs
+    ctx.geometry = (stride, padding, dilation, groups)
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(x, weight)
+
+
+def _conv2d_autograd(ctx, dy):
+    x, weight = ctx.saved_tensors
+    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    dx, dw, db = conv2d_backward(dy.contiguous(), x, weight, *ctx.geometry, mask)
+    return (dx if mask[0] else None, dw if mask[1] else None, db if mask[2] else None, None, None, None, None, None)
+
+
+conv2d_op.register_autograd(_conv2d_autograd, setup_context=_conv2d_setup)
+
+
+# ---- conv + relu + 2x2 max-pool --------------------------------------------------------------
+
+
+def conv_relu_pool2d_impl(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
+                          dilation: List[int], groups: int, output_size: List[int]) -> Tuple[Tensor, Tensor]:
+    """The body of the custom op conv_relu_pool2d: (y, indices), y (N, C_out, out_h // 2,
+    out_w // 2) where (out_h, out_w) = output_size is the conv's output size."""
+    if x.device.type == "cuda":
+        y, argmax = _conv_cuda.conv_relu_pool_forward(x, weight, bias, stride, padding, dilation, groups)
+        return y, argmax.to(torch.int64)  # the op's indices are int64 on every device
+    pooled = (x.shape[0], weight.shape[0], output_size[0] // 2, output_size[1] // 2)
+    y = ops._empty(pooled, x)
+    indices = ops._empty(pooled, x, torch.int64)
+    work = _workspace(_POOL_FORWARD, x, weight, output_size, stride, padding, dilation, groups)
+    _C.conv_relu_pool2d_forward(_view(x), _view(weight), _view(bias), _view(y), _view(indices), _view(work),
+                                output_size[0], output_size[1], stride, padding, dilation, groups)
+    return y, indices
+
+
+conv_relu_pool2d_op = torch.library.custom_op("fastrnn::conv_relu_pool2d", mutates_args=())(conv_relu_pool2d_impl)
+
+
+@conv_relu_pool2d_op.register_fake
+def _(x, weight, bias, stride, padding, dilation, groups, output_size):
+    pooled = (x.shape[0], weight.shape[0], output_size[0] // 2, output_size[1] // 2)
+    return x.new_empty(pooled), x.new_empty(pooled, dtype=torch.int64)
+
+
+@torch.library.custom_op("fastrnn::conv_relu_pool2d_backward", mutates_args=())
+def conv_relu_pool2d_backward(dy: Tensor, y: Tensor, indices: Tensor, x: Tensor, weight: Tensor, stride: List[int],
+                              padding: List[int], dilation: List[int], groups: int, output_size: List[int],
+                              output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
+    """(dx, dweight, dbias) of conv_relu_pool2d from the pooled gradient dy and the forward's
+    y and indices; entries not in output_mask come back empty."""
+    if x.device.type == "cuda":
+        dx, dw, db = _conv_cuda.conv_relu_pool_backward(dy, y, indices.to(torch.uint8), x, weight, stride, padding,
+                                                        dilation, groups, output_mask, has_bias=output_mask[2])
+        empty = x.new_empty(0)
+        return (empty if dx is None else dx, empty if dw is None else dw, empty if db is None else db)
+    dx = ops._empty(x.shape, x) if output_mask[0] else None
+    dw = ops._empty(weight.shape, weight) if output_mask[1] else None
+    db = ops._empty(weight.shape[0], weight) if output_mask[2] else None
+    work = _workspace(_POOL_BACKWARD, x, weight, output_size, stride, padding, dilation, groups)
+    _C.conv_relu_pool2d_backward(_view(dy), _view(y), _view(indices), _view(x), _view(weight), _view(dx), _view(dw),
+                                 _view(db), _view(work), output_size[0], output_size[1], stride, padding, dilation,
+                                 groups)
+    empty = x.new_empty(0)
+    return (empty if dx is None else dx, empty if dw is None else dw, empty if db is None else db)
+
+
+@conv_relu_pool2d_backward.register_fake
+def _(dy, y, indices, x, weight, stride, padding, dilation, groups, output_size, output_mask):
+    empty = x.new_empty(0)
+    return (torch.empty_like(x) if output_mask[0] else empty, torch.empty_like(weight) if output_mask[1] else empty,
+            weight.new_empty(weight.shape[0]) if output_mask[2] else empty)
+
+
+def _pool_setup(ctx, inputs, output):
+    x, weight, bias, stride, padding, dilation, groups, output_size = inputs
+    y, indices = output
+    ctx.geometry = (stride, padding, dilation, groups, output_size)
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(x, weight, y, indices)
+
+
+def _pool_autograd(ctx, dy, _dindices):
+    x, weight, y, indices = ctx.saved_tensors
+    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    if dy is None:
+        dy = torch.zeros_like(y)
+    dx, dw, db = conv_relu_pool2d_backward(dy.contiguous(), y, indices, x, weight, *ctx.geometry, mask)
+    return (dx if mask[0] else None, dw if mask[1] else None, db if mask[2] else None, None, None, None, None, None)
+
+
+conv_relu_pool2d_op.register_autograd(_pool_autograd, setup_context=_pool_setup)
+
+
+# ---- torch.nn.functional.conv2d's argument handling ------------------------------------------
+
+
+def _raise_like_torch(x, weight, bias, stride, padding, dilation, groups):
+    """Lets torch's own conv2d raise its error (type and message) for arguments fastrnn's
+    checks refused; its own words if torch accepts them after all."""
+    F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    raise RuntimeError("fastrnn.conv2d: unsupported arguments")  # pragma: no cover - torch raised above
+
+
+def _resolve(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding, dilation, groups):
+    """Validates as torch does; returns (stride, top/left padding, dilation, output size) or
+    raises torch's error."""
+    def fail():
+        _raise_like_torch(x, weight, bias, stride, padding, dilation, groups)
+
+    if x.dim() != 4 or weight.dim() != 4 or not isinstance(groups, int) or groups <= 0:
+        fail()
+    try:
+        s, d = _pair(stride), _pair(dilation)
+    except (TypeError, ValueError, IndexError):
+        fail()
+    if len(s) != 2 or len(d) != 2 or min(s) <= 0 or min(d) <= 0:
+        fail()
+    kh, kw = weight.shape[2], weight.shape[3]
+    H, W = x.shape[2], x.shape[3]
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = [(0, 0), (0, 0)]
+        elif padding == "same" and max(s) == 1:
+            pads = []
+            for k, dil in ((kh, d[0]), (kw, d[1])):
+                total = dil * (k - 1)
+                pads.append((total // 2, total - total // 2))
+        else:
+            fail()
+    else:
+        try:
+            p = _pair(padding)
+        except (TypeError, ValueError, IndexError):
+            fail()
+        if len(p) != 2 or min(p) < 0:
+            fail()
+        pads = [(p[0], p[0]), (p[1], p[1])]
+    c_out = weight.shape[0]
+    if (x.shape[1] != weight.shape[1] * groups or c_out % groups != 0 or weight.dtype != x.dtype
+            or weight.device != x.device or (bias is not None and (bias.shape != (c_out,) or bias.dtype != x.dtype
+                                                                  or bias.device != x.device))):
+        fail()
+    out = []
+    for size, (lo, hi), k, dil, st in ((H, pads[0], kh, d[0], s[0]), (W, pads[1], kw, d[1], s[1])):
+        span = dil * (k - 1) + 1
+        if size + lo + hi < span:
+            fail()
+        out.append((size + lo + hi - span) // st + 1)
+    return s, [pads[0][0], pads[1][0]], d, out
+
+
+def _fast_path(x: Tensor) -> bool:
+    if x.device.type == "cuda":
+        return _CUDA_BUILT and x.dtype in _CUDA_DTYPES
+    return x.device.type == "cpu" and x.dtype in _SUPPORTED_DTYPES
+
+
+def _asymmetric_on_cuda(x: Tensor, weight: Tensor, stride, padding, dilation, out) -> bool:
+    """The CUDA kernels take one padding per side pair; torch's 'same' for even kernels pads
+    bottom/right one more, which they cannot express."""
+    if x.device.type != "cuda":
+        return False
+    for size, k, s, p, d, o in zip(x.shape[2:], weight.shape[2:], stride, padding, dilation, out):
+        if (size + 2 * p - d * (k - 1) - 1) // s + 1 != o:
+            return True
+    return False
+
+
+def _needs_graph(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _contiguous(t: Optional[Tensor]) -> Optional[Tensor]:
+    return None if t is None else t.contiguous()
+
+
+def _fallback_conv2d(x, weight, bias, stride, padding, dilation, groups):
+    # The single place where calls leave fastrnn's kernels for torch's (see the module docstring).
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,  # noqa: A002 - torch's name
+           stride: Union[int, Sequence[int]] = 1, padding: Union[str, int, Sequence[int]] = 0,
+           dilation: Union[int, Sequence[int]] = 1, groups: int = 1) -> Tensor:
+    """torch.nn.functional.conv2d on fastrnn's kernels: same arguments, results and errors."""
+    if not _fast_path(input) or input.dim() != 3 and input.dim() != 4:
+        if input.dim() not in (3, 4):
+            _raise_like_torch(input, weight, bias, stride, padding, dilation, groups)
+        return _fallback_conv2d(input, weight, bias, stride, padding, dilation, groups)
+    batched = input.dim() == 4
+    x = input if batched else input.unsqueeze(0)
+    s, p, d, out = _resolve(x, weight, bias, stride, padding, dilation, groups)
+    if _asymmetric_on_cuda(x, weight, s, p, d, out):
+        return _fallback_conv2d(input, weight, bias, stride, padding, dilation, groups)
+    op = conv2d_op if _needs_graph(x, weight, bias) or torch.compiler.is_compiling() else conv2d_impl
+    y = op(x.contiguous(), weight.contiguous(), _contiguous(bias), s, p, d, groups, out)
+    return y if batched else y.squeeze(0)
+
+
+def conv_relu_pool2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,  # noqa: A002
+                     stride: Union[int, Sequence[int]] = 1, padding: Union[str, int, Sequence[int]] = 0,
+                     dilation: Union[int, Sequence[int]] = 1, groups: int = 1) -> Tensor:
+    """max_pool2d(relu(conv2d(input, weight, bias, ...)), 2, 2) in one fused pass: the conv
+    output is pooled block by block while in cache and never stored whole."""
+    if not _fast_path(input) or input.dim() not in (3, 4):
+        if input.dim() not in (3, 4):
+            _raise_like_torch(input, weight, bias, stride, padding, dilation, groups)
+        return F.max_pool2d(F.relu(_fallback_conv2d(input, weight, bias, stride, padding, dilation, groups)), 2, 2)
+    batched = input.dim() == 4
+    x = input if batched else input.unsqueeze(0)
+    s, p, d, out = _resolve(x, weight, bias, stride, padding, dilation, groups)
+    if out[0] < 2 or out[1] < 2 or _asymmetric_on_cuda(x, weight, s, p, d, out):
+        # torch's max_pool2d error for a too-small conv output; torch's ops for what CUDA lacks
+        return F.max_pool2d(F.relu(F.conv2d(input, weight, bias, stride, padding, dilation, groups)), 2, 2)
+    op = conv_relu_pool2d_op if _needs_graph(x, weight, bias) or torch.compiler.is_compiling() \
+        else conv_relu_pool2d_impl
+    y, _ = op(x.contiguous(), weight.contiguous(), _contiguous(bias), s, p, d, groups, out)
+    return y if batched else y.squeeze(0)

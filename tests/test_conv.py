@@ -1,0 +1,175 @@
+"""fastrnn's Conv2d and fused Conv2d -> ReLU -> MaxPool2d(2, 2) against torch: forward, every
+gradient, gradcheck, opcheck, modules and their state_dict, and torch's errors."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastrnn._conv as conv
+import fastrnn.functional as FF
+import fastrnn.nn
+
+from conftest import DTYPES, assert_close
+
+# torch (the reference) warns that it copies the input for an even kernel with padding='same'.
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+
+# (batch or None for unbatched, C_in, C_out, H, W, kernel, stride, padding, dilation, groups, bias)
+CASES = [
+    (3, 5, 7, 13, 11, 3, 1, 0, 1, 1, True),
+    (2, 4, 6, 9, 14, (3, 2), (2, 1), (1, 2), 1, 2, False),
+    (2, 6, 6, 12, 10, 3, 1, "same", 1, 6, True),  # depthwise
+    (1, 3, 5, 10, 9, (4, 2), 1, "same", (1, 2), 1, True),  # even kernel: asymmetric padding
+    (None, 3, 4, 11, 8, 3, 2, 1, 2, 1, True),  # unbatched
+    (4, 8, 4, 7, 7, 1, 1, 0, 1, 2, True),  # pointwise
+    (3, 2, 5, 15, 13, 5, 3, "valid", 1, 1, True),
+    (2, 1, 32, 28, 28, 5, 1, 0, 1, 1, True),  # an MNIST first layer
+    (3, 9, 6, 8, 9, 2, 1, 1, 1, 3, False),
+    (2, 1, 5, 13, 19, 3, 1, 1, 1, 1, True),  # one input channel (the direct kernel): edge columns
+    (None, 1, 3, 9, 7, (2, 3), 1, "same", 1, 1, False),
+]
+
+
+def _inputs(case, dtype, seed=0):
+    batch, c_in, c_out, H, W, kernel, stride, padding, dilation, groups, bias = case
+    torch.manual_seed(seed)
+    k = (kernel, kernel) if isinstance(kernel, int) else kernel
+    x = torch.randn(*((batch,) if batch else ()), c_in, H, W, dtype=dtype, requires_grad=True)
+    w = torch.randn(c_out, c_in // groups, *k, dtype=dtype, requires_grad=True)
+    b = torch.randn(c_out, dtype=dtype, requires_grad=True) if bias else None
+    return x, w, b, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def _grads(out, tensors, seed=1):
+    torch.manual_seed(seed)
+    dy = torch.randn_like(out)
+    live = [t for t in tensors if t is not None]
+    return torch.autograd.grad(out, live, dy)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES)
+def test_conv2d_matches_torch(case, dtype, isa):
+    x, w, b, kw = _inputs(case, dtype)
+    ours, ref = FF.conv2d(x, w, b, **kw), F.conv2d(x, w, b, **kw)
+    assert_close(ours, ref, dtype, "y")
+    for name, g, r in zip("xwb", _grads(ours, (x, w, b)), _grads(ref, (x, w, b))):
+        assert_close(g, r, dtype, f"d{name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES)
+def test_conv_relu_pool_matches_torch(case, dtype, isa):
+    x, w, b, kw = _inputs(case, dtype)
+    ours = FF.conv_relu_pool2d(x, w, b, **kw)
+    ref = F.max_pool2d(F.relu(F.conv2d(x, w, b, **kw)), 2, 2)
+    assert_close(ours, ref, dtype, "y")
+    for name, g, r in zip("xwb", _grads(ours, (x, w, b)), _grads(ref, (x, w, b))):
+        assert_close(g, r, dtype, f"d{name}")
+
+
+def test_only_requested_gradients():
+    x, w, b, kw = _inputs(CASES[0], torch.float64)
+    x.requires_grad_(False)
+    y = FF.conv2d(x, w, b, **kw)
+    dw, db = torch.autograd.grad(y.sum(), (w, b))
+    rw, rb = torch.autograd.grad(F.conv2d(x, w, b, **kw).sum(), (w, b))
+    assert_close(dw, rw, torch.float64, "dw")
+    assert_close(db, rb, torch.float64, "db")
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[4], CASES[8]])
+def test_gradcheck(case):
+    batch, c_in, c_out, H, W, *rest = case
+    small = (min(batch, 2) if batch else None, c_in, c_out, min(H, 9), min(W, 9), *rest)
+    x, w, b, kw = _inputs(small, torch.float64)
+    tensors = tuple(t for t in (x, w, b) if t is not None)
+
+    def conv_fn(x, w, *b):
+        return FF.conv2d(x, w, b[0] if b else None, **kw)
+
+    def pool_fn(x, w, *b):
+        return FF.conv_relu_pool2d(x, w, b[0] if b else None, **kw)
+
+    assert torch.autograd.gradcheck(conv_fn, tensors)
+    assert torch.autograd.gradcheck(pool_fn, tensors)
+
+
+def test_opcheck():
+    x, w, b, kw = _inputs(CASES[1], torch.float32)
+    s, p, d, out = conv._resolve(x.detach(), w.detach(), b, kw["stride"], kw["padding"], kw["dilation"], kw["groups"])
+    args = (x, w, b, s, p, d, kw["groups"], out)
+    torch.library.opcheck(conv.conv2d_op, args)
+    torch.library.opcheck(conv.conv_relu_pool2d_op, args)
+    dy = torch.randn(x.shape[0], w.shape[0], *out)
+    torch.library.opcheck(conv.conv2d_backward, (dy, x.detach(), w.detach(), s, p, d, kw["groups"],
+                                                 [True, True, True]))
+    y, idx = conv.conv_relu_pool2d_op(x.detach(), w.detach(), b.detach() if b is not None else None, s, p, d,
+                                      kw["groups"], out)
+    torch.library.opcheck(conv.conv_relu_pool2d_backward, (torch.randn_like(y), y, idx, x.detach(), w.detach(), s, p,
+                                                           d, kw["groups"], out, [True, True, False]))
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
+def test_conv2d_module_state_dict(padding_mode):
+    torch.manual_seed(3)
+    ref = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, padding_mode=padding_mode, groups=2).double()
+    ours = fastrnn.nn.Conv2d(4, 6, 3, stride=2, padding=1, padding_mode=padding_mode, groups=2).double()
+    ours.load_state_dict(ref.state_dict())
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    x = torch.randn(3, 4, 11, 10, dtype=torch.float64, requires_grad=True)
+    assert_close(ours(x), ref(x), torch.float64, "y")
+    ours(x).sum().backward()
+    gx, gw = x.grad.clone(), ours.weight.grad
+    x.grad = None
+    ref(x).sum().backward()
+    assert_close(gx, x.grad, torch.float64, "dx")
+    assert_close(gw, ref.weight.grad, torch.float64, "dw")
+    assert repr(ours).replace("Conv2d", "", 1) == repr(ref).replace("Conv2d", "", 1)
+
+
+def test_conv_relu_pool_module():
+    torch.manual_seed(4)
+    block = fastrnn.nn.ConvReLUPool2d(1, 8, 5, padding=2)
+    ref = torch.nn.Conv2d(1, 8, 5, padding=2)
+    block.load_state_dict(ref.state_dict())
+    ref.load_state_dict(block.state_dict())
+    x = torch.randn(5, 1, 17, 15)
+    assert_close(block(x), F.max_pool2d(F.relu(ref(x)), 2, 2), torch.float32, "y")
+    assert set(dict(block.named_parameters())) == {"weight", "bias"}
+
+
+def _torch_error(fn):
+    with pytest.raises(Exception) as info:
+        fn(F.conv2d)
+    return info.type, str(info.value)
+
+
+@pytest.mark.parametrize("call", [
+    lambda f: f(torch.randn(2, 2, 4, 8, 8), torch.randn(6, 4, 3, 3)),  # rank
+    lambda f: f(torch.randn(2, 4, 8, 8), torch.randn(6, 3, 3, 3)),  # channels
+    lambda f: f(torch.randn(2, 4, 8, 8), torch.randn(6, 2, 3, 3), groups=4),  # groups
+    lambda f: f(torch.randn(2, 4, 8, 8), torch.randn(6, 4, 3, 3), groups=0),
+    lambda f: f(torch.randn(2, 4, 8, 8).double(), torch.randn(6, 4, 3, 3)),  # dtype
+    lambda f: f(torch.randn(2, 4, 8, 8), torch.randn(6, 4, 3, 3), torch.randn(6).double()),
+    lambda f: f(torch.randn(2, 4, 8, 8), torch.randn(6, 4, 3, 3), torch.randn(5)),
+    lambda f: f(torch.randn(2, 4, 8, 8), torch.randn(6, 4, 3, 3), padding="foo"),
+    lambda f: f(torch.randn(2, 4, 8, 8), torch.randn(6, 4, 3, 3), padding=-1),
+    lambda f: f(torch.randn(2, 4, 8, 8), torch.randn(6, 4, 3, 3), stride=0),
+    lambda f: f(torch.randn(2, 4, 8, 8), torch.randn(6, 4, 3, 3), dilation=0),
+    lambda f: f(torch.randn(2, 4, 8, 8), torch.randn(6, 4, 3, 3), stride=2, padding="same"),
+    lambda f: f(torch.randn(2, 4, 2, 2), torch.randn(6, 4, 3, 3)),  # kernel larger than input
+])
+def test_errors_match_torch(call):
+    kind, message = _torch_error(call)
+    for fn in (FF.conv2d, FF.conv_relu_pool2d):
+        with pytest.raises(kind) as info:
+            call(fn)
+        assert str(info.value) == message
+
+
+def test_module_errors_match_torch():
+    with pytest.raises(ValueError, match="padding='same' is not supported for strided convolutions"):
+        fastrnn.nn.Conv2d(4, 6, 3, stride=2, padding="same")
+    with pytest.raises(ValueError, match="padding_mode must be one of"):
+        fastrnn.nn.ConvReLUPool2d(4, 6, 3, padding_mode="bad")
