@@ -36,7 +36,7 @@ def _torch_block(x, w, b, pad):
     return F.max_pool2d(F.relu(F.conv2d(x, w, b, padding=pad)), 2, 2)
 
 
-def run(names=None, mode="inference", dtype=torch.float32, budget_s=2.0, min_repeats=5):
+def run(names=None, mode="inference", dtype=torch.float32, budget_s=2.0, min_repeats=5, device="cpu"):
     """Times each case; returns one dict per case: op, mode, shape, fastrnn_ms, torch_ms,
     speedup (torch time / fastrnn time), fastrnn_gflops, torch_gflops (the conv's FLOPs; train
     counts forward + backward as 3x the forward)."""
@@ -45,9 +45,9 @@ def run(names=None, mode="inference", dtype=torch.float32, budget_s=2.0, min_rep
         op, batch, c_in, c_out, H, W, k, pad = CASES[name]
         torch.manual_seed(0)
         train = mode == "train"
-        x = torch.randn(batch, c_in, H, W, dtype=dtype, requires_grad=train)
-        w = (torch.randn(c_out, c_in, k, k, dtype=dtype) * 0.1).requires_grad_(train)
-        b = torch.randn(c_out, dtype=dtype).requires_grad_(train)
+        x = torch.randn(batch, c_in, H, W, dtype=dtype, device=device, requires_grad=train)
+        w = (torch.randn(c_out, c_in, k, k, dtype=dtype, device=device) * 0.1).requires_grad_(train)
+        b = torch.randn(c_out, dtype=dtype, device=device).requires_grad_(train)
         if op == "conv2d":
             ours_fn = lambda: FF.conv2d(x, w, b, padding=pad)  # noqa: E731
             torch_fn = lambda: F.conv2d(x, w, b, padding=pad)  # noqa: E731
@@ -68,7 +68,7 @@ def run(names=None, mode="inference", dtype=torch.float32, budget_s=2.0, min_rep
                         fn()
                 return call
             ours_call, torch_call = no_grad(ours_fn), no_grad(torch_fn)
-        ours_s, torch_s = compare(ours_call, torch_call, budget_s=budget_s, min_repeats=min_repeats)
+        ours_s, torch_s = compare(ours_call, torch_call, device, budget_s=budget_s, min_repeats=min_repeats)
         flops = _flops(batch, c_in, c_out, H, W, k, pad) * (3 if train else 1)
         results.append({
             "op": op, "name": name, "mode": mode,

@@ -4,12 +4,16 @@
     python bench/run.py --quick --plot       # a short run, with a chart
     python bench/run.py --ops lstm,gru --sizes default,b1_h128 --device cuda
     python bench/run.py --ops adam,sgd,adam+clip   # optimizer steps only
+    python bench/run.py --ops conv,pool            # Conv2d (and the fused block) and pooling only
 
 Each recurrent configuration times fastrnn.nn and torch.nn (same weights) alternately in one
 process, after warm-up, and reports the medians, the speedup, the GFLOP/s fastrnn achieves and
 that as a fraction of the matmul peak measured at the start. Each optimizer op times one step
 over the parameters of an LSTM language model (~14.4M) against torch.optim's fastest setting
-here, in GB/s against the measured memory bandwidth. Results go to
+here, in GB/s against the measured memory bandwidth. `conv` times fastrnn.functional.conv2d and
+the fused conv_relu_pool2d on the layers of a small MNIST-like CNN and a ResNet-style 3x3 block
+against torch (the fused block against torch's conv2d + relu + max_pool2d), in GFLOP/s; `pool`
+times max and average pooling, in GB/s. Results go to
 bench/results/<device>-<date>.json.
 """
 
@@ -21,13 +25,15 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import conv_cases  # noqa: E402
 import optim_cases  # noqa: E402
+import pool_cases  # noqa: E402
 import report  # noqa: E402
 import rnn_cases  # noqa: E402
 from timing import compare, matmul_peak_gflops, memory_bandwidth_gbps  # noqa: E402
 
 RNN_OPS = ["lstm", "gru", "rnn"]
-OPS = RNN_OPS + list(optim_cases.OPTIMIZERS)
+OPS = RNN_OPS + list(optim_cases.OPTIMIZERS) + ["conv", "pool"]
 MODES = ["train", "inference"]
 
 
@@ -66,6 +72,28 @@ def optimizer_result(op, args, budget, bandwidth):
     }
 
 
+def layer_results(op, mode, args, budget, peak, bandwidth):
+    """The conv or pooling cases in one mode, in the suite's result format."""
+    repeats = 3 if args.quick else 5
+    if op == "conv":
+        rows = conv_cases.run(mode=mode, budget_s=budget, min_repeats=repeats, device=args.device)
+    else:
+        rows = pool_cases.run(mode=mode, budget_s=budget, min_repeats=repeats, device=args.device)
+    out = []
+    for r in rows:
+        result = {"op": r["op"], "mode": mode, "dtype": "float32", "config": f"{r.get('name', r['op'])} {r['shape']}",
+                  "fastrnn_ms": round(r["fastrnn_ms"], 4), "torch_ms": round(r["torch_ms"], 4),
+                  "speedup": round(r["speedup"], 3)}
+        if op == "conv":
+            result.update(gflops=round(r["fastrnn_gflops"], 1), torch_gflops=round(r["torch_gflops"], 1),
+                          peak_fraction=round(r["fastrnn_gflops"] / peak, 3))
+        else:
+            result.update(gbps=round(r["fastrnn_gbps"], 1), torch_gbps=round(r["torch_gbps"], 1),
+                          bandwidth_fraction=round(r["fastrnn_gbps"] / bandwidth, 3))
+        out.append(result)
+    return out
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -81,7 +109,7 @@ def main(argv=None):
     console.print(f"fp32 matmul peak: {peak:.0f} GFLOP/s")
     optim_ops = [op for op in args.ops if op in optim_cases.OPTIMIZERS]
     bandwidth = None
-    if optim_ops:
+    if optim_ops or "pool" in args.ops:
         with console.status("measuring the memory bandwidth"):
             bandwidth = memory_bandwidth_gbps(args.device)
         console.print(f"memory bandwidth (copy): {bandwidth:.0f} GB/s")
@@ -89,11 +117,17 @@ def main(argv=None):
     cases = [(op, mode, rnn_cases.SIZES[s]) for s in args.sizes for op in args.ops if op in RNN_OPS
              for mode in args.modes]
     cases += [(op, "step", None) for op in optim_ops]
+    cases += [(op, mode, None) for op in ("conv", "pool") if op in args.ops for mode in args.modes]
     budget = 0.5 if args.quick else 2.0
     results = []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("benchmarking", total=len(cases))
         for op, mode, size in cases:
+            if op in ("conv", "pool"):
+                progress.update(task, description=f"{op} {mode}")
+                results += layer_results(op, mode, args, budget, peak, bandwidth)
+                progress.advance(task)
+                continue
             if size is None:
                 progress.update(task, description=f"{op} step")
                 results.append(optimizer_result(op, args, budget, bandwidth))
