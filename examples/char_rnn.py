@@ -44,7 +44,7 @@ def load_corpus(path=None) -> str:
 def main():
     p = common.parser(__doc__.split("\n")[0], "char_rnn.png")
     p.add_argument("--text", help="train on this text file instead of the standard library's sources")
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--bptt", type=int, default=64, help="k: characters per truncated-BPTT chunk")
     p.add_argument("--hidden", type=int, default=128)

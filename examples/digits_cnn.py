@@ -71,12 +71,8 @@ def main():
     import fastrnn.nn
     import fastrnn.optim
 
-    # fastrnn's fused Conv2d and MaxPool2d where this version has them, torch.nn's otherwise:
-    # the only place the example depends on which modules have landed.
-    Conv2d = getattr(fastrnn.nn, "Conv2d", torch.nn.Conv2d)
-    MaxPool2d = getattr(fastrnn.nn, "MaxPool2d", torch.nn.MaxPool2d)
-    print(f"Conv2d from {Conv2d.__module__}, MaxPool2d from {MaxPool2d.__module__}; "
-          f"torch threads {torch.get_num_threads()}")
+    from fastrnn.nn import Conv2d, MaxPool2d  # torch.nn's interface, fastrnn's kernels
+    print(f"torch threads {torch.get_num_threads()}")
 
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
