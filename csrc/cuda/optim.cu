@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "common/optim_rules.h"
+#include "cuda/launch.h"
 #include "cuda/optim.h"
 
 namespace fastrnn::cuda {
@@ -86,11 +87,6 @@ double step_value(const TensorView& step) {
   return step.dtype == DType::Float64 ? *step.data_as<double>() : double(*step.data_as<float>());
 }
 
-void check_launch(const char* op) {
-  const cudaError_t status = cudaGetLastError();
-  FASTRNN_CHECK(status == cudaSuccess, op, ": CUDA kernel launch failed: ", cudaGetErrorString(status));
-}
-
 template <typename T, typename S>
 void run(const OptimizerHyper& h, const OptimizerTensor* tensors, int count, const StepLaunch& launch) {
   const float* clip_norm = launch.clip_norm.defined() ? launch.clip_norm.data_as<float>() : nullptr;
@@ -141,24 +137,6 @@ void check_tensor(const OptimizerHyper& h, const OptimizerTensor& t, const Tenso
                   op, ": step must be a float scalar on the CPU");
   }
 }
-
-// Makes `device` current for this scope.
-class DeviceScope {
- public:
-  explicit DeviceScope(int device) {
-    cudaGetDevice(&previous_);
-    if (device != previous_) {
-      const cudaError_t status = cudaSetDevice(device);
-      FASTRNN_CHECK(status == cudaSuccess, "cannot use CUDA device ", device, ": ", cudaGetErrorString(status));
-    }
-  }
-  ~DeviceScope() { cudaSetDevice(previous_); }
-  DeviceScope(const DeviceScope&) = delete;
-  DeviceScope& operator=(const DeviceScope&) = delete;
-
- private:
-  int previous_ = 0;
-};
 
 }  // namespace
 
