@@ -55,10 +55,13 @@ void check_float_dtype(const char* op, DType dtype) {
                 " is not supported on the CPU; expected float32 or float64");
 }
 
+}  // namespace
+
 // The sizes every argument must agree on, read from x, h0, the weights and batch_sizes, with
-// batch_sizes itself checked (it decides which rows the kernels touch).
-RnnDims check_dims(const char* op, CellKind cell, const TensorView& x, const TensorView& h0,
-                   const TensorView& weight_hh, const TensorView& weight_hr, const TensorView& batch_sizes) {
+// batch_sizes itself checked (it decides which rows the kernels touch). Shared with the CUDA
+// kernels, which add their own device and dtype checks.
+RnnDims read_dims(const char* op, CellKind cell, const TensorView& x, const TensorView& h0,
+                  const TensorView& weight_hh, const TensorView& weight_hr, const TensorView& batch_sizes) {
   check_cell(op, cell);
   RnnDims d;
   d.G = gate_count(cell);
@@ -92,6 +95,14 @@ RnnDims check_dims(const char* op, CellKind cell, const TensorView& x, const Ten
     d.rows = d.T * d.B;
   }
   FASTRNN_CHECK(d.T > 0, op, ": expected sequence length to be larger than 0");
+  return d;
+}
+
+namespace {
+
+RnnDims check_dims(const char* op, CellKind cell, const TensorView& x, const TensorView& h0,
+                   const TensorView& weight_hh, const TensorView& weight_hr, const TensorView& batch_sizes) {
+  const RnnDims d = read_dims(op, cell, x, h0, weight_hh, weight_hr, batch_sizes);
   check_float_dtype(op, x.dtype);
   return d;
 }

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "common/parallel.h"
+#include "common/rnn_params.h"
 #include "common/tensor_view.h"
 
 namespace fastrnn::cpu {
@@ -14,6 +15,12 @@ struct RnnDims {
   int64_t T = 0, B = 0, I = 0, H = 0, P = 0, G = 0, rows = 0;
   bool proj = false;
 };
+
+// Reads and checks the sizes of one layer-direction call from x (T, B, I) or packed (rows, I),
+// h0 (B, P), weight_hh and weight_hr, and validates batch_sizes (on the CPU) when given.
+// Device and dtype are the caller's to check. Defined in cpu/rnn.cpp.
+RnnDims read_dims(const char* op, CellKind cell, const TensorView& x, const TensorView& h0,
+                  const TensorView& weight_hh, const TensorView& weight_hr, const TensorView& batch_sizes);
 
 struct RnnWorkspaceBytes {
   int64_t forward = 0, backward = 0;

@@ -99,42 +99,9 @@ void check_workspace_fits(const char* op, const TensorView& w, const TensorView&
 
 RnnDims check_dims(const char* op, CellKind cell, const TensorView& x, const TensorView& h0,
                    const TensorView& weight_hh, const TensorView& weight_hr, const TensorView& batch_sizes) {
-  const int k = static_cast<int>(cell);
-  FASTRNN_CHECK_VALUE(k >= 0 && k <= 3, op, ": unknown cell kind ", k);
-  RnnDims d;
-  d.G = gate_count(cell);
-  const bool packed = batch_sizes.defined();
-  FASTRNN_CHECK(x.defined() && x.ndim == (packed ? 2 : 3), op, ": expected x of ", packed ? 2 : 3, " dimensions");
+  const RnnDims d = cpu::read_dims(op, cell, x, h0, weight_hh, weight_hr, batch_sizes);
   FASTRNN_CHECK(x.device == DeviceType::CUDA, op, ": expected x on a CUDA device");
   check_dtype(op, x.dtype);
-  FASTRNN_CHECK(h0.defined() && h0.ndim == 2, op, ": expected h0 of 2 dimensions");
-  FASTRNN_CHECK(weight_hh.defined() && weight_hh.ndim == 2, op, ": expected weight_hh of 2 dimensions");
-  d.proj = weight_hr.defined();
-  FASTRNN_CHECK(!d.proj || cell == CellKind::Lstm, op, ": only an LSTM takes weight_hr");
-  FASTRNN_CHECK(!d.proj || weight_hr.ndim == 2, op, ": expected weight_hr of 2 dimensions");
-  d.B = h0.size(0);
-  d.P = h0.size(1);
-  d.H = d.proj ? weight_hr.size(1) : d.P;
-  d.I = x.size(x.ndim - 1);
-  FASTRNN_CHECK(d.H > 0 && d.P > 0, op, ": expected hidden_size > 0");
-  FASTRNN_CHECK(d.B > 0, op, ": expected batch size > 0");
-  if (packed) {
-    // The host walks the steps: batch_sizes stays on the CPU, as in torch's PackedSequence.
-    check_cpu_array(op, "batch_sizes", batch_sizes, DType::Int64, {batch_sizes.size(0)});
-    d.T = batch_sizes.size(0);
-    const int64_t* bs = batch_sizes.data_as<int64_t>();
-    for (int64_t t = 0; t < d.T; ++t) {
-      FASTRNN_CHECK(bs[t] >= 0 && bs[t] <= d.B && (t == 0 || bs[t] <= bs[t - 1]), op,
-                    ": batch_sizes must be non-increasing and within [0, ", d.B, "]; got ", bs[t], " at step ", t);
-      d.rows += bs[t];
-    }
-    FASTRNN_CHECK(x.size(0) == d.rows, op, ": x has ", x.size(0), " rows but batch_sizes sum to ", d.rows);
-  } else {
-    d.T = x.size(0);
-    FASTRNN_CHECK(x.size(1) == d.B, op, ": x has batch size ", x.size(1), " but h0 has ", d.B);
-    d.rows = d.T * d.B;
-  }
-  FASTRNN_CHECK(d.T > 0, op, ": expected sequence length to be larger than 0");
   return d;
 }
 
