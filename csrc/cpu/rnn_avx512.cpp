@@ -4,9 +4,7 @@
 
 #include <cstring>
 
-#include "cells/elman.h"
-#include "cells/gru.h"
-#include "cells/lstm.h"
+#include "cells/dispatch.h"
 #include "common/barrier.h"
 #include "common/macros.h"
 #include "common/rnn_params.h"

@@ -717,30 +717,19 @@ void backward(const RnnBackwardParams* params, const RnnDims* dims, int count) {
 
 // ---- Entry points (declared in rnn.cpp) ----------------------------------------------------------
 
-template <typename T, typename Fn>
-void with_cell(CellKind kind, const Fn& fn) {
-  using cells::Activation;
-  switch (kind) {
-    case CellKind::RnnTanh: return fn(cells::ElmanCell<T, Activation::Tanh>{});
-    case CellKind::RnnRelu: return fn(cells::ElmanCell<T, Activation::Relu>{});
-    case CellKind::Lstm: return fn(cells::LstmCell<T>{});
-    case CellKind::Gru: return fn(cells::GruCell<T>{});
-  }
-}
-
 void rnn_forward(const RnnForwardParams* params, const RnnDims* dims, int count) {
   if (params[0].x.dtype == DType::Float64) {
-    with_cell<double>(params[0].cell, [&](auto cell) { forward<decltype(cell), double>(params, dims, count); });
+    cells::with_cell<double>(params[0].cell, [&](auto cell) { forward<decltype(cell), double>(params, dims, count); });
   } else {
-    with_cell<float>(params[0].cell, [&](auto cell) { forward<decltype(cell), float>(params, dims, count); });
+    cells::with_cell<float>(params[0].cell, [&](auto cell) { forward<decltype(cell), float>(params, dims, count); });
   }
 }
 
 void rnn_backward(const RnnBackwardParams* params, const RnnDims* dims, int count) {
   if (params[0].x.dtype == DType::Float64) {
-    with_cell<double>(params[0].cell, [&](auto cell) { backward<decltype(cell), double>(params, dims, count); });
+    cells::with_cell<double>(params[0].cell, [&](auto cell) { backward<decltype(cell), double>(params, dims, count); });
   } else {
-    with_cell<float>(params[0].cell, [&](auto cell) { backward<decltype(cell), float>(params, dims, count); });
+    cells::with_cell<float>(params[0].cell, [&](auto cell) { backward<decltype(cell), float>(params, dims, count); });
   }
 }
 

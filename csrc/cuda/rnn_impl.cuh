@@ -16,9 +16,7 @@
 // (on the CPU, as torch keeps it) to size each step's launches, so nothing waits on the GPU.
 #include <cuda_runtime.h>
 
-#include "cells/elman.h"
-#include "cells/gru.h"
-#include "cells/lstm.h"
+#include "cells/dispatch.h"
 #include "common/rnn_params.h"
 #include "cuda/gemm.cuh"
 #include "cuda/launch.h"
@@ -346,17 +344,6 @@ void backward_one(const RnnBackwardParams& p, const RnnDims& d, const RnnLaunch&
   if (Cell::kHasCellState) copy(ws.dc, H, p.dc0.data_as<S>(), H, d.B, H, stream, op);
 }
 
-template <typename T, typename Fn>
-void with_cell(CellKind kind, const Fn& fn) {
-  using cells::Activation;
-  switch (kind) {
-    case CellKind::RnnTanh: return fn(cells::ElmanCell<T, Activation::Tanh>{});
-    case CellKind::RnnRelu: return fn(cells::ElmanCell<T, Activation::Relu>{});
-    case CellKind::Lstm: return fn(cells::LstmCell<T>{});
-    case CellKind::Gru: return fn(cells::GruCell<T>{});
-  }
-}
-
 }  // namespace rnn_detail
 
 // The calls of one entry point, checked by rnn.cu, queued in order on the caller's stream.
@@ -364,7 +351,7 @@ template <typename S>
 void forward_calls(const RnnForwardParams* params, const RnnDims* dims, int count, const RnnLaunch& launch) {
   using T = compute_t<S>;
   for (int k = 0; k < count; ++k) {
-    rnn_detail::with_cell<T>(params[k].cell, [&](auto cell) {
+    cells::with_cell<T>(params[k].cell, [&](auto cell) {
       rnn_detail::forward_one<decltype(cell), S>(params[k], dims[k], launch);
     });
   }
@@ -374,7 +361,7 @@ template <typename S>
 void backward_calls(const RnnBackwardParams* params, const RnnDims* dims, int count, const RnnLaunch& launch) {
   using T = compute_t<S>;
   for (int k = 0; k < count; ++k) {
-    rnn_detail::with_cell<T>(params[k].cell, [&](auto cell) {
+    cells::with_cell<T>(params[k].cell, [&](auto cell) {
       rnn_detail::backward_one<decltype(cell), S>(params[k], dims[k], launch, k > 0);
     });
   }
