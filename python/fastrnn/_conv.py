@@ -13,7 +13,7 @@ Custom ops (``torch.ops.fastrnn.*``), all on 4-D contiguous tensors:
 
 CPU float32/float64 run fastrnn's CPU kernels. CUDA tensors (float16, bfloat16, float32, float64)
 run fastrnn's CUDA kernels (``fastrnn._conv_cuda``) inside the same ops when the extension was
-built with CUDA; on CUDA the fused op's ``indices`` hold each window's winner as ``2*dp + dq``.
+built with CUDA; on CUDA the fused op's ``indices`` are uint8, each window's winner as ``2*dp + dq``.
 Every other case (other dtypes, a CUDA-less build, torch's asymmetric 'same' padding on CUDA) goes
 to torch in ``_fallback_conv2d``.
 """
@@ -124,13 +124,17 @@ conv2d_op.register_autograd(_conv2d_autograd, setup_context=_conv2d_setup)
 # ---- conv + relu + 2x2 max-pool --------------------------------------------------------------
 
 
+def _indices_dtype(x: Tensor) -> torch.dtype:
+    # CUDA keeps each window's winner in one byte (2*dp + dq); the CPU, its flat conv-output index.
+    return torch.uint8 if x.device.type == "cuda" else torch.int64
+
+
 def conv_relu_pool2d_impl(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
                           dilation: List[int], groups: int, output_size: List[int]) -> Tuple[Tensor, Tensor]:
     """The body of the custom op conv_relu_pool2d: (y, indices), y (N, C_out, out_h // 2,
     out_w // 2) where (out_h, out_w) = output_size is the conv's output size."""
     if x.device.type == "cuda":
-        y, argmax = _conv_cuda.conv_relu_pool_forward(x, weight, bias, stride, padding, dilation, groups)
-        return y, argmax.to(torch.int64)  # the op's indices are int64 on every device
+        return _conv_cuda.conv_relu_pool_forward(x, weight, bias, stride, padding, dilation, groups)
     pooled = (x.shape[0], weight.shape[0], output_size[0] // 2, output_size[1] // 2)
     y = ops._empty(pooled, x)
     indices = ops._empty(pooled, x, torch.int64)
@@ -146,7 +150,7 @@ conv_relu_pool2d_op = torch.library.custom_op("fastrnn::conv_relu_pool2d", mutat
 @conv_relu_pool2d_op.register_fake
 def _(x, weight, bias, stride, padding, dilation, groups, output_size):
     pooled = (x.shape[0], weight.shape[0], output_size[0] // 2, output_size[1] // 2)
-    return x.new_empty(pooled), x.new_empty(pooled, dtype=torch.int64)
+    return x.new_empty(pooled), x.new_empty(pooled, dtype=_indices_dtype(x))
 
 
 @torch.library.custom_op("fastrnn::conv_relu_pool2d_backward", mutates_args=())
@@ -156,7 +160,7 @@ def conv_relu_pool2d_backward(dy: Tensor, y: Tensor, indices: Tensor, x: Tensor,
     """(dx, dweight, dbias) of conv_relu_pool2d from the pooled gradient dy and the forward's
     y and indices; entries not in output_mask come back empty."""
     if x.device.type == "cuda":
-        dx, dw, db = _conv_cuda.conv_relu_pool_backward(dy, y, indices.to(torch.uint8), x, weight, stride, padding,
+        dx, dw, db = _conv_cuda.conv_relu_pool_backward(dy, y, indices, x, weight, stride, padding,
                                                         dilation, groups, output_mask, has_bias=output_mask[2])
         empty = x.new_empty(0)
         return (empty if dx is None else dx, empty if dw is None else dw, empty if db is None else db)
