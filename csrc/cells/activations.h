@@ -56,14 +56,20 @@ FASTRNN_HOST_DEVICE To bit_cast_(From from) {
   return to;
 }
 
-// Writes e^x = 2^n (1 + q) with |q| <= ~0.42, as the two factors scale = 2^n (formed as two
-// powers of two, so n may exceed the exponent range of one) and q.
+// Writes e^x = 2^n (1 + q) with |q| <= ~0.42, as the two powers of two s1 = 2^n1 and
+// s2 = 2^n2 (n = n1 + n2, so n may exceed the exponent range of one) and q. Callers multiply by
+// s2 last: near the top of the range 2^n alone overflows although 2^n (1 + q) does not
+// (float: e^88.7 < FLT_MAX, but n = 128).
 template <typename T>
-FASTRNN_HOST_DEVICE void exp_parts(T x, T& scale, T& q) {
+FASTRNN_HOST_DEVICE void exp_parts(T x, T& s1, T& s2, T& q) {
   using E = ExpTraits<T>;
   using Int = typename E::Int;
   using UInt = typename E::UInt;
   // Clamp (a NaN passes: both comparisons are false) so the integer arithmetic stays in range.
+  // The bounds are chosen so that the clamped value itself gives the limit: at kLo the result
+  // rounds to exactly 0, at kHi to inf. So nothing below tests x again. That matters: a second
+  // test of x lets GCC thread jumps through the clamp, and the branches it makes keep the
+  // `omp simd` loops over hidden units from vectorising.
   const T xc = x < E::kLo ? E::kLo : (x > E::kHi ? E::kHi : x);
   const T t = xc * T(1.4426950408889634) + E::kMagic;  // magic + round(x / ln2)
   const T n_real = t - E::kMagic;
@@ -78,30 +84,28 @@ FASTRNN_HOST_DEVICE void exp_parts(T x, T& scale, T& q) {
 #endif
   for (int k = E::kTerms; k >= 2; --k) poly = T(1) + poly * r * (T(1) / T(k));
   q = r * poly;
-  // 2^n as 2^n1 * 2^n2, n1 = floor(n / 2), each within the exponent range.
+  // n1 = floor(n / 2), n2 = n - n1: each power within the exponent range.
   const Int n1 = static_cast<Int>(static_cast<UInt>(n + E::kHalfOffset) >> 1) - E::kHalfOffset / 2;
   const Int n2 = n - n1;
-  const T s1 = bit_cast_<T>(static_cast<UInt>(n1 + E::kBias) << E::kMantissaBits);
-  const T s2 = bit_cast_<T>(static_cast<UInt>(n2 + E::kBias) << E::kMantissaBits);
-  scale = s1 * s2;
-  // Past the clamp, the true result is below the smallest subnormal or above the largest float.
-  if (x < E::kLo) scale = T(0);
+  s1 = bit_cast_<T>(static_cast<UInt>(n1 + E::kBias) << E::kMantissaBits);
+  s2 = bit_cast_<T>(static_cast<UInt>(n2 + E::kBias) << E::kMantissaBits);
 }
 
+// 0 at x <= kLo, inf at x >= kHi (q > 0 there), NaN for NaN (tests/test_activations.py).
 template <typename T>
 FASTRNN_HOST_DEVICE T exponential(T x) {
-  T scale, q;
-  exp_parts(x, scale, q);
-  const T result = scale + scale * q;
-  return x > ExpTraits<T>::kHi ? T(INFINITY) : result;
+  T s1, s2, q;
+  exp_parts(x, s1, s2, q);
+  return (s1 + s1 * q) * s2;
 }
 
 // tanh(x) = -expm1(-2|x|) / (2 + expm1(-2|x|)), sign restored; expm1 = 2^n q + (2^n - 1)
-// keeps full relative accuracy near 0.
+// keeps full relative accuracy near 0 (the argument is <= 0, so 2^n <= 1 never overflows).
 template <typename T>
 FASTRNN_HOST_DEVICE T tanh_(T x) {
-  T scale, q;
-  exp_parts(T(-2) * fabs(x), scale, q);
+  T s1, s2, q;
+  exp_parts(T(-2) * fabs(x), s1, s2, q);
+  const T scale = s1 * s2;
   const T em1 = scale * q + (scale - T(1));
   return copysign(-em1 / (T(2) + em1), x);
 }
