@@ -22,6 +22,7 @@
 #include "cuda/launch.h"
 #include "cuda/numeric.cuh"
 #include "cuda/rnn.h"
+#include "cuda/rnn_persistent.cuh"
 #include "cuda/rnn_workspace.cuh"
 
 namespace fastrnn::cuda {
@@ -160,8 +161,10 @@ void forward_one(const RnnForwardParams& p, const RnnDims& d, const RnnLaunch& l
   // xp = x W_ih^T over every row at once.
   gemm<T>(product(d.rows, GH, d.I, p.x.data_as<S>(), d.I, false, weight_ih, d.I, true, ws.xp, GH), mode, stream, op);
 
+  // The whole recurrence in one cooperative launch where it applies (rnn_persistent.cuh).
+  const T* h_last = persistent_forward<Cell, S>(p, d, ws, training, reserve, R, stream);
   const int64_t* batch_sizes = p.batch_sizes.defined() ? p.batch_sizes.data_as<int64_t>() : nullptr;
-  for (StepWalker step(d, batch_sizes, p.reverse, false); !step.done(); step.next()) {
+  for (StepWalker step(d, batch_sizes, p.reverse, false); !h_last && !step.done(); step.next()) {
     const int64_t bt = step.batch(), row0 = step.offset();
     if (bt == 0) continue;
     // The first bt rows of h are this step's sequences (sorted longest first, so the rows a
@@ -200,7 +203,7 @@ void forward_one(const RnnForwardParams& p, const RnnDims& d, const RnnLaunch& l
       check_launch(op);
     }
   }
-  copy(ws.h, P, p.h_n.data_as<S>(), P, d.B, P, stream, op);
+  copy(h_last ? h_last : ws.h, P, p.h_n.data_as<S>(), P, d.B, P, stream, op);
   if (Cell::kHasCellState) copy(ws.c, H, p.c_n.data_as<S>(), H, d.B, H, stream, op);
 }
 
@@ -355,6 +358,18 @@ void forward_calls(const RnnForwardParams* params, const RnnDims* dims, int coun
       rnn_detail::forward_one<decltype(cell), S>(params[k], dims[k], launch);
     });
   }
+}
+
+// The persistent forward kernel rnn_forward would launch for `cell` (for the plan query).
+template <typename S>
+const void* persistent_kernel(CellKind cell, bool training) {
+  using T = compute_t<S>;
+  const void* kernel = nullptr;
+  cells::with_cell<T>(cell, [&](auto c) {
+    using Cell = decltype(c);
+    kernel = rnn_detail::persistent_forward_kernel_for<Cell, S>(training && Cell::kReserveBlocks > 0);
+  });
+  return kernel;
 }
 
 template <typename S>
