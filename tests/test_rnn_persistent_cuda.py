@@ -126,7 +126,8 @@ def test_cases_take_the_persistent_path(cell, dtype, T, B, I, H):
         assert plan["use"], plan["reason"]
         assert plan["blocks"] * plan["units"] >= H > (plan["blocks"] - 1) * plan["units"]
         assert 1 <= plan["batch_chunk"] <= min(B, 64)
-        assert plan["smem_bytes"] <= torch.cuda.get_device_properties(0).shared_memory_per_block_optin
+        optin = getattr(torch.cuda.get_device_properties(0), "shared_memory_per_block_optin", 227 * 1024)
+        assert plan["smem_bytes"] <= optin
 
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)

@@ -121,8 +121,15 @@ double grid_barrier_microseconds(int device, int blocks, int steps, uintptr_t st
   FASTRNN_CHECK_VALUE(blocks <= per_sm * sms, op, ": ", blocks, " blocks cannot all be resident (at most ",
                       per_sm * sms, ")");
   const auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
-  cudaEvent_t events[3];
-  for (cudaEvent_t& e : events) check_cuda(cudaEventCreate(&e), op, "cudaEventCreate");
+  struct Events {  // destroyed on every way out
+    cudaEvent_t e[3] = {};
+    ~Events() {
+      for (cudaEvent_t x : e)
+        if (x) cudaEventDestroy(x);
+    }
+  } owned;
+  cudaEvent_t* events = owned.e;
+  for (int i = 0; i < 3; ++i) check_cuda(cudaEventCreate(&events[i]), op, "cudaEventCreate");
   auto launch = [&](int n) {
     void* args[] = {&n};
     check_cuda(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(grid_barrier_loop), dim3(blocks),
@@ -139,7 +146,6 @@ double grid_barrier_microseconds(int device, int blocks, int steps, uintptr_t st
   float empty_ms = 0, loop_ms = 0;
   check_cuda(cudaEventElapsedTime(&empty_ms, events[0], events[1]), op, "cudaEventElapsedTime");
   check_cuda(cudaEventElapsedTime(&loop_ms, events[1], events[2]), op, "cudaEventElapsedTime");
-  for (cudaEvent_t e : events) cudaEventDestroy(e);
   return std::max(0.0, double(loop_ms) - double(empty_ms)) * 1000.0 / steps;
 }
 
