@@ -122,7 +122,8 @@ def gpu_run(cell, dtype, x, h0, c0, params, out_weights, reverse, training=True)
 def test_cases_take_the_persistent_path(cell, dtype, T, B, I, H):
     """The other tests below exercise the persistent kernel, not the fallback."""
     for training in (False, True):
-        plan = _persistent.plan(cell, dtype, T, B, H, training=training)
+        with _persistent.forced(True):  # whatever FASTRNN_CUDA_PERSISTENT says
+            plan = _persistent.plan(cell, dtype, T, B, H, training=training)
         assert plan["use"], plan["reason"]
         assert plan["blocks"] * plan["units"] >= H > (plan["blocks"] - 1) * plan["units"]
         assert 1 <= plan["batch_chunk"] <= min(B, 64)
@@ -242,7 +243,8 @@ def test_packed_sequences(kind, dtype, lengths):
 def test_large_hidden_sizes(cell, H, dtype):
     """H = 1024: several units per block, a W_hh slice of up to 128 KiB, several batch chunks."""
     T, B, I = 6, 40, 16
-    plan = _persistent.plan(cell, dtype, T, B, H, training=True)
+    with _persistent.forced(True):
+        plan = _persistent.plan(cell, dtype, T, B, H, training=True)
     assert plan["use"], plan["reason"]
     layer, x, h0, c0, out_weights = problem(cell, dtype, T, B, I, H, seed=3)
     params = [p.detach() for p in layer.parameters()]
@@ -257,7 +259,8 @@ def test_large_hidden_sizes(cell, H, dtype):
 def test_plan_refuses_what_it_cannot_run():
     # A W_hh slice far beyond any GPU's shared memory: float32 LSTM with H = 8192 (128 units x 4
     # gates x 8192 x 4 bytes = 16 MiB per block on 64 SMs, 2 MiB on 132).
-    plan = _persistent.plan("lstm", torch.float32, 10, 4, 8192)
+    with _persistent.forced(True):
+        plan = _persistent.plan("lstm", torch.float32, 10, 4, 8192)
     assert not plan["use"] and "shared memory" in plan["reason"]
     with _persistent.forced(False):
         plan = _persistent.plan("lstm", torch.float32, 10, 4, 64)
