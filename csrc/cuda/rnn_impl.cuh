@@ -9,7 +9,9 @@
 // the workspace in the compute type; rows of sequences that have ended are simply not touched
 // again, so it ends as h_n. Backward walks the steps the other way: a fused kernel with the cell
 // backward per step, then dh_prev = dgates W_hh; after the loop dx, dW_ih, dW_hh, dW_hr and
-// the bias gradients are products (or column sums) over all rows at once.
+// the bias gradients are products (or column sums) over all rows at once. Where it applies, the
+// forward's recurrence runs instead as one persistent cooperative kernel (rnn_persistent.cuh)
+// that writes the same y, state and reserve, so the backward is the same either way.
 //
 // Rows are numbered as on the CPU (cpu::StepWalker): step t owns [offset(t), offset(t) +
 // batch(t)), and packed sequences cost nothing for their padding. The host reads batch_sizes
