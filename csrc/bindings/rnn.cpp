@@ -13,6 +13,7 @@
 #include "cpu/rnn.h"
 #if defined(FASTRNN_WITH_CUDA)
 #include "cuda/rnn.h"
+#include "cuda/rnn_persistent.h"
 #endif
 
 namespace py = pybind11;
@@ -224,6 +225,68 @@ void register_rnn(py::module_& m) {
       "Runs 1 or 2 backward calls (dicts of arrays: reverse, x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, "
       "recurrent_mask, y, reserve, dy, dh_n, dc_n, dx, dh0, dc0, dweight_ih, dweight_hh, dbias_ih, dbias_hh, "
       "dweight_hr, workspace).");
+
+  // The persistent CUDA recurrence: which path a call takes, a switch for A/B runs, its floor.
+  m.def(
+      "cuda_rnn_persistent_plan",
+      [](int cell, const std::string& dtype, int64_t steps, int64_t batch, int64_t hidden_size, bool training,
+         int device) {
+#if defined(FASTRNN_WITH_CUDA)
+        const cuda::PersistentPlan plan = [&] {
+          py::gil_scoped_release release;
+          return cuda::rnn_persistent_plan(static_cast<CellKind>(cell), dtype_from_name(dtype), steps, batch,
+                                           hidden_size, training, device);
+        }();
+        py::dict out;
+        out["use"] = plan.use;
+        out["reason"] = std::string(plan.reason);
+        out["blocks"] = plan.blocks;
+        out["units"] = plan.units;
+        out["batch_chunk"] = plan.batch_chunk;
+        out["smem_bytes"] = plan.smem_bytes;
+        return out;
+#else
+        (void)cell, (void)dtype, (void)steps, (void)batch, (void)hidden_size, (void)training, (void)device;
+        no_cuda("cuda_rnn_persistent_plan");
+#endif
+      },
+      py::arg("cell"), py::arg("dtype"), py::arg("steps"), py::arg("batch"), py::arg("hidden_size"),
+      py::arg("training") = false, py::arg("device") = 0,
+      "How rnn_forward would run this call's recurrence on CUDA: dict(use, reason, blocks, units, batch_chunk, "
+      "smem_bytes).");
+  m.def(
+      "set_cuda_rnn_persistent",
+      [](int mode) {
+#if defined(FASTRNN_WITH_CUDA)
+        cuda::set_rnn_persistent(mode);
+#else
+        (void)mode;
+#endif
+      },
+      py::arg("mode"),
+      "1: use the persistent CUDA recurrence where it applies, 0: always step-wise, -1: as FASTRNN_CUDA_PERSISTENT "
+      "says (the default).");
+  m.def("cuda_rnn_persistent_enabled", [] {
+#if defined(FASTRNN_WITH_CUDA)
+    return cuda::rnn_persistent_enabled();
+#else
+    return false;
+#endif
+  });
+  m.def(
+      "cuda_grid_barrier_us",
+      [](int device, int blocks, int steps, uintptr_t stream) {
+#if defined(FASTRNN_WITH_CUDA)
+        py::gil_scoped_release release;
+        return cuda::grid_barrier_microseconds(device, blocks, steps, stream);
+#else
+        (void)device, (void)blocks, (void)steps, (void)stream;
+        no_cuda("cuda_grid_barrier_us");
+#endif
+      },
+      py::arg("device") = 0, py::arg("blocks") = 0, py::arg("steps") = 10000, py::arg("stream") = 0,
+      "Microseconds per grid-wide barrier of a cooperative launch of `blocks` blocks (0: one per SM) that does "
+      "nothing else: the floor of a persistent recurrence step. Synchronises `stream`.");
 }
 
 }  // namespace fastrnn::bindings

@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "cuda/launch.h"
 #include "cuda/rnn.h"
+#include "cuda/rnn_persistent.h"
 #include "cuda/rnn_workspace.cuh"
 
 namespace fastrnn::cuda {
@@ -20,6 +21,8 @@ template <typename S>
 void forward_calls(const RnnForwardParams* params, const RnnDims* dims, int count, const RnnLaunch& launch);
 template <typename S>
 void backward_calls(const RnnBackwardParams* params, const RnnDims* dims, int count, const RnnLaunch& launch);
+template <typename S>
+const void* persistent_kernel(CellKind cell, bool training);
 
 namespace {
 
@@ -255,6 +258,25 @@ void rnn_backward(const RnnBackwardParams* params, int count, const RnnLaunch& l
   with_dtype(params[0].x.dtype, [&](auto* type) {
     backward_calls<std::remove_pointer_t<decltype(type)>>(params, dims, count, launch);
   });
+}
+
+PersistentPlan rnn_persistent_plan(CellKind cell, DType dtype, int64_t steps, int64_t batch, int64_t hidden_size,
+                                   bool training, int device) {
+  const char* op = "rnn_persistent_plan";
+  const int k = static_cast<int>(cell);
+  FASTRNN_CHECK_VALUE(k >= 0 && k <= 3, op, ": unknown cell kind ", k);
+  check_dtype(op, dtype);
+  FASTRNN_CHECK_VALUE(steps >= 0 && batch >= 0 && hidden_size >= 1, op, ": sizes must be non-negative");
+  DeviceScope scope(device);
+  RnnDims d;
+  d.T = steps, d.B = batch, d.H = d.P = hidden_size, d.G = gate_count(cell), d.rows = steps * batch;
+  PersistentShape shape;
+  shape.gates = gate_count(cell);
+  shape.weight_bytes = int(dtype_size(dtype));
+  shape.compute_bytes = int(compute_size(dtype));
+  const void* kernel = nullptr;
+  with_dtype(dtype, [&](auto* type) { kernel = persistent_kernel<std::remove_pointer_t<decltype(type)>>(cell, training); });
+  return plan_persistent(kernel, d, shape);
 }
 
 }  // namespace fastrnn::cuda

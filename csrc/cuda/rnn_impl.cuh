@@ -9,7 +9,9 @@
 // the workspace in the compute type; rows of sequences that have ended are simply not touched
 // again, so it ends as h_n. Backward walks the steps the other way: a fused kernel with the cell
 // backward per step, then dh_prev = dgates W_hh; after the loop dx, dW_ih, dW_hh, dW_hr and
-// the bias gradients are products (or column sums) over all rows at once.
+// the bias gradients are products (or column sums) over all rows at once. Where it applies, the
+// forward's recurrence runs instead as one persistent cooperative kernel (rnn_persistent.cuh)
+// that writes the same y, state and reserve, so the backward is the same either way.
 //
 // Rows are numbered as on the CPU (cpu::StepWalker): step t owns [offset(t), offset(t) +
 // batch(t)), and packed sequences cost nothing for their padding. The host reads batch_sizes
@@ -22,6 +24,7 @@
 #include "cuda/launch.h"
 #include "cuda/numeric.cuh"
 #include "cuda/rnn.h"
+#include "cuda/rnn_persistent.cuh"
 #include "cuda/rnn_workspace.cuh"
 
 namespace fastrnn::cuda {
@@ -160,8 +163,10 @@ void forward_one(const RnnForwardParams& p, const RnnDims& d, const RnnLaunch& l
   // xp = x W_ih^T over every row at once.
   gemm<T>(product(d.rows, GH, d.I, p.x.data_as<S>(), d.I, false, weight_ih, d.I, true, ws.xp, GH), mode, stream, op);
 
+  // The whole recurrence in one cooperative launch where it applies (rnn_persistent.cuh).
+  const T* h_last = persistent_forward<Cell, S>(p, d, ws, training, reserve, R, stream);
   const int64_t* batch_sizes = p.batch_sizes.defined() ? p.batch_sizes.data_as<int64_t>() : nullptr;
-  for (StepWalker step(d, batch_sizes, p.reverse, false); !step.done(); step.next()) {
+  for (StepWalker step(d, batch_sizes, p.reverse, false); !h_last && !step.done(); step.next()) {
     const int64_t bt = step.batch(), row0 = step.offset();
     if (bt == 0) continue;
     // The first bt rows of h are this step's sequences (sorted longest first, so the rows a
@@ -200,7 +205,7 @@ void forward_one(const RnnForwardParams& p, const RnnDims& d, const RnnLaunch& l
       check_launch(op);
     }
   }
-  copy(ws.h, P, p.h_n.data_as<S>(), P, d.B, P, stream, op);
+  copy(h_last ? h_last : ws.h, P, p.h_n.data_as<S>(), P, d.B, P, stream, op);
   if (Cell::kHasCellState) copy(ws.c, H, p.c_n.data_as<S>(), H, d.B, H, stream, op);
 }
 
@@ -355,6 +360,18 @@ void forward_calls(const RnnForwardParams* params, const RnnDims* dims, int coun
       rnn_detail::forward_one<decltype(cell), S>(params[k], dims[k], launch);
     });
   }
+}
+
+// The persistent forward kernel rnn_forward would launch for `cell` (for the plan query).
+template <typename S>
+const void* persistent_kernel(CellKind cell, bool training) {
+  using T = compute_t<S>;
+  const void* kernel = nullptr;
+  cells::with_cell<T>(cell, [&](auto c) {
+    using Cell = decltype(c);
+    kernel = rnn_detail::persistent_forward_kernel_for<Cell, S>(training && Cell::kReserveBlocks > 0);
+  });
+  return kernel;
 }
 
 template <typename S>

@@ -1,0 +1,321 @@
+"""The persistent CUDA recurrence (one cooperative launch per layer-direction, W_hh resident in
+shared memory) against torch.nn in float64 on the CPU, and against fastrnn's own step-wise CUDA
+path: outputs, final states and gradients (the training forward's reserve feeds the step-wise
+backward), every cell and dtype, odd sizes, both directions, stacked and bidirectional modules,
+packed sequences, the FASTRNN_CUDA_PERSISTENT switch and the barrier floor. Skipped without a GPU."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import fastrnn.functional as F
+import fastrnn.nn
+from fastrnn import _persistent
+from conftest import CELLS
+
+pytestmark = pytest.mark.cuda
+
+ALL_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+# Largest error against the float64 reference, relative to its largest magnitude (at least 1),
+# as in test_cuda_rnn.py. The persistent products keep h_prev in float32 (only W_hh is stored in
+# half precision), so they are no less exact than the step-wise tensor-core products.
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 5e-5, torch.float16: 1e-2, torch.bfloat16: 6e-2}
+# (T, B, I, H): odd hidden sizes (a last block with fewer units, tiles past the edge), batch 1,
+# odd batches, and B = 70 > 64 rows per shared-memory chunk (two chunks per step).
+CASES = [(7, 1, 13, 37), (5, 3, 20, 129), (4, 17, 9, 515), (3, 70, 11, 129)]
+
+
+@pytest.fixture(autouse=True)
+def exact_fp32():
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def relative_error(actual, expected):
+    actual = actual.detach().to("cpu", torch.float64)
+    expected = expected.detach().to("cpu", torch.float64)
+    assert actual.shape == expected.shape
+    assert not actual.isnan().any(), "NaN in the result (an element left unwritten?)"
+    return (actual - expected).abs().max().item() / max(1.0, expected.abs().max().item())
+
+
+def check(name, ours, reference, dtype, tolerance=None):
+    err = relative_error(ours, reference)
+    bound = tolerance or TOLERANCE[dtype]
+    assert err <= bound, f"{name}: relative error {err:.3e} > {bound:.1e} ({dtype})"
+
+
+def rounded(t, dtype):
+    return t.to(dtype).to(torch.float64)
+
+
+def make_layer(cell, I, H, dtype, seed):
+    torch.manual_seed(seed)
+    if cell == "lstm":
+        layer = torch.nn.LSTM(I, H)
+    elif cell == "gru":
+        layer = torch.nn.GRU(I, H)
+    else:
+        layer = torch.nn.RNN(I, H, nonlinearity=cell.split("_")[1])
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(rounded(p, dtype))
+    return layer.double()
+
+
+def reference_run(layer, cell, x, h0, c0, reverse):
+    xin = x.flip(0) if reverse else x
+    if cell == "lstm":
+        y, (h_n, c_n) = layer(xin, (h0.unsqueeze(0), c0.unsqueeze(0)))
+        out = [y, h_n[0], c_n[0]]
+    else:
+        y, h_n = layer(xin, h0.unsqueeze(0))
+        out = [y, h_n[0], None]
+    out[0] = out[0].flip(0) if reverse else out[0]
+    return out
+
+
+def fastrnn_run(cell, x, h0, c0, weights, reverse):
+    if cell == "lstm":
+        return list(F.lstm(x, h0, c0, *weights, reverse=reverse))
+    if cell == "gru":
+        return list(F.gru(x, h0, *weights, reverse=reverse)) + [None]
+    return list(F.rnn(x, h0, *weights, nonlinearity=cell.split("_")[1], reverse=reverse)) + [None]
+
+
+def loss_of(outputs, weights):
+    return sum((o.double().cpu() * w).sum() for o, w in zip(outputs, weights) if o is not None)
+
+
+def problem(cell, dtype, T, B, I, H, seed):
+    layer = make_layer(cell, I, H, dtype, seed)
+    gen = torch.Generator().manual_seed(seed)
+    x = rounded(torch.randn(T, B, I, generator=gen), dtype)
+    h0 = rounded(0.5 * torch.randn(B, H, generator=gen), dtype)
+    c0 = rounded(0.5 * torch.randn(B, H, generator=gen), dtype) if cell == "lstm" else None
+    out_weights = [rounded(torch.randn(s, generator=gen), dtype) for s in ((T, B, H), (B, H), (B, H))]
+    return layer, x, h0, c0, out_weights
+
+
+def gpu_run(cell, dtype, x, h0, c0, params, out_weights, reverse, training=True):
+    """fastrnn on the GPU: outputs and, when training, the gradients of every input."""
+    inputs = [None if t is None else t.to("cuda", dtype).requires_grad_(training) for t in [x, h0, c0] + params]
+    xo, h0o, c0o, *weights = inputs
+    out = fastrnn_run(cell, xo, h0o, c0o, weights, reverse)
+    if not training:
+        return out, []
+    grads = torch.autograd.grad(loss_of(out, out_weights), [t for t in inputs if t is not None])
+    return out, list(grads)
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("T,B,I,H", CASES)
+def test_cases_take_the_persistent_path(cell, dtype, T, B, I, H):
+    """The other tests below exercise the persistent kernel, not the fallback."""
+    for training in (False, True):
+        with _persistent.forced(True):  # whatever FASTRNN_CUDA_PERSISTENT says
+            plan = _persistent.plan(cell, dtype, T, B, H, training=training)
+        assert plan["use"], plan["reason"]
+        assert plan["blocks"] * plan["units"] >= H > (plan["blocks"] - 1) * plan["units"]
+        assert 1 <= plan["batch_chunk"] <= min(B, 64)
+        optin = getattr(torch.cuda.get_device_properties(0), "shared_memory_per_block_optin", 227 * 1024)
+        assert plan["smem_bytes"] <= optin
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("T,B,I,H", CASES)
+def test_persistent_matches_float64(cell, reverse, dtype, T, B, I, H):
+    layer, x, h0, c0, out_weights = problem(cell, dtype, T, B, I, H, seed=T + B + H)
+    params = [p.detach() for p in layer.parameters()]
+
+    ref_inputs = [None if t is None else t.clone().requires_grad_() for t in [x, h0, c0]]
+    ref_out = reference_run(layer, cell, *ref_inputs, reverse)
+    ref_grads = torch.autograd.grad(loss_of(ref_out, out_weights),
+                                    [t for t in ref_inputs if t is not None] + list(layer.parameters()))
+
+    with _persistent.forced(True):
+        inference, _ = gpu_run(cell, dtype, x, h0, c0, params, out_weights, reverse, training=False)
+        ours, grads = gpu_run(cell, dtype, x, h0, c0, params, out_weights, reverse, training=True)
+    for name, o, i, r in zip(["y", "h_n", "c_n"], ours, inference, ref_out):
+        if r is not None:
+            assert o.dtype == dtype and o.device.type == "cuda"
+            check(name, o, r, dtype)
+            check(name + " (inference)", i, r, dtype)
+    names = ["dx", "dh0"] + (["dc0"] if cell == "lstm" else []) + ["dweight_ih", "dweight_hh", "dbias_ih", "dbias_hh"]
+    assert len(grads) == len(names) == len(ref_grads)
+    for name, g, r in zip(names, grads, ref_grads):
+        check(name, g, r, dtype)
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+@pytest.mark.parametrize("cell", CELLS)
+def test_persistent_and_step_wise_agree(cell, dtype):
+    """The same call with the persistent path forced on and off, in one process."""
+    T, B, I, H = 9, 5, 14, 97
+    layer, x, h0, c0, out_weights = problem(cell, dtype, T, B, I, H, seed=21)
+    params = [p.detach() for p in layer.parameters()]
+    runs = {}
+    for on in (True, False):
+        with _persistent.forced(on):
+            runs[on] = gpu_run(cell, dtype, x, h0, c0, params, out_weights, reverse=False)
+    for k, (a, b) in enumerate(zip(runs[True][0] + runs[True][1], runs[False][0] + runs[False][1])):
+        if a is not None:
+            check(f"result {k}", a, b.double(), dtype)
+
+
+def module_pair(kind, dtype, **kwargs):
+    torch.manual_seed(11)
+    reference = getattr(torch.nn, kind)(**kwargs)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.copy_(rounded(p, dtype))
+    ours = getattr(fastrnn.nn, kind)(**kwargs)
+    ours.load_state_dict(reference.state_dict())
+    return ours.to("cuda", dtype), reference.double()
+
+
+MODULE_CASES = [
+    ("LSTM", dict(input_size=13, hidden_size=129, num_layers=2, bidirectional=True)),
+    ("GRU", dict(input_size=13, hidden_size=37, num_layers=3, bidirectional=True, batch_first=True)),
+    ("RNN", dict(input_size=13, hidden_size=515, num_layers=2, nonlinearity="relu")),
+    ("RNN", dict(input_size=13, hidden_size=37, bidirectional=True)),
+]
+
+
+def module_outputs(module, x, dtype, device, dt, lengths=None):
+    xi = x.to(device, dt).requires_grad_()
+    inp = pack_padded_sequence(xi, lengths, enforce_sorted=False) if lengths is not None else xi
+    y, hidden = module(inp)
+    if lengths is not None:
+        y, _ = pad_packed_sequence(y)
+    hidden = hidden if isinstance(hidden, tuple) else (hidden,)
+    gen = torch.Generator().manual_seed(6)
+    loss = (y.double().cpu() * rounded(torch.randn(y.shape, generator=gen), dtype)).sum()
+    for h in hidden:
+        loss = loss + (h.double().cpu() * rounded(torch.randn(h.shape, generator=gen), dtype)).sum()
+    return [y, *hidden, *torch.autograd.grad(loss, [xi] + list(module.parameters()))]
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+@pytest.mark.parametrize("kind,kwargs", MODULE_CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(MODULE_CASES)])
+def test_stacked_bidirectional_modules(kind, kwargs, dtype):
+    ours, reference = module_pair(kind, dtype, **kwargs)
+    gen = torch.Generator().manual_seed(5)
+    shape = (3, 8, 13) if kwargs.get("batch_first") else (8, 3, 13)
+    x = rounded(torch.randn(shape, generator=gen), dtype)
+    with _persistent.forced(True):
+        got = module_outputs(ours, x, dtype, "cuda", dtype)
+    expected = module_outputs(reference, x, dtype, "cpu", torch.float64)
+    for k, (o, r) in enumerate(zip(got, expected)):
+        assert o.device.type == "cuda"
+        check(f"output {k}", o, r, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("lengths", [[6, 6, 6, 6], [6, 6, 4, 1]], ids=["equal", "variable"])
+def test_packed_sequences(kind, dtype, lengths):
+    """Equal lengths run persistently; different lengths fall back to the step-wise path."""
+    ours, reference = module_pair(kind, dtype, input_size=7, hidden_size=37, num_layers=2, bidirectional=True)
+    gen = torch.Generator().manual_seed(8)
+    x = rounded(torch.randn(6, 4, 7, generator=gen), dtype)
+    lengths = torch.tensor(lengths)
+    with _persistent.forced(True):
+        got = module_outputs(ours, x, dtype, "cuda", dtype, lengths)
+    expected = module_outputs(reference, x, dtype, "cpu", torch.float64, lengths)
+    for k, (o, r) in enumerate(zip(got, expected)):
+        check(f"output {k}", o, r, dtype)
+
+
+@pytest.mark.parametrize("cell,H,dtype", [("lstm", 1024, torch.float32), ("gru", 1024, torch.float16),
+                                          ("lstm", 1024, torch.bfloat16), ("rnn_tanh", 1024, torch.float32)])
+def test_large_hidden_sizes(cell, H, dtype):
+    """H = 1024: several units per block, a W_hh slice of up to 128 KiB, several batch chunks."""
+    T, B, I = 6, 40, 16
+    with _persistent.forced(True):
+        plan = _persistent.plan(cell, dtype, T, B, H, training=True)
+    assert plan["use"], plan["reason"]
+    layer, x, h0, c0, out_weights = problem(cell, dtype, T, B, I, H, seed=3)
+    params = [p.detach() for p in layer.parameters()]
+    ref_out = reference_run(layer, cell, x, h0, c0, reverse=False)
+    with _persistent.forced(True):
+        ours, _ = gpu_run(cell, dtype, x, h0, c0, params, out_weights, reverse=False, training=False)
+    for name, o, r in zip(["y", "h_n", "c_n"], ours, ref_out):
+        if r is not None:
+            check(name, o, r, dtype)
+
+
+def test_plan_refuses_what_it_cannot_run():
+    # A W_hh slice far beyond any GPU's shared memory: float32 LSTM with H = 8192 (128 units x 4
+    # gates x 8192 x 4 bytes = 16 MiB per block on 64 SMs, 2 MiB on 132).
+    with _persistent.forced(True):
+        plan = _persistent.plan("lstm", torch.float32, 10, 4, 8192)
+    assert not plan["use"] and "shared memory" in plan["reason"]
+    with _persistent.forced(False):
+        plan = _persistent.plan("lstm", torch.float32, 10, 4, 64)
+        assert not plan["use"] and "disabled" in plan["reason"]
+        assert not _persistent.enabled()
+    assert _persistent.plan("lstm", torch.float32, 10, 4, 64)["use"] == _persistent.enabled()
+
+
+def test_proj_size_falls_back():
+    ours, reference = module_pair("LSTM", torch.float32, input_size=7, hidden_size=37, proj_size=5)
+    x = torch.randn(6, 3, 7, dtype=torch.float64)
+    with _persistent.forced(True):
+        got = module_outputs(ours, x, torch.float32, "cuda", torch.float32)
+    expected = module_outputs(reference, x, torch.float32, "cpu", torch.float64)
+    for k, (o, r) in enumerate(zip(got, expected)):
+        check(f"output {k}", o, r, torch.float32)
+
+
+SUBPROCESS = r"""
+import json, sys, torch
+import fastrnn.functional as F
+from fastrnn import _persistent
+torch.manual_seed(0)
+layer = torch.nn.LSTM(11, 129)
+w = [p.detach().cuda() for p in layer.parameters()]
+x = torch.randn(12, 9, 11, device="cuda")
+h0 = torch.randn(9, 129, device="cuda")
+c0 = torch.randn(9, 129, device="cuda")
+y, h, c = F.lstm(x, h0, c0, *w)
+print(json.dumps({"enabled": _persistent.enabled(),
+                  "use": _persistent.plan("lstm", torch.float32, 12, 9, 129)["use"],
+                  "y": y.double().cpu().flatten().tolist()[:4000], "c": c.double().cpu().flatten().tolist()}))
+"""
+
+
+def test_environment_switch():
+    """FASTRNN_CUDA_PERSISTENT=0 forces the step-wise path for the whole process; =1 (or unset)
+    allows the persistent one; both give the same results."""
+    results = {}
+    for value in ("0", "1"):
+        env = dict(os.environ, FASTRNN_CUDA_PERSISTENT=value)
+        out = subprocess.run([sys.executable, "-c", SUBPROCESS], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        results[value] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert results["0"]["enabled"] is False and results["0"]["use"] is False
+    assert results["1"]["enabled"] is True and results["1"]["use"] is True
+    for key in ("y", "c"):
+        a, b = torch.tensor(results["0"][key]), torch.tensor(results["1"][key])
+        check(key, a, b, torch.float32)
+
+
+def test_grid_barrier_floor():
+    us = _persistent.grid_barrier_us(steps=2000)
+    assert math.isfinite(us) and 0 < us < 100
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    assert 0 < _persistent.grid_barrier_us(blocks=sms // 2, steps=2000) < 100
+    with pytest.raises(ValueError):
+        _persistent.grid_barrier_us(blocks=1_000_000, steps=10)
