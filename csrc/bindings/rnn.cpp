@@ -230,12 +230,12 @@ void register_rnn(py::module_& m) {
   m.def(
       "cuda_rnn_persistent_plan",
       [](int cell, const std::string& dtype, int64_t steps, int64_t batch, int64_t hidden_size, bool training,
-         int device) {
+         bool backward, int device) {
 #if defined(FASTRNN_WITH_CUDA)
         const cuda::PersistentPlan plan = [&] {
           py::gil_scoped_release release;
           return cuda::rnn_persistent_plan(static_cast<CellKind>(cell), dtype_from_name(dtype), steps, batch,
-                                           hidden_size, training, device);
+                                           hidden_size, training, backward, device);
         }();
         py::dict out;
         out["use"] = plan.use;
@@ -246,14 +246,15 @@ void register_rnn(py::module_& m) {
         out["smem_bytes"] = plan.smem_bytes;
         return out;
 #else
-        (void)cell, (void)dtype, (void)steps, (void)batch, (void)hidden_size, (void)training, (void)device;
+        (void)cell, (void)dtype, (void)steps, (void)batch, (void)hidden_size, (void)training, (void)backward;
+        (void)device;
         no_cuda("cuda_rnn_persistent_plan");
 #endif
       },
       py::arg("cell"), py::arg("dtype"), py::arg("steps"), py::arg("batch"), py::arg("hidden_size"),
-      py::arg("training") = false, py::arg("device") = 0,
-      "How rnn_forward would run this call's recurrence on CUDA: dict(use, reason, blocks, units, batch_chunk, "
-      "smem_bytes).");
+      py::arg("training") = false, py::arg("backward") = false, py::arg("device") = 0,
+      "How rnn_forward (backward=True: rnn_backward) would run this call's recurrence on CUDA: dict(use, reason, "
+      "blocks, units, batch_chunk, smem_bytes).");
   m.def(
       "set_cuda_rnn_persistent",
       [](int mode) {

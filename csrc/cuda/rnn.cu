@@ -22,7 +22,7 @@ void forward_calls(const RnnForwardParams* params, const RnnDims* dims, int coun
 template <typename S>
 void backward_calls(const RnnBackwardParams* params, const RnnDims* dims, int count, const RnnLaunch& launch);
 template <typename S>
-const void* persistent_kernel(CellKind cell, bool training);
+const void* persistent_kernel(CellKind cell, bool training, bool backward);
 
 namespace {
 
@@ -261,7 +261,7 @@ void rnn_backward(const RnnBackwardParams* params, int count, const RnnLaunch& l
 }
 
 PersistentPlan rnn_persistent_plan(CellKind cell, DType dtype, int64_t steps, int64_t batch, int64_t hidden_size,
-                                   bool training, int device) {
+                                   bool training, bool backward, int device) {
   const char* op = "rnn_persistent_plan";
   const int k = static_cast<int>(cell);
   FASTRNN_CHECK_VALUE(k >= 0 && k <= 3, op, ": unknown cell kind ", k);
@@ -274,8 +274,11 @@ PersistentPlan rnn_persistent_plan(CellKind cell, DType dtype, int64_t steps, in
   shape.gates = gate_count(cell);
   shape.weight_bytes = int(dtype_size(dtype));
   shape.compute_bytes = int(compute_size(dtype));
+  shape.backward = backward;
   const void* kernel = nullptr;
-  with_dtype(dtype, [&](auto* type) { kernel = persistent_kernel<std::remove_pointer_t<decltype(type)>>(cell, training); });
+  with_dtype(dtype, [&](auto* type) {
+    kernel = persistent_kernel<std::remove_pointer_t<decltype(type)>>(cell, training, backward);
+  });
   return plan_persistent(kernel, d, shape);
 }
 

@@ -11,7 +11,8 @@
 // backward per step, then dh_prev = dgates W_hh; after the loop dx, dW_ih, dW_hh, dW_hr and
 // the bias gradients are products (or column sums) over all rows at once. Where it applies, the
 // forward's recurrence runs instead as one persistent cooperative kernel (rnn_persistent.cuh)
-// that writes the same y, state and reserve, so the backward is the same either way.
+// that writes the same y, state and reserve, and the backward's loop likewise as one that
+// writes the same dgates, h_prev and dh0/dc0, so each side runs the same either way.
 //
 // Rows are numbered as on the CPU (cpu::StepWalker): step t owns [offset(t), offset(t) +
 // batch(t)), and packed sequences cost nothing for their padding. The host reads batch_sizes
@@ -296,8 +297,11 @@ void backward_one(const RnnBackwardParams& p, const RnnDims& d, const RnnLaunch&
   a.dh = ws.dh, a.dc = ws.dc, a.dm = ws.dm;
   a.dgates_ih = ws.dgates_ih, a.dgates_hh = ws.dgates_hh;
   a.h_prev = ws.h_prev, a.dh_total = ws.dh_total;
+  // The whole loop in one cooperative launch where it applies (rnn_persistent.cuh); it writes
+  // what the loop writes, so the products after it are the same either way.
+  const bool done = persistent_backward<Cell, S>(p, d, ws, reserve, R, stream);
   const int64_t* batch_sizes = p.batch_sizes.defined() ? p.batch_sizes.data_as<int64_t>() : nullptr;
-  for (StepWalker step(d, batch_sizes, p.reverse, true); !step.done(); step.next()) {
+  for (StepWalker step(d, batch_sizes, p.reverse, true); !done && !step.done(); step.next()) {
     const int64_t bt = step.batch();
     if (bt == 0) continue;
     a.bt = bt, a.row0 = step.offset(), a.prev_bt = step.prev_batch(), a.prev_row0 = step.prev_offset();
@@ -362,14 +366,15 @@ void forward_calls(const RnnForwardParams* params, const RnnDims* dims, int coun
   }
 }
 
-// The persistent forward kernel rnn_forward would launch for `cell` (for the plan query).
+// The persistent kernel rnn_forward (or rnn_backward) would launch for `cell` (for the plan query).
 template <typename S>
-const void* persistent_kernel(CellKind cell, bool training) {
+const void* persistent_kernel(CellKind cell, bool training, bool backward) {
   using T = compute_t<S>;
   const void* kernel = nullptr;
   cells::with_cell<T>(cell, [&](auto c) {
     using Cell = decltype(c);
-    kernel = rnn_detail::persistent_forward_kernel_for<Cell, S>(training && Cell::kReserveBlocks > 0);
+    kernel = backward ? rnn_detail::persistent_backward_kernel_for<Cell, S>()
+                      : rnn_detail::persistent_forward_kernel_for<Cell, S>(training && Cell::kReserveBlocks > 0);
   });
   return kernel;
 }

@@ -5,6 +5,6 @@ namespace fastrnn::cuda {
 
 template void forward_calls<__nv_bfloat16>(const RnnForwardParams*, const RnnDims*, int, const RnnLaunch&);
 template void backward_calls<__nv_bfloat16>(const RnnBackwardParams*, const RnnDims*, int, const RnnLaunch&);
-template const void* persistent_kernel<__nv_bfloat16>(CellKind, bool);
+template const void* persistent_kernel<__nv_bfloat16>(CellKind, bool, bool);
 
 }  // namespace fastrnn::cuda

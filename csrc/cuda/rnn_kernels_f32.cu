@@ -5,6 +5,6 @@ namespace fastrnn::cuda {
 
 template void forward_calls<float>(const RnnForwardParams*, const RnnDims*, int, const RnnLaunch&);
 template void backward_calls<float>(const RnnBackwardParams*, const RnnDims*, int, const RnnLaunch&);
-template const void* persistent_kernel<float>(CellKind, bool);
+template const void* persistent_kernel<float>(CellKind, bool, bool);
 
 }  // namespace fastrnn::cuda

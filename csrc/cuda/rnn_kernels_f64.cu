@@ -5,6 +5,6 @@ namespace fastrnn::cuda {
 
 template void forward_calls<double>(const RnnForwardParams*, const RnnDims*, int, const RnnLaunch&);
 template void backward_calls<double>(const RnnBackwardParams*, const RnnDims*, int, const RnnLaunch&);
-template const void* persistent_kernel<double>(CellKind, bool);
+template const void* persistent_kernel<double>(CellKind, bool, bool);
 
 }  // namespace fastrnn::cuda

@@ -82,7 +82,10 @@ PersistentPlan plan_persistent(const void* kernel, const cpu::RnnDims& d, const 
   const int units = int((d.H + sms - 1) / sms);
   const int blocks = (H + units - 1) / units;
   const int64_t weights = align16(int64_t(G) * units * H * shape.weight_bytes);
-  const int64_t per_row = (int64_t(H) + int64_t(G) * units) * shape.compute_bytes;
+  // Per staged batch row: forward h_prev (H) + its gates (G*U); backward dgates_hh (G*H) + the
+  // row's dh_prev slice (U).
+  const int64_t per_row = (shape.backward ? int64_t(G) * H + units : int64_t(H) + int64_t(G) * units) *
+                          shape.compute_bytes;
   const int64_t rows_fit = (int64_t(optin) - weights) / per_row;
   if (rows_fit < 1) return refuse("the W_hh slice per block does not fit in shared memory");
   PersistentPlan plan;

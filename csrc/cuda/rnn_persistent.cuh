@@ -22,6 +22,9 @@
 // driver provides with a cooperative launch. That is the same protocol a hand-written barrier
 // would use, but it needs no workspace to zero before each launch, cannot inherit a counter left
 // behind by an aborted launch, and traps (instead of hanging) if ever launched non-cooperatively.
+//
+// The persistent backward (persistent_backward_kernel, below the forward) walks the steps the
+// other way with the roles of the products swapped; see the comment above it.
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
@@ -163,16 +166,134 @@ const void* persistent_forward_kernel_for(bool training) {
                   : reinterpret_cast<const void*>(&persistent_forward_kernel<Cell, S, T, false>);
 }
 
+// ---- Backward ----------------------------------------------------------------------------------
+//
+// Per step (walking the forward's steps in reverse) the step-wise backward runs cell_backward
+// over every (row, unit), then dh_prev (B, H) = dgates_hh (B, G*H) W_hh (G*H, H). The cell
+// backward of unit j needs only column j of dh (and of dc, dy, the reserve); the product's
+// output column j needs every unit's dgates of the row but only column j of W_hh. So block k
+// owns hidden units U_k = [k*U, k*U + U) for BOTH halves of the step:
+//   A. the cell backward of its units for every batch row: reads dh[:, U_k] (written by this
+//      block's own phase B of the previous step), writes the step's dgates rows (all G gates of
+//      U_k) into the workspace, dc[:, U_k] in place, h_prev (for dW_hh) and dh[:, U_k] = the
+//      cell's direct term (GRU: z * dh; else 0), exactly as cell_backward does;
+//   -- grid barrier: every block's dgates of the step are written --
+//   B. dh[:, U_k] = direct + dgates_hh[step rows] (B, G*H) W_hh[:, U_k] (G*H, U): the (G*H, U)
+//      column slice of W_hh stays in shared memory for the whole sequence (stored transposed,
+//      (U, G*H), so the forward's slice_products computes it); the step's dgates_hh rows are
+//      staged in chunks of batch rows through L2 (__ldcg: written by other SMs).
+// One barrier per step is enough, without double buffering: the only data crossing blocks is
+// dgates_hh, and every step writes its own rows of it (the after-loop weight-gradient products
+// read them all), so phase A of step s+1 never overwrites what a slower block still reads in
+// phase B of step s. dh and dc columns never leave their block, so __syncthreads orders
+// B(s) -> A(s+1). The W_hh slice has the forward's size (G*U*H elements), so the same shapes
+// fit; the staged rows are longer (G*H + U per row instead of H + G*U). The forward's split
+// (block k keeps W_hh rows of its gates) would leave each block partial sums of every column of
+// dh_prev: a cross-block reduction, i.e. atomics or a second barrier per step.
+
+template <typename S, typename T>
+struct PersistentBackward {
+  int steps, B, H, units, batch_chunk;
+  bool reverse;
+  int64_t R;
+  const T* reserve;    // (steps*B, R) the training forward's reserve (null for Elman)
+  const S* y;          // (steps*B, H) rows y_ld apart
+  int64_t y_ld;
+  const S* dy;         // (steps*B, H) rows dy_ld apart
+  int64_t dy_ld;
+  const S* h0;         // (B, H)
+  const S* c0;         // (B, H) LSTM, else null
+  const S* weight_hh;  // (G*H, H)
+  T* dh;               // (B, H) holds dh_n on entry, dh0 on exit
+  T* dc;               // (B, H) holds dc_n on entry, dc0 on exit (LSTM)
+  T* dgates_ih;        // (steps*B, G*H)
+  T* dgates_hh;        // (steps*B, G*H) the same buffer unless Cell::kSplitRecurrentGrad
+  T* h_prev;           // (steps*B, H) the state each row started from (for dW_hh)
+};
+
+template <class Cell, typename S, typename T>
+__global__ void __launch_bounds__(kPersistentThreads, 1) persistent_backward_kernel(const PersistentBackward<S, T> a) {
+  constexpr int G = Cell::kGates;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int H = a.H, U = a.units, GH = G * H;
+  const int u0 = blockIdx.x * U;
+  const int owned = min(U, H - u0);  // units of this block
+  S* w_s = reinterpret_cast<S*>(smem);
+  T* dg_s = reinterpret_cast<T*>(smem + persistent_weight_bytes(G, U, H, sizeof(S)));
+  T* out_s = dg_s + int64_t(a.batch_chunk) * GH;
+
+  // Slice row u is column u0 + u of W_hh (G*H, H); rows of units past H are zeros. Row-major
+  // walk over W_hh so neighbouring threads read neighbouring columns (a one-time load).
+  for (int64_t i = threadIdx.x; i < int64_t(GH) * U; i += blockDim.x) {
+    const int r = int(i / U), u = int(i - int64_t(r) * U);
+    w_s[int64_t(u) * GH + r] = u < owned ? a.weight_hh[int64_t(r) * H + u0 + u] : narrow<S>(T(0));
+  }
+  __syncthreads();
+
+  cooperative_groups::grid_group grid = cooperative_groups::this_grid();
+  for (int s = 0; s < a.steps; ++s) {
+    // Step t of the forward; it started from step t_prev's output, or from h0 (c0) at the
+    // forward's first step (the backward's last).
+    const int t = a.reverse ? s : a.steps - 1 - s;
+    const bool continued = s + 1 < a.steps;
+    const int64_t row0 = int64_t(t) * a.B;
+    const int64_t prev_row0 = int64_t(a.reverse ? t + 1 : t - 1) * a.B;  // used only when continued
+
+    // A. cell_backward<Cell, S, T, true> for this block's units.
+    for (int64_t i = threadIdx.x; i < int64_t(a.B) * owned; i += blockDim.x) {
+      const int b = int(i / owned), j = u0 + int(i - int64_t(b) * owned);
+      const int64_t row = row0 + b;
+      const T hp = continued ? T(widen(a.y[(prev_row0 + b) * a.y_ld + j])) : T(widen(a.h0[int64_t(b) * H + j]));
+      T cp = T(0), dc = T(0), h = T(0);
+      if (Cell::kHasCellState) {
+        cp = continued ? a.reserve[(prev_row0 + b) * a.R + 4 * H + j] : T(widen(a.c0[int64_t(b) * H + j]));
+        dc = a.dc[int64_t(b) * H + j];
+      }
+      if (Cell::kBackwardReadsOutput) h = T(widen(a.y[row * a.y_ld + j]));
+      const T dh = a.dh[int64_t(b) * H + j] + T(widen(a.dy[row * a.dy_ld + j]));
+      const T* rrow = Cell::kReserveBlocks > 0 ? a.reserve + row * a.R + j : nullptr;
+      const T direct =
+          Cell::backward(rrow, H, h, hp, cp, dh, dc, a.dgates_ih + row * GH + j, a.dgates_hh + row * GH + j);
+      if (Cell::kHasCellState) a.dc[int64_t(b) * H + j] = dc;
+      a.dh[int64_t(b) * H + j] = direct;
+      a.h_prev[row * H + j] = hp;
+    }
+    grid.sync();  // every block's dgates rows of step t are written (and visible through L2)
+
+    // B. dh[:, U_k] = direct + dgates_hh[rows of t] W_hh[:, U_k], a chunk of batch rows at a time.
+    for (int b0 = 0; b0 < a.B; b0 += a.batch_chunk) {
+      const int nb = min(a.batch_chunk, a.B - b0);
+      const T* src = a.dgates_hh + (row0 + b0) * GH;
+      for (int64_t i = threadIdx.x; i < int64_t(nb) * GH; i += blockDim.x) dg_s[i] = __ldcg(src + i);
+      __syncthreads();
+      slice_products(w_s, dg_s, out_s, nb, U, GH);
+      __syncthreads();
+      for (int i = threadIdx.x; i < nb * owned; i += blockDim.x) {
+        const int bl = i / owned, u = i - bl * owned;
+        T* dh = a.dh + int64_t(b0 + bl) * H + u0 + u;
+        *dh = (Cell::kDirectHiddenGrad ? *dh : T(0)) + out_s[bl * U + u];
+      }
+      __syncthreads();  // dg_s and out_s are refilled by the next chunk; dh is read by phase A
+    }
+  }
+}
+
 template <class Cell, typename S>
-PersistentShape persistent_shape(const RnnForwardParams& p, const RnnDims& d) {
+const void* persistent_backward_kernel_for() {
+  return reinterpret_cast<const void*>(&persistent_backward_kernel<Cell, S, compute_t<S>>);
+}
+
+template <class Cell, typename S, class Params>
+PersistentShape persistent_shape(const Params& p, const RnnDims& d, bool backward) {
   PersistentShape shape;
+  shape.backward = backward;
   shape.gates = Cell::kGates;
   shape.weight_bytes = sizeof(S);
   shape.compute_bytes = sizeof(compute_t<S>);
   shape.projected = d.proj;
   shape.masked = p.recurrent_mask.defined();
   if (p.batch_sizes.defined()) {  // on the CPU, as torch keeps it
-    const int64_t* sizes = p.batch_sizes.data_as<int64_t>();
+    const int64_t* sizes = p.batch_sizes.template data_as<int64_t>();
     for (int64_t t = 0; t < d.T; ++t) shape.variable_batch = shape.variable_batch || sizes[t] != d.B;
   }
   return shape;
@@ -187,7 +308,7 @@ const compute_t<S>* persistent_forward(const RnnForwardParams& p, const RnnDims&
   using T = compute_t<S>;
   if (!rnn_persistent_enabled() || d.T == 0 || d.B == 0) return nullptr;
   const void* kernel = persistent_forward_kernel_for<Cell, S>(training);
-  const PersistentPlan plan = plan_persistent(kernel, d, persistent_shape<Cell, S>(p, d));
+  const PersistentPlan plan = plan_persistent(kernel, d, persistent_shape<Cell, S>(p, d, false));
   if (!plan.use) return nullptr;
   PersistentForward<S, T> a;
   a.steps = int(d.T), a.B = int(d.B), a.H = int(d.H), a.units = plan.units, a.batch_chunk = plan.batch_chunk;
@@ -210,6 +331,42 @@ const compute_t<S>* persistent_forward(const RnnForwardParams& p, const RnnDims&
   }
   check_cuda(status, "rnn_forward", "cudaLaunchCooperativeKernel");
   return (d.T & 1) ? a.h1 : a.h0;
+}
+
+// Runs the whole recurrence of backward_one persistently when the plan allows: ws.dh (= dh_n)
+// and ws.dc (= dc_n) are ready on `stream`. Writes what the step-wise loop writes (every row of
+// dgates_ih / dgates_hh / h_prev, dh0 into ws.dh, dc0 into ws.dc) and returns true, or returns
+// false when the caller must run the step-wise loop instead (nothing has been touched then).
+template <class Cell, typename S>
+bool persistent_backward(const RnnBackwardParams& p, const RnnDims& d, const BackwardSpace<compute_t<S>>& ws,
+                         const compute_t<S>* reserve, int64_t R, cudaStream_t stream) {
+  using T = compute_t<S>;
+  if (!rnn_persistent_enabled() || d.T == 0 || d.B == 0 || d.proj) return false;
+  const void* kernel = persistent_backward_kernel_for<Cell, S>();
+  const PersistentPlan plan = plan_persistent(kernel, d, persistent_shape<Cell, S>(p, d, true));
+  if (!plan.use) return false;
+  PersistentBackward<S, T> a;
+  a.steps = int(d.T), a.B = int(d.B), a.H = int(d.H), a.units = plan.units, a.batch_chunk = plan.batch_chunk;
+  a.reverse = p.reverse;
+  a.R = R;
+  a.reserve = reserve;
+  a.y = p.y.data_as<S>(), a.y_ld = cpu::row_stride(p.y);
+  a.dy = p.dy.data_as<S>(), a.dy_ld = cpu::row_stride(p.dy);
+  a.h0 = p.h0.data_as<S>();
+  a.c0 = Cell::kHasCellState ? p.c0.data_as<S>() : nullptr;
+  a.weight_hh = p.weight_hh.data_as<S>();
+  a.dh = ws.dh, a.dc = ws.dc;
+  a.dgates_ih = ws.dgates_ih, a.dgates_hh = ws.dgates_hh;
+  a.h_prev = ws.h_prev;
+  void* args[] = {&a};
+  const cudaError_t status = cudaLaunchCooperativeKernel(kernel, dim3(plan.blocks), dim3(kPersistentThreads), args,
+                                                         size_t(plan.smem_bytes), stream);
+  if (status == cudaErrorCooperativeLaunchTooLarge) {  // the plan was too hopeful: nothing ran
+    cudaGetLastError();
+    return false;
+  }
+  check_cuda(status, "rnn_backward", "cudaLaunchCooperativeKernel");
+  return true;
 }
 
 }  // namespace rnn_detail

@@ -18,8 +18,9 @@ struct PersistentPlan {
   const char* reason = "";
   int blocks = 0;           // one cooperative grid, one block per SM at most
   int units = 0;            // hidden units per block (the last block may own fewer)
-  int batch_chunk = 0;      // batch rows whose h_prev is staged in shared memory at once
-  int64_t smem_bytes = 0;   // dynamic shared memory per block: W_hh slice + h_prev rows + gates
+  int batch_chunk = 0;      // batch rows staged in shared memory at once (forward: h_prev and
+                            // gates; backward: dgates_hh and the dh_prev slice)
+  int64_t smem_bytes = 0;   // dynamic shared memory per block: W_hh slice + staged rows
 };
 
 // The sizes a plan depends on (kernel-independent), filled by the caller.
@@ -30,6 +31,7 @@ struct PersistentShape {
   bool projected = false;      // LSTM proj_size: not supported persistently
   bool masked = false;         // recurrent dropout: not supported persistently
   bool variable_batch = false; // batch_sizes with some step shorter than B
+  bool backward = false;       // the backward kernel: W_hh columns resident, dgates rows staged
 };
 
 bool rnn_persistent_enabled();
@@ -40,10 +42,11 @@ void set_rnn_persistent(int mode);
 // current device. Sets the kernel's dynamic shared-memory limit when it returns use = true.
 PersistentPlan plan_persistent(const void* kernel, const cpu::RnnDims& d, const PersistentShape& shape);
 
-// What rnn_forward would do for this call shape (dtype: the tensors' dtype) on `device`:
-// used by tests and benchmarks to know which path they measure.
+// What rnn_forward (backward false) or rnn_backward (backward true; `training` is then
+// ignored) would do for this call shape (dtype: the tensors' dtype) on `device`: used by tests
+// and benchmarks to know which path they measure.
 PersistentPlan rnn_persistent_plan(CellKind cell, DType dtype, int64_t steps, int64_t batch, int64_t hidden_size,
-                                   bool training, int device);
+                                   bool training, bool backward, int device);
 
 // The floor of a persistent step: microseconds per grid-wide barrier, measured by one cooperative
 // launch of `blocks` blocks (0: one per SM) of 256 threads meeting `steps` barriers and nothing

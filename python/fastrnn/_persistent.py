@@ -2,7 +2,8 @@
 A/B switch, and the grid-barrier floor. Private: used by the tests and bench/cuda_persistent.py.
 
 The CUDA forward of an RNN layer runs its whole recurrence in one cooperative launch when
-``plan(...)["use"]`` is true and falls back to the step-wise kernels otherwise.
+``plan(...)["use"]`` is true, and its backward when ``plan(...)["backward"]["use"]`` is true;
+each falls back to the step-wise kernels otherwise, independently of the other.
 ``FASTRNN_CUDA_PERSISTENT=0`` in the environment (read once) forces the step-wise path;
 ``forced(False)`` does the same inside one process.
 """
@@ -20,9 +21,14 @@ def _dtype_name(dtype) -> str:
 def plan(cell: str, dtype, steps: int, batch: int, hidden_size: int, training: bool = False,
          device: int = 0) -> dict:
     """How the CUDA forward of one layer-direction would run: dict(use, reason, blocks, units,
-    batch_chunk, smem_bytes). ``dtype`` a torch dtype or its name ("float32")."""
-    return dict(_C.cuda_rnn_persistent_plan(CELLS[cell], _dtype_name(dtype), steps, batch, hidden_size, training,
-                                            device))
+    batch_chunk, smem_bytes), and under "backward" the same dict for its backward (which runs
+    after a training forward). ``dtype`` a torch dtype or its name ("float32")."""
+    def one(backward):
+        return dict(_C.cuda_rnn_persistent_plan(CELLS[cell], _dtype_name(dtype), steps, batch, hidden_size,
+                                                training, backward, device))
+    out = one(False)
+    out["backward"] = one(True)
+    return out
 
 
 def enabled() -> bool:
