@@ -1,8 +1,8 @@
 """The persistent CUDA recurrence (one cooperative launch per layer-direction, W_hh resident in
-shared memory) against torch.nn in float64 on the CPU, and against fastrnn's own step-wise CUDA
-path: outputs, final states and gradients (the training forward's reserve feeds the step-wise
-backward), every cell and dtype, odd sizes, both directions, stacked and bidirectional modules,
-packed sequences, the FASTRNN_CUDA_PERSISTENT switch and the barrier floor. Skipped without a GPU."""
+shared memory; forward and backward) against torch.nn in float64 on the CPU, and against
+fastrnn's own step-wise CUDA path: outputs, final states and gradients, every cell and dtype,
+odd sizes, both directions, stacked and bidirectional modules, packed sequences, the
+FASTRNN_CUDA_PERSISTENT switch and the barrier floor. Skipped without a GPU."""
 
 import json
 import math
@@ -124,11 +124,12 @@ def test_cases_take_the_persistent_path(cell, dtype, T, B, I, H):
     for training in (False, True):
         with _persistent.forced(True):  # whatever FASTRNN_CUDA_PERSISTENT says
             plan = _persistent.plan(cell, dtype, T, B, H, training=training)
-        assert plan["use"], plan["reason"]
-        assert plan["blocks"] * plan["units"] >= H > (plan["blocks"] - 1) * plan["units"]
-        assert 1 <= plan["batch_chunk"] <= min(B, 64)
         optin = getattr(torch.cuda.get_device_properties(0), "shared_memory_per_block_optin", 227 * 1024)
-        assert plan["smem_bytes"] <= optin
+        for p in (plan, plan["backward"]):
+            assert p["use"], p["reason"]
+            assert p["blocks"] * p["units"] >= H > (p["blocks"] - 1) * p["units"]
+            assert 1 <= p["batch_chunk"] <= min(B, 64)
+            assert p["smem_bytes"] <= optin
 
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
@@ -172,6 +173,36 @@ def test_persistent_and_step_wise_agree(cell, dtype):
     for k, (a, b) in enumerate(zip(runs[True][0] + runs[True][1], runs[False][0] + runs[False][1])):
         if a is not None:
             check(f"result {k}", a, b.double(), dtype)
+
+
+def split_run(cell, dtype, x, h0, c0, params, out_weights, reverse, backward_persistent):
+    """The persistent training forward, then the backward on the path asked for: the two
+    backward paths see the same reserve, so any difference is the backward's alone."""
+    inputs = [None if t is None else t.to("cuda", dtype).requires_grad_() for t in [x, h0, c0] + params]
+    xo, h0o, c0o, *weights = inputs
+    with _persistent.forced(True):
+        out = fastrnn_run(cell, xo, h0o, c0o, weights, reverse)
+    loss = loss_of(out, out_weights)
+    with _persistent.forced(backward_persistent):
+        return list(torch.autograd.grad(loss, [t for t in inputs if t is not None]))
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("T,B,I,H", CASES)
+def test_persistent_backward_matches_step_wise(cell, reverse, dtype, T, B, I, H):
+    """Every gradient (dx, dh0, dc0, weights, biases) of the persistent backward against the
+    step-wise backward, from one persistent forward."""
+    layer, x, h0, c0, out_weights = problem(cell, dtype, T, B, I, H, seed=2 * T + B + H)
+    params = [p.detach() for p in layer.parameters()]
+    persistent = split_run(cell, dtype, x, h0, c0, params, out_weights, reverse, True)
+    step_wise = split_run(cell, dtype, x, h0, c0, params, out_weights, reverse, False)
+    names = ["dx", "dh0"] + (["dc0"] if cell == "lstm" else []) + ["dweight_ih", "dweight_hh", "dbias_ih", "dbias_hh"]
+    assert len(persistent) == len(step_wise) == len(names)
+    for name, a, b in zip(names, persistent, step_wise):
+        assert a.dtype == dtype and a.device.type == "cuda"
+        check(name, a, b, dtype)
 
 
 def module_pair(kind, dtype, **kwargs):
@@ -256,17 +287,39 @@ def test_large_hidden_sizes(cell, H, dtype):
             check(name, o, r, dtype)
 
 
+@pytest.mark.parametrize("cell,H,dtype", [("lstm", 1024, torch.float32), ("gru", 1024, torch.float16),
+                                          ("lstm", 1024, torch.bfloat16), ("rnn_relu", 1024, torch.float32),
+                                          ("gru", 771, torch.float64)])
+def test_large_hidden_sizes_backward(cell, H, dtype):
+    """H = 1024: a (G*H, 8) column slice of W_hh per block and G*H-long dgates rows staged a few
+    at a time (B = 70: at least two chunks); gradients against the step-wise backward."""
+    T, B, I = 5, 70, 16
+    with _persistent.forced(True):
+        plan = _persistent.plan(cell, dtype, T, B, H, training=True)["backward"]
+    assert plan["use"], plan["reason"]
+    assert plan["batch_chunk"] < B
+    layer, x, h0, c0, out_weights = problem(cell, dtype, T, B, I, H, seed=4)
+    params = [p.detach() for p in layer.parameters()]
+    persistent = split_run(cell, dtype, x, h0, c0, params, out_weights, False, True)
+    step_wise = split_run(cell, dtype, x, h0, c0, params, out_weights, False, False)
+    for k, (a, b) in enumerate(zip(persistent, step_wise)):
+        check(f"gradient {k}", a, b, dtype)
+
+
 def test_plan_refuses_what_it_cannot_run():
     # A W_hh slice far beyond any GPU's shared memory: float32 LSTM with H = 8192 (128 units x 4
     # gates x 8192 x 4 bytes = 16 MiB per block on 64 SMs, 2 MiB on 132).
     with _persistent.forced(True):
         plan = _persistent.plan("lstm", torch.float32, 10, 4, 8192)
-    assert not plan["use"] and "shared memory" in plan["reason"]
+    for p in (plan, plan["backward"]):
+        assert not p["use"] and "shared memory" in p["reason"]
     with _persistent.forced(False):
         plan = _persistent.plan("lstm", torch.float32, 10, 4, 64)
-        assert not plan["use"] and "disabled" in plan["reason"]
+        for p in (plan, plan["backward"]):
+            assert not p["use"] and "disabled" in p["reason"]
         assert not _persistent.enabled()
-    assert _persistent.plan("lstm", torch.float32, 10, 4, 64)["use"] == _persistent.enabled()
+    plan = _persistent.plan("lstm", torch.float32, 10, 4, 64)
+    assert plan["use"] == plan["backward"]["use"] == _persistent.enabled()
 
 
 def test_proj_size_falls_back():
@@ -289,25 +342,28 @@ w = [p.detach().cuda() for p in layer.parameters()]
 x = torch.randn(12, 9, 11, device="cuda")
 h0 = torch.randn(9, 129, device="cuda")
 c0 = torch.randn(9, 129, device="cuda")
+w = [t.requires_grad_() for t in w]
 y, h, c = F.lstm(x, h0, c0, *w)
-print(json.dumps({"enabled": _persistent.enabled(),
-                  "use": _persistent.plan("lstm", torch.float32, 12, 9, 129)["use"],
-                  "y": y.double().cpu().flatten().tolist()[:4000], "c": c.double().cpu().flatten().tolist()}))
+dw = torch.autograd.grad((y * y).sum() + h.sum(), w[1])[0]
+plan = _persistent.plan("lstm", torch.float32, 12, 9, 129)
+print(json.dumps({"enabled": _persistent.enabled(), "use": plan["use"], "backward": plan["backward"]["use"],
+                  "y": y.double().cpu().flatten().tolist()[:4000], "c": c.double().cpu().flatten().tolist(),
+                  "dw": dw.double().cpu().flatten().tolist()[:4000]}))
 """
 
 
 def test_environment_switch():
-    """FASTRNN_CUDA_PERSISTENT=0 forces the step-wise path for the whole process; =1 (or unset)
-    allows the persistent one; both give the same results."""
+    """FASTRNN_CUDA_PERSISTENT=0 forces the step-wise path (forward and backward) for the whole
+    process; =1 (or unset) allows the persistent one; both give the same results."""
     results = {}
     for value in ("0", "1"):
         env = dict(os.environ, FASTRNN_CUDA_PERSISTENT=value)
         out = subprocess.run([sys.executable, "-c", SUBPROCESS], env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
         results[value] = json.loads(out.stdout.strip().splitlines()[-1])
-    assert results["0"]["enabled"] is False and results["0"]["use"] is False
-    assert results["1"]["enabled"] is True and results["1"]["use"] is True
-    for key in ("y", "c"):
+    assert results["0"]["enabled"] is False and results["0"]["use"] is False and results["0"]["backward"] is False
+    assert results["1"]["enabled"] is True and results["1"]["use"] is True and results["1"]["backward"] is True
+    for key in ("y", "c", "dw"):
         a, b = torch.tensor(results["0"][key]), torch.tensor(results["1"][key])
         check(key, a, b, torch.float32)
 
