@@ -66,7 +66,8 @@ def main():
           f"cuDNN {torch.backends.cudnn.version()}  {'forward+backward' if args.training else 'inference forward'}")
     print(f"grid barrier floor: {floor:.2f} us per barrier ({props.multi_processor_count} blocks x 256 threads)")
     print(f"{'cell':5s} {'dtype':9s} {'T':>4s} {'B':>3s} {'H':>5s} {'blocks':>6s} {'smem KiB':>8s} "
-          f"{'persist us/step':>15s} {'step-wise':>9s} {'cuDNN':>7s} {'vs cuDNN':>8s} {'floor':>6s}")
+          f"{'persist us/step':>15s} {'step-wise':>9s} {'cuDNN':>7s} {'vs cuDNN':>8s} {'floor':>6s}"
+          + ("  backward" if args.training else ""))
     for kind in args.kinds:
         for dtype_name in args.dtypes:
             dtype = getattr(torch, dtype_name)
@@ -98,7 +99,10 @@ def main():
                 shown = f"{persist / T:15.2f}" if plan["use"] else f"{'(' + plan['reason'][:13] + ')':>15s}"
                 print(f"{kind:5s} {dtype_name:9s} {T:4d} {B:3d} {H:5d} {plan['blocks']:6d} "
                       f"{plan['smem_bytes'] / 1024:8.1f} {shown} {stepwise / T:9.2f} {cudnn / T:7.2f} "
-                      f"{cudnn / persist:7.2f}x {floor:6.2f}")
+                      f"{cudnn / persist:7.2f}x {floor:6.2f}"
+                      # with --training the persist column is persistent only where both plans say so
+                      + (f"  {'persistent' if plan['backward']['use'] else plan['backward']['reason'][:20]}"
+                         if args.training else ""))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The first GPU round of the persistent CUDA recurrence (issue 6), in one command on a lent GPU
 # machine: build and run its tests (tools/gpu-check.sh, persistent tests only), then the existing
-# CUDA RNN tests with the persistent path on (the default) and off, then its benchmark. Logs go
-# to $OUT when set (else build/gpu-check). Each stage has its own time limit.
+# CUDA RNN tests with the persistent path on (the default) and off (forward and backward), then its
+# benchmark (inference, then training in float32). Logs go to $OUT when set (else
+# build/gpu-check). Each stage has its own time limit.
 #
 #   tools/gpu-persistent.sh
 set -uo pipefail
@@ -24,5 +25,9 @@ for mode in 1 0; do
 done
 stamp "bench/cuda_persistent.py"
 timeout 180 python3 bench/cuda_persistent.py --repeats 10 2>&1 | tee "$LOGS/cuda_persistent_bench.log"
+# Forward + backward (the persistent backward), float32 only, to stay within one short round.
+stamp "bench/cuda_persistent.py --training"
+timeout 120 python3 bench/cuda_persistent.py --training --dtypes float32 --repeats 5 2>&1 |
+  tee "$LOGS/cuda_persistent_bench_training.log"
 stamp "done (status $status)"
 exit $status
