@@ -1,5 +1,5 @@
-// Pooling with AVX2 for the common windows: 2x2 and 3x3, stride 2, no dilation (any padding,
-// ceil_mode and divisor). Each output row runs SIMD blocks over its interior columns (windows
+// Pooling with AVX2 for the common windows: 2x2 and 3x3, stride 1 or 2, no dilation (any
+// padding, ceil_mode and divisor). Each output row runs SIMD blocks over its interior columns (windows
 // wholly inside the input) and the portable code on the few border outputs; rows whose windows
 // leave the input run the portable code throughout. The work streams through memory, so the
 // goal is touching each byte once at close to memory bandwidth: stride-2 windows are
@@ -108,13 +108,13 @@ struct Simd<double> {
   static V keep(V mask, V v) { return _mm256_and_pd(mask, v); }
 };
 
-// Outputs [first, last) along one dimension whose K-wide, stride-2 windows lie inside [0, size).
+// Outputs [first, last) along one dimension whose K-wide windows (stride 1 or 2) lie inside [0, size).
 struct Interior {
   int64_t first, last;
 };
-Interior interior(int64_t size, int64_t out_size, int kernel, int64_t pad) {
-  const int64_t first = (pad + 1) / 2, reach = size - kernel + pad;
-  int64_t last = reach < 0 ? 0 : reach / 2 + 1;
+Interior interior(int64_t size, int64_t out_size, int kernel, int64_t pad, int stride) {
+  const int64_t first = (pad + stride - 1) / stride, reach = size - kernel + pad;
+  int64_t last = reach < 0 ? 0 : reach / stride + 1;
   last = last < out_size ? last : out_size;
   return {first, last < first ? first : last};
 }
@@ -131,14 +131,46 @@ inline void for_each_block(Interior cols, const Fn& block) {
   }
 }
 
-// kLanes outputs of a K x K max pool; row[k] points at window column 0 of the first output in
-// input row k, `position` is that element's flat index in the plane.
-template <typename T, int K, bool kIndices>
+// Window column c of kLanes consecutive stride-1 outputs: one unaligned load per column.
+template <typename T, int K>
+inline void stride1_columns(const T* row, typename Simd<T>::V* cols) {
+  for (int c = 0; c < K; ++c) cols[c] = Simd<T>::load(row + c);
+}
+
+// kLanes outputs of a K x K max pool with stride kStride; row[k] points at window column 0 of
+// the first output in input row k, `position` is that element's flat index in the plane.
+template <typename T, int K, int kStride, bool kIndices>
 inline void max_block(const T* const* row, int64_t width, int64_t position, T* out, int64_t* idx) {
   using S = Simd<T>;
   constexpr int L = S::kLanes;
   using V = typename S::V;
-  if constexpr (!kIndices) {
+  if constexpr (kStride == 1 && !kIndices) {
+    // Rows first (K loads per column offset), then the K column offsets.
+    V best;
+    for (int c = 0; c < K; ++c) {
+      V column = S::load(row[0] + c);
+      for (int k = 1; k < K; ++k) column = S::max_nan(column, S::load(row[k] + c));
+      best = c == 0 ? column : S::max_nan(best, column);
+    }
+    S::store(out, best);
+  } else if constexpr (kStride == 1) {
+    // torch's scan order: row by row, left to right; `takes_over` keeps the first of equal maxima
+    // and lets every NaN take over (so the last NaN's index is kept).
+    const auto base = S::ramp(position, 1);
+    V best = S::load(row[0]);
+    auto at = base;
+    for (int k = 0; k < K; ++k) {
+      V cols[3];
+      stride1_columns<T, K>(row[k], cols);
+      for (int c = k == 0 ? 1 : 0; c < K; ++c) {
+        const V take = S::takes_over(cols[c], best);
+        best = S::select(take, cols[c], best);
+        at = S::select(take, S::add(base, k * width + c), at);
+      }
+    }
+    S::store(out, best);
+    S::store_index(idx, at);
+  } else if constexpr (!kIndices) {
     // Without indices the order does not matter: rows first, then the columns.
     V a = S::load(row[0]), b = S::load(row[0] + L);
     for (int k = 1; k < K; ++k) {
@@ -188,11 +220,20 @@ inline void max_block(const T* const* row, int64_t width, int64_t position, T* o
   }
 }
 
-template <typename T, int K>
+template <typename T, int K, int kStride>
 inline void avg_block(const T* const* row, typename Simd<T>::V divisor, T* out) {
   using S = Simd<T>;
   constexpr int L = S::kLanes;
   using V = typename S::V;
+  if constexpr (kStride == 1) {
+    // torch's order: row by row, left to right.
+    V sum = S::load(row[0]);
+    for (int k = 0; k < K; ++k) {
+      for (int c = k == 0 ? 1 : 0; c < K; ++c) sum = S::add(sum, S::load(row[k] + c));
+    }
+    S::store(out, S::div(sum, divisor));
+    return;
+  }
   V a = S::load(row[0]), b = S::load(row[0] + L);
   for (int k = 1; k < K; ++k) {
     a = S::add(a, S::load(row[k]));
@@ -216,12 +257,12 @@ inline void avg_block(const T* const* row, typename Simd<T>::V divisor, T* out) 
 
 // Forward over output rows: SIMD blocks on interior rows and columns, portable code elsewhere.
 // element(plane, oh, ow, r) computes one output portably; block(rows, ow, r) kLanes of them.
-template <typename T, int K, typename Element, typename Block>
+template <typename T, int K, int kStride, typename Element, typename Block>
 void forward_rows(const Pool2dShape& s, const Pool2dParams& p, const T* input, int64_t bytes_per_row,
                   const Element& element, const Block& block) {
   constexpr int L = Simd<T>::kLanes;
-  const Interior rows = interior(s.height, s.out_height, K, p.pad_h);
-  const Interior cols = interior(s.width, s.out_width, K, p.pad_w);
+  const Interior rows = interior(s.height, s.out_height, K, p.pad_h, kStride);
+  const Interior cols = interior(s.width, s.out_width, K, p.pad_w, kStride);
   const bool wide = cols.last - cols.first >= L;
   parallel_rows(s.planes * s.out_height, bytes_per_row, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
@@ -232,23 +273,23 @@ void forward_rows(const Pool2dShape& s, const Pool2dParams& p, const T* input, i
         continue;
       }
       for (int64_t ow = 0; ow < cols.first; ++ow) element(in, oh, ow, r);
-      const int64_t ih = oh * 2 - p.pad_h;
+      const int64_t ih = oh * kStride - p.pad_h;
       const T* window_rows[K];
       for (int k = 0; k < K; ++k) window_rows[k] = in + (ih + k) * s.width - p.pad_w;
       for_each_block<L>(cols, [&](int64_t ow) {
         const T* at[K];
-        for (int k = 0; k < K; ++k) at[k] = window_rows[k] + 2 * ow;
-        block(at, (ih * s.width) + 2 * ow - p.pad_w, ow, r);
+        for (int k = 0; k < K; ++k) at[k] = window_rows[k] + kStride * ow;
+        block(at, (ih * s.width) + kStride * ow - p.pad_w, ow, r);
       });
       for (int64_t ow = cols.last; ow < s.out_width; ++ow) element(in, oh, ow, r);
     }
   });
 }
 
-template <typename T, int K, bool kIndices>
+template <typename T, int K, int kStride, bool kIndices>
 void max_forward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* input, T* output, int64_t* indices) {
-  const int64_t bytes = (K * s.width + s.out_width * (kIndices ? 3 : 1)) * int64_t(sizeof(T));
-  forward_rows<T, K>(
+  const int64_t bytes = (kStride * s.width + s.out_width * (kIndices ? 3 : 1)) * int64_t(sizeof(T));
+  forward_rows<T, K, kStride>(
       s, p, input, bytes,
       [&](const T* in, int64_t oh, int64_t ow, int64_t r) {
         const int64_t o = r * s.out_width + ow;
@@ -256,19 +297,19 @@ void max_forward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* inpu
       },
       [&](const T* const* at, int64_t position, int64_t ow, int64_t r) {
         const int64_t o = r * s.out_width + ow;
-        max_block<T, K, kIndices>(at, s.width, position, output + o, kIndices ? indices + o : nullptr);
+        max_block<T, K, kStride, kIndices>(at, s.width, position, output + o, kIndices ? indices + o : nullptr);
       });
 }
 
-template <typename T, int K>
+template <typename T, int K, int kStride>
 void avg_forward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* input, T* output) {
   using S = Simd<T>;
   // Interior windows are whole: the divisor is kernel area unless overridden.
   const auto divisor = S::set1(T(p.divisor_override != 0 ? p.divisor_override : K * K));
-  forward_rows<T, K>(
-      s, p, input, (K * s.width + s.out_width) * int64_t(sizeof(T)),
+  forward_rows<T, K, kStride>(
+      s, p, input, (kStride * s.width + s.out_width) * int64_t(sizeof(T)),
       [&](const T* in, int64_t oh, int64_t ow, int64_t r) { output[r * s.out_width + ow] = avg_element(in, s, p, oh, ow); },
-      [&](const T* const* at, int64_t, int64_t ow, int64_t r) { avg_block<T, K>(at, divisor, output + r * s.out_width + ow); });
+      [&](const T* const* at, int64_t, int64_t ow, int64_t r) { avg_block<T, K, kStride>(at, divisor, output + r * s.out_width + ow); });
 }
 
 // Backward of a 2x2, stride-2 pool (windows never overlap): each thread writes whole input rows
@@ -277,8 +318,8 @@ void avg_forward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* inpu
 template <typename T, typename Border, typename Block>
 void backward_2x2(const Pool2dShape& s, const Pool2dParams& p, T* grad_in, const Border& border, const Block& block) {
   constexpr int L = Simd<T>::kLanes;
-  const Interior rows = interior(s.height, s.out_height, 2, p.pad_h);
-  const Interior cols = interior(s.width, s.out_width, 2, p.pad_w);
+  const Interior rows = interior(s.height, s.out_height, 2, p.pad_h, 2);
+  const Interior cols = interior(s.width, s.out_width, 2, p.pad_w, 2);
   const bool wide = cols.last - cols.first >= L;
   parallel_rows(s.planes * s.height, s.width * int64_t(sizeof(T)) * 2, [&](int64_t begin, int64_t end) {
     for_each_plane_piece(s, begin, end, [&](int64_t plane, int64_t h0, int64_t h1) {
@@ -342,22 +383,109 @@ void avg_backward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* gra
       });
 }
 
+// Backward of a 3x3, stride-2 average pool as a gather, so each thread writes whole rows of
+// grad_input once with no scatter: with q = iw + pad_w, input column iw lies in the windows of
+// ow = q / 2 and, for even q, ow = q / 2 - 1 (rows likewise). Per output row the scaled
+// gradients g' = g / divisor (torch's per-output divisor) are expanded to input columns once,
+// X[2m] = g'[m] + g'[m - 1], X[2m + 1] = g'[m] (g' = 0 outside [0, OW)); an input row is then one
+// expanded row, or the sum of two. Only input widths up to kAvgGatherWidth (stack buffers).
+constexpr int64_t kAvgGatherWidth = 1024;
+
+template <typename T>
+void avg_backward_3x3s2(const Pool2dShape& s, const Pool2dParams& p, const T* grad_out, T* grad_in) {
+  using S = Simd<T>;
+  constexpr int L = S::kLanes;
+  constexpr int64_t kHalf = kAvgGatherWidth / 2 + 4 * L;
+  const int64_t out_plane = s.out_height * s.out_width, in_plane = s.height * s.width;
+  // Expanded positions q in [0, 2M) cover q = iw + pad_w for every input column.
+  const int64_t m_count = (s.width + p.pad_w + 1) / 2;
+  const int64_t m_blocks = (m_count + L - 1) / L * L;
+  parallel_rows(s.planes * s.height, s.width * int64_t(sizeof(T)) * 2, [&](int64_t begin, int64_t end) {
+    alignas(32) T column_divisor[kHalf];
+    alignas(32) T scaled[kHalf + L];  // scaled[1 + m] = g'[m], zero elsewhere
+    alignas(32) T expanded[2][2 * kHalf];
+    for (int64_t ow = 0; ow < s.out_width; ++ow) {
+      const AvgWindow w = avg_window(ow, 3, p.pad_w, 2, s.width);
+      column_divisor[ow] = T(p.count_include_pad ? w.padded : w.last - w.first);
+    }
+    for (int64_t i = 0; i < kHalf + L; ++i) scaled[i] = T(0);
+    for_each_plane_piece(s, begin, end, [&](int64_t plane, int64_t h0, int64_t h1) {
+      const T* go = grad_out + plane * out_plane;
+      T* gi = grad_in + plane * in_plane;
+      int64_t held[2] = {-1, -1};  // the output row expanded in each slot
+      auto expand = [&](int64_t oh) -> const T* {
+        T* x = expanded[oh & 1];
+        if (held[oh & 1] == oh) return x + p.pad_w;
+        held[oh & 1] = oh;
+        const T* g = go + oh * s.out_width;
+        if (p.divisor_override != 0) {
+          const T divisor = T(p.divisor_override);
+          for (int64_t ow = 0; ow < s.out_width; ++ow) scaled[1 + ow] = g[ow] / divisor;
+        } else {
+          const AvgWindow h = avg_window(oh, 3, p.pad_h, 2, s.height);
+          const T row_divisor = T(p.count_include_pad ? h.padded : h.last - h.first);
+          for (int64_t ow = 0; ow < s.out_width; ++ow) scaled[1 + ow] = g[ow] / (row_divisor * column_divisor[ow]);
+        }
+        for (int64_t m = 0; m < m_blocks; m += L) {
+          const auto here = S::load(scaled + 1 + m);
+          S::interleave_store(x + 2 * m, S::add(here, S::load(scaled + m)), here);
+        }
+        return x + p.pad_w;
+      };
+      for (int64_t ih = h0; ih < h1; ++ih) {
+        const int64_t q = ih + p.pad_h, m = q / 2;
+        const bool first = m < s.out_height, second = q % 2 == 0 && m >= 1 && m - 1 < s.out_height;
+        T* row = gi + ih * s.width;
+        if (first && second) {
+          const T* b = expand(m - 1);
+          const T* a = expand(m);
+          for (int64_t iw = 0; iw < s.width; ++iw) row[iw] = b[iw] + a[iw];
+        } else if (first || second) {
+          const T* a = expand(first ? m : m - 1);
+          std::memcpy(row, a, sizeof(T) * s.width);
+        } else {
+          std::memset(row, 0, sizeof(T) * s.width);
+        }
+      }
+    });
+  });
+}
+
+template <typename T, int kStride>
+void max_forward_strided(const Pool2dShape& s, const Pool2dParams& p, const T* in, T* out, int64_t* indices) {
+  if (p.kernel_h == 2) {
+    if (indices) return max_forward_fast<T, 2, kStride, true>(s, p, in, out, indices);
+    return max_forward_fast<T, 2, kStride, false>(s, p, in, out, nullptr);
+  }
+  if (indices) return max_forward_fast<T, 3, kStride, true>(s, p, in, out, indices);
+  return max_forward_fast<T, 3, kStride, false>(s, p, in, out, nullptr);
+}
+
 template <typename T>
 void max_forward_typed(const Pool2dShape& s, const Pool2dParams& p, const void* input, void* output, int64_t* indices) {
   const T* in = static_cast<const T*>(input);
   T* out = static_cast<T*>(output);
-  if (p.kernel_h == 2) {
-    if (indices) return max_forward_fast<T, 2, true>(s, p, in, out, indices);
-    return max_forward_fast<T, 2, false>(s, p, in, out, nullptr);
+  if (p.stride_h == 1) return max_forward_strided<T, 1>(s, p, in, out, indices);
+  return max_forward_strided<T, 2>(s, p, in, out, indices);
+}
+
+template <typename T>
+void avg_forward_typed(const Pool2dShape& s, const Pool2dParams& p, const void* input, void* output) {
+  const T* in = static_cast<const T*>(input);
+  T* out = static_cast<T*>(output);
+  if (p.stride_h == 1) {
+    if (p.kernel_h == 2) return avg_forward_fast<T, 2, 1>(s, p, in, out);
+    return avg_forward_fast<T, 3, 1>(s, p, in, out);
   }
-  if (indices) return max_forward_fast<T, 3, true>(s, p, in, out, indices);
-  return max_forward_fast<T, 3, false>(s, p, in, out, nullptr);
+  if (p.kernel_h == 2) return avg_forward_fast<T, 2, 2>(s, p, in, out);
+  return avg_forward_fast<T, 3, 2>(s, p, in, out);
 }
 
 }  // namespace
 
-// The caller has checked the arguments and that the window is 2x2 or 3x3 with stride 2 and no
-// dilation; backward takes the 2x2 window only.
+// The caller has checked the arguments and that the window is 2x2 or 3x3 with stride 1 or 2 (the
+// same in both dimensions) and no dilation; backward takes the 2x2, stride-2 window only (and
+// the 3x3 stride-2 window, input width <= kAvgGatherWidth, for the average).
 void max_pool2d_forward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* input, void* output,
                         int64_t* indices) {
   if (dtype == DType::Float64) return max_forward_typed<double>(s, p, input, output, indices);
@@ -365,12 +493,8 @@ void max_pool2d_forward(const Pool2dShape& s, const Pool2dParams& p, DType dtype
 }
 
 void avg_pool2d_forward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* input, void* output) {
-  if (dtype == DType::Float64) {
-    if (p.kernel_h == 2) return avg_forward_fast<double, 2>(s, p, static_cast<const double*>(input), static_cast<double*>(output));
-    return avg_forward_fast<double, 3>(s, p, static_cast<const double*>(input), static_cast<double*>(output));
-  }
-  if (p.kernel_h == 2) return avg_forward_fast<float, 2>(s, p, static_cast<const float*>(input), static_cast<float*>(output));
-  return avg_forward_fast<float, 3>(s, p, static_cast<const float*>(input), static_cast<float*>(output));
+  if (dtype == DType::Float64) return avg_forward_typed<double>(s, p, input, output);
+  return avg_forward_typed<float>(s, p, input, output);
 }
 
 void max_pool2d_backward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* grad_output,
@@ -383,6 +507,12 @@ void max_pool2d_backward(const Pool2dShape& s, const Pool2dParams& p, DType dtyp
 
 void avg_pool2d_backward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* grad_output,
                          void* grad_input) {
+  if (p.kernel_h == 3) {
+    if (dtype == DType::Float64) {
+      return avg_backward_3x3s2<double>(s, p, static_cast<const double*>(grad_output), static_cast<double*>(grad_input));
+    }
+    return avg_backward_3x3s2<float>(s, p, static_cast<const float*>(grad_output), static_cast<float*>(grad_input));
+  }
   if (dtype == DType::Float64) {
     return avg_backward_fast<double>(s, p, static_cast<const double*>(grad_output), static_cast<double*>(grad_input));
   }
