@@ -48,10 +48,10 @@ struct Simd<float> {
   static I select(V mask, I yes, I no) {
     return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(no), _mm256_castsi256_ps(yes), mask));
   }
+  // first + step * (0..7); step is a literal at every call, so the ramp is a constant plus a broadcast.
   static I ramp(int64_t first, int step) {
-    const int f = static_cast<int>(first);
-    return _mm256_setr_epi32(f, f + step, f + 2 * step, f + 3 * step, f + 4 * step, f + 5 * step, f + 6 * step,
-                             f + 7 * step);
+    return _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(first)),
+                            _mm256_setr_epi32(0, step, 2 * step, 3 * step, 4 * step, 5 * step, 6 * step, 7 * step));
   }
   static I add(I a, int64_t c) { return _mm256_add_epi32(a, _mm256_set1_epi32(static_cast<int>(c))); }
   static void store_index(int64_t* p, I i) {
@@ -100,7 +100,9 @@ struct Simd<double> {
   static I select(V mask, I yes, I no) {
     return _mm256_castpd_si256(_mm256_blendv_pd(_mm256_castsi256_pd(no), _mm256_castsi256_pd(yes), mask));
   }
-  static I ramp(int64_t first, int step) { return _mm256_setr_epi64x(first, first + step, first + 2 * step, first + 3 * step); }
+  static I ramp(int64_t first, int step) {
+    return _mm256_add_epi64(_mm256_set1_epi64x(first), _mm256_setr_epi64x(0, step, 2 * step, 3 * step));
+  }
   static I add(I a, int64_t c) { return _mm256_add_epi64(a, _mm256_set1_epi64x(c)); }
   static void store_index(int64_t* p, I i) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), i); }
   static I load_index(const int64_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
@@ -315,6 +317,8 @@ void avg_forward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* inpu
 // Backward of a 2x2, stride-2 pool (windows never overlap): each thread writes whole input rows
 // of grad_input; interior windows are stored straight from registers, border windows are
 // scattered portably onto zeros. block(gi_row0, gi_row1, oh, ow) writes kLanes windows' 2x2.
+// Only what the blocks do not store is zeroed first: zeroing whole rows would be a second pass
+// over grad_input (its first touch, a read of each line from memory) before the stores.
 template <typename T, typename Border, typename Block>
 void backward_2x2(const Pool2dShape& s, const Pool2dParams& p, T* grad_in, const Border& border, const Block& block) {
   constexpr int L = Simd<T>::kLanes;
@@ -324,14 +328,29 @@ void backward_2x2(const Pool2dShape& s, const Pool2dParams& p, T* grad_in, const
   parallel_rows(s.planes * s.height, s.width * int64_t(sizeof(T)) * 2, [&](int64_t begin, int64_t end) {
     for_each_plane_piece(s, begin, end, [&](int64_t plane, int64_t h0, int64_t h1) {
       T* gi = grad_in + plane * s.height * s.width;
-      std::memset(gi + h0 * s.width, 0, sizeof(T) * (h1 - h0) * s.width);
+      auto simd_row = [&](int64_t oh) {
+        const int64_t ih = oh * 2 - p.pad_h;
+        return wide && oh >= rows.first && oh < rows.last && ih >= h0 && ih + 2 <= h1;
+      };
+      const int64_t left = 2 * cols.first - p.pad_w, right = 2 * cols.last - p.pad_w;
+      for (int64_t ih = h0; ih < h1; ++ih) {
+        T* row = gi + ih * s.width;
+        // The one window row holding input row ih.
+        const int64_t oh = (ih + p.pad_h) / 2;
+        if (oh < s.out_height && simd_row(oh)) {
+          std::memset(row, 0, sizeof(T) * left);
+          std::memset(row + right, 0, sizeof(T) * (s.width - right));
+        } else {
+          std::memset(row, 0, sizeof(T) * s.width);
+        }
+      }
       const RowSpan span = output_rows_touching(h0, h1, 2, p.pad_h, 2, 1, s.out_height);
       for (int64_t oh = span.first; oh < span.last; ++oh) {
-        const int64_t ih = oh * 2 - p.pad_h;
-        if (!wide || oh < rows.first || oh >= rows.last || ih < h0 || ih + 2 > h1) {
+        if (!simd_row(oh)) {
           border(plane, oh, 0, s.out_width, h0, h1);
           continue;
         }
+        const int64_t ih = oh * 2 - p.pad_h;
         border(plane, oh, 0, cols.first, h0, h1);
         for_each_block<L>(cols, [&](int64_t ow) {
           T* at = gi + ih * s.width + 2 * ow - p.pad_w;
