@@ -224,6 +224,21 @@ def test_avg_pool_gradcheck(args):
     assert torch.autograd.gradgradcheck(lambda t: FF.avg_pool2d(t, **args), (x,))
 
 
+def test_custom_op_autograd():
+    """Eager training runs autograd.Functions; the custom ops (taken under torch.compile, tensor
+    subclasses, dispatch modes) keep their own registered autograd, double backward included."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 9, 11, dtype=torch.float64, requires_grad=True)
+    for f in (lambda t: _pool.max_pool2d_op(t, [3, 3], [2, 2], [1, 1], [1, 1], True, True)[0],
+              lambda t: _pool.avg_pool2d_op(t, [3, 3], [2, 2], [1, 1], True, False, None)):
+        assert torch.autograd.gradcheck(f, (x,))
+        assert torch.autograd.gradgradcheck(f, (x,))
+    ref = x.detach().clone().requires_grad_()
+    _pool.max_pool2d_op(ref, [3, 3], [1, 1], [1, 1], [1, 1], False, True)[0].sum().backward()
+    FF.max_pool2d(x, 3, 1, 1).sum().backward()
+    assert torch.equal(x.grad, ref.grad)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_opcheck(dtype):
     torch.manual_seed(0)
