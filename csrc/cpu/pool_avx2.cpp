@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cpu/pool_kernels.h"
 
@@ -142,7 +143,7 @@ inline void stride1_columns(const T* row, typename Simd<T>::V* cols) {
 // kLanes outputs of a K x K max pool with stride kStride; row[k] points at window column 0 of
 // the first output in input row k, `position` is that element's flat index in the plane.
 template <typename T, int K, int kStride, bool kIndices>
-inline void max_block(const T* const* row, int64_t width, int64_t position, T* out, int64_t* idx) {
+inline void max_block(const T* const* row, int rows, int64_t width, int64_t position, T* out, int64_t* idx) {
   using S = Simd<T>;
   constexpr int L = S::kLanes;
   using V = typename S::V;
@@ -151,7 +152,7 @@ inline void max_block(const T* const* row, int64_t width, int64_t position, T* o
     V best;
     for (int c = 0; c < K; ++c) {
       V column = S::load(row[0] + c);
-      for (int k = 1; k < K; ++k) column = S::max_nan(column, S::load(row[k] + c));
+      for (int k = 1; k < K && k < rows; ++k) column = S::max_nan(column, S::load(row[k] + c));
       best = c == 0 ? column : S::max_nan(best, column);
     }
     S::store(out, best);
@@ -161,7 +162,7 @@ inline void max_block(const T* const* row, int64_t width, int64_t position, T* o
     const auto base = S::ramp(position, 1);
     V best = S::load(row[0]);
     auto at = base;
-    for (int k = 0; k < K; ++k) {
+    for (int k = 0; k < K && k < rows; ++k) {
       V cols[3];
       stride1_columns<T, K>(row[k], cols);
       for (int c = k == 0 ? 1 : 0; c < K; ++c) {
@@ -175,7 +176,7 @@ inline void max_block(const T* const* row, int64_t width, int64_t position, T* o
   } else if constexpr (!kIndices) {
     // Without indices the order does not matter: rows first, then the columns.
     V a = S::load(row[0]), b = S::load(row[0] + L);
-    for (int k = 1; k < K; ++k) {
+    for (int k = 1; k < K && k < rows; ++k) {
       a = S::max_nan(a, S::load(row[k]));
       b = S::max_nan(b, S::load(row[k] + L));
     }
@@ -185,7 +186,7 @@ inline void max_block(const T* const* row, int64_t width, int64_t position, T* o
     if constexpr (K == 3) {
       // Column 2 of window j is x[2j + 2]: the odd elements of the row read from x + 1.
       V c = S::load(row[0] + 1), d = S::load(row[0] + 1 + L);
-      for (int k = 1; k < K; ++k) {
+      for (int k = 1; k < K && k < rows; ++k) {
         c = S::max_nan(c, S::load(row[k] + 1));
         d = S::max_nan(d, S::load(row[k] + 1 + L));
       }
@@ -199,7 +200,7 @@ inline void max_block(const T* const* row, int64_t width, int64_t position, T* o
     const auto base = S::ramp(position, 2);
     V best = S::set1(T(0));
     auto at = base;
-    for (int k = 0; k < K; ++k) {
+    for (int k = 0; k < K && k < rows; ++k) {
       V cols[3];
       S::deinterleave(S::load(row[k]), S::load(row[k] + L), cols[0], cols[1]);
       if constexpr (K == 3) {
@@ -259,7 +260,8 @@ inline void avg_block(const T* const* row, typename Simd<T>::V divisor, T* out) 
 
 // Forward over output rows: SIMD blocks on interior rows and columns, portable code elsewhere.
 // element(plane, oh, ow, r) computes one output portably; block(rows, ow, r) kLanes of them.
-template <typename T, int K, int kStride, typename Element, typename Block>
+// kClipRows: the block also takes windows clipped by the top or bottom of the input (max pool).
+template <typename T, int K, int kStride, bool kClipRows, typename Element, typename Block>
 void forward_rows(const Pool2dShape& s, const Pool2dParams& p, const T* input, int64_t bytes_per_row,
                   const Element& element, const Block& block) {
   constexpr int L = Simd<T>::kLanes;
@@ -270,19 +272,32 @@ void forward_rows(const Pool2dShape& s, const Pool2dParams& p, const T* input, i
     for (int64_t r = begin; r < end; ++r) {
       const int64_t plane = r / s.out_height, oh = r % s.out_height;
       const T* in = input + plane * s.height * s.width;
-      if (!wide || oh < rows.first || oh >= rows.last) {
+      const bool inside = oh >= rows.first && oh < rows.last;
+      if (!wide || (!kClipRows && !inside)) {
         for (int64_t ow = 0; ow < s.out_width; ++ow) element(in, oh, ow, r);
         continue;
       }
       for (int64_t ow = 0; ow < cols.first; ++ow) element(in, oh, ow, r);
-      const int64_t ih = oh * kStride - p.pad_h;
+      // The window's rows inside the input: [ih, ih + n).
+      int64_t ih = oh * kStride - p.pad_h, n = K;
+      if (!inside) {
+        const int64_t top = ih < 0 ? 0 : ih, bottom = ih + K < s.height ? ih + K : s.height;
+        ih = top, n = bottom - top;
+      }
       const T* window_rows[K];
-      for (int k = 0; k < K; ++k) window_rows[k] = in + (ih + k) * s.width - p.pad_w;
-      for_each_block<L>(cols, [&](int64_t ow) {
-        const T* at[K];
-        for (int k = 0; k < K; ++k) at[k] = window_rows[k] + kStride * ow;
-        block(at, (ih * s.width) + kStride * ow - p.pad_w, ow, r);
-      });
+      for (int k = 0; k < n; ++k) window_rows[k] = in + (ih + k) * s.width - p.pad_w;
+      auto blocks = [&](auto rows_in_window) {  // K as a constant for whole windows: unrolled loops
+        for_each_block<L>(cols, [&](int64_t ow) {
+          const T* at[K];
+          for (int k = 0; k < K && k < rows_in_window; ++k) at[k] = window_rows[k] + kStride * ow;
+          block(at, static_cast<int>(rows_in_window), (ih * s.width) + kStride * ow - p.pad_w, ow, r);
+        });
+      };
+      if (inside) {
+        blocks(std::integral_constant<int, K>());
+      } else {
+        blocks(static_cast<int>(n));
+      }
       for (int64_t ow = cols.last; ow < s.out_width; ++ow) element(in, oh, ow, r);
     }
   });
@@ -291,15 +306,15 @@ void forward_rows(const Pool2dShape& s, const Pool2dParams& p, const T* input, i
 template <typename T, int K, int kStride, bool kIndices>
 void max_forward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* input, T* output, int64_t* indices) {
   const int64_t bytes = (kStride * s.width + s.out_width * (kIndices ? 3 : 1)) * int64_t(sizeof(T));
-  forward_rows<T, K, kStride>(
+  forward_rows<T, K, kStride, true>(
       s, p, input, bytes,
       [&](const T* in, int64_t oh, int64_t ow, int64_t r) {
         const int64_t o = r * s.out_width + ow;
         max_element(in, s, p, oh, ow, output + o, kIndices ? indices + o : nullptr);
       },
-      [&](const T* const* at, int64_t position, int64_t ow, int64_t r) {
+      [&](const T* const* at, int rows, int64_t position, int64_t ow, int64_t r) {
         const int64_t o = r * s.out_width + ow;
-        max_block<T, K, kStride, kIndices>(at, s.width, position, output + o, kIndices ? indices + o : nullptr);
+        max_block<T, K, kStride, kIndices>(at, rows, s.width, position, output + o, kIndices ? indices + o : nullptr);
       });
 }
 
@@ -308,10 +323,10 @@ void avg_forward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* inpu
   using S = Simd<T>;
   // Interior windows are whole: the divisor is kernel area unless overridden.
   const auto divisor = S::set1(T(p.divisor_override != 0 ? p.divisor_override : K * K));
-  forward_rows<T, K, kStride>(
+  forward_rows<T, K, kStride, false>(
       s, p, input, (kStride * s.width + s.out_width) * int64_t(sizeof(T)),
       [&](const T* in, int64_t oh, int64_t ow, int64_t r) { output[r * s.out_width + ow] = avg_element(in, s, p, oh, ow); },
-      [&](const T* const* at, int64_t, int64_t ow, int64_t r) { avg_block<T, K, kStride>(at, divisor, output + r * s.out_width + ow); });
+      [&](const T* const* at, int, int64_t, int64_t ow, int64_t r) { avg_block<T, K, kStride>(at, divisor, output + r * s.out_width + ow); });
 }
 
 // Backward of a 2x2, stride-2 pool (windows never overlap): each thread writes whole input rows
