@@ -194,11 +194,19 @@ def test_nan_inf_and_ties(isa, kernel, stride, padding, dilation, dtype):
         assert_close(FF.avg_pool2d(x, kernel, stride, padding), F.avg_pool2d(x, kernel, stride, padding), dtype, "avg")
 
 
-def test_all_minus_infinity_windows():
-    x = torch.full((1, 2, 6, 6), float("-inf"))
-    ref_y, ref_i = F.max_pool2d(x, 3, 2, 1, return_indices=True)
-    our_y, our_i = FF.max_pool2d(x, 3, 2, 1, return_indices=True)
-    assert torch.equal(our_y, ref_y) and torch.equal(our_i, ref_i)
+@pytest.mark.parametrize("shape", [(1, 2, 6, 6), (1, 2, 9, 40)])
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 2, 1), (3, 1, 1), (2, 2, 1), (2, 1, 1)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_all_minus_infinity_windows(isa, shape, kernel, stride, padding, dtype):
+    """An all -inf window's index is its first element inside the input (the SIMD edge blocks
+    read the padding as -inf and must not pick it)."""
+    x = torch.full(shape, float("-inf"), dtype=dtype)
+    x[..., 3, 5] = float("nan")
+    for ceil_mode in (False, True):
+        ref_y, ref_i = F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode, return_indices=True)
+        our_y, our_i = FF.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode, return_indices=True)
+        assert torch.equal(our_y.isnan(), ref_y.isnan()) and torch.equal(our_i, ref_i)
+        assert torch.equal(our_y.nan_to_num(), ref_y.nan_to_num())
 
 
 # ---- Gradients and registration ---------------------------------------------------------------------------

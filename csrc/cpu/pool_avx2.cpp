@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 
 #include "cpu/pool_kernels.h"
@@ -68,6 +69,15 @@ struct Simd<float> {
   }
   static V equal(I a, I b) { return _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, b)); }
   static V keep(V mask, V v) { return _mm256_and_ps(mask, v); }
+  static I max_index(I a, I b) { return _mm256_max_epi32(a, b); }
+  // p[0..8) where column + lane lies in [0, width), -inf elsewhere (those lanes are not read).
+  static V load_inside(const float* p, int64_t column, int64_t width) {
+    const I c = ramp(column, 1);
+    const I inside = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), c),
+                                         _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(width)), c));
+    return _mm256_blendv_ps(set1(-std::numeric_limits<float>::infinity()), _mm256_maskload_ps(p, inside),
+                            _mm256_castsi256_ps(inside));
+  }
 
  private:
   static V in_order(V v) { return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0xD8)); }
@@ -109,6 +119,14 @@ struct Simd<double> {
   static I load_index(const int64_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
   static V equal(I a, I b) { return _mm256_castsi256_pd(_mm256_cmpeq_epi64(a, b)); }
   static V keep(V mask, V v) { return _mm256_and_pd(mask, v); }
+  static I max_index(I a, I b) { return _mm256_blendv_epi8(b, a, _mm256_cmpgt_epi64(a, b)); }
+  static V load_inside(const double* p, int64_t column, int64_t width) {
+    const I c = ramp(column, 1);
+    const I inside = _mm256_andnot_si256(_mm256_cmpgt_epi64(_mm256_setzero_si256(), c),
+                                         _mm256_cmpgt_epi64(_mm256_set1_epi64x(width), c));
+    return _mm256_blendv_pd(set1(-std::numeric_limits<double>::infinity()), _mm256_maskload_pd(p, inside),
+                            _mm256_castsi256_pd(inside));
+  }
 };
 
 // Outputs [first, last) along one dimension whose K-wide windows (stride 1 or 2) lie inside [0, size).
@@ -134,88 +152,85 @@ inline void for_each_block(Interior cols, const Fn& block) {
   }
 }
 
-// Window column c of kLanes consecutive stride-1 outputs: one unaligned load per column.
-template <typename T, int K>
-inline void stride1_columns(const T* row, typename Simd<T>::V* cols) {
-  for (int c = 0; c < K; ++c) cols[c] = Simd<T>::load(row + c);
-}
-
-// kLanes outputs of a K x K max pool with stride kStride; row[k] points at window column 0 of
-// the first output in input row k, `position` is that element's flat index in the plane.
-template <typename T, int K, int kStride, bool kIndices>
-inline void max_block(const T* const* row, int rows, int64_t width, int64_t position, T* out, int64_t* idx) {
+// kLanes outputs of a K x K max pool with stride kStride. row[k] points at window column 0 of the
+// first output in the k-th of the window's `rows` rows inside the input (K, or fewer where the
+// window's top or bottom lies in the padding: torch scans only the rows inside); `row_start` is
+// the flat index of the first of those rows in the plane, `col0` the first output's window
+// column 0 (negative in the left padding). kBorder: some lanes' windows are clipped by the left
+// or right edge; their columns outside [0, width) load as -inf and, as in torch's loop (best =
+// -inf, index = the first element inside), never take over, so values, indices, ties and NaN
+// come out as torch's.
+template <typename T, int K, int kStride, bool kIndices, bool kBorder = false>
+inline void max_block(const T* const* row, int rows, int64_t width, int64_t row_start, int64_t col0, T* out,
+                      int64_t* idx) {
   using S = Simd<T>;
   constexpr int L = S::kLanes;
   using V = typename S::V;
-  if constexpr (kStride == 1 && !kIndices) {
-    // Rows first (K loads per column offset), then the K column offsets.
+  auto load = [&](int k, int offset) -> V {
+    if constexpr (kBorder) {
+      return S::load_inside(row[k] + offset, col0 + offset, width);
+    } else {
+      return S::load(row[k] + offset);
+    }
+  };
+  if constexpr (!kIndices) {
     V best;
-    for (int c = 0; c < K; ++c) {
-      V column = S::load(row[0] + c);
-      for (int k = 1; k < K && k < rows; ++k) column = S::max_nan(column, S::load(row[k] + c));
-      best = c == 0 ? column : S::max_nan(best, column);
-    }
-    S::store(out, best);
-  } else if constexpr (kStride == 1) {
-    // torch's scan order: row by row, left to right; `takes_over` keeps the first of equal maxima
-    // and lets every NaN take over (so the last NaN's index is kept).
-    const auto base = S::ramp(position, 1);
-    V best = S::load(row[0]);
-    auto at = base;
-    for (int k = 0; k < K && k < rows; ++k) {
-      V cols[3];
-      stride1_columns<T, K>(row[k], cols);
-      for (int c = k == 0 ? 1 : 0; c < K; ++c) {
-        const V take = S::takes_over(cols[c], best);
-        best = S::select(take, cols[c], best);
-        at = S::select(take, S::add(base, k * width + c), at);
+    if constexpr (kStride == 1) {
+      // Rows first (K loads per column offset), then the K column offsets.
+      for (int c = 0; c < K; ++c) {
+        V column = load(0, c);
+        for (int k = 1; k < K && k < rows; ++k) column = S::max_nan(column, load(k, c));
+        best = c == 0 ? column : S::max_nan(best, column);
       }
-    }
-    S::store(out, best);
-    S::store_index(idx, at);
-  } else if constexpr (!kIndices) {
-    // Without indices the order does not matter: rows first, then the columns.
-    V a = S::load(row[0]), b = S::load(row[0] + L);
-    for (int k = 1; k < K && k < rows; ++k) {
-      a = S::max_nan(a, S::load(row[k]));
-      b = S::max_nan(b, S::load(row[k] + L));
-    }
-    V even, odd;
-    S::deinterleave(a, b, even, odd);
-    V best = S::max_nan(even, odd);
-    if constexpr (K == 3) {
-      // Column 2 of window j is x[2j + 2]: the odd elements of the row read from x + 1.
-      V c = S::load(row[0] + 1), d = S::load(row[0] + 1 + L);
+    } else {
+      // Rows first, then the columns: deinterleaved even and odd ones, and for K = 3 column 2 of
+      // window j, x[2j + 2]: the odd elements of the row read from x + 1.
+      V a = load(0, 0), b = load(0, L);
       for (int k = 1; k < K && k < rows; ++k) {
-        c = S::max_nan(c, S::load(row[k] + 1));
-        d = S::max_nan(d, S::load(row[k] + 1 + L));
+        a = S::max_nan(a, load(k, 0));
+        b = S::max_nan(b, load(k, L));
       }
-      V unused, third;
-      S::deinterleave(c, d, unused, third);
-      best = S::max_nan(best, third);
+      V even, odd;
+      S::deinterleave(a, b, even, odd);
+      best = S::max_nan(even, odd);
+      if constexpr (K == 3) {
+        V c = load(0, 1), d = load(0, 1 + L);
+        for (int k = 1; k < K && k < rows; ++k) {
+          c = S::max_nan(c, load(k, 1));
+          d = S::max_nan(d, load(k, 1 + L));
+        }
+        V unused, third;
+        S::deinterleave(c, d, unused, third);
+        best = S::max_nan(best, third);
+      }
     }
     S::store(out, best);
   } else {
-    // With indices, torch's scan order: row by row, left to right.
-    const auto base = S::ramp(position, 2);
-    V best = S::set1(T(0));
+    // torch's scan order: row by row, left to right; `takes_over` keeps the first of equal maxima
+    // and lets every NaN take over (so the last NaN's index is kept).
+    const auto base = S::ramp(row_start + col0, kStride);
+    V best = S::set1(-std::numeric_limits<T>::infinity());
     auto at = base;
+    if constexpr (kBorder) at = S::max_index(base, S::ramp(row_start, 0));
     for (int k = 0; k < K && k < rows; ++k) {
       V cols[3];
-      S::deinterleave(S::load(row[k]), S::load(row[k] + L), cols[0], cols[1]);
-      if constexpr (K == 3) {
-        V unused;
-        S::deinterleave(S::load(row[k] + 1), S::load(row[k] + 1 + L), unused, cols[2]);
+      if constexpr (kStride == 1) {
+        for (int c = 0; c < K; ++c) cols[c] = load(k, c);
+      } else {
+        S::deinterleave(load(k, 0), load(k, L), cols[0], cols[1]);
+        if constexpr (K == 3) {
+          V unused;
+          S::deinterleave(load(k, 1), load(k, 1 + L), unused, cols[2]);
+        }
       }
       for (int c = 0; c < K; ++c) {
-        const auto here = S::add(base, k * width + c);
-        if (k == 0 && c == 0) {
+        if (!kBorder && k == 0 && c == 0) {
           best = cols[0];
           continue;
         }
         const V take = S::takes_over(cols[c], best);
         best = S::select(take, cols[c], best);
-        at = S::select(take, here, at);
+        at = S::select(take, S::add(base, k * width + c), at);
       }
     }
     S::store(out, best);
@@ -261,13 +276,17 @@ inline void avg_block(const T* const* row, typename Simd<T>::V divisor, T* out) 
 // Forward over output rows: SIMD blocks on interior rows and columns, portable code elsewhere.
 // element(plane, oh, ow, r) computes one output portably; block(rows, ow, r) kLanes of them.
 // kClipRows: the block also takes windows clipped by the top or bottom of the input (max pool).
-template <typename T, int K, int kStride, bool kClipRows, typename Element, typename Block>
+// kClipRows (max pool): the blocks also take windows clipped by the input's edges: by the top
+// or bottom (fewer rows), and, through edge_block, by the left or right (the first and last
+// kLanes outputs of a row, overlapping the interior blocks, instead of the portable code).
+template <typename T, int K, int kStride, bool kClipRows, typename Element, typename Block, typename EdgeBlock>
 void forward_rows(const Pool2dShape& s, const Pool2dParams& p, const T* input, int64_t bytes_per_row,
-                  const Element& element, const Block& block) {
+                  const Element& element, const Block& block, const EdgeBlock& edge_block) {
   constexpr int L = Simd<T>::kLanes;
   const Interior rows = interior(s.height, s.out_height, K, p.pad_h, kStride);
   const Interior cols = interior(s.width, s.out_width, K, p.pad_w, kStride);
   const bool wide = cols.last - cols.first >= L;
+  const bool edges = kClipRows && cols.first <= L && s.out_width - cols.last <= L;
   parallel_rows(s.planes * s.out_height, bytes_per_row, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t plane = r / s.out_height, oh = r % s.out_height;
@@ -277,7 +296,6 @@ void forward_rows(const Pool2dShape& s, const Pool2dParams& p, const T* input, i
         for (int64_t ow = 0; ow < s.out_width; ++ow) element(in, oh, ow, r);
         continue;
       }
-      for (int64_t ow = 0; ow < cols.first; ++ow) element(in, oh, ow, r);
       // The window's rows inside the input: [ih, ih + n).
       int64_t ih = oh * kStride - p.pad_h, n = K;
       if (!inside) {
@@ -286,11 +304,21 @@ void forward_rows(const Pool2dShape& s, const Pool2dParams& p, const T* input, i
       }
       const T* window_rows[K];
       for (int k = 0; k < n; ++k) window_rows[k] = in + (ih + k) * s.width - p.pad_w;
+      auto edge = [&](int64_t ow) {
+        const T* at[K];
+        for (int k = 0; k < n; ++k) at[k] = window_rows[k] + kStride * ow;
+        edge_block(at, static_cast<int>(n), ih * s.width, kStride * ow - p.pad_w, ow, r);
+      };
+      if (edges && cols.first > 0) {
+        edge(0);
+      } else {
+        for (int64_t ow = 0; ow < cols.first; ++ow) element(in, oh, ow, r);
+      }
       auto blocks = [&](auto rows_in_window) {  // K as a constant for whole windows: unrolled loops
         for_each_block<L>(cols, [&](int64_t ow) {
           const T* at[K];
           for (int k = 0; k < K && k < rows_in_window; ++k) at[k] = window_rows[k] + kStride * ow;
-          block(at, static_cast<int>(rows_in_window), (ih * s.width) + kStride * ow - p.pad_w, ow, r);
+          block(at, static_cast<int>(rows_in_window), ih * s.width, kStride * ow - p.pad_w, ow, r);
         });
       };
       if (inside) {
@@ -298,7 +326,11 @@ void forward_rows(const Pool2dShape& s, const Pool2dParams& p, const T* input, i
       } else {
         blocks(static_cast<int>(n));
       }
-      for (int64_t ow = cols.last; ow < s.out_width; ++ow) element(in, oh, ow, r);
+      if (edges && cols.last < s.out_width) {
+        edge(s.out_width - L);
+      } else {
+        for (int64_t ow = cols.last; ow < s.out_width; ++ow) element(in, oh, ow, r);
+      }
     }
   });
 }
@@ -312,9 +344,15 @@ void max_forward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* inpu
         const int64_t o = r * s.out_width + ow;
         max_element(in, s, p, oh, ow, output + o, kIndices ? indices + o : nullptr);
       },
-      [&](const T* const* at, int rows, int64_t position, int64_t ow, int64_t r) {
+      [&](const T* const* at, int rows, int64_t row_start, int64_t col0, int64_t ow, int64_t r) {
         const int64_t o = r * s.out_width + ow;
-        max_block<T, K, kStride, kIndices>(at, rows, s.width, position, output + o, kIndices ? indices + o : nullptr);
+        max_block<T, K, kStride, kIndices>(at, rows, s.width, row_start, col0, output + o,
+                                           kIndices ? indices + o : nullptr);
+      },
+      [&](const T* const* at, int rows, int64_t row_start, int64_t col0, int64_t ow, int64_t r) {
+        const int64_t o = r * s.out_width + ow;
+        max_block<T, K, kStride, kIndices, true>(at, rows, s.width, row_start, col0, output + o,
+                                                 kIndices ? indices + o : nullptr);
       });
 }
 
@@ -326,7 +364,10 @@ void avg_forward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* inpu
   forward_rows<T, K, kStride, false>(
       s, p, input, (kStride * s.width + s.out_width) * int64_t(sizeof(T)),
       [&](const T* in, int64_t oh, int64_t ow, int64_t r) { output[r * s.out_width + ow] = avg_element(in, s, p, oh, ow); },
-      [&](const T* const* at, int, int64_t, int64_t ow, int64_t r) { avg_block<T, K, kStride>(at, divisor, output + r * s.out_width + ow); });
+      [&](const T* const* at, int, int64_t, int64_t, int64_t ow, int64_t r) {
+        avg_block<T, K, kStride>(at, divisor, output + r * s.out_width + ow);
+      },
+      [](const T* const*, int, int64_t, int64_t, int64_t, int64_t) {});
 }
 
 // Backward of a 2x2, stride-2 pool (windows never overlap): each thread writes whole input rows
