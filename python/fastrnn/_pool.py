@@ -235,10 +235,14 @@ class _AvgPool2dFunction(torch.autograd.Function):
         return _avg_backward(ctx, grad_y)
 
 
+# Not in every torch 2.x: where it is missing, every training call takes the custom ops.
+_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", None)
+
+
 def _eager(x: Tensor) -> bool:
     """Whether a training call may use the autograd.Functions above instead of the custom ops."""
-    return (type(x) is Tensor and x.device.type in ("cpu", "cuda") and not torch.compiler.is_compiling()
-            and _current_dispatch_mode() is None and not torch._C._are_functorch_transforms_active())
+    return (_functorch_active is not None and type(x) is Tensor and x.device.type in ("cpu", "cuda")
+            and not torch.compiler.is_compiling() and _current_dispatch_mode() is None and not _functorch_active())
 
 
 # ---- Argument checks, in torch's order and words --------------------------------------------------
