@@ -1,9 +1,10 @@
 // Pooling with AVX2 for the common windows: 2x2 and 3x3, stride 1 or 2, no dilation (any
-// padding, ceil_mode and divisor). Each output row runs SIMD blocks over its interior columns (windows
-// wholly inside the input) and the portable code on the few border outputs; rows whose windows
-// leave the input run the portable code throughout. The work streams through memory, so the
-// goal is touching each byte once at close to memory bandwidth: stride-2 windows are
-// deinterleaved in registers (shuffles), never gathered.
+// padding, ceil_mode and divisor). Each output row runs SIMD blocks over its interior columns
+// (windows wholly inside the input). Max pool also runs the windows clipped by the input's edges
+// as SIMD blocks (fewer rows; masked loads at the left and right); average pool runs the border
+// outputs, and rows whose windows leave the input, in the portable code. The work streams
+// through memory, so the goal is touching each byte once at close to memory bandwidth: stride-2
+// windows are deinterleaved in registers (shuffles), never gathered.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -274,9 +275,8 @@ inline void avg_block(const T* const* row, typename Simd<T>::V divisor, T* out) 
 }
 
 // Forward over output rows: SIMD blocks on interior rows and columns, portable code elsewhere.
-// element(plane, oh, ow, r) computes one output portably; block(rows, ow, r) kLanes of them.
-// kClipRows: the block also takes windows clipped by the top or bottom of the input (max pool).
-// kClipRows (max pool): the blocks also take windows clipped by the input's edges: by the top
+// element(plane, oh, ow, r) computes one output portably; block(rows, n, row_start, col0, ow, r)
+// kLanes of them. kClipRows (max pool): the blocks also take windows clipped by the input's edges: by the top
 // or bottom (fewer rows), and, through edge_block, by the left or right (the first and last
 // kLanes outputs of a row, overlapping the interior blocks, instead of the portable code).
 template <typename T, int K, int kStride, bool kClipRows, typename Element, typename Block, typename EdgeBlock>
