@@ -71,6 +71,17 @@ struct Simd<float> {
   static V equal(I a, I b) { return _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, b)); }
   static V keep(V mask, V v) { return _mm256_and_ps(mask, v); }
   static I max_index(I a, I b) { return _mm256_max_epi32(a, b); }
+  // (lo, hi) = v[0], v[0], v[1], v[1], .. v[7], v[7]
+  static void duplicate(V v, V& lo, V& hi) {
+    lo = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
+    hi = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7));
+  }
+  // The same for 8 int64 positions, as int32 (their low halves).
+  static void duplicate_index(const int64_t* p, I& lo, I& hi) {
+    const I pick = _mm256_setr_epi32(0, 0, 2, 2, 4, 4, 6, 6);
+    lo = _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), pick);
+    hi = _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 4)), pick);
+  }
   // p[0..8) where column + lane lies in [0, width), -inf elsewhere (those lanes are not read).
   static V load_inside(const float* p, int64_t column, int64_t width) {
     const I c = ramp(column, 1);
@@ -121,6 +132,15 @@ struct Simd<double> {
   static V equal(I a, I b) { return _mm256_castsi256_pd(_mm256_cmpeq_epi64(a, b)); }
   static V keep(V mask, V v) { return _mm256_and_pd(mask, v); }
   static I max_index(I a, I b) { return _mm256_blendv_epi8(b, a, _mm256_cmpgt_epi64(a, b)); }
+  static void duplicate(V v, V& lo, V& hi) {
+    lo = _mm256_permute4x64_pd(v, 0x50);
+    hi = _mm256_permute4x64_pd(v, 0xFA);
+  }
+  static void duplicate_index(const int64_t* p, I& lo, I& hi) {
+    const I v = load_index(p);
+    lo = _mm256_permute4x64_epi64(v, 0x50);
+    hi = _mm256_permute4x64_epi64(v, 0xFA);
+  }
   static V load_inside(const double* p, int64_t column, int64_t width) {
     const I c = ramp(column, 1);
     const I inside = _mm256_andnot_si256(_mm256_cmpgt_epi64(_mm256_setzero_si256(), c),
@@ -431,12 +451,18 @@ void max_backward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* gra
       },
       [&](int64_t plane, int64_t oh, int64_t ow, T* row0, T* row1, int64_t position) {
         const int64_t o = plane * out_plane + oh * s.out_width + ow;
-        const auto g = S::load(grad_out + o);
-        const auto at = S::load_index(indices + o);
-        const auto base = S::ramp(position, 2);
-        auto part = [&](int64_t offset) { return S::keep(S::equal(at, S::add(base, offset)), g); };
-        S::interleave_store(row0, part(0), part(1));
-        S::interleave_store(row1, part(s.width), part(s.width + 1));
+        // In input order: input j of the 2 kLanes in a row takes window j / 2's gradient where
+        // that window's index is j's position.
+        typename S::V g0, g1;
+        typename S::I at0, at1;
+        S::duplicate(S::load(grad_out + o), g0, g1);
+        S::duplicate_index(indices + o, at0, at1);
+        constexpr int L = S::kLanes;
+        const auto here0 = S::ramp(position, 1), here1 = S::add(here0, s.width);
+        S::store(row0, S::keep(S::equal(at0, here0), g0));
+        S::store(row0 + L, S::keep(S::equal(at1, S::add(here0, L)), g1));
+        S::store(row1, S::keep(S::equal(at0, here1), g0));
+        S::store(row1 + L, S::keep(S::equal(at1, S::add(here1, L)), g1));
       });
 }
 
