@@ -61,13 +61,6 @@ struct Simd<float> {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(i)));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(i, 1)));
   }
-  static I load_index(const int64_t* p) {
-    // The low halves of 8 int64, in order.
-    const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-    const __m256i lo = _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), pick);
-    const __m256i hi = _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 4)), pick);
-    return _mm256_permute2x128_si256(lo, hi, 0x20);
-  }
   static V equal(I a, I b) { return _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, b)); }
   static V keep(V mask, V v) { return _mm256_and_ps(mask, v); }
   static I max_index(I a, I b) { return _mm256_max_epi32(a, b); }
