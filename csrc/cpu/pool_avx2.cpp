@@ -315,10 +315,10 @@ void forward_rows(const Pool2dShape& s, const Pool2dParams& p, const T* input, i
         const int64_t top = ih < 0 ? 0 : ih, bottom = ih + K < s.height ? ih + K : s.height;
         ih = top, n = bottom - top;
       }
-      const T* window_rows[K];
+      const T* window_rows[K] = {};
       for (int k = 0; k < n; ++k) window_rows[k] = in + (ih + k) * s.width - p.pad_w;
       auto edge = [&](int64_t ow) {
-        const T* at[K];
+        const T* at[K] = {};
         for (int k = 0; k < n; ++k) at[k] = window_rows[k] + kStride * ow;
         edge_block(at, static_cast<int>(n), ih * s.width, kStride * ow - p.pad_w, ow, r);
       };
@@ -329,7 +329,7 @@ void forward_rows(const Pool2dShape& s, const Pool2dParams& p, const T* input, i
       }
       auto blocks = [&](auto rows_in_window) {  // K as a constant for whole windows: unrolled loops
         for_each_block<L>(cols, [&](int64_t ow) {
-          const T* at[K];
+          const T* at[K] = {};
           for (int k = 0; k < K && k < rows_in_window; ++k) at[k] = window_rows[k] + kStride * ow;
           block(at, static_cast<int>(rows_in_window), ih * s.width, kStride * ow - p.pad_w, ow, r);
         });
