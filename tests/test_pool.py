@@ -110,26 +110,35 @@ def test_avg_pool_options(kernel, stride, padding, ceil_mode, count_include_pad,
     _check_avg(x, dtype, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
 
 
-# ---- The SIMD windows (2x2 and 3x3, stride 2) under every instruction set ------------------------------------
+# ---- The SIMD windows (2x2 and 3x3, stride 1 or 2) under every instruction set -----------------------------
 
 FAST_SHAPES = [(2, 3, 28, 28), (1, 2, 37, 53), (2, 2, 56, 57), (3, 5, 11, 7), (1, 1, 9, 40)]
-FAST_WINDOWS = [(2, 0), (2, 1), (3, 0), (3, 1)]  # (kernel, padding), stride 2
+# (kernel, stride, padding); backward: 2x2/2 both pools, 3x3/2 the average (a gather).
+FAST_WINDOWS = [(2, 2, 0), (2, 2, 1), (3, 2, 0), (3, 2, 1), (2, 1, 0), (2, 1, 1), (3, 1, 0), (3, 1, 1)]
 
 
 @pytest.mark.parametrize("ceil_mode", [False, True])
-@pytest.mark.parametrize("kernel,padding", FAST_WINDOWS)
+@pytest.mark.parametrize("kernel,stride,padding", FAST_WINDOWS)
 @pytest.mark.parametrize("shape", FAST_SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_simd_windows(isa, shape, kernel, padding, ceil_mode, dtype):
+def test_simd_windows(isa, shape, kernel, stride, padding, ceil_mode, dtype):
     x = _input(shape, dtype, seed=sum(shape))
-    _check_max(x, dtype, kernel, 2, padding, 1, ceil_mode)
+    _check_max(x, dtype, kernel, stride, padding, 1, ceil_mode)
     for count_include_pad, divisor in ((True, None), (False, None), (True, 5)):
-        _check_avg(x, dtype, kernel, 2, padding, ceil_mode, count_include_pad, divisor)
+        _check_avg(x, dtype, kernel, stride, padding, ceil_mode, count_include_pad, divisor)
 
 
-@pytest.mark.parametrize("kernel,padding", FAST_WINDOWS)
+@pytest.mark.parametrize("width", [1023, 1024, 1025, 1030])
+def test_avg_gather_width_limit(isa, width):
+    """The 3x3/2 average backward's gather takes inputs up to 1024 wide, the portable scatter wider ones."""
+    x = _input((1, 2, 5, width), torch.float64, seed=width)
+    for padding, ceil_mode, count_include_pad in ((1, False, True), (0, True, False), (1, True, False)):
+        _check_avg(x, torch.float64, 3, 2, padding, ceil_mode, count_include_pad)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", FAST_WINDOWS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_simd_matches_generic(kernel, padding, dtype):
+def test_simd_matches_generic(kernel, stride, padding, dtype):
     """The SIMD path gives the portable path's results: same values, same indices, same gradients."""
     x = _input((2, 3, 31, 45), dtype, seed=3)
     results = {}
@@ -138,9 +147,9 @@ def test_simd_matches_generic(kernel, padding, dtype):
         for isa in _C.supported_isas():
             _C.set_isa(isa)
             xr = x.clone().requires_grad_()
-            y, i = FF.max_pool2d(xr, kernel, 2, padding, return_indices=True)
+            y, i = FF.max_pool2d(xr, kernel, stride, padding, return_indices=True)
             y.backward(torch.ones_like(y))
-            a = FF.avg_pool2d(x, kernel, 2, padding)
+            a = FF.avg_pool2d(x, kernel, stride, padding)
             results[isa] = (y.detach(), i, xr.grad, a)
     finally:
         _C.set_isa(previous)
@@ -165,7 +174,8 @@ def _with_specials(shape, dtype, seed):
 
 
 @pytest.mark.parametrize("kernel,stride,padding,dilation", [(2, 2, 0, 1), (3, 2, 1, 1), (2, 2, 1, 1), (3, 1, 1, 2),
-                                                            ((2, 3), (1, 2), (1, 1), 1)])
+                                                            ((2, 3), (1, 2), (1, 1), 1), (3, 1, 1, 1), (2, 1, 0, 1),
+                                                            (3, 1, 0, 1)])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_inf_and_ties(isa, kernel, stride, padding, dilation, dtype):
     """A NaN in a window wins (its index is the last NaN's, as torch), equal maxima give the first
@@ -184,11 +194,19 @@ def test_nan_inf_and_ties(isa, kernel, stride, padding, dilation, dtype):
         assert_close(FF.avg_pool2d(x, kernel, stride, padding), F.avg_pool2d(x, kernel, stride, padding), dtype, "avg")
 
 
-def test_all_minus_infinity_windows():
-    x = torch.full((1, 2, 6, 6), float("-inf"))
-    ref_y, ref_i = F.max_pool2d(x, 3, 2, 1, return_indices=True)
-    our_y, our_i = FF.max_pool2d(x, 3, 2, 1, return_indices=True)
-    assert torch.equal(our_y, ref_y) and torch.equal(our_i, ref_i)
+@pytest.mark.parametrize("shape", [(1, 2, 6, 6), (1, 2, 9, 40)])
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 2, 1), (3, 1, 1), (2, 2, 1), (2, 1, 1)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_all_minus_infinity_windows(isa, shape, kernel, stride, padding, dtype):
+    """An all -inf window's index is its first element inside the input (the SIMD edge blocks
+    read the padding as -inf and must not pick it)."""
+    x = torch.full(shape, float("-inf"), dtype=dtype)
+    x[..., 3, 5] = float("nan")
+    for ceil_mode in (False, True):
+        ref_y, ref_i = F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode, return_indices=True)
+        our_y, our_i = FF.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode, return_indices=True)
+        assert torch.equal(our_y.isnan(), ref_y.isnan()) and torch.equal(our_i, ref_i)
+        assert torch.equal(our_y.nan_to_num(), ref_y.nan_to_num())
 
 
 # ---- Gradients and registration ---------------------------------------------------------------------------
@@ -212,6 +230,21 @@ def test_avg_pool_gradcheck(args):
     x = torch.randn(2, 3, 9, 11, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: FF.avg_pool2d(t, **args), (x,))
     assert torch.autograd.gradgradcheck(lambda t: FF.avg_pool2d(t, **args), (x,))
+
+
+def test_custom_op_autograd():
+    """Eager training runs autograd.Functions; the custom ops (taken under torch.compile, tensor
+    subclasses, dispatch modes) keep their own registered autograd, double backward included."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 9, 11, dtype=torch.float64, requires_grad=True)
+    for f in (lambda t: _pool.max_pool2d_op(t, [3, 3], [2, 2], [1, 1], [1, 1], True, True)[0],
+              lambda t: _pool.avg_pool2d_op(t, [3, 3], [2, 2], [1, 1], True, False, None)):
+        assert torch.autograd.gradcheck(f, (x,))
+        assert torch.autograd.gradgradcheck(f, (x,))
+    ref = x.detach().clone().requires_grad_()
+    _pool.max_pool2d_op(ref, [3, 3], [1, 1], [1, 1], [1, 1], False, True)[0].sum().backward()
+    FF.max_pool2d(x, 3, 1, 1).sum().backward()
+    assert torch.equal(x.grad, ref.grad)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -24,16 +24,26 @@ void avg_pool2d_backward(const Pool2dShape& s, const Pool2dParams& p, DType dtyp
 
 namespace {
 
-// The windows the SIMD kernels take: K x K (K = 2 or 3, backward: 2 only), stride 2, no
-// dilation, planes small enough for int32 positions.
-bool simd_window(const Pool2dShape& s, const Pool2dParams& p, bool backward) {
+// The windows the SIMD kernels take (no dilation, planes small enough for int32 positions):
+// forward K x K, K = 2 or 3, stride 1 or 2 in both dimensions; backward 2x2 stride 2, and for
+// the average also 3x3 stride 2 on inputs at most 1024 wide (its gather's stack buffers).
+enum class Pass { Forward, MaxBackward, AvgBackward };
+bool simd_window(const Pool2dShape& s, const Pool2dParams& p, Pass pass) {
 #if defined(FASTRNN_X86)
   if (active_isa() == Isa::Generic) return false;
-  const bool square = p.kernel_h == p.kernel_w && (p.kernel_h == 2 || (p.kernel_h == 3 && !backward));
-  return square && p.stride_h == 2 && p.stride_w == 2 && p.dilation_h == 1 && p.dilation_w == 1 &&
-         s.height * s.width < (int64_t(1) << 31);
+  if (p.dilation_h != 1 || p.dilation_w != 1 || s.height * s.width >= (int64_t(1) << 31)) return false;
+  if (p.kernel_h != p.kernel_w || p.stride_h != p.stride_w || (p.kernel_h != 2 && p.kernel_h != 3)) return false;
+  switch (pass) {
+    case Pass::Forward:
+      return p.stride_h == 1 || p.stride_h == 2;
+    case Pass::MaxBackward:
+      return p.stride_h == 2 && p.kernel_h == 2;
+    case Pass::AvgBackward:
+      return p.stride_h == 2 && (p.kernel_h == 2 || s.width <= 1024);
+  }
+  return false;
 #else
-  (void)s, (void)p, (void)backward;
+  (void)s, (void)p, (void)pass;
   return false;
 #endif
 }
@@ -55,7 +65,7 @@ void max_pool2d_forward(const Pool2dParams& p, const TensorView& input, const Te
   int64_t* idx = indices.defined() ? indices.data_as<int64_t>() : nullptr;
   if (s.planes == 0) return;
 #if defined(FASTRNN_X86)
-  if (simd_window(s, p, false)) return isa_avx2::max_pool2d_forward(s, p, input.dtype, input.data, output.data, idx);
+  if (simd_window(s, p, Pass::Forward)) return isa_avx2::max_pool2d_forward(s, p, input.dtype, input.data, output.data, idx);
 #endif
   FASTRNN_DISPATCH_FLOATING(input.dtype, op, [&] {
     max_forward_generic<scalar_t>(s, p, input.data_as<scalar_t>(), output.data_as<scalar_t>(), idx);
@@ -71,7 +81,7 @@ void max_pool2d_backward(const Pool2dParams& p, const TensorView& grad_output, c
   check_no_overlap(op, {{"grad_input", &grad_input}}, {{"grad_output", &grad_output}, {"indices", &indices}});
   if (s.planes == 0) return;
 #if defined(FASTRNN_X86)
-  if (simd_window(s, p, true)) {
+  if (simd_window(s, p, Pass::MaxBackward)) {
     return isa_avx2::max_pool2d_backward(s, p, grad_input.dtype, grad_output.data, indices.data_as<int64_t>(),
                                          grad_input.data);
   }
@@ -89,7 +99,7 @@ void avg_pool2d_forward(const Pool2dParams& p, const TensorView& input, const Te
   check_no_overlap(op, {{"output", &output}}, {{"input", &input}});
   if (s.planes == 0) return;
 #if defined(FASTRNN_X86)
-  if (simd_window(s, p, false)) return isa_avx2::avg_pool2d_forward(s, p, input.dtype, input.data, output.data);
+  if (simd_window(s, p, Pass::Forward)) return isa_avx2::avg_pool2d_forward(s, p, input.dtype, input.data, output.data);
 #endif
   FASTRNN_DISPATCH_FLOATING(input.dtype, op, [&] {
     avg_forward_generic<scalar_t>(s, p, input.data_as<scalar_t>(), output.data_as<scalar_t>());
@@ -103,7 +113,7 @@ void avg_pool2d_backward(const Pool2dParams& p, const TensorView& grad_output, c
   check_no_overlap(op, {{"grad_input", &grad_input}}, {{"grad_output", &grad_output}});
   if (s.planes == 0) return;
 #if defined(FASTRNN_X86)
-  if (simd_window(s, p, true)) {
+  if (simd_window(s, p, Pass::AvgBackward)) {
     return isa_avx2::avg_pool2d_backward(s, p, grad_input.dtype, grad_output.data, grad_input.data);
   }
 #endif

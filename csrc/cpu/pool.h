@@ -1,7 +1,7 @@
 #pragma once
 // 2-d max and average pooling on the CPU, forward and backward, with torch's semantics; float32
 // and float64, contiguous (N, C, H, W) or (C, H, W) arrays. The common windows (2x2 and 3x3 with
-// stride 2, no dilation) run SIMD code for the active instruction set; all others portable loops.
+// stride 1 or 2, no dilation) run SIMD code for the active instruction set; all others portable loops.
 #include "common/pool_params.h"
 #include "common/tensor_view.h"
 

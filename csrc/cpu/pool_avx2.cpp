@@ -1,12 +1,15 @@
-// Pooling with AVX2 for the common windows: 2x2 and 3x3, stride 2, no dilation (any padding,
-// ceil_mode and divisor). Each output row runs SIMD blocks over its interior columns (windows
-// wholly inside the input) and the portable code on the few border outputs; rows whose windows
-// leave the input run the portable code throughout. The work streams through memory, so the
-// goal is touching each byte once at close to memory bandwidth: stride-2 windows are
-// deinterleaved in registers (shuffles), never gathered.
+// Pooling with AVX2 for the common windows: 2x2 and 3x3, stride 1 or 2, no dilation (any
+// padding, ceil_mode and divisor). Each output row runs SIMD blocks over its interior columns
+// (windows wholly inside the input). Max pool also runs the windows clipped by the input's edges
+// as SIMD blocks (fewer rows; masked loads at the left and right); average pool runs the border
+// outputs, and rows whose windows leave the input, in the portable code. The work streams
+// through memory, so the goal is touching each byte once at close to memory bandwidth: stride-2
+// windows are deinterleaved in registers (shuffles), never gathered.
 #include <immintrin.h>
 
 #include <cstdint>
+#include <limits>
+#include <type_traits>
 
 #include "cpu/pool_kernels.h"
 
@@ -48,25 +51,38 @@ struct Simd<float> {
   static I select(V mask, I yes, I no) {
     return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(no), _mm256_castsi256_ps(yes), mask));
   }
+  // first + step * (0..7); step is a literal at every call, so the ramp is a constant plus a broadcast.
   static I ramp(int64_t first, int step) {
-    const int f = static_cast<int>(first);
-    return _mm256_setr_epi32(f, f + step, f + 2 * step, f + 3 * step, f + 4 * step, f + 5 * step, f + 6 * step,
-                             f + 7 * step);
+    return _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(first)),
+                            _mm256_setr_epi32(0, step, 2 * step, 3 * step, 4 * step, 5 * step, 6 * step, 7 * step));
   }
   static I add(I a, int64_t c) { return _mm256_add_epi32(a, _mm256_set1_epi32(static_cast<int>(c))); }
   static void store_index(int64_t* p, I i) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(i)));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(i, 1)));
   }
-  static I load_index(const int64_t* p) {
-    // The low halves of 8 int64, in order.
-    const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-    const __m256i lo = _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), pick);
-    const __m256i hi = _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 4)), pick);
-    return _mm256_permute2x128_si256(lo, hi, 0x20);
-  }
   static V equal(I a, I b) { return _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, b)); }
   static V keep(V mask, V v) { return _mm256_and_ps(mask, v); }
+  static I max_index(I a, I b) { return _mm256_max_epi32(a, b); }
+  // (lo, hi) = v[0], v[0], v[1], v[1], .. v[7], v[7]
+  static void duplicate(V v, V& lo, V& hi) {
+    lo = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
+    hi = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7));
+  }
+  // The same for 8 int64 positions, as int32 (their low halves).
+  static void duplicate_index(const int64_t* p, I& lo, I& hi) {
+    const I pick = _mm256_setr_epi32(0, 0, 2, 2, 4, 4, 6, 6);
+    lo = _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), pick);
+    hi = _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 4)), pick);
+  }
+  // p[0..8) where column + lane lies in [0, width), -inf elsewhere (those lanes are not read).
+  static V load_inside(const float* p, int64_t column, int64_t width) {
+    const I c = ramp(column, 1);
+    const I inside = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), c),
+                                         _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(width)), c));
+    return _mm256_blendv_ps(set1(-std::numeric_limits<float>::infinity()), _mm256_maskload_ps(p, inside),
+                            _mm256_castsi256_ps(inside));
+  }
 
  private:
   static V in_order(V v) { return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0xD8)); }
@@ -100,21 +116,40 @@ struct Simd<double> {
   static I select(V mask, I yes, I no) {
     return _mm256_castpd_si256(_mm256_blendv_pd(_mm256_castsi256_pd(no), _mm256_castsi256_pd(yes), mask));
   }
-  static I ramp(int64_t first, int step) { return _mm256_setr_epi64x(first, first + step, first + 2 * step, first + 3 * step); }
+  static I ramp(int64_t first, int step) {
+    return _mm256_add_epi64(_mm256_set1_epi64x(first), _mm256_setr_epi64x(0, step, 2 * step, 3 * step));
+  }
   static I add(I a, int64_t c) { return _mm256_add_epi64(a, _mm256_set1_epi64x(c)); }
   static void store_index(int64_t* p, I i) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), i); }
   static I load_index(const int64_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
   static V equal(I a, I b) { return _mm256_castsi256_pd(_mm256_cmpeq_epi64(a, b)); }
   static V keep(V mask, V v) { return _mm256_and_pd(mask, v); }
+  static I max_index(I a, I b) { return _mm256_blendv_epi8(b, a, _mm256_cmpgt_epi64(a, b)); }
+  static void duplicate(V v, V& lo, V& hi) {
+    lo = _mm256_permute4x64_pd(v, 0x50);
+    hi = _mm256_permute4x64_pd(v, 0xFA);
+  }
+  static void duplicate_index(const int64_t* p, I& lo, I& hi) {
+    const I v = load_index(p);
+    lo = _mm256_permute4x64_epi64(v, 0x50);
+    hi = _mm256_permute4x64_epi64(v, 0xFA);
+  }
+  static V load_inside(const double* p, int64_t column, int64_t width) {
+    const I c = ramp(column, 1);
+    const I inside = _mm256_andnot_si256(_mm256_cmpgt_epi64(_mm256_setzero_si256(), c),
+                                         _mm256_cmpgt_epi64(_mm256_set1_epi64x(width), c));
+    return _mm256_blendv_pd(set1(-std::numeric_limits<double>::infinity()), _mm256_maskload_pd(p, inside),
+                            _mm256_castsi256_pd(inside));
+  }
 };
 
-// Outputs [first, last) along one dimension whose K-wide, stride-2 windows lie inside [0, size).
+// Outputs [first, last) along one dimension whose K-wide windows (stride 1 or 2) lie inside [0, size).
 struct Interior {
   int64_t first, last;
 };
-Interior interior(int64_t size, int64_t out_size, int kernel, int64_t pad) {
-  const int64_t first = (pad + 1) / 2, reach = size - kernel + pad;
-  int64_t last = reach < 0 ? 0 : reach / 2 + 1;
+Interior interior(int64_t size, int64_t out_size, int kernel, int64_t pad, int stride) {
+  const int64_t first = (pad + stride - 1) / stride, reach = size - kernel + pad;
+  int64_t last = reach < 0 ? 0 : reach / stride + 1;
   last = last < out_size ? last : out_size;
   return {first, last < first ? first : last};
 }
@@ -131,56 +166,85 @@ inline void for_each_block(Interior cols, const Fn& block) {
   }
 }
 
-// kLanes outputs of a K x K max pool; row[k] points at window column 0 of the first output in
-// input row k, `position` is that element's flat index in the plane.
-template <typename T, int K, bool kIndices>
-inline void max_block(const T* const* row, int64_t width, int64_t position, T* out, int64_t* idx) {
+// kLanes outputs of a K x K max pool with stride kStride. row[k] points at window column 0 of the
+// first output in the k-th of the window's `rows` rows inside the input (K, or fewer where the
+// window's top or bottom lies in the padding: torch scans only the rows inside); `row_start` is
+// the flat index of the first of those rows in the plane, `col0` the first output's window
+// column 0 (negative in the left padding). kBorder: some lanes' windows are clipped by the left
+// or right edge; their columns outside [0, width) load as -inf and, as in torch's loop (best =
+// -inf, index = the first element inside), never take over, so values, indices, ties and NaN
+// come out as torch's.
+template <typename T, int K, int kStride, bool kIndices, bool kBorder = false>
+inline void max_block(const T* const* row, int rows, int64_t width, int64_t row_start, int64_t col0, T* out,
+                      int64_t* idx) {
   using S = Simd<T>;
   constexpr int L = S::kLanes;
   using V = typename S::V;
-  if constexpr (!kIndices) {
-    // Without indices the order does not matter: rows first, then the columns.
-    V a = S::load(row[0]), b = S::load(row[0] + L);
-    for (int k = 1; k < K; ++k) {
-      a = S::max_nan(a, S::load(row[k]));
-      b = S::max_nan(b, S::load(row[k] + L));
+  auto load = [&](int k, int offset) -> V {
+    if constexpr (kBorder) {
+      return S::load_inside(row[k] + offset, col0 + offset, width);
+    } else {
+      return S::load(row[k] + offset);
     }
-    V even, odd;
-    S::deinterleave(a, b, even, odd);
-    V best = S::max_nan(even, odd);
-    if constexpr (K == 3) {
-      // Column 2 of window j is x[2j + 2]: the odd elements of the row read from x + 1.
-      V c = S::load(row[0] + 1), d = S::load(row[0] + 1 + L);
-      for (int k = 1; k < K; ++k) {
-        c = S::max_nan(c, S::load(row[k] + 1));
-        d = S::max_nan(d, S::load(row[k] + 1 + L));
+  };
+  if constexpr (!kIndices) {
+    V best;
+    if constexpr (kStride == 1) {
+      // Rows first (K loads per column offset), then the K column offsets.
+      for (int c = 0; c < K; ++c) {
+        V column = load(0, c);
+        for (int k = 1; k < K && k < rows; ++k) column = S::max_nan(column, load(k, c));
+        best = c == 0 ? column : S::max_nan(best, column);
       }
-      V unused, third;
-      S::deinterleave(c, d, unused, third);
-      best = S::max_nan(best, third);
+    } else {
+      // Rows first, then the columns: deinterleaved even and odd ones, and for K = 3 column 2 of
+      // window j, x[2j + 2]: the odd elements of the row read from x + 1.
+      V a = load(0, 0), b = load(0, L);
+      for (int k = 1; k < K && k < rows; ++k) {
+        a = S::max_nan(a, load(k, 0));
+        b = S::max_nan(b, load(k, L));
+      }
+      V even, odd;
+      S::deinterleave(a, b, even, odd);
+      best = S::max_nan(even, odd);
+      if constexpr (K == 3) {
+        V c = load(0, 1), d = load(0, 1 + L);
+        for (int k = 1; k < K && k < rows; ++k) {
+          c = S::max_nan(c, load(k, 1));
+          d = S::max_nan(d, load(k, 1 + L));
+        }
+        V unused, third;
+        S::deinterleave(c, d, unused, third);
+        best = S::max_nan(best, third);
+      }
     }
     S::store(out, best);
   } else {
-    // With indices, torch's scan order: row by row, left to right.
-    const auto base = S::ramp(position, 2);
-    V best = S::set1(T(0));
+    // torch's scan order: row by row, left to right; `takes_over` keeps the first of equal maxima
+    // and lets every NaN take over (so the last NaN's index is kept).
+    const auto base = S::ramp(row_start + col0, kStride);
+    V best = S::set1(-std::numeric_limits<T>::infinity());
     auto at = base;
-    for (int k = 0; k < K; ++k) {
+    if constexpr (kBorder) at = S::max_index(base, S::ramp(row_start, 0));
+    for (int k = 0; k < K && k < rows; ++k) {
       V cols[3];
-      S::deinterleave(S::load(row[k]), S::load(row[k] + L), cols[0], cols[1]);
-      if constexpr (K == 3) {
-        V unused;
-        S::deinterleave(S::load(row[k] + 1), S::load(row[k] + 1 + L), unused, cols[2]);
+      if constexpr (kStride == 1) {
+        for (int c = 0; c < K; ++c) cols[c] = load(k, c);
+      } else {
+        S::deinterleave(load(k, 0), load(k, L), cols[0], cols[1]);
+        if constexpr (K == 3) {
+          V unused;
+          S::deinterleave(load(k, 1), load(k, 1 + L), unused, cols[2]);
+        }
       }
       for (int c = 0; c < K; ++c) {
-        const auto here = S::add(base, k * width + c);
-        if (k == 0 && c == 0) {
+        if (!kBorder && k == 0 && c == 0) {
           best = cols[0];
           continue;
         }
         const V take = S::takes_over(cols[c], best);
         best = S::select(take, cols[c], best);
-        at = S::select(take, here, at);
+        at = S::select(take, S::add(base, k * width + c), at);
       }
     }
     S::store(out, best);
@@ -188,11 +252,20 @@ inline void max_block(const T* const* row, int64_t width, int64_t position, T* o
   }
 }
 
-template <typename T, int K>
+template <typename T, int K, int kStride>
 inline void avg_block(const T* const* row, typename Simd<T>::V divisor, T* out) {
   using S = Simd<T>;
   constexpr int L = S::kLanes;
   using V = typename S::V;
+  if constexpr (kStride == 1) {
+    // torch's order: row by row, left to right.
+    V sum = S::load(row[0]);
+    for (int k = 0; k < K; ++k) {
+      for (int c = k == 0 ? 1 : 0; c < K; ++c) sum = S::add(sum, S::load(row[k] + c));
+    }
+    S::store(out, S::div(sum, divisor));
+    return;
+  }
   V a = S::load(row[0]), b = S::load(row[0] + L);
   for (int k = 1; k < K; ++k) {
     a = S::add(a, S::load(row[k]));
@@ -215,82 +288,138 @@ inline void avg_block(const T* const* row, typename Simd<T>::V divisor, T* out) 
 }
 
 // Forward over output rows: SIMD blocks on interior rows and columns, portable code elsewhere.
-// element(plane, oh, ow, r) computes one output portably; block(rows, ow, r) kLanes of them.
-template <typename T, int K, typename Element, typename Block>
+// element(plane, oh, ow, r) computes one output portably; block(rows, n, row_start, col0, ow, r)
+// kLanes of them. kClipRows (max pool): the blocks also take windows clipped by the input's edges: by the top
+// or bottom (fewer rows), and, through edge_block, by the left or right (the first and last
+// kLanes outputs of a row, overlapping the interior blocks, instead of the portable code).
+template <typename T, int K, int kStride, bool kClipRows, typename Element, typename Block, typename EdgeBlock>
 void forward_rows(const Pool2dShape& s, const Pool2dParams& p, const T* input, int64_t bytes_per_row,
-                  const Element& element, const Block& block) {
+                  const Element& element, const Block& block, const EdgeBlock& edge_block) {
   constexpr int L = Simd<T>::kLanes;
-  const Interior rows = interior(s.height, s.out_height, K, p.pad_h);
-  const Interior cols = interior(s.width, s.out_width, K, p.pad_w);
+  const Interior rows = interior(s.height, s.out_height, K, p.pad_h, kStride);
+  const Interior cols = interior(s.width, s.out_width, K, p.pad_w, kStride);
   const bool wide = cols.last - cols.first >= L;
+  const bool edges = kClipRows && cols.first <= L && s.out_width - cols.last <= L;
   parallel_rows(s.planes * s.out_height, bytes_per_row, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t plane = r / s.out_height, oh = r % s.out_height;
       const T* in = input + plane * s.height * s.width;
-      if (!wide || oh < rows.first || oh >= rows.last) {
+      const bool inside = oh >= rows.first && oh < rows.last;
+      if (!wide || (!kClipRows && !inside)) {
         for (int64_t ow = 0; ow < s.out_width; ++ow) element(in, oh, ow, r);
         continue;
       }
-      for (int64_t ow = 0; ow < cols.first; ++ow) element(in, oh, ow, r);
-      const int64_t ih = oh * 2 - p.pad_h;
-      const T* window_rows[K];
-      for (int k = 0; k < K; ++k) window_rows[k] = in + (ih + k) * s.width - p.pad_w;
-      for_each_block<L>(cols, [&](int64_t ow) {
-        const T* at[K];
-        for (int k = 0; k < K; ++k) at[k] = window_rows[k] + 2 * ow;
-        block(at, (ih * s.width) + 2 * ow - p.pad_w, ow, r);
-      });
-      for (int64_t ow = cols.last; ow < s.out_width; ++ow) element(in, oh, ow, r);
+      // The window's rows inside the input: [ih, ih + n).
+      int64_t ih = oh * kStride - p.pad_h, n = K;
+      if (!inside) {
+        const int64_t top = ih < 0 ? 0 : ih, bottom = ih + K < s.height ? ih + K : s.height;
+        ih = top, n = bottom - top;
+      }
+      const T* window_rows[K] = {};
+      for (int k = 0; k < n; ++k) window_rows[k] = in + (ih + k) * s.width - p.pad_w;
+      auto edge = [&](int64_t ow) {
+        const T* at[K] = {};
+        for (int k = 0; k < n; ++k) at[k] = window_rows[k] + kStride * ow;
+        edge_block(at, static_cast<int>(n), ih * s.width, kStride * ow - p.pad_w, ow, r);
+      };
+      if (edges && cols.first > 0) {
+        edge(0);
+      } else {
+        for (int64_t ow = 0; ow < cols.first; ++ow) element(in, oh, ow, r);
+      }
+      auto blocks = [&](auto rows_in_window) {  // K as a constant for whole windows: unrolled loops
+        for_each_block<L>(cols, [&](int64_t ow) {
+          const T* at[K] = {};
+          for (int k = 0; k < K && k < rows_in_window; ++k) at[k] = window_rows[k] + kStride * ow;
+          block(at, static_cast<int>(rows_in_window), ih * s.width, kStride * ow - p.pad_w, ow, r);
+        });
+      };
+      if (inside) {
+        blocks(std::integral_constant<int, K>());
+      } else {
+        blocks(static_cast<int>(n));
+      }
+      if (edges && cols.last < s.out_width) {
+        edge(s.out_width - L);
+      } else {
+        for (int64_t ow = cols.last; ow < s.out_width; ++ow) element(in, oh, ow, r);
+      }
     }
   });
 }
 
-template <typename T, int K, bool kIndices>
+template <typename T, int K, int kStride, bool kIndices>
 void max_forward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* input, T* output, int64_t* indices) {
-  const int64_t bytes = (K * s.width + s.out_width * (kIndices ? 3 : 1)) * int64_t(sizeof(T));
-  forward_rows<T, K>(
+  const int64_t bytes = (kStride * s.width + s.out_width * (kIndices ? 3 : 1)) * int64_t(sizeof(T));
+  forward_rows<T, K, kStride, true>(
       s, p, input, bytes,
       [&](const T* in, int64_t oh, int64_t ow, int64_t r) {
         const int64_t o = r * s.out_width + ow;
         max_element(in, s, p, oh, ow, output + o, kIndices ? indices + o : nullptr);
       },
-      [&](const T* const* at, int64_t position, int64_t ow, int64_t r) {
+      [&](const T* const* at, int rows, int64_t row_start, int64_t col0, int64_t ow, int64_t r) {
         const int64_t o = r * s.out_width + ow;
-        max_block<T, K, kIndices>(at, s.width, position, output + o, kIndices ? indices + o : nullptr);
+        max_block<T, K, kStride, kIndices>(at, rows, s.width, row_start, col0, output + o,
+                                           kIndices ? indices + o : nullptr);
+      },
+      [&](const T* const* at, int rows, int64_t row_start, int64_t col0, int64_t ow, int64_t r) {
+        const int64_t o = r * s.out_width + ow;
+        max_block<T, K, kStride, kIndices, true>(at, rows, s.width, row_start, col0, output + o,
+                                                 kIndices ? indices + o : nullptr);
       });
 }
 
-template <typename T, int K>
+template <typename T, int K, int kStride>
 void avg_forward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* input, T* output) {
   using S = Simd<T>;
   // Interior windows are whole: the divisor is kernel area unless overridden.
   const auto divisor = S::set1(T(p.divisor_override != 0 ? p.divisor_override : K * K));
-  forward_rows<T, K>(
-      s, p, input, (K * s.width + s.out_width) * int64_t(sizeof(T)),
+  forward_rows<T, K, kStride, false>(
+      s, p, input, (kStride * s.width + s.out_width) * int64_t(sizeof(T)),
       [&](const T* in, int64_t oh, int64_t ow, int64_t r) { output[r * s.out_width + ow] = avg_element(in, s, p, oh, ow); },
-      [&](const T* const* at, int64_t, int64_t ow, int64_t r) { avg_block<T, K>(at, divisor, output + r * s.out_width + ow); });
+      [&](const T* const* at, int, int64_t, int64_t, int64_t ow, int64_t r) {
+        avg_block<T, K, kStride>(at, divisor, output + r * s.out_width + ow);
+      },
+      [](const T* const*, int, int64_t, int64_t, int64_t, int64_t) {});
 }
 
 // Backward of a 2x2, stride-2 pool (windows never overlap): each thread writes whole input rows
 // of grad_input; interior windows are stored straight from registers, border windows are
 // scattered portably onto zeros. block(gi_row0, gi_row1, oh, ow) writes kLanes windows' 2x2.
+// Only what the blocks do not store is zeroed first: zeroing whole rows would be a second pass
+// over grad_input (its first touch, a read of each line from memory) before the stores.
 template <typename T, typename Border, typename Block>
 void backward_2x2(const Pool2dShape& s, const Pool2dParams& p, T* grad_in, const Border& border, const Block& block) {
   constexpr int L = Simd<T>::kLanes;
-  const Interior rows = interior(s.height, s.out_height, 2, p.pad_h);
-  const Interior cols = interior(s.width, s.out_width, 2, p.pad_w);
+  const Interior rows = interior(s.height, s.out_height, 2, p.pad_h, 2);
+  const Interior cols = interior(s.width, s.out_width, 2, p.pad_w, 2);
   const bool wide = cols.last - cols.first >= L;
   parallel_rows(s.planes * s.height, s.width * int64_t(sizeof(T)) * 2, [&](int64_t begin, int64_t end) {
     for_each_plane_piece(s, begin, end, [&](int64_t plane, int64_t h0, int64_t h1) {
       T* gi = grad_in + plane * s.height * s.width;
-      std::memset(gi + h0 * s.width, 0, sizeof(T) * (h1 - h0) * s.width);
+      auto simd_row = [&](int64_t oh) {
+        const int64_t ih = oh * 2 - p.pad_h;
+        return wide && oh >= rows.first && oh < rows.last && ih >= h0 && ih + 2 <= h1;
+      };
+      const int64_t left = 2 * cols.first - p.pad_w, right = 2 * cols.last - p.pad_w;
+      for (int64_t ih = h0; ih < h1; ++ih) {
+        T* row = gi + ih * s.width;
+        // The one window row holding input row ih.
+        const int64_t oh = (ih + p.pad_h) / 2;
+        if (oh < s.out_height && simd_row(oh)) {
+          std::memset(row, 0, sizeof(T) * left);
+          std::memset(row + right, 0, sizeof(T) * (s.width - right));
+        } else {
+          std::memset(row, 0, sizeof(T) * s.width);
+        }
+      }
       const RowSpan span = output_rows_touching(h0, h1, 2, p.pad_h, 2, 1, s.out_height);
       for (int64_t oh = span.first; oh < span.last; ++oh) {
-        const int64_t ih = oh * 2 - p.pad_h;
-        if (!wide || oh < rows.first || oh >= rows.last || ih < h0 || ih + 2 > h1) {
+        if (!simd_row(oh)) {
           border(plane, oh, 0, s.out_width, h0, h1);
           continue;
         }
+        const int64_t ih = oh * 2 - p.pad_h;
         border(plane, oh, 0, cols.first, h0, h1);
         for_each_block<L>(cols, [&](int64_t ow) {
           T* at = gi + ih * s.width + 2 * ow - p.pad_w;
@@ -315,12 +444,18 @@ void max_backward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* gra
       },
       [&](int64_t plane, int64_t oh, int64_t ow, T* row0, T* row1, int64_t position) {
         const int64_t o = plane * out_plane + oh * s.out_width + ow;
-        const auto g = S::load(grad_out + o);
-        const auto at = S::load_index(indices + o);
-        const auto base = S::ramp(position, 2);
-        auto part = [&](int64_t offset) { return S::keep(S::equal(at, S::add(base, offset)), g); };
-        S::interleave_store(row0, part(0), part(1));
-        S::interleave_store(row1, part(s.width), part(s.width + 1));
+        // In input order: input j of the 2 kLanes in a row takes window j / 2's gradient where
+        // that window's index is j's position.
+        typename S::V g0, g1;
+        typename S::I at0, at1;
+        S::duplicate(S::load(grad_out + o), g0, g1);
+        S::duplicate_index(indices + o, at0, at1);
+        constexpr int L = S::kLanes;
+        const auto here0 = S::ramp(position, 1), here1 = S::add(here0, s.width);
+        S::store(row0, S::keep(S::equal(at0, here0), g0));
+        S::store(row0 + L, S::keep(S::equal(at1, S::add(here0, L)), g1));
+        S::store(row1, S::keep(S::equal(at0, here1), g0));
+        S::store(row1 + L, S::keep(S::equal(at1, S::add(here1, L)), g1));
       });
 }
 
@@ -342,22 +477,109 @@ void avg_backward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* gra
       });
 }
 
+// Backward of a 3x3, stride-2 average pool as a gather, so each thread writes whole rows of
+// grad_input once with no scatter: with q = iw + pad_w, input column iw lies in the windows of
+// ow = q / 2 and, for even q, ow = q / 2 - 1 (rows likewise). Per output row the scaled
+// gradients g' = g / divisor (torch's per-output divisor) are expanded to input columns once,
+// X[2m] = g'[m] + g'[m - 1], X[2m + 1] = g'[m] (g' = 0 outside [0, OW)); an input row is then one
+// expanded row, or the sum of two. Only input widths up to kAvgGatherWidth (stack buffers).
+constexpr int64_t kAvgGatherWidth = 1024;
+
+template <typename T>
+void avg_backward_3x3s2(const Pool2dShape& s, const Pool2dParams& p, const T* grad_out, T* grad_in) {
+  using S = Simd<T>;
+  constexpr int L = S::kLanes;
+  constexpr int64_t kHalf = kAvgGatherWidth / 2 + 4 * L;
+  const int64_t out_plane = s.out_height * s.out_width, in_plane = s.height * s.width;
+  // Expanded positions q in [0, 2M) cover q = iw + pad_w for every input column.
+  const int64_t m_count = (s.width + p.pad_w + 1) / 2;
+  const int64_t m_blocks = (m_count + L - 1) / L * L;
+  parallel_rows(s.planes * s.height, s.width * int64_t(sizeof(T)) * 2, [&](int64_t begin, int64_t end) {
+    alignas(32) T column_divisor[kHalf];
+    alignas(32) T scaled[kHalf + L];  // scaled[1 + m] = g'[m], zero elsewhere
+    alignas(32) T expanded[2][2 * kHalf];
+    for (int64_t ow = 0; ow < s.out_width; ++ow) {
+      const AvgWindow w = avg_window(ow, 3, p.pad_w, 2, s.width);
+      column_divisor[ow] = T(p.count_include_pad ? w.padded : w.last - w.first);
+    }
+    for (int64_t i = 0; i < kHalf + L; ++i) scaled[i] = T(0);
+    for_each_plane_piece(s, begin, end, [&](int64_t plane, int64_t h0, int64_t h1) {
+      const T* go = grad_out + plane * out_plane;
+      T* gi = grad_in + plane * in_plane;
+      int64_t held[2] = {-1, -1};  // the output row expanded in each slot
+      auto expand = [&](int64_t oh) -> const T* {
+        T* x = expanded[oh & 1];
+        if (held[oh & 1] == oh) return x + p.pad_w;
+        held[oh & 1] = oh;
+        const T* g = go + oh * s.out_width;
+        if (p.divisor_override != 0) {
+          const T divisor = T(p.divisor_override);
+          for (int64_t ow = 0; ow < s.out_width; ++ow) scaled[1 + ow] = g[ow] / divisor;
+        } else {
+          const AvgWindow h = avg_window(oh, 3, p.pad_h, 2, s.height);
+          const T row_divisor = T(p.count_include_pad ? h.padded : h.last - h.first);
+          for (int64_t ow = 0; ow < s.out_width; ++ow) scaled[1 + ow] = g[ow] / (row_divisor * column_divisor[ow]);
+        }
+        for (int64_t m = 0; m < m_blocks; m += L) {
+          const auto here = S::load(scaled + 1 + m);
+          S::interleave_store(x + 2 * m, S::add(here, S::load(scaled + m)), here);
+        }
+        return x + p.pad_w;
+      };
+      for (int64_t ih = h0; ih < h1; ++ih) {
+        const int64_t q = ih + p.pad_h, m = q / 2;
+        const bool first = m < s.out_height, second = q % 2 == 0 && m >= 1 && m - 1 < s.out_height;
+        T* row = gi + ih * s.width;
+        if (first && second) {
+          const T* b = expand(m - 1);
+          const T* a = expand(m);
+          for (int64_t iw = 0; iw < s.width; ++iw) row[iw] = b[iw] + a[iw];
+        } else if (first || second) {
+          const T* a = expand(first ? m : m - 1);
+          std::memcpy(row, a, sizeof(T) * s.width);
+        } else {
+          std::memset(row, 0, sizeof(T) * s.width);
+        }
+      }
+    });
+  });
+}
+
+template <typename T, int kStride>
+void max_forward_strided(const Pool2dShape& s, const Pool2dParams& p, const T* in, T* out, int64_t* indices) {
+  if (p.kernel_h == 2) {
+    if (indices) return max_forward_fast<T, 2, kStride, true>(s, p, in, out, indices);
+    return max_forward_fast<T, 2, kStride, false>(s, p, in, out, nullptr);
+  }
+  if (indices) return max_forward_fast<T, 3, kStride, true>(s, p, in, out, indices);
+  return max_forward_fast<T, 3, kStride, false>(s, p, in, out, nullptr);
+}
+
 template <typename T>
 void max_forward_typed(const Pool2dShape& s, const Pool2dParams& p, const void* input, void* output, int64_t* indices) {
   const T* in = static_cast<const T*>(input);
   T* out = static_cast<T*>(output);
-  if (p.kernel_h == 2) {
-    if (indices) return max_forward_fast<T, 2, true>(s, p, in, out, indices);
-    return max_forward_fast<T, 2, false>(s, p, in, out, nullptr);
+  if (p.stride_h == 1) return max_forward_strided<T, 1>(s, p, in, out, indices);
+  return max_forward_strided<T, 2>(s, p, in, out, indices);
+}
+
+template <typename T>
+void avg_forward_typed(const Pool2dShape& s, const Pool2dParams& p, const void* input, void* output) {
+  const T* in = static_cast<const T*>(input);
+  T* out = static_cast<T*>(output);
+  if (p.stride_h == 1) {
+    if (p.kernel_h == 2) return avg_forward_fast<T, 2, 1>(s, p, in, out);
+    return avg_forward_fast<T, 3, 1>(s, p, in, out);
   }
-  if (indices) return max_forward_fast<T, 3, true>(s, p, in, out, indices);
-  return max_forward_fast<T, 3, false>(s, p, in, out, nullptr);
+  if (p.kernel_h == 2) return avg_forward_fast<T, 2, 2>(s, p, in, out);
+  return avg_forward_fast<T, 3, 2>(s, p, in, out);
 }
 
 }  // namespace
 
-// The caller has checked the arguments and that the window is 2x2 or 3x3 with stride 2 and no
-// dilation; backward takes the 2x2 window only.
+// The caller has checked the arguments and that the window is 2x2 or 3x3 with stride 1 or 2 (the
+// same in both dimensions) and no dilation; backward takes the 2x2, stride-2 window only (and
+// the 3x3 stride-2 window, input width <= kAvgGatherWidth, for the average).
 void max_pool2d_forward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* input, void* output,
                         int64_t* indices) {
   if (dtype == DType::Float64) return max_forward_typed<double>(s, p, input, output, indices);
@@ -365,12 +587,8 @@ void max_pool2d_forward(const Pool2dShape& s, const Pool2dParams& p, DType dtype
 }
 
 void avg_pool2d_forward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* input, void* output) {
-  if (dtype == DType::Float64) {
-    if (p.kernel_h == 2) return avg_forward_fast<double, 2>(s, p, static_cast<const double*>(input), static_cast<double*>(output));
-    return avg_forward_fast<double, 3>(s, p, static_cast<const double*>(input), static_cast<double*>(output));
-  }
-  if (p.kernel_h == 2) return avg_forward_fast<float, 2>(s, p, static_cast<const float*>(input), static_cast<float*>(output));
-  return avg_forward_fast<float, 3>(s, p, static_cast<const float*>(input), static_cast<float*>(output));
+  if (dtype == DType::Float64) return avg_forward_typed<double>(s, p, input, output);
+  return avg_forward_typed<float>(s, p, input, output);
 }
 
 void max_pool2d_backward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* grad_output,
@@ -383,6 +601,12 @@ void max_pool2d_backward(const Pool2dShape& s, const Pool2dParams& p, DType dtyp
 
 void avg_pool2d_backward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* grad_output,
                          void* grad_input) {
+  if (p.kernel_h == 3) {
+    if (dtype == DType::Float64) {
+      return avg_backward_3x3s2<double>(s, p, static_cast<const double*>(grad_output), static_cast<double*>(grad_input));
+    }
+    return avg_backward_3x3s2<float>(s, p, static_cast<const float*>(grad_output), static_cast<float*>(grad_input));
+  }
   if (dtype == DType::Float64) {
     return avg_backward_fast<double>(s, p, static_cast<const double*>(grad_output), static_cast<double*>(grad_input));
   }
