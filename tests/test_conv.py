@@ -27,6 +27,13 @@ CASES = [
     (3, 9, 6, 8, 9, 2, 1, 1, 1, 3, False),
     (2, 1, 5, 13, 19, 3, 1, 1, 1, 1, True),  # one input channel (the direct kernel): edge columns
     (None, 1, 3, 9, 7, (2, 3), 1, "same", 1, 1, False),
+    # One input channel per group at stride 1 also takes the direct kernel (AVX2): channel
+    # counts that are not a multiple of its 4-channel block, dilation, padding wider than the
+    # kernel, depthwise groups, and a wide image whose output spans several row blocks.
+    (5, 1, 7, 10, 13, 3, 1, (3, 1), (2, 1), 1, True),
+    (3, 4, 12, 11, 12, 3, 1, 2, 2, 4, True),
+    (2, 1, 64, 13, 100, 3, 1, 1, 1, 1, True),
+    (1, 1, 6, 8, 9, 1, 1, 0, 1, 1, True),
 ]
 
 

@@ -7,6 +7,9 @@
 // after its GEMM, while it is still in cache. Threads take whole images (a thread's im2col,
 // col2im and gradient accumulators never touch another thread's memory); a single image runs
 // its GEMMs on all threads instead.
+//
+// One input channel per group at stride 1 (a first layer, a depthwise conv) takes the direct
+// kernel of conv_direct.h instead, when the active instruction set has it.
 #include "cpu/conv.h"
 
 #include <omp.h>
@@ -16,23 +19,32 @@
 #include <limits>
 
 #include "common/error.h"
+#include "common/isa.h"
 #include "common/parallel.h"
+#include "cpu/conv_direct.h"
 #include "cpu/gemm/gemm.h"
 
 namespace fastrnn::cpu {
 namespace {
 
 constexpr int64_t kColumnBudget = 512 << 10;  // bytes of im2col columns per block (L2)
+constexpr int64_t kDirectBudget = 128 << 10;  // bytes of a direct block's output (L2)
 
 int64_t align64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
 
 // Sizes derived from a ConvShape, and where each per-thread buffer sits in the workspace:
-// [GEMM packing slots x threads][per thread: col | tmp | dconv | dweight | dbias].
+// [GEMM packing slots x threads][per thread: col | tmp | dconv | dweight | dbias | direct].
 struct Plan {
   int64_t cin_g, cout_g, K, P;  // per-group channels, GEMM depth, output pixels per plane
   int64_t rows_c, cols_c;       // conv output rows/columns computed (pooling drops an odd last one)
   int64_t block_rows;           // output rows per im2col block
   bool pointwise;               // 1x1, stride 1, no padding: the input is its own im2col
+  // The direct forward (conv_direct.h): padded plane (hp, wp), output blocks of direct_rows
+  // rows, each channel's block direct_ld apart. Sized whenever the shape allows it, so the
+  // workspace does not depend on the instruction set.
+  bool direct;
+  int64_t hp, wp, taps, direct_rows, direct_ld;
+  int64_t xpad_bytes, dout_bytes, wt_bytes, offsets_bytes;
   int64_t gemm_bytes, col_bytes, tmp_bytes, dconv_bytes, dw_bytes, db_bytes, thread_bytes;
 
   Plan(const ConvShape& s, DType dtype, ConvOp op) {
@@ -58,7 +70,24 @@ struct Plan {
     dconv_bytes = op == ConvOp::PoolBackward ? align64(s.out_channels * P * elem) : 0;
     dw_bytes = backward ? align64(s.out_channels * K * elem) : 0;
     db_bytes = backward ? align64(s.out_channels * elem) : 0;
-    thread_bytes = col_bytes + tmp_bytes + dconv_bytes + dw_bytes + db_bytes;
+#if defined(FASTRNN_X86)
+    direct = cin_g == 1 && s.stride_h == 1 && s.stride_w == 1 && !backward;
+#else
+    direct = false;
+#endif
+    taps = s.kernel_h * s.kernel_w;
+    hp = rows_c + (s.kernel_h - 1) * s.dilation_h;
+    wp = cols_c + (s.kernel_w - 1) * s.dilation_w;
+    direct_rows = std::max<int64_t>(1, kDirectBudget / std::max<int64_t>(1, cout_g * wp * elem));
+    if (op == ConvOp::PoolForward) direct_rows = std::max<int64_t>(2, direct_rows / 2 * 2);
+    direct_rows = std::max<int64_t>(1, std::min(direct_rows, rows_c));
+    direct_ld = direct_rows * wp + kDirectSlack;
+    xpad_bytes = direct ? align64((hp * wp + kDirectSlack) * elem) : 0;
+    dout_bytes = direct ? align64(cout_g * direct_ld * elem) : 0;
+    wt_bytes = direct ? align64(taps * cout_g * elem) : 0;
+    offsets_bytes = direct ? align64(taps * static_cast<int64_t>(sizeof(int64_t))) : 0;
+    thread_bytes = col_bytes + tmp_bytes + dconv_bytes + dw_bytes + db_bytes + xpad_bytes + dout_bytes + wt_bytes +
+                   offsets_bytes;
   }
   int64_t total(int threads) const { return threads * (gemm_bytes + thread_bytes); }
 };
@@ -67,6 +96,8 @@ struct Plan {
 template <typename T>
 struct ThreadBuffers {
   T *col, *tmp, *dconv, *dw, *db;
+  T *xpad, *dout, *wt;  // the direct forward's padded plane, output block, transposed weights
+  int64_t* offsets;
 };
 
 template <typename T>
@@ -78,6 +109,11 @@ ThreadBuffers<T> buffers(const Plan& p, const ConvWorkspace& ws, int slot) {
   b.dconv = reinterpret_cast<T*>(base + p.col_bytes + p.tmp_bytes);
   b.dw = reinterpret_cast<T*>(base + p.col_bytes + p.tmp_bytes + p.dconv_bytes);
   b.db = reinterpret_cast<T*>(base + p.col_bytes + p.tmp_bytes + p.dconv_bytes + p.dw_bytes);
+  char* direct = base + p.col_bytes + p.tmp_bytes + p.dconv_bytes + p.dw_bytes + p.db_bytes;
+  b.xpad = reinterpret_cast<T*>(direct);
+  b.dout = reinterpret_cast<T*>(direct + p.xpad_bytes);
+  b.wt = reinterpret_cast<T*>(direct + p.xpad_bytes + p.dout_bytes);
+  b.offsets = reinterpret_cast<int64_t*>(direct + p.xpad_bytes + p.dout_bytes + p.wt_bytes);
   return b;
 }
 
@@ -196,14 +232,63 @@ void matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64
   gemm(g, scratch);
 }
 
+bool use_direct(const Plan& p) { return p.direct && active_isa() != Isa::Generic; }
+
+// The direct forward of one group: pads its input plane x_g (H, W) into buf.xpad and lays
+// out its weights w_g (cout_g, taps) as (taps, cout_g); then block(oh0, rows) runs the
+// kernel on output rows [oh0, oh0 + rows), leaving channel co's row r at
+// buf.dout + co * direct_ld + r * wp, and epilogue(oh0, rows) consumes them.
+template <typename T, typename Epilogue>
+void direct_group(const ConvShape& s, const Plan& p, const T* x_g, const T* w_g, const ThreadBuffers<T>& buf,
+                  const Epilogue& epilogue) {
+  std::fill(buf.xpad, buf.xpad + p.hp * p.wp + kDirectSlack, T(0));
+  const ValidRange v = valid_columns(-s.pad_w, 1, s.width, p.wp);
+  for (int64_t r = 0; r < p.hp; ++r) {
+    const int64_t ih = r - s.pad_h;
+    if (ih < 0 || ih >= s.height) continue;
+    std::memcpy(buf.xpad + r * p.wp + v.lo, x_g + ih * s.width - s.pad_w + v.lo, (v.hi - v.lo) * sizeof(T));
+  }
+  for (int64_t kh = 0, t = 0; kh < s.kernel_h; ++kh) {
+    for (int64_t kw = 0; kw < s.kernel_w; ++kw, ++t) {
+      buf.offsets[t] = kh * s.dilation_h * p.wp + kw * s.dilation_w;
+      for (int64_t co = 0; co < p.cout_g; ++co) buf.wt[t * p.cout_g + co] = w_g[co * p.taps + t];
+    }
+  }
+  DirectConvArgs a;
+  a.offsets = buf.offsets, a.taps = p.taps, a.channels = p.cout_g, a.ld = p.direct_ld;
+  for (int64_t oh0 = 0; oh0 < p.rows_c; oh0 += p.direct_rows) {
+    const int64_t rows = std::min(p.direct_rows, p.rows_c - oh0);
+    a.length = (rows - 1) * p.wp + p.cols_c;
+#if defined(FASTRNN_X86)
+    isa_avx2::conv_single_channel<T>(a, buf.xpad + oh0 * p.wp, buf.wt, buf.dout);
+#endif
+    epilogue(oh0, rows);
+  }
+}
+
 // One image's forward: y_n (out_channels, out_h, out_w) = conv(x_n) + bias.
 template <typename T>
 void forward_image(const ConvShape& s, const Plan& p, const T* x_n, const T* weight, const T* bias, T* y_n,
                    const ThreadBuffers<T>& buf, const GemmScratch& scratch) {
+  const bool direct = use_direct(p);
   for (int64_t g = 0; g < s.groups; ++g) {
     const T* x_g = x_n + g * p.cin_g * s.height * s.width;
     const T* w_g = weight + g * p.cout_g * p.K;
     T* y_g = y_n + g * p.cout_g * p.P;
+    if (direct) {
+      direct_group(s, p, x_g, w_g, buf, [&](int64_t oh0, int64_t rows) {
+        for (int64_t co = 0; co < p.cout_g; ++co) {
+          const T b = bias == nullptr ? T(0) : bias[g * p.cout_g + co];
+          for (int64_t r = 0; r < rows; ++r) {
+            const T* src = buf.dout + co * p.direct_ld + r * p.wp;
+            T* dst = y_g + co * p.P + (oh0 + r) * s.out_width;
+#pragma omp simd
+            for (int64_t j = 0; j < s.out_width; ++j) dst[j] = src[j] + b;
+          }
+        }
+      });
+      continue;
+    }
     for (int64_t oh0 = 0; oh0 < p.rows_c; oh0 += p.block_rows) {
       const int64_t rows = std::min(p.block_rows, p.rows_c - oh0), cols = rows * s.out_width;
       const T* b_mat = x_g + oh0 * s.width;
@@ -363,35 +448,44 @@ void conv_relu_pool2d_forward(const ConvShape& s, const T* x, const T* weight, c
   if (s.batch == 0 || s.out_channels == 0 || ph == 0 || pw == 0) return;
   const GemmScratch scratch = gemm_scratch<T>(p, ws);
   const int64_t in_numel = s.in_channels * s.height * s.width, pooled = ph * pw;
+  const bool direct = use_direct(p);
   for_each_image(s.batch, usable_threads(ws), [&](int64_t n, int slot) {
     const ThreadBuffers<T> buf = buffers<T>(p, ws, slot);
     const T* x_n = x + n * in_numel;
     for (int64_t g = 0; g < s.groups; ++g) {
       const T* x_g = x_n + g * p.cin_g * s.height * s.width;
+      const T* w_g = weight + g * p.cout_g * p.K;
+      // Pools conv rows [oh0, oh0 + rows) of channel co of this group: row r of it at
+      // t + r * row_stride.
+      auto pool_rows = [&](int64_t co, const T* t, int64_t row_stride, int64_t oh0, int64_t rows) {
+        const int64_t c = g * p.cout_g + co;
+        const T b = bias == nullptr ? T(0) : bias[c];
+        T* y_c = y + (n * s.out_channels + c) * pooled;
+        int64_t* i_c = indices + (n * s.out_channels + c) * pooled;
+        for (int64_t r = 0; r < rows; r += 2) {
+          const int64_t py = (oh0 + r) / 2, oh = oh0 + r;
+          const T* top = t + r * row_stride;
+          const T* bottom = top + row_stride;
+          for (int64_t px = 0; px < pw; ++px) {
+            const T v[4] = {top[2 * px] + b, top[2 * px + 1] + b, bottom[2 * px] + b, bottom[2 * px + 1] + b};
+            const int64_t at[4] = {oh * s.out_width + 2 * px, oh * s.out_width + 2 * px + 1,
+                                   (oh + 1) * s.out_width + 2 * px, (oh + 1) * s.out_width + 2 * px + 1};
+            pool_window(v, at, y_c + py * pw + px, i_c + py * pw + px);
+          }
+        }
+      };
+      if (direct) {
+        direct_group(s, p, x_g, w_g, buf, [&](int64_t oh0, int64_t rows) {
+          for (int64_t co = 0; co < p.cout_g; ++co) pool_rows(co, buf.dout + co * p.direct_ld, p.wp, oh0, rows);
+        });
+        continue;
+      }
       for (int64_t oh0 = 0; oh0 < p.rows_c; oh0 += p.block_rows) {
         const int64_t rows = std::min(p.block_rows, p.rows_c - oh0), cols = rows * p.cols_c;
         // tmp (cout_g, rows, cols_c): the conv block, pooled below while in cache.
         im2col(s, p.cin_g, x_g, oh0, rows, p.cols_c, buf.col);
-        matmul<T>(false, false, p.cout_g, cols, p.K, weight + g * p.cout_g * p.K, p.K, buf.col, cols, T(0), buf.tmp,
-                  cols, scratch);
-        for (int64_t co = 0; co < p.cout_g; ++co) {
-          const int64_t c = g * p.cout_g + co;
-          const T b = bias == nullptr ? T(0) : bias[c];
-          const T* t = buf.tmp + co * cols;
-          T* y_c = y + (n * s.out_channels + c) * pooled;
-          int64_t* i_c = indices + (n * s.out_channels + c) * pooled;
-          for (int64_t r = 0; r < rows; r += 2) {
-            const int64_t py = (oh0 + r) / 2, oh = oh0 + r;
-            const T* top = t + r * p.cols_c;
-            const T* bottom = top + p.cols_c;
-            for (int64_t px = 0; px < pw; ++px) {
-              const T v[4] = {top[2 * px] + b, top[2 * px + 1] + b, bottom[2 * px] + b, bottom[2 * px + 1] + b};
-              const int64_t at[4] = {oh * s.out_width + 2 * px, oh * s.out_width + 2 * px + 1,
-                                     (oh + 1) * s.out_width + 2 * px, (oh + 1) * s.out_width + 2 * px + 1};
-              pool_window(v, at, y_c + py * pw + px, i_c + py * pw + px);
-            }
-          }
-        }
+        matmul<T>(false, false, p.cout_g, cols, p.K, w_g, p.K, buf.col, cols, T(0), buf.tmp, cols, scratch);
+        for (int64_t co = 0; co < p.cout_g; ++co) pool_rows(co, buf.tmp + co * cols, p.cols_c, oh0, rows);
       }
     }
   });
