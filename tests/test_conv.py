@@ -75,6 +75,26 @@ def test_conv_relu_pool_matches_torch(case, dtype, isa):
         assert_close(g, r, dtype, f"d{name}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c_in", [1, 3])
+def test_conv_relu_pool_nan_and_ties(c_in, dtype, isa):
+    """NaN wins its window and equal maxima keep the first, in the SIMD epilogue (8 windows)
+    and its scalar tail alike: compared through the pooled values and the gradient routing."""
+    torch.manual_seed(5)
+    x = torch.randn(2, c_in, 9, 41, dtype=dtype)
+    x[0, 0, 2, 5] = float("nan")
+    x[1, :, 2:9, 16:34] = 0.0  # a constant patch: ties of equal conv outputs
+    w = torch.randn(5, c_in, 3, 3, dtype=dtype)
+    w[:, :, 1, 1] += 1.0
+    b = torch.randn(5, dtype=dtype)
+    assert_close(FF.conv_relu_pool2d(x, w, b, padding=1), F.max_pool2d(F.relu(F.conv2d(x, w, b, padding=1)), 2, 2),
+                 dtype, "y")
+    y, idx = conv.conv_relu_pool2d_op(x, w, b, [1, 1], [1, 1], [1, 1], 1, [9, 41])
+    _, ref_idx = F.max_pool2d(F.relu(F.conv2d(x, w, b, padding=1)), 2, 2, return_indices=True)
+    positive = y > 0
+    assert torch.equal(idx.long()[positive], ref_idx[positive])
+
+
 def test_only_requested_gradients():
     x, w, b, kw = _inputs(CASES[0], torch.float64)
     x.requires_grad_(False)

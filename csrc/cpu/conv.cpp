@@ -9,7 +9,7 @@
 // its GEMMs on all threads instead.
 //
 // One input channel per group at stride 1 (a first layer, a depthwise conv) takes the direct
-// kernel of conv_direct.h instead, when the active instruction set has it.
+// kernel of conv_avx2.h instead, when the active instruction set has it.
 #include "cpu/conv.h"
 
 #include <omp.h>
@@ -17,11 +17,12 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "common/error.h"
 #include "common/isa.h"
 #include "common/parallel.h"
-#include "cpu/conv_direct.h"
+#include "cpu/conv_avx2.h"
 #include "cpu/gemm/gemm.h"
 
 namespace fastrnn::cpu {
@@ -39,7 +40,7 @@ struct Plan {
   int64_t rows_c, cols_c;       // conv output rows/columns computed (pooling drops an odd last one)
   int64_t block_rows;           // output rows per im2col block
   bool pointwise;               // 1x1, stride 1, no padding: the input is its own im2col
-  // The direct forward (conv_direct.h): padded plane (hp, wp), output blocks of direct_rows
+  // The direct forward (conv_avx2.h): padded plane (hp, wp), output blocks of direct_rows
   // rows, each channel's block direct_ld apart. Sized whenever the shape allows it, so the
   // workspace does not depend on the instruction set.
   bool direct;
@@ -449,6 +450,8 @@ void conv_relu_pool2d_forward(const ConvShape& s, const T* x, const T* weight, c
   const GemmScratch scratch = gemm_scratch<T>(p, ws);
   const int64_t in_numel = s.in_channels * s.height * s.width, pooled = ph * pw;
   const bool direct = use_direct(p);
+  // The AVX2 epilogue computes positions in 32 bits.
+  [[maybe_unused]] const bool simd_pool = active_isa() != Isa::Generic && p.P < (int64_t(1) << 31);
   for_each_image(s.batch, usable_threads(ws), [&](int64_t n, int slot) {
     const ThreadBuffers<T> buf = buffers<T>(p, ws, slot);
     const T* x_n = x + n * in_numel;
@@ -466,7 +469,15 @@ void conv_relu_pool2d_forward(const ConvShape& s, const T* x, const T* weight, c
           const int64_t py = (oh0 + r) / 2, oh = oh0 + r;
           const T* top = t + r * row_stride;
           const T* bottom = top + row_stride;
-          for (int64_t px = 0; px < pw; ++px) {
+          int64_t px = 0;
+#if defined(FASTRNN_X86)
+          if constexpr (std::is_same_v<T, float>) {
+            if (simd_pool)
+              px = isa_avx2::relu_pool_row(top, bottom, b, pw, oh * s.out_width, s.out_width, y_c + py * pw,
+                                           i_c + py * pw);
+          }
+#endif
+          for (; px < pw; ++px) {
             const T v[4] = {top[2 * px] + b, top[2 * px + 1] + b, bottom[2 * px] + b, bottom[2 * px + 1] + b};
             const int64_t at[4] = {oh * s.out_width + 2 * px, oh * s.out_width + 2 * px + 1,
                                    (oh + 1) * s.out_width + 2 * px, (oh + 1) * s.out_width + 2 * px + 1};

@@ -1,4 +1,4 @@
-// The direct single-input-channel convolution (conv_direct.h) with AVX2 + FMA.
+// The direct single-input-channel convolution (conv_avx2.h) with AVX2 + FMA.
 //
 // Register block: 4 output channels x 3 vectors of positions (24 floats, 12 doubles): 12
 // accumulators, 3 input vectors and one broadcast weight = all 16 ymm registers, the shape of
@@ -8,7 +8,7 @@
 // 4 channels divide the usual channel counts (32, 64), so no partial block is wasted.
 #include <immintrin.h>
 
-#include "cpu/conv_direct.h"
+#include "cpu/conv_avx2.h"
 
 namespace fastrnn::cpu::isa_avx2 {
 namespace {

@@ -1,8 +1,10 @@
 #pragma once
-// The direct convolution of one input plane (one input channel per group, stride 1), used
+// The AVX2 kernels conv.cpp chooses at run time (the portable code is its fallback):
+//
+// 1. The direct convolution of one input plane (one input channel per group, stride 1), used
 // instead of im2col + GEMM when the GEMM's depth (kernel_h * kernel_w, e.g. 9 or 25) is too
 // short to amortise im2col, packing and the C stores. Written with intrinsics in
-// conv_direct_avx2.cpp and chosen at run time (conv.cpp): the portable path is im2col + GEMM.
+// conv_direct_avx2.cpp; the portable path is im2col + GEMM.
 //
 // The input plane is zero-padded so that every tap of every output is in bounds; with the
 // padded row length Wp, output (oh, ow) sits at position oh * Wp + ow of a "flattened" output
@@ -29,6 +31,14 @@ namespace isa_avx2 {
 // weight_t is (taps, channels), the weights of one group transposed.
 template <typename T>
 void conv_single_channel(const DirectConvArgs& a, const T* xpad, const T* weight_t, T* out);
+
+// 2. The fused block's epilogue (conv_pool_avx2.cpp), 8 windows at a time: for px < pw,
+// y[px] = max over the 2x2 window at columns 2px, 2px+1 of rows top and bottom of
+// relu(value + bias), and indices[px] its position index0 + 2px (+1 for the right column,
+// +out_width for the bottom row), with torch's rules (the first maximum, a NaN wins).
+// Returns pw (the windows done).
+int64_t relu_pool_row(const float* top, const float* bottom, float bias, int64_t pw, int64_t index0,
+                      int64_t out_width, float* y, int64_t* indices);
 }  // namespace isa_avx2
 
 }  // namespace fastrnn::cpu
