@@ -8,8 +8,10 @@
 // col2im and gradient accumulators never touch another thread's memory); a single image runs
 // its GEMMs on all threads instead.
 //
-// One input channel per group at stride 1 (a first layer, a depthwise conv) takes the direct
-// kernel of conv_avx2.h instead, when the active instruction set has it.
+// The forward at stride 1 takes the direct kernel of conv_avx2.h instead, when the active
+// instruction set has it: an implicit GEMM over a zero-padded copy of the group's input
+// (no im2col, no packing, no edge panels), at the price of computing wp - out_width unused
+// columns per output row.
 #include "cpu/conv.h"
 
 #include <omp.h>
@@ -30,17 +32,19 @@ namespace {
 
 constexpr int64_t kColumnBudget = 512 << 10;  // bytes of im2col columns per block (L2)
 constexpr int64_t kDirectBudget = 128 << 10;  // bytes of a direct block's output (L2)
+constexpr int64_t kDirectInput = 8 << 20;     // the largest padded input copy (bytes per thread)
 
 int64_t align64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
 
 // Sizes derived from a ConvShape, and where each per-thread buffer sits in the workspace:
-// [GEMM packing slots x threads][per thread: col | tmp | dconv | dweight | dbias | direct].
+// [GEMM packing slots x threads][per thread: col | tmp | dconv | dweight | dbias | direct]
+// [the direct forward's weights, shared].
 struct Plan {
   int64_t cin_g, cout_g, K, P;  // per-group channels, GEMM depth, output pixels per plane
   int64_t rows_c, cols_c;       // conv output rows/columns computed (pooling drops an odd last one)
   int64_t block_rows;           // output rows per im2col block
   bool pointwise;               // 1x1, stride 1, no padding: the input is its own im2col
-  // The direct forward (conv_avx2.h): padded plane (hp, wp), output blocks of direct_rows
+  // The direct forward (conv_avx2.h): padded planes (cin_g, hp, wp), output blocks of direct_rows
   // rows, each channel's block direct_ld apart. Sized whenever the shape allows it, so the
   // workspace does not depend on the instruction set.
   bool direct;
@@ -72,32 +76,35 @@ struct Plan {
     dw_bytes = backward ? align64(s.out_channels * K * elem) : 0;
     db_bytes = backward ? align64(s.out_channels * elem) : 0;
 #if defined(FASTRNN_X86)
-    direct = cin_g == 1 && s.stride_h == 1 && s.stride_w == 1 && !backward;
+    // 1x1 convs with several input channels read their input in place through the GEMM.
+    direct = s.stride_h == 1 && s.stride_w == 1 && !backward && (cin_g == 1 || !pointwise);
 #else
     direct = false;
 #endif
-    taps = s.kernel_h * s.kernel_w;
+    taps = K;
     hp = rows_c + (s.kernel_h - 1) * s.dilation_h;
     wp = cols_c + (s.kernel_w - 1) * s.dilation_w;
     direct_rows = std::max<int64_t>(1, kDirectBudget / std::max<int64_t>(1, cout_g * wp * elem));
     if (op == ConvOp::PoolForward) direct_rows = std::max<int64_t>(2, direct_rows / 2 * 2);
     direct_rows = std::max<int64_t>(1, std::min(direct_rows, rows_c));
     direct_ld = direct_rows * wp + kDirectSlack;
-    xpad_bytes = direct ? align64((hp * wp + kDirectSlack) * elem) : 0;
+    direct = direct && cin_g * hp * wp * elem <= kDirectInput;
+    xpad_bytes = direct ? align64((cin_g * hp * wp + kDirectSlack) * elem) : 0;
     dout_bytes = direct ? align64(cout_g * direct_ld * elem) : 0;
-    wt_bytes = direct ? align64(taps * cout_g * elem) : 0;
+    wt_bytes = direct ? align64(s.groups * taps * round_up4(cout_g) * elem) : 0;
     offsets_bytes = direct ? align64(taps * static_cast<int64_t>(sizeof(int64_t))) : 0;
-    thread_bytes = col_bytes + tmp_bytes + dconv_bytes + dw_bytes + db_bytes + xpad_bytes + dout_bytes + wt_bytes +
-                   offsets_bytes;
+    thread_bytes = col_bytes + tmp_bytes + dconv_bytes + dw_bytes + db_bytes + xpad_bytes + dout_bytes + offsets_bytes;
   }
-  int64_t total(int threads) const { return threads * (gemm_bytes + thread_bytes); }
+  int64_t total(int threads) const { return threads * (gemm_bytes + thread_bytes) + wt_bytes; }
+  static int64_t round_up4(int64_t n) { return (n + 3) / 4 * 4; }
 };
 
 // One thread's buffers.
 template <typename T>
 struct ThreadBuffers {
   T *col, *tmp, *dconv, *dw, *db;
-  T *xpad, *dout, *wt;  // the direct forward's padded plane, output block, transposed weights
+  T *xpad, *dout;  // the direct forward's padded planes and output block
+  T* wt;           // its weights of every group, blocked (shared by all threads)
   int64_t* offsets;
 };
 
@@ -113,8 +120,8 @@ ThreadBuffers<T> buffers(const Plan& p, const ConvWorkspace& ws, int slot) {
   char* direct = base + p.col_bytes + p.tmp_bytes + p.dconv_bytes + p.dw_bytes + p.db_bytes;
   b.xpad = reinterpret_cast<T*>(direct);
   b.dout = reinterpret_cast<T*>(direct + p.xpad_bytes);
-  b.wt = reinterpret_cast<T*>(direct + p.xpad_bytes + p.dout_bytes);
-  b.offsets = reinterpret_cast<int64_t*>(direct + p.xpad_bytes + p.dout_bytes + p.wt_bytes);
+  b.offsets = reinterpret_cast<int64_t*>(direct + p.xpad_bytes + p.dout_bytes);
+  b.wt = reinterpret_cast<T*>(ws.data + ws.threads * (p.gemm_bytes + p.thread_bytes));
   return b;
 }
 
@@ -235,24 +242,42 @@ void matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64
 
 bool use_direct(const Plan& p) { return p.direct && active_isa() != Isa::Generic; }
 
-// The direct forward of one group: pads its input plane x_g (H, W) into buf.xpad and lays
-// out its weights w_g (cout_g, taps) as (taps, cout_g); then block(oh0, rows) runs the
-// kernel on output rows [oh0, oh0 + rows), leaving channel co's row r at
-// buf.dout + co * direct_ld + r * wp, and epilogue(oh0, rows) consumes them.
-template <typename T, typename Epilogue>
-void direct_group(const ConvShape& s, const Plan& p, const T* x_g, const T* w_g, const ThreadBuffers<T>& buf,
-                  const Epilogue& epilogue) {
-  std::fill(buf.xpad, buf.xpad + p.hp * p.wp + kDirectSlack, T(0));
-  const ValidRange v = valid_columns(-s.pad_w, 1, s.width, p.wp);
-  for (int64_t r = 0; r < p.hp; ++r) {
-    const int64_t ih = r - s.pad_h;
-    if (ih < 0 || ih >= s.height) continue;
-    std::memcpy(buf.xpad + r * p.wp + v.lo, x_g + ih * s.width - s.pad_w + v.lo, (v.hi - v.lo) * sizeof(T));
+// weight (out_channels, taps) as the direct kernel reads it, once per call: per group, blocks
+// of 4 channels (ceil(cout_g / 4), taps, 4).
+template <typename T>
+void block_direct_weights(const ConvShape& s, const Plan& p, const T* weight, T* wt) {
+  for (int64_t g = 0; g < s.groups; ++g) {
+    T* wt_g = wt + g * p.taps * Plan::round_up4(p.cout_g);
+    for (int64_t co = 0; co < p.cout_g; ++co) {
+      const T* w = weight + (g * p.cout_g + co) * p.taps;
+      T* out = wt_g + co / 4 * p.taps * 4 + co % 4;
+      for (int64_t t = 0; t < p.taps; ++t) out[t * 4] = w[t];
+    }
   }
-  for (int64_t kh = 0, t = 0; kh < s.kernel_h; ++kh) {
-    for (int64_t kw = 0; kw < s.kernel_w; ++kw, ++t) {
-      buf.offsets[t] = kh * s.dilation_h * p.wp + kw * s.dilation_w;
-      for (int64_t co = 0; co < p.cout_g; ++co) buf.wt[t * p.cout_g + co] = w_g[co * p.taps + t];
+}
+
+// The direct forward of one group: pads its input planes x_g (cin_g, H, W) into buf.xpad;
+// then block(oh0, rows) runs the kernel on output rows [oh0, oh0 + rows), leaving channel
+// co's row r at buf.dout + co * direct_ld + r * wp, and epilogue(oh0, rows) consumes them.
+template <typename T, typename Epilogue>
+void direct_group(const ConvShape& s, const Plan& p, int64_t g, const T* x_g, const ThreadBuffers<T>& buf,
+                  const Epilogue& epilogue) {
+  const int64_t plane = p.hp * p.wp;
+  std::fill(buf.xpad, buf.xpad + p.cin_g * plane + kDirectSlack, T(0));
+  const ValidRange v = valid_columns(-s.pad_w, 1, s.width, p.wp);
+  for (int64_t ci = 0; ci < p.cin_g; ++ci) {
+    for (int64_t r = 0; r < p.hp; ++r) {
+      const int64_t ih = r - s.pad_h;
+      if (ih < 0 || ih >= s.height || v.hi <= v.lo) continue;
+      std::memcpy(buf.xpad + ci * plane + r * p.wp + v.lo, x_g + (ci * s.height + ih) * s.width - s.pad_w + v.lo,
+                  (v.hi - v.lo) * sizeof(T));
+    }
+  }
+  for (int64_t ci = 0, t = 0; ci < p.cin_g; ++ci) {
+    for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
+      for (int64_t kw = 0; kw < s.kernel_w; ++kw, ++t) {
+        buf.offsets[t] = ci * plane + kh * s.dilation_h * p.wp + kw * s.dilation_w;
+      }
     }
   }
   DirectConvArgs a;
@@ -261,7 +286,7 @@ void direct_group(const ConvShape& s, const Plan& p, const T* x_g, const T* w_g,
     const int64_t rows = std::min(p.direct_rows, p.rows_c - oh0);
     a.length = (rows - 1) * p.wp + p.cols_c;
 #if defined(FASTRNN_X86)
-    isa_avx2::conv_single_channel<T>(a, buf.xpad + oh0 * p.wp, buf.wt, buf.dout);
+    isa_avx2::conv_direct<T>(a, buf.xpad + oh0 * p.wp, buf.wt + g * p.taps * Plan::round_up4(p.cout_g), buf.dout);
 #endif
     epilogue(oh0, rows);
   }
@@ -277,7 +302,7 @@ void forward_image(const ConvShape& s, const Plan& p, const T* x_n, const T* wei
     const T* w_g = weight + g * p.cout_g * p.K;
     T* y_g = y_n + g * p.cout_g * p.P;
     if (direct) {
-      direct_group(s, p, x_g, w_g, buf, [&](int64_t oh0, int64_t rows) {
+      direct_group(s, p, g, x_g, buf, [&](int64_t oh0, int64_t rows) {
         for (int64_t co = 0; co < p.cout_g; ++co) {
           const T b = bias == nullptr ? T(0) : bias[g * p.cout_g + co];
           for (int64_t r = 0; r < rows; ++r) {
@@ -417,6 +442,7 @@ void conv2d_forward(const ConvShape& s, const T* x, const T* weight, const T* bi
   if (s.batch == 0 || s.out_channels == 0 || s.out_height == 0 || s.out_width == 0) return;
   const Plan p(s, dtype_of<T>(), ConvOp::Forward);
   const GemmScratch scratch = gemm_scratch<T>(p, ws);
+  if (use_direct(p)) block_direct_weights(s, p, weight, buffers<T>(p, ws, 0).wt);
   const int64_t in_numel = s.in_channels * s.height * s.width, out_numel = s.out_channels * p.P;
   for_each_image(s.batch, usable_threads(ws), [&](int64_t n, int slot) {
     forward_image<T>(s, p, x + n * in_numel, weight, bias, y + n * out_numel, buffers<T>(p, ws, slot), scratch);
@@ -450,6 +476,7 @@ void conv_relu_pool2d_forward(const ConvShape& s, const T* x, const T* weight, c
   const GemmScratch scratch = gemm_scratch<T>(p, ws);
   const int64_t in_numel = s.in_channels * s.height * s.width, pooled = ph * pw;
   const bool direct = use_direct(p);
+  if (direct) block_direct_weights(s, p, weight, buffers<T>(p, ws, 0).wt);
   // The AVX2 epilogue computes positions in 32 bits.
   [[maybe_unused]] const bool simd_pool = active_isa() != Isa::Generic && p.P < (int64_t(1) << 31);
   for_each_image(s.batch, usable_threads(ws), [&](int64_t n, int slot) {
@@ -486,7 +513,7 @@ void conv_relu_pool2d_forward(const ConvShape& s, const T* x, const T* weight, c
         }
       };
       if (direct) {
-        direct_group(s, p, x_g, w_g, buf, [&](int64_t oh0, int64_t rows) {
+        direct_group(s, p, g, x_g, buf, [&](int64_t oh0, int64_t rows) {
           for (int64_t co = 0; co < p.cout_g; ++co) pool_rows(co, buf.dout + co * p.direct_ld, p.wp, oh0, rows);
         });
         continue;

@@ -1,15 +1,12 @@
 #pragma once
 // The AVX2 kernels conv.cpp chooses at run time (the portable code is its fallback):
 //
-// 1. The direct convolution of one input plane (one input channel per group, stride 1), used
-// instead of im2col + GEMM when the GEMM's depth (kernel_h * kernel_w, e.g. 9 or 25) is too
-// short to amortise im2col, packing and the C stores. Written with intrinsics in
-// conv_direct_avx2.cpp; the portable path is im2col + GEMM.
-//
-// The input plane is zero-padded so that every tap of every output is in bounds; with the
-// padded row length Wp, output (oh, ow) sits at position oh * Wp + ow of a "flattened" output
-// and tap t reads the padded plane at that position + offsets[t]. So the convolution is a 1-D
-// one over positions; the positions with ow >= out_width are computed and ignored.
+// 1. The direct convolution of one group at stride 1 (conv_direct_avx2.cpp), used instead of
+// im2col + pack + GEMM: the input planes are zero-padded so that every tap of every output is
+// in bounds; with the padded row length Wp, output (oh, ow) sits at position oh * Wp + ow of
+// a "flattened" output, and tap t = (ci, kh, kw) reads the padded input at that position +
+// offsets[t]. So the convolution is a GEMM whose B operand is read in place at per-k offsets
+// (an implicit im2col); the positions with ow >= out_width are computed and ignored.
 #include <cstdint>
 
 namespace fastrnn::cpu {
@@ -27,10 +24,10 @@ struct DirectConvArgs {
 constexpr int64_t kDirectSlack = 32;
 
 namespace isa_avx2 {
-// out (channels, ld)[c][q] = sum_t weight_t[t][c] * xpad[q + offsets[t]] for q < length;
-// weight_t is (taps, channels), the weights of one group transposed.
+// out (channels, ld)[c][q] = sum_t w(t, c) * xpad[q + offsets[t]] for q < length, the
+// weights blocked by 4 channels: w(t, c) = weight_blocked[((c / 4) * taps + t) * 4 + c % 4].
 template <typename T>
-void conv_single_channel(const DirectConvArgs& a, const T* xpad, const T* weight_t, T* out);
+void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, T* out);
 
 // 2. The fused block's epilogue (conv_pool_avx2.cpp), 8 windows at a time: for px < pw,
 // y[px] = max over the 2x2 window at columns 2px, 2px+1 of rows top and bottom of
