@@ -34,6 +34,13 @@ CASES = [
     (3, 4, 12, 11, 12, 3, 1, 2, 2, 4, True),
     (2, 1, 64, 13, 100, 3, 1, 1, 1, 1, True),
     (1, 1, 6, 8, 9, 1, 1, 0, 1, 1, True),
+    # Every stride-1 conv takes the direct forward, and its input gradient is the direct forward
+    # of the transposed conv: several input channels over several row blocks, padding beyond the
+    # kernel's reach (no transposed conv: the GEMM input gradient), a padded input copy over the
+    # direct kernel's 8 MiB limit (the GEMM forward).
+    (1, 2, 64, 9, 130, 3, 1, 1, 1, 1, True),
+    (2, 3, 4, 8, 9, 2, 1, 3, 1, 1, True),
+    (1, 200, 2, 100, 100, 3, 1, 1, 1, 1, False),
 ]
 
 

@@ -429,11 +429,37 @@ inline void pool_window(const T v[4], const int64_t at[4], T* out, int64_t* inde
   *index = best_at;
 }
 
+// The input gradient of a stride-1 conv is a stride-1 conv too: of dy, with the weights
+// flipped in both kernel axes and their channel axes swapped, padded (kernel - 1) * dilation
+// - pad at the top/left. Sets t to that conv's shape; false when it does not exist (stride,
+// or padding wider than the kernel's reach) or would not take the direct kernel.
+bool transposed_direct(const ConvShape& s, DType dtype, ConvShape& t) {
+  if (s.stride_h != 1 || s.stride_w != 1) return false;
+  t = s;
+  t.in_channels = s.out_channels, t.height = s.out_height, t.width = s.out_width;
+  t.out_channels = s.in_channels, t.out_height = s.height, t.out_width = s.width;
+  t.pad_h = (s.kernel_h - 1) * s.dilation_h - s.pad_h;
+  t.pad_w = (s.kernel_w - 1) * s.dilation_w - s.pad_w;
+  return t.pad_h >= 0 && t.pad_w >= 0 && Plan(t, dtype, ConvOp::Forward).direct;
+}
+
+// Bytes of the flipped weights plus the forward workspace of the transposed conv, after the
+// backward's own workspace.
+int64_t transposed_bytes(const ConvShape& s, const ConvShape& t, DType dtype, int threads) {
+  const int64_t weight_numel = s.out_channels * (s.in_channels / s.groups) * s.kernel_h * s.kernel_w;
+  return align64(weight_numel * static_cast<int64_t>(dtype_size(dtype))) +
+         Plan(t, dtype, ConvOp::Forward).total(threads);
+}
+
 }  // namespace
 
 int64_t conv_workspace_bytes(const ConvShape& s, DType dtype, ConvOp op, int threads) {
   const Plan p(s, dtype, op);
-  return p.total(std::max(1, threads));
+  threads = std::max(1, threads);
+  ConvShape t;
+  int64_t extra = 0;
+  if (op == ConvOp::Backward && transposed_direct(s, dtype, t)) extra = transposed_bytes(s, t, dtype, threads);
+  return p.total(threads) + extra;
 }
 
 template <typename T>
@@ -459,6 +485,26 @@ void conv2d_backward(const ConvShape& s, const T* dy, const T* x, const T* weigh
     if (dweight != nullptr) std::fill(dweight, dweight + s.out_channels * p.K, T(0));
     if (dbias != nullptr) std::fill(dbias, dbias + s.out_channels, T(0));
     return;
+  }
+  ConvShape t;
+  if (dx != nullptr && active_isa() != Isa::Generic && transposed_direct(s, dtype_of<T>(), t)) {
+    // dx = the direct forward of the transposed conv; w_t (in_channels, cout_g, kh, kw).
+    T* w_t = reinterpret_cast<T*>(ws.data + p.total(ws.threads));
+    const int64_t taps = s.kernel_h * s.kernel_w;
+    for (int64_t g = 0; g < s.groups; ++g)
+      for (int64_t ci = 0; ci < p.cin_g; ++ci)
+        for (int64_t co = 0; co < p.cout_g; ++co) {
+          const T* src = weight + ((g * p.cout_g + co) * p.cin_g + ci) * taps;
+          T* dst = w_t + ((g * p.cin_g + ci) * p.cout_g + co) * taps;
+          for (int64_t k = 0; k < taps; ++k) dst[k] = src[taps - 1 - k];  // both axes flipped
+        }
+    const int64_t w_bytes = align64(s.out_channels * p.K * static_cast<int64_t>(sizeof(T)));
+    ConvWorkspace tw;
+    tw.data = ws.data + p.total(ws.threads) + w_bytes;
+    tw.bytes = ws.bytes - p.total(ws.threads) - w_bytes;
+    tw.threads = ws.threads;
+    conv2d_forward<T>(t, dy, w_t, nullptr, dx, tw);
+    dx = nullptr;
   }
   const int64_t out_numel = s.out_channels * p.P;
   backward_batch<T>(
