@@ -243,7 +243,11 @@ void matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64
   gemm(g, scratch);
 }
 
-bool use_direct(const Plan& p) { return p.direct && active_isa() != Isa::Generic; }
+// The direct kernel runs whole images per thread; with fewer images than threads the GEMM
+// path, which splits one image's product across the threads, keeps them all busy.
+bool use_direct(const ConvShape& s, const Plan& p, const ConvWorkspace& ws) {
+  return p.direct && active_isa() != Isa::Generic && s.batch >= usable_threads(ws);
+}
 
 // weight (out_channels, taps) as the direct kernel reads it, once per call: per group, blocks
 // of 4 channels (ceil(cout_g / 4), taps, 4).
@@ -297,9 +301,8 @@ void direct_group(const ConvShape& s, const Plan& p, int64_t g, const T* x_g, co
 
 // One image's forward: y_n (out_channels, out_h, out_w) = conv(x_n) + bias.
 template <typename T>
-void forward_image(const ConvShape& s, const Plan& p, const T* x_n, const T* weight, const T* bias, T* y_n,
-                   const ThreadBuffers<T>& buf, const GemmScratch& scratch) {
-  const bool direct = use_direct(p);
+void forward_image(const ConvShape& s, const Plan& p, bool direct, const T* x_n, const T* weight, const T* bias,
+                   T* y_n, const ThreadBuffers<T>& buf, const GemmScratch& scratch) {
   for (int64_t g = 0; g < s.groups; ++g) {
     const T* x_g = x_n + g * p.cin_g * s.height * s.width;
     const T* w_g = weight + g * p.cout_g * p.K;
@@ -473,10 +476,11 @@ void conv2d_forward(const ConvShape& s, const T* x, const T* weight, const T* bi
   if (s.batch == 0 || s.out_channels == 0 || s.out_height == 0 || s.out_width == 0) return;
   const Plan p(s, dtype_of<T>(), ConvOp::Forward);
   const GemmScratch scratch = gemm_scratch<T>(p, ws);
-  if (use_direct(p)) block_direct_weights(s, p, weight, buffers<T>(p, ws, 0).wt);
+  const bool direct = use_direct(s, p, ws);
+  if (direct) block_direct_weights(s, p, weight, buffers<T>(p, ws, 0).wt);
   const int64_t in_numel = s.in_channels * s.height * s.width, out_numel = s.out_channels * p.P;
   for_each_image(s.batch, usable_threads(ws), [&](int64_t n, int slot) {
-    forward_image<T>(s, p, x + n * in_numel, weight, bias, y + n * out_numel, buffers<T>(p, ws, slot), scratch);
+    forward_image<T>(s, p, direct, x + n * in_numel, weight, bias, y + n * out_numel, buffers<T>(p, ws, slot), scratch);
   });
 }
 
@@ -492,7 +496,8 @@ void conv2d_backward(const ConvShape& s, const T* dy, const T* x, const T* weigh
     return;
   }
   ConvShape t;
-  if (dx != nullptr && active_isa() != Isa::Generic && transposed_direct(s, dtype_of<T>(), t)) {
+  if (dx != nullptr && active_isa() != Isa::Generic && s.batch >= usable_threads(ws) &&
+      transposed_direct(s, dtype_of<T>(), t)) {
     // dx = the direct forward of the transposed conv; w_t (in_channels, cout_g, kh, kw).
     T* w_t = reinterpret_cast<T*>(ws.data + p.total(ws.threads));
     const int64_t taps = s.kernel_h * s.kernel_w;
@@ -526,7 +531,7 @@ void conv_relu_pool2d_forward(const ConvShape& s, const T* x, const T* weight, c
   if (s.batch == 0 || s.out_channels == 0 || ph == 0 || pw == 0) return;
   const GemmScratch scratch = gemm_scratch<T>(p, ws);
   const int64_t in_numel = s.in_channels * s.height * s.width, pooled = ph * pw;
-  const bool direct = use_direct(p);
+  const bool direct = use_direct(s, p, ws);
   if (direct) block_direct_weights(s, p, weight, buffers<T>(p, ws, 0).wt);
   // The AVX2 epilogue computes positions in 32 bits.
   [[maybe_unused]] const bool simd_pool = active_isa() != Isa::Generic && p.P < (int64_t(1) << 31);

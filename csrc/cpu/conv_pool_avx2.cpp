@@ -1,8 +1,9 @@
 // The fused conv + ReLU + 2x2 max-pool block's epilogue with AVX2 (conv_avx2.h): 8 windows
 // per step. The scalar epilogue (four compares and an int64 store per window, with branches)
 // took longer than the first layer's convolution itself. Columns are split into even and odd
-// in registers (shuffles), the row's last windows through masked loads and stores; ReLU, the max and the argmax (a 0..3 code kept in a float vector)
-// are blends on compare masks, in torch's scan order.
+// in registers (shuffles), the row's last windows go through masked loads and stores; ReLU,
+// the max and the argmax (a 0..3 code kept in a float vector) are blends on compare masks, in
+// torch's scan order.
 #include <immintrin.h>
 
 #include "cpu/conv_avx2.h"
@@ -51,7 +52,8 @@ inline __attribute__((always_inline)) void windows(const float* top, const float
   // fewer than 2^31 elements: checked by the caller), widened to int64.
   const __m256i c = _mm256_cvtps_epi32(code);
   const __m256i at = _mm256_add_epi32(
-      _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(index0 + 2 * px)), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+      _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(index0 + 2 * px)),
+                       _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
       _mm256_add_epi32(_mm256_and_si256(c, _mm256_set1_epi32(1)), _mm256_mullo_epi32(_mm256_srli_epi32(c, 1), width)));
   const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(at)),
                 hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(at, 1));
