@@ -83,13 +83,18 @@ struct Plan {
 #endif
     taps = K;
     hp = rows_c + (s.kernel_h - 1) * s.dilation_h;
-    wp = cols_c + (s.kernel_w - 1) * s.dilation_w;
+    // A row's right padding can be the next row's left padding: a tap reading column c >= wp
+    // wraps to column c - wp of the next row, a zero when c - wp < pad_w and column c is right
+    // padding anyway. So wp needs the kernel's reach less pad_w, all input columns the reach
+    // touches, and room for the output row (14x14 3x3 p1: 15 instead of 16, 7% fewer FLOPs).
+    const int64_t reach = cols_c + (s.kernel_w - 1) * s.dilation_w;
+    wp = std::max({cols_c, reach - s.pad_w, std::min(s.pad_w + s.width, reach)});
     direct_rows = std::max<int64_t>(1, kDirectBudget / std::max<int64_t>(1, cout_g * wp * elem));
     if (op == ConvOp::PoolForward) direct_rows = std::max<int64_t>(2, direct_rows / 2 * 2);
     direct_rows = std::max<int64_t>(1, std::min(direct_rows, rows_c));
     direct_ld = direct_rows * wp + kDirectSlack;
     direct = direct && cin_g * hp * wp * elem <= kDirectInput;
-    xpad_bytes = direct ? align64((cin_g * hp * wp + kDirectSlack) * elem) : 0;
+    xpad_bytes = direct ? align64((cin_g * hp * wp + s.pad_w + kDirectSlack) * elem) : 0;
     dout_bytes = direct ? align64(cout_g * direct_ld * elem) : 0;
     wt_bytes = direct ? align64(s.groups * taps * round_up4(cout_g) * elem) : 0;
     offsets_bytes = direct ? align64(taps * static_cast<int64_t>(sizeof(int64_t))) : 0;
@@ -270,7 +275,7 @@ template <typename T, typename Epilogue>
 void direct_group(const ConvShape& s, const Plan& p, int64_t g, const T* x_g, const ThreadBuffers<T>& buf,
                   const Epilogue& epilogue) {
   const int64_t plane = p.hp * p.wp;
-  std::fill(buf.xpad, buf.xpad + p.cin_g * plane + kDirectSlack, T(0));
+  std::fill(buf.xpad, buf.xpad + p.cin_g * plane + s.pad_w + kDirectSlack, T(0));
   const ValidRange v = valid_columns(-s.pad_w, 1, s.width, p.wp);
   for (int64_t ci = 0; ci < p.cin_g; ++ci) {
     for (int64_t r = 0; r < p.hp; ++r) {
