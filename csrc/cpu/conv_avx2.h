@@ -20,7 +20,8 @@ struct DirectConvArgs {
 };
 
 // The number of positions the kernel may write beyond `length`, and read beyond the last
-// tap's reach in xpad (which must hold zeros or any finite values there).
+// tap's reach in xpad (which must hold zeros or any finite values there; conv.cpp also lets
+// taps wrap pad_w columns past a padded row onto the next row's left padding).
 constexpr int64_t kDirectSlack = 32;
 
 namespace isa_avx2 {
