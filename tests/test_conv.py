@@ -27,6 +27,20 @@ CASES = [
     (3, 9, 6, 8, 9, 2, 1, 1, 1, 3, False),
     (2, 1, 5, 13, 19, 3, 1, 1, 1, 1, True),  # one input channel (the direct kernel): edge columns
     (None, 1, 3, 9, 7, (2, 3), 1, "same", 1, 1, False),
+    # One input channel per group at stride 1 also takes the direct kernel (AVX2): channel
+    # counts that are not a multiple of its 4-channel block, dilation, padding wider than the
+    # kernel, depthwise groups, and a wide image whose output spans several row blocks.
+    (5, 1, 7, 10, 13, 3, 1, (3, 1), (2, 1), 1, True),
+    (3, 4, 12, 11, 12, 3, 1, 2, 2, 4, True),
+    (2, 1, 64, 13, 100, 3, 1, 1, 1, 1, True),
+    (1, 1, 6, 8, 9, 1, 1, 0, 1, 1, True),
+    # Every stride-1 conv takes the direct forward, and its input gradient is the direct forward
+    # of the transposed conv: several input channels over several row blocks, padding beyond the
+    # kernel's reach (no transposed conv: the GEMM input gradient), a padded input copy over the
+    # direct kernel's 8 MiB limit (the GEMM forward).
+    (1, 2, 64, 9, 130, 3, 1, 1, 1, 1, True),
+    (2, 3, 4, 8, 9, 2, 1, 3, 1, 1, True),
+    (1, 200, 2, 100, 100, 3, 1, 1, 1, 1, False),
 ]
 
 
@@ -66,6 +80,26 @@ def test_conv_relu_pool_matches_torch(case, dtype, isa):
     assert_close(ours, ref, dtype, "y")
     for name, g, r in zip("xwb", _grads(ours, (x, w, b)), _grads(ref, (x, w, b))):
         assert_close(g, r, dtype, f"d{name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c_in", [1, 3])
+def test_conv_relu_pool_nan_and_ties(c_in, dtype, isa):
+    """NaN wins its window and equal maxima keep the first, in the SIMD epilogue (8 windows)
+    and its scalar tail alike: compared through the pooled values and the gradient routing."""
+    torch.manual_seed(5)
+    x = torch.randn(2, c_in, 9, 41, dtype=dtype)
+    x[0, 0, 2, 5] = float("nan")
+    x[1, :, 2:9, 16:34] = 0.0  # a constant patch: ties of equal conv outputs
+    w = torch.randn(5, c_in, 3, 3, dtype=dtype)
+    w[:, :, 1, 1] += 1.0
+    b = torch.randn(5, dtype=dtype)
+    assert_close(FF.conv_relu_pool2d(x, w, b, padding=1), F.max_pool2d(F.relu(F.conv2d(x, w, b, padding=1)), 2, 2),
+                 dtype, "y")
+    y, idx = conv.conv_relu_pool2d_op(x, w, b, [1, 1], [1, 1], [1, 1], 1, [9, 41])
+    _, ref_idx = F.max_pool2d(F.relu(F.conv2d(x, w, b, padding=1)), 2, 2, return_indices=True)
+    positive = y > 0
+    assert torch.equal(idx.long()[positive], ref_idx[positive])
 
 
 def test_only_requested_gradients():

@@ -1,0 +1,42 @@
+#pragma once
+// The AVX2 kernels conv.cpp chooses at run time (the portable code is its fallback):
+//
+// 1. The direct convolution of one group at stride 1 (conv_direct_avx2.cpp), used instead of
+// im2col + pack + GEMM: the input planes are zero-padded so that every tap of every output is
+// in bounds; with the padded row length Wp, output (oh, ow) sits at position oh * Wp + ow of
+// a "flattened" output, and tap t = (ci, kh, kw) reads the padded input at that position +
+// offsets[t]. So the convolution is a GEMM whose B operand is read in place at per-k offsets
+// (an implicit im2col); the positions with ow >= out_width are computed and ignored.
+#include <cstdint>
+
+namespace fastrnn::cpu {
+
+struct DirectConvArgs {
+  const int64_t* offsets = nullptr;  // (taps): tap t reads xpad[position + offsets[t]]
+  int64_t taps = 0;
+  int64_t channels = 0;  // output channels
+  int64_t length = 0;    // positions wanted; the kernel writes them rounded up to 32
+  int64_t ld = 0;        // out's channel stride, >= length rounded up to 32
+};
+
+// The number of positions the kernel may write beyond `length`, and read beyond the last
+// tap's reach in xpad (which must hold zeros or any finite values there; conv.cpp also lets
+// taps wrap pad_w columns past a padded row onto the next row's left padding).
+constexpr int64_t kDirectSlack = 32;
+
+namespace isa_avx2 {
+// out (channels, ld)[c][q] = sum_t w(t, c) * xpad[q + offsets[t]] for q < length, the
+// weights blocked by 4 channels: w(t, c) = weight_blocked[((c / 4) * taps + t) * 4 + c % 4].
+template <typename T>
+void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, T* out);
+
+// 2. The fused block's epilogue (conv_pool_avx2.cpp), 8 windows at a time: for px < pw,
+// y[px] = max over the 2x2 window at columns 2px, 2px+1 of rows top and bottom of
+// relu(value + bias), and indices[px] its position index0 + 2px (+1 for the right column,
+// +out_width for the bottom row), with torch's rules (the first maximum, a NaN wins).
+// Returns pw (the windows done).
+int64_t relu_pool_row(const float* top, const float* bottom, float bias, int64_t pw, int64_t index0,
+                      int64_t out_width, float* y, int64_t* indices);
+}  // namespace isa_avx2
+
+}  // namespace fastrnn::cpu
