@@ -18,6 +18,7 @@ import fastrnn.functional as F
 import fastrnn.nn
 from fastrnn import _persistent
 from conftest import CELLS
+from test_cuda_rnn import module_pair as cuda_module_pair, rounded
 
 pytestmark = pytest.mark.cuda
 
@@ -53,8 +54,6 @@ def check(name, ours, reference, dtype, tolerance=None):
     assert err <= bound, f"{name}: relative error {err:.3e} > {bound:.1e} ({dtype})"
 
 
-def rounded(t, dtype):
-    return t.to(dtype).to(torch.float64)
 
 
 def make_layer(cell, I, H, dtype, seed):
@@ -206,14 +205,10 @@ def test_persistent_backward_matches_step_wise(cell, reverse, dtype, T, B, I, H)
 
 
 def module_pair(kind, dtype, **kwargs):
-    torch.manual_seed(11)
-    reference = getattr(torch.nn, kind)(**kwargs)
-    with torch.no_grad():
-        for p in reference.parameters():
-            p.copy_(rounded(p, dtype))
-    ours = getattr(fastrnn.nn, kind)(**kwargs)
-    ours.load_state_dict(reference.state_dict())
-    return ours.to("cuda", dtype), reference.double()
+    """test_cuda_rnn's pair (torch.nn weights rounded to dtype, loaded into fastrnn.nn on the
+    GPU), with the reference in float64."""
+    ours, reference = cuda_module_pair(kind, dtype, **kwargs)
+    return ours, reference.double()
 
 
 MODULE_CASES = [
