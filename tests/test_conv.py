@@ -102,14 +102,21 @@ def test_conv_relu_pool_nan_and_ties(c_in, dtype, isa):
     assert torch.equal(idx.long()[positive], ref_idx[positive])
 
 
-def test_only_requested_gradients():
+@pytest.mark.parametrize("wanted", ["x", "w", "b", "wb", "xb"])
+@pytest.mark.parametrize("fused", [False, True])
+def test_only_requested_gradients(fused, wanted, isa):
+    """Any subset of the gradients (frozen weights, a frozen input) matches torch's."""
     x, w, b, kw = _inputs(CASES[0], torch.float64)
-    x.requires_grad_(False)
-    y = FF.conv2d(x, w, b, **kw)
-    dw, db = torch.autograd.grad(y.sum(), (w, b))
-    rw, rb = torch.autograd.grad(F.conv2d(x, w, b, **kw).sum(), (w, b))
-    assert_close(dw, rw, torch.float64, "dw")
-    assert_close(db, rb, torch.float64, "db")
+    for name, t in zip("xwb", (x, w, b)):
+        t.requires_grad_(name in wanted)
+    live = [t for name, t in zip("xwb", (x, w, b)) if name in wanted]
+    if fused:
+        ours = FF.conv_relu_pool2d(x, w, b, **kw)
+        ref = F.max_pool2d(F.relu(F.conv2d(x, w, b, **kw)), 2, 2)
+    else:
+        ours, ref = FF.conv2d(x, w, b, **kw), F.conv2d(x, w, b, **kw)
+    for name, g, r in zip(wanted, _grads(ours, live), _grads(ref, live)):
+        assert_close(g, r, torch.float64, f"d{name}")
 
 
 @pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[4], CASES[8]])

@@ -55,6 +55,12 @@ def _view(t: Optional[Tensor]):
     return ops._view(t)
 
 
+def _gradients(x: Tensor, dx: Optional[Tensor], dw: Optional[Tensor], db: Optional[Tensor]):
+    """(dx, dw, db) with a fresh empty tensor for each one not computed: a custom op's outputs
+    may not alias each other (one shared empty failed whenever two gradients were not wanted)."""
+    return tuple(x.new_empty(0) if g is None else g for g in (dx, dw, db))
+
+
 # ---- conv2d ----------------------------------------------------------------------------------
 
 
@@ -85,23 +91,21 @@ def conv2d_backward(dy: Tensor, x: Tensor, weight: Tensor, stride: List[int], pa
     if x.device.type == "cuda":
         dx, dw, db = _conv_cuda.backward(dy, x, weight, stride, padding, dilation, groups, output_mask,
                                          has_bias=output_mask[2])
-        empty = x.new_empty(0)
-        return (empty if dx is None else dx, empty if dw is None else dw, empty if db is None else db)
+        return _gradients(x, dx, dw, db)
     dx = ops._empty(x.shape, x) if output_mask[0] else None
     dw = ops._empty(weight.shape, weight) if output_mask[1] else None
     db = ops._empty(weight.shape[0], weight) if output_mask[2] else None
     work = _workspace(_BACKWARD, x, weight, dy.shape[2:], stride, padding, dilation, groups)
     _C.conv2d_backward(_view(dy), _view(x), _view(weight), _view(dx), _view(dw), _view(db), _view(work), stride,
                        padding, dilation, groups)
-    empty = x.new_empty(0)
-    return (empty if dx is None else dx, empty if dw is None else dw, empty if db is None else db)
+    return _gradients(x, dx, dw, db)
 
 
 @conv2d_backward.register_fake
 def _(dy, x, weight, stride, padding, dilation, groups, output_mask):
-    empty = x.new_empty(0)
-    return (torch.empty_like(x) if output_mask[0] else empty, torch.empty_like(weight) if output_mask[1] else empty,
-            weight.new_empty(weight.shape[0]) if output_mask[2] else empty)
+    return _gradients(x, torch.empty_like(x) if output_mask[0] else None,
+                      torch.empty_like(weight) if output_mask[1] else None,
+                      weight.new_empty(weight.shape[0]) if output_mask[2] else None)
 
 
 def _conv2d_setup(ctx, inputs, output):
@@ -162,8 +166,7 @@ def conv_relu_pool2d_backward(dy: Tensor, y: Tensor, indices: Tensor, x: Tensor,
     if x.device.type == "cuda":
         dx, dw, db = _conv_cuda.conv_relu_pool_backward(dy, y, indices, x, weight, stride, padding,
                                                         dilation, groups, output_mask, has_bias=output_mask[2])
-        empty = x.new_empty(0)
-        return (empty if dx is None else dx, empty if dw is None else dw, empty if db is None else db)
+        return _gradients(x, dx, dw, db)
     dx = ops._empty(x.shape, x) if output_mask[0] else None
     dw = ops._empty(weight.shape, weight) if output_mask[1] else None
     db = ops._empty(weight.shape[0], weight) if output_mask[2] else None
@@ -171,15 +174,14 @@ def conv_relu_pool2d_backward(dy: Tensor, y: Tensor, indices: Tensor, x: Tensor,
     _C.conv_relu_pool2d_backward(_view(dy), _view(y), _view(indices), _view(x), _view(weight), _view(dx), _view(dw),
                                  _view(db), _view(work), output_size[0], output_size[1], stride, padding, dilation,
                                  groups)
-    empty = x.new_empty(0)
-    return (empty if dx is None else dx, empty if dw is None else dw, empty if db is None else db)
+    return _gradients(x, dx, dw, db)
 
 
 @conv_relu_pool2d_backward.register_fake
 def _(dy, y, indices, x, weight, stride, padding, dilation, groups, output_size, output_mask):
-    empty = x.new_empty(0)
-    return (torch.empty_like(x) if output_mask[0] else empty, torch.empty_like(weight) if output_mask[1] else empty,
-            weight.new_empty(weight.shape[0]) if output_mask[2] else empty)
+    return _gradients(x, torch.empty_like(x) if output_mask[0] else None,
+                      torch.empty_like(weight) if output_mask[1] else None,
+                      weight.new_empty(weight.shape[0]) if output_mask[2] else None)
 
 
 def _pool_setup(ctx, inputs, output):
