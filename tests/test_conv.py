@@ -41,6 +41,10 @@ CASES = [
     (1, 2, 64, 9, 130, 3, 1, 1, 1, 1, True),
     (2, 3, 4, 8, 9, 2, 1, 3, 1, 1, True),
     (1, 200, 2, 100, 100, 3, 1, 1, 1, 1, False),
+    # The direct weight gradient (stride 1) over blocks of 16 (float) / 8 (double) output
+    # channels: a partial last block, taps not a multiple of its 6-tap tile, rows in blocks.
+    (3, 5, 33, 10, 30, 3, 1, 1, 1, 1, True),
+    (2, 3, 20, 7, 300, (2, 3), 1, (1, 0), 1, 1, False),
 ]
 
 

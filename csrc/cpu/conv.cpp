@@ -45,11 +45,13 @@ struct Plan {
   int64_t block_rows;           // output rows per im2col block
   bool pointwise;               // 1x1, stride 1, no padding: the input is its own im2col
   // The direct forward (conv_avx2.h): padded planes (cin_g, hp, wp), output blocks of direct_rows
-  // rows, each channel's block direct_ld apart. Sized whenever the shape allows it, so the
-  // workspace does not depend on the instruction set.
+  // rows, each channel's block direct_ld apart. Backward, the direct weight gradient over the
+  // same planes: dy transposed into blocks of channels (dyb), accumulated into dw blocked as
+  // (groups, cout_g / block, K, block), cout_g rounded up to the block (dw_ld). Sized whenever
+  // the shape allows it, so the workspace does not depend on the instruction set.
   bool direct;
-  int64_t hp, wp, taps, direct_rows, direct_ld;
-  int64_t xpad_bytes, dout_bytes, wt_bytes, offsets_bytes;
+  int64_t hp, wp, taps, direct_rows, direct_ld, dw_ld;
+  int64_t xpad_bytes, dout_bytes, wt_bytes, offsets_bytes, dyb_bytes;
   int64_t gemm_bytes, col_bytes, tmp_bytes, dconv_bytes, dw_bytes, db_bytes, thread_bytes;
 
   Plan(const ConvShape& s, DType dtype, ConvOp op) {
@@ -73,11 +75,10 @@ struct Plan {
     col_bytes = pointwise && !backward ? 0 : align64(K * block_cols * elem);
     tmp_bytes = op == ConvOp::PoolForward ? align64(cout_g * block_cols * elem) : 0;
     dconv_bytes = op == ConvOp::PoolBackward ? align64(s.out_channels * P * elem) : 0;
-    dw_bytes = backward ? align64(s.out_channels * K * elem) : 0;
     db_bytes = backward ? align64(s.out_channels * elem) : 0;
 #if defined(FASTRNN_X86)
     // 1x1 convs with several input channels read their input in place through the GEMM.
-    direct = s.stride_h == 1 && s.stride_w == 1 && !backward && (cin_g == 1 || !pointwise);
+    direct = s.stride_h == 1 && s.stride_w == 1 && (cin_g == 1 || !pointwise);
 #else
     direct = false;
 #endif
@@ -94,11 +95,16 @@ struct Plan {
     direct_rows = std::max<int64_t>(1, std::min(direct_rows, rows_c));
     direct_ld = direct_rows * wp + kDirectSlack;
     direct = direct && cin_g * hp * wp * elem <= kDirectInput;
+    const int64_t block = 64 / elem;  // kDirectChannelBlock<T>
+    dw_ld = (cout_g + block - 1) / block * block;
+    dw_bytes = backward ? align64(std::max(s.out_channels, direct ? s.groups * dw_ld : 0) * K * elem) : 0;
     xpad_bytes = direct ? align64((cin_g * hp * wp + s.pad_w + kDirectSlack) * elem) : 0;
-    dout_bytes = direct ? align64(cout_g * direct_ld * elem) : 0;
-    wt_bytes = direct ? align64(s.groups * taps * round_up4(cout_g) * elem) : 0;
+    dout_bytes = direct && !backward ? align64(cout_g * direct_ld * elem) : 0;
+    wt_bytes = direct && !backward ? align64(s.groups * taps * round_up4(cout_g) * elem) : 0;
     offsets_bytes = direct ? align64(taps * static_cast<int64_t>(sizeof(int64_t))) : 0;
-    thread_bytes = col_bytes + tmp_bytes + dconv_bytes + dw_bytes + db_bytes + xpad_bytes + dout_bytes + offsets_bytes;
+    dyb_bytes = direct && backward ? align64(P * dw_ld * elem) : 0;
+    thread_bytes = col_bytes + tmp_bytes + dconv_bytes + dw_bytes + db_bytes + xpad_bytes + dout_bytes +
+                   offsets_bytes + dyb_bytes;
   }
   int64_t total(int threads) const { return threads * (gemm_bytes + thread_bytes) + wt_bytes; }
   static int64_t round_up4(int64_t n) { return (n + 3) / 4 * 4; }
@@ -111,6 +117,7 @@ struct ThreadBuffers {
   T *xpad, *dout;  // the direct forward's padded planes and output block
   T* wt;           // its weights of every group, blocked (shared by all threads)
   int64_t* offsets;
+  T* dyb;  // the direct weight gradient's transposed dy
 };
 
 template <typename T>
@@ -126,6 +133,7 @@ ThreadBuffers<T> buffers(const Plan& p, const ConvWorkspace& ws, int slot) {
   b.xpad = reinterpret_cast<T*>(direct);
   b.dout = reinterpret_cast<T*>(direct + p.xpad_bytes);
   b.offsets = reinterpret_cast<int64_t*>(direct + p.xpad_bytes + p.dout_bytes);
+  b.dyb = reinterpret_cast<T*>(direct + p.xpad_bytes + p.dout_bytes + p.offsets_bytes);
   b.wt = reinterpret_cast<T*>(ws.data + ws.threads * (p.gemm_bytes + p.thread_bytes));
   return b;
 }
@@ -268,12 +276,10 @@ void block_direct_weights(const ConvShape& s, const Plan& p, const T* weight, T*
   }
 }
 
-// The direct forward of one group: pads its input planes x_g (cin_g, H, W) into buf.xpad;
-// then block(oh0, rows) runs the kernel on output rows [oh0, oh0 + rows), leaving channel
-// co's row r at buf.dout + co * direct_ld + r * wp, and epilogue(oh0, rows) consumes them.
-template <typename T, typename Epilogue>
-void direct_group(const ConvShape& s, const Plan& p, int64_t g, const T* x_g, const ThreadBuffers<T>& buf,
-                  const Epilogue& epilogue) {
+// The direct kernels' operands of one group: x_g (cin_g, H, W) zero-padded into buf.xpad
+// (cin_g, hp, wp), and each tap's offset in it into buf.offsets.
+template <typename T>
+void pad_group(const ConvShape& s, const Plan& p, const T* x_g, const ThreadBuffers<T>& buf) {
   const int64_t plane = p.hp * p.wp;
   std::fill(buf.xpad, buf.xpad + p.cin_g * plane + s.pad_w + kDirectSlack, T(0));
   const ValidRange v = valid_columns(-s.pad_w, 1, s.width, p.wp);
@@ -292,6 +298,15 @@ void direct_group(const ConvShape& s, const Plan& p, int64_t g, const T* x_g, co
       }
     }
   }
+}
+
+// The direct forward of one group: pads its input x_g; then block(oh0, rows) runs the kernel on
+// output rows [oh0, oh0 + rows), leaving channel co's row r at buf.dout + co * direct_ld + r *
+// wp, and epilogue(oh0, rows) consumes them.
+template <typename T, typename Epilogue>
+void direct_group(const ConvShape& s, const Plan& p, int64_t g, const T* x_g, const ThreadBuffers<T>& buf,
+                  const Epilogue& epilogue) {
+  pad_group(s, p, x_g, buf);
   DirectConvArgs a;
   a.offsets = buf.offsets, a.taps = p.taps, a.channels = p.cout_g, a.ld = p.direct_ld;
   for (int64_t oh0 = 0; oh0 < p.rows_c; oh0 += p.direct_rows) {
@@ -348,10 +363,47 @@ void forward_image(const ConvShape& s, const Plan& p, bool direct, const T* x_n,
   }
 }
 
-// One image's gradients: dw, db accumulate (+=); dx_n is overwritten.
+// The direct weight gradient of one image (conv_avx2.h): per group, dy transposed into channel
+// blocks (and summed into db on the way), then the kernel over the padded input. dw is blocked
+// (groups, dw_ld / B, K, B); dw and db accumulate (+=).
 template <typename T>
-void backward_image(const ConvShape& s, const Plan& p, const T* dy_n, const T* x_n, const T* weight, T* dx_n, T* dw,
-                    T* db, const ThreadBuffers<T>& buf, const GemmScratch& scratch) {
+void direct_weight_grad_image(const ConvShape& s, const Plan& p, const T* dy_n, const T* x_n, T* dw, T* db,
+                              const ThreadBuffers<T>& buf) {
+  constexpr int64_t B = kDirectChannelBlock<T>;
+  for (int64_t g = 0; g < s.groups; ++g) {
+    const T* dy_g = dy_n + g * p.cout_g * p.P;
+    for (int64_t co = 0; co < p.dw_ld; ++co) {
+      T* out = buf.dyb + co / B * p.P * B + co % B;
+      if (co >= p.cout_g) {
+        for (int64_t q = 0; q < p.P; ++q) out[q * B] = T(0);
+        continue;
+      }
+      const T* row = dy_g + co * p.P;
+      T sum = T(0);
+      for (int64_t q = 0; q < p.P; ++q) out[q * B] = row[q], sum += row[q];
+      if (db != nullptr) db[g * p.cout_g + co] += sum;
+    }
+    if (dw == nullptr) continue;
+    pad_group(s, p, x_n + g * p.cin_g * s.height * s.width, buf);
+    DirectWeightGradArgs a;
+    a.offsets = buf.offsets, a.taps = p.taps, a.channel_blocks = p.dw_ld / B;
+    a.out_height = s.out_height, a.out_width = s.out_width, a.wp = p.wp;
+#if defined(FASTRNN_X86)
+    isa_avx2::conv_direct_weight_grad<T>(a, buf.xpad, buf.dyb, dw + g * p.dw_ld * p.K);
+#endif
+  }
+}
+
+// One image's gradients: dw, db accumulate (+=); dx_n is overwritten. direct: dw and db come
+// from direct_weight_grad_image (dw blocked as it writes it).
+template <typename T>
+void backward_image(const ConvShape& s, const Plan& p, bool direct, const T* dy_n, const T* x_n, const T* weight,
+                    T* dx_n, T* dw, T* db, const ThreadBuffers<T>& buf, const GemmScratch& scratch) {
+  if (direct && (dw != nullptr || db != nullptr)) {
+    direct_weight_grad_image(s, p, dy_n, x_n, dw, db, buf);
+    dw = db = nullptr;
+  }
+  if (dx_n == nullptr && dw == nullptr && db == nullptr) return;
   if (dx_n != nullptr && !p.pointwise) std::fill(dx_n, dx_n + s.in_channels * s.height * s.width, T(0));
   for (int64_t g = 0; g < s.groups; ++g) {
     const T* x_g = x_n + g * p.cin_g * s.height * s.width;
@@ -395,38 +447,6 @@ void backward_image(const ConvShape& s, const Plan& p, const T* dy_n, const T* x
   }
 }
 
-// Runs backward_image over the batch with per-thread accumulators, then sums them. dy_of(n,
-// buffers) returns image n's (out_channels, out_h, out_w) output gradient.
-template <typename T, typename DyOf>
-void backward_batch(const ConvShape& s, const Plan& p, const DyOf& dy_of, const T* x, const T* weight, T* dx,
-                    T* dweight, T* dbias, const ConvWorkspace& ws) {
-  const int threads = usable_threads(ws);
-  const int teams = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, s.batch)));
-  const int64_t w_numel = s.out_channels * p.K;
-  for (int t = 0; t < teams; ++t) {
-    const ThreadBuffers<T> b = buffers<T>(p, ws, t);
-    if (dweight != nullptr) std::fill(b.dw, b.dw + w_numel, T(0));
-    if (dbias != nullptr) std::fill(b.db, b.db + s.out_channels, T(0));
-  }
-  const GemmScratch scratch = gemm_scratch<T>(p, ws);
-  const int64_t in_numel = s.in_channels * s.height * s.width;
-  for_each_image(s.batch, threads, [&](int64_t n, int slot) {
-    const ThreadBuffers<T> b = buffers<T>(p, ws, slot);
-    backward_image<T>(s, p, dy_of(n, b), x + n * in_numel, weight, dx == nullptr ? nullptr : dx + n * in_numel,
-                      dweight == nullptr ? nullptr : b.dw, dbias == nullptr ? nullptr : b.db, b, scratch);
-  });
-  auto reduce = [&](T* out, T* ThreadBuffers<T>::*field, int64_t count) {
-    if (out == nullptr) return;
-    std::copy(buffers<T>(p, ws, 0).*field, buffers<T>(p, ws, 0).*field + count, out);
-    for (int t = 1; t < teams; ++t) {
-      const T* part = buffers<T>(p, ws, t).*field;
-      for (int64_t i = 0; i < count; ++i) out[i] += part[i];
-    }
-  };
-  reduce(dweight, &ThreadBuffers<T>::dw, w_numel);
-  reduce(dbias, &ThreadBuffers<T>::db, s.out_channels);
-}
-
 // max of relu over one 2x2 window, scanning as torch's max_pool2d does (row by row, NaN wins).
 template <typename T>
 inline void pool_window(const T v[4], const int64_t at[4], T* out, int64_t* index) {
@@ -464,6 +484,83 @@ int64_t transposed_bytes(const ConvShape& s, const ConvShape& t, DType dtype, in
          Plan(t, dtype, ConvOp::Forward).total(threads);
 }
 
+
+// Runs backward_image over the batch with per-thread accumulators, then sums them. dy_of(n,
+// buffers) returns image n's (out_channels, out_h, out_w) output gradient. With the AVX2
+// kernels and whole images per thread, dx is the direct forward of the transposed conv and dw
+// the direct weight gradient, image by image while its dy is in cache.
+template <typename T, typename DyOf>
+void backward_batch(const ConvShape& s, const Plan& p, const DyOf& dy_of, const T* x, const T* weight, T* dx,
+                    T* dweight, T* dbias, const ConvWorkspace& ws) {
+  const int threads = usable_threads(ws);
+  const int teams = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, s.batch)));
+  const bool simd = active_isa() != Isa::Generic && s.batch >= threads;
+  const bool direct = p.direct && simd;
+  const int64_t w_numel = s.out_channels * p.K;
+  for (int t = 0; t < teams; ++t) {
+    const ThreadBuffers<T> b = buffers<T>(p, ws, t);
+    if (dweight != nullptr) std::fill(b.dw, b.dw + (direct ? s.groups * p.dw_ld * p.K : w_numel), T(0));
+    if (dbias != nullptr) std::fill(b.db, b.db + s.out_channels, T(0));
+  }
+  ConvShape t;
+  const bool transposed = dx != nullptr && simd && transposed_direct(s, dtype_of<T>(), t);
+  const Plan pt(transposed ? t : s, dtype_of<T>(), ConvOp::Forward);
+  ConvWorkspace tw;
+  T* w_t = reinterpret_cast<T*>(ws.data + p.total(ws.threads));
+  if (transposed) {
+    // w_t (in_channels, cout_g, kh, kw): the weights with both kernel axes flipped.
+    const int64_t taps = s.kernel_h * s.kernel_w;
+    for (int64_t g = 0; g < s.groups; ++g)
+      for (int64_t ci = 0; ci < p.cin_g; ++ci)
+        for (int64_t co = 0; co < p.cout_g; ++co) {
+          const T* src = weight + ((g * p.cout_g + co) * p.cin_g + ci) * taps;
+          T* dst = w_t + ((g * p.cin_g + ci) * p.cout_g + co) * taps;
+          for (int64_t k = 0; k < taps; ++k) dst[k] = src[taps - 1 - k];
+        }
+    const int64_t w_bytes = align64(w_numel * static_cast<int64_t>(sizeof(T)));
+    tw.data = ws.data + p.total(ws.threads) + w_bytes;
+    tw.bytes = ws.bytes - p.total(ws.threads) - w_bytes;
+    tw.threads = ws.threads;
+    block_direct_weights(t, pt, w_t, buffers<T>(pt, tw, 0).wt);
+  }
+  const GemmScratch scratch = gemm_scratch<T>(p, ws);
+  const int64_t in_numel = s.in_channels * s.height * s.width;
+  for_each_image(s.batch, threads, [&](int64_t n, int slot) {
+    const ThreadBuffers<T> b = buffers<T>(p, ws, slot);
+    const T* dy_n = dy_of(n, b);
+    T* dx_n = dx == nullptr ? nullptr : dx + n * in_numel;
+    backward_image<T>(s, p, direct, dy_n, x + n * in_numel, weight, transposed ? nullptr : dx_n,
+                      dweight == nullptr ? nullptr : b.dw, dbias == nullptr ? nullptr : b.db, b, scratch);
+    if (transposed) forward_image<T>(t, pt, true, dy_n, w_t, nullptr, dx_n, buffers<T>(pt, tw, slot), scratch);
+  });
+  auto reduce = [&](T* out, T* ThreadBuffers<T>::*field, int64_t count) {
+    if (out == nullptr) return;
+    std::copy(buffers<T>(p, ws, 0).*field, buffers<T>(p, ws, 0).*field + count, out);
+    for (int t = 1; t < teams; ++t) {
+      const T* part = buffers<T>(p, ws, t).*field;
+      for (int64_t i = 0; i < count; ++i) out[i] += part[i];
+    }
+  };
+  reduce(dbias, &ThreadBuffers<T>::db, s.out_channels);
+  if (!direct) {
+    reduce(dweight, &ThreadBuffers<T>::dw, w_numel);
+  } else if (dweight != nullptr) {
+    // Sum the threads' blocked accumulators into the first, then unblock into dweight.
+    T* sum = buffers<T>(p, ws, 0).dw;
+    for (int t = 1; t < teams; ++t) {
+      const T* part = buffers<T>(p, ws, t).dw;
+      for (int64_t i = 0; i < s.groups * p.dw_ld * p.K; ++i) sum[i] += part[i];
+    }
+    constexpr int64_t B = kDirectChannelBlock<T>;
+    for (int64_t g = 0; g < s.groups; ++g)
+      for (int64_t co = 0; co < p.cout_g; ++co) {
+        const T* src = sum + g * p.dw_ld * p.K + co / B * p.K * B + co % B;
+        T* dst = dweight + (g * p.cout_g + co) * p.K;
+        for (int64_t k = 0; k < p.K; ++k) dst[k] = src[k * B];
+      }
+  }
+}
+
 }  // namespace
 
 int64_t conv_workspace_bytes(const ConvShape& s, DType dtype, ConvOp op, int threads) {
@@ -471,7 +568,7 @@ int64_t conv_workspace_bytes(const ConvShape& s, DType dtype, ConvOp op, int thr
   threads = std::max(1, threads);
   ConvShape t;
   int64_t extra = 0;
-  if (op == ConvOp::Backward && transposed_direct(s, dtype, t)) extra = transposed_bytes(s, t, dtype, threads);
+  if ((op == ConvOp::Backward || op == ConvOp::PoolBackward) && transposed_direct(s, dtype, t)) extra = transposed_bytes(s, t, dtype, threads);
   return p.total(threads) + extra;
 }
 
@@ -499,27 +596,6 @@ void conv2d_backward(const ConvShape& s, const T* dy, const T* x, const T* weigh
     if (dweight != nullptr) std::fill(dweight, dweight + s.out_channels * p.K, T(0));
     if (dbias != nullptr) std::fill(dbias, dbias + s.out_channels, T(0));
     return;
-  }
-  ConvShape t;
-  if (dx != nullptr && active_isa() != Isa::Generic && s.batch >= usable_threads(ws) &&
-      transposed_direct(s, dtype_of<T>(), t)) {
-    // dx = the direct forward of the transposed conv; w_t (in_channels, cout_g, kh, kw).
-    T* w_t = reinterpret_cast<T*>(ws.data + p.total(ws.threads));
-    const int64_t taps = s.kernel_h * s.kernel_w;
-    for (int64_t g = 0; g < s.groups; ++g)
-      for (int64_t ci = 0; ci < p.cin_g; ++ci)
-        for (int64_t co = 0; co < p.cout_g; ++co) {
-          const T* src = weight + ((g * p.cout_g + co) * p.cin_g + ci) * taps;
-          T* dst = w_t + ((g * p.cin_g + ci) * p.cout_g + co) * taps;
-          for (int64_t k = 0; k < taps; ++k) dst[k] = src[taps - 1 - k];  // both axes flipped
-        }
-    const int64_t w_bytes = align64(s.out_channels * p.K * static_cast<int64_t>(sizeof(T)));
-    ConvWorkspace tw;
-    tw.data = ws.data + p.total(ws.threads) + w_bytes;
-    tw.bytes = ws.bytes - p.total(ws.threads) - w_bytes;
-    tw.threads = ws.threads;
-    conv2d_forward<T>(t, dy, w_t, nullptr, dx, tw);
-    dx = nullptr;
   }
   const int64_t out_numel = s.out_channels * p.P;
   backward_batch<T>(

@@ -19,6 +19,19 @@ struct DirectConvArgs {
   int64_t ld = 0;        // out's channel stride, >= length rounded up to 32
 };
 
+struct DirectWeightGradArgs {
+  const int64_t* offsets = nullptr;  // (taps), as DirectConvArgs
+  int64_t taps = 0;
+  int64_t channel_blocks = 0;  // blocks of kDirectChannelBlock output channels
+  int64_t out_height = 0, out_width = 0;
+  int64_t wp = 0;  // the padded row length: output (oh, ow) reads xpad[oh * wp + ow + offsets[t]]
+};
+
+// Output channels per block of the weight gradient's operands: one 64-byte line, two vectors
+// (16 floats, 8 doubles).
+template <typename T>
+constexpr int64_t kDirectChannelBlock = 64 / sizeof(T);
+
 // The number of positions the kernel may write beyond `length`, and read beyond the last
 // tap's reach in xpad (which must hold zeros or any finite values there; conv.cpp also lets
 // taps wrap pad_w columns past a padded row onto the next row's left padding).
@@ -30,7 +43,17 @@ namespace isa_avx2 {
 template <typename T>
 void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, T* out);
 
-// 2. The fused block's epilogue (conv_pool_avx2.cpp), 8 windows at a time: for px < pw,
+// 2. The weight gradient of the same direct convolution (conv_direct_avx2.cpp): with the output
+// gradient transposed into blocks of B = kDirectChannelBlock<T> channels, dy_blocked[b][p][j] =
+// dy of channel b * B + j at output position p = oh * out_width + ow (zero past the
+// last channel), and the padded input of the forward,
+//   dw_blocked[b][t][j] += sum over (oh, ow) of xpad[oh * wp + ow + offsets[t]] * dy_blocked[b][p][j],
+// an outer-product GEMM over the positions (no im2col, no horizontal sums, only the out_width
+// real columns of each row).
+template <typename T>
+void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const T* dy_blocked, T* dw_blocked);
+
+// 3. The fused block's epilogue (conv_pool_avx2.cpp), 8 windows at a time: for px < pw,
 // y[px] = max over the 2x2 window at columns 2px, 2px+1 of rows top and bottom of
 // relu(value + bias), and indices[px] its position index0 + 2px (+1 for the right column,
 // +out_width for the bottom row), with torch's rules (the first maximum, a NaN wins).

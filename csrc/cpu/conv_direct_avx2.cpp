@@ -9,6 +9,8 @@
 // 4 channels divide the usual channel counts (32, 64), so no partial block is wasted.
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "cpu/conv_avx2.h"
 
 namespace fastrnn::cpu::isa_avx2 {
@@ -23,6 +25,7 @@ struct Simd<float> {
   static V zero() { return _mm256_setzero_ps(); }
   static V load(const float* p) { return _mm256_loadu_ps(p); }
   static V set1(float x) { return _mm256_set1_ps(x); }
+  static V broadcast(const float* p) { return _mm256_broadcast_ss(p); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
 };
@@ -33,6 +36,7 @@ struct Simd<double> {
   static V zero() { return _mm256_setzero_pd(); }
   static V load(const double* p) { return _mm256_loadu_pd(p); }
   static V set1(double x) { return _mm256_set1_pd(x); }
+  static V broadcast(const double* p) { return _mm256_broadcast_sd(p); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
   static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
 };
@@ -68,7 +72,69 @@ inline __attribute__((always_inline)) void tile(const DirectConvArgs& a, const T
   }
 }
 
+// The weight gradient's register block: M (<= 6) taps x one channel block (2 vectors) = 12
+// accumulators, the 2 dy vectors of a position and one broadcast input value. Per position: 2
+// vector loads and M broadcast loads feed 2M FMAs (8 loads for 12 FMAs at M = 6, under the
+// two load ports' rate), summed over output rows [oh0, oh1) into dw (M, 2 vectors).
+template <int M, typename T>
+inline __attribute__((always_inline)) void weight_grad_tile(const DirectWeightGradArgs& a, const T* xpad,
+                                                            const int64_t* offsets, const T* dy, int64_t oh0,
+                                                            int64_t oh1, T* dw) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int W = S::kLanes;
+  V acc[M][2];
+#pragma GCC unroll 6
+  for (int i = 0; i < M; ++i) acc[i][0] = S::load(dw + i * 2 * W), acc[i][1] = S::load(dw + i * 2 * W + W);
+  const T* x[M];
+#pragma GCC unroll 6
+  for (int i = 0; i < M; ++i) x[i] = xpad + offsets[i];
+  for (int64_t oh = oh0; oh < oh1; ++oh) {
+    const T* d = dy + oh * a.out_width * 2 * W;
+    const int64_t row = oh * a.wp;
+    for (int64_t ow = 0; ow < a.out_width; ++ow, d += 2 * W) {
+      const V d0 = S::load(d), d1 = S::load(d + W);
+#pragma GCC unroll 6
+      for (int i = 0; i < M; ++i) {
+        const V xi = S::broadcast(x[i] + row + ow);
+        acc[i][0] = S::fma(xi, d0, acc[i][0]);
+        acc[i][1] = S::fma(xi, d1, acc[i][1]);
+      }
+    }
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < M; ++i) S::store(dw + i * 2 * W, acc[i][0]), S::store(dw + i * 2 * W + W, acc[i][1]);
+}
+
 }  // namespace
+
+// Rows outside: a block of rows keeps one channel block's dy (rows x out_width x 64 bytes, about
+// 16 KiB) in L1 while every tap block passes over it; the accumulators go through dw once per
+// row block and tap block.
+template <typename T>
+void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const T* dy_blocked, T* dw_blocked) {
+  constexpr int64_t B = kDirectChannelBlock<T>;
+  static_assert(B == 2 * Simd<T>::kLanes, "a channel block is two vectors");
+  const int64_t rows = std::max<int64_t>(1, 256 / std::max<int64_t>(1, a.out_width));
+  const int64_t positions = a.out_height * a.out_width, full = a.taps / 6 * 6;
+  for (int64_t oh0 = 0; oh0 < a.out_height; oh0 += rows) {
+    const int64_t oh1 = std::min(a.out_height, oh0 + rows);
+    for (int64_t b = 0; b < a.channel_blocks; ++b) {
+      const T* dy = dy_blocked + b * positions * B;
+      T* dw = dw_blocked + b * a.taps * B;
+      int64_t t = 0;
+      for (; t < full; t += 6) weight_grad_tile<6>(a, xpad, a.offsets + t, dy, oh0, oh1, dw + t * B);
+      switch (a.taps - t) {
+        case 5: weight_grad_tile<5>(a, xpad, a.offsets + t, dy, oh0, oh1, dw + t * B); break;
+        case 4: weight_grad_tile<4>(a, xpad, a.offsets + t, dy, oh0, oh1, dw + t * B); break;
+        case 3: weight_grad_tile<3>(a, xpad, a.offsets + t, dy, oh0, oh1, dw + t * B); break;
+        case 2: weight_grad_tile<2>(a, xpad, a.offsets + t, dy, oh0, oh1, dw + t * B); break;
+        case 1: weight_grad_tile<1>(a, xpad, a.offsets + t, dy, oh0, oh1, dw + t * B); break;
+        default: break;
+      }
+    }
+  }
+}
 
 // Positions outside, channels inside: the input window of one position block (taps x 3
 // vectors) stays in L1 while every channel block passes over it, and each channel block's
@@ -92,5 +158,7 @@ void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked
 
 template void conv_direct<float>(const DirectConvArgs&, const float*, const float*, float*);
 template void conv_direct<double>(const DirectConvArgs&, const double*, const double*, double*);
+template void conv_direct_weight_grad<float>(const DirectWeightGradArgs&, const float*, const float*, float*);
+template void conv_direct_weight_grad<double>(const DirectWeightGradArgs&, const double*, const double*, double*);
 
 }  // namespace fastrnn::cpu::isa_avx2
