@@ -45,6 +45,11 @@ CASES = [
     # channels: a partial last block, taps not a multiple of its 6-tap tile, rows in blocks.
     (3, 5, 33, 10, 30, 3, 1, 1, 1, 1, True),
     (2, 3, 20, 7, 300, (2, 3), 1, (1, 0), 1, 1, False),
+    # 8 or more input channels per group at stride 1: the fused block's sparse weight gradient
+    # (channels-last input, input channels not a multiple of a vector, groups, dilation, odd
+    # conv outputs whose last row and column no window reads).
+    (3, 11, 6, 11, 13, 3, 1, 1, 1, 1, True),
+    (2, 18, 4, 9, 10, 3, 1, (2, 1), (2, 1), 2, False),
 ]
 
 
@@ -87,7 +92,7 @@ def test_conv_relu_pool_matches_torch(case, dtype, isa):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("c_in", [1, 3])
+@pytest.mark.parametrize("c_in", [1, 3, 9])
 def test_conv_relu_pool_nan_and_ties(c_in, dtype, isa):
     """NaN wins its window and equal maxima keep the first, in the SIMD epilogue (8 windows)
     and its scalar tail alike: compared through the pooled values and the gradient routing."""

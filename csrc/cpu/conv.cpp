@@ -52,6 +52,12 @@ struct Plan {
   bool direct;
   int64_t hp, wp, taps, direct_rows, direct_ld, dw_ld;
   int64_t xpad_bytes, dout_bytes, wt_bytes, offsets_bytes, dyb_bytes;
+  // The fused backward's sparse weight gradient (conv_avx2.h, 3.), for 8 or more input channels
+  // per group: the padded input channels-last, cl channels per position (cin_g rounded up to a
+  // vector), dw accumulated as (out_channels, kernel_h * kernel_w, cl); per output channel the
+  // entries (positions, values) of its pooling windows.
+  bool sparse;
+  int64_t pooled, cl, xcl_bytes, entries_bytes, voff_bytes;
   int64_t gemm_bytes, col_bytes, tmp_bytes, dconv_bytes, dw_bytes, db_bytes, thread_bytes;
 
   Plan(const ConvShape& s, DType dtype, ConvOp op) {
@@ -97,14 +103,23 @@ struct Plan {
     direct = direct && cin_g * hp * wp * elem <= kDirectInput;
     const int64_t block = 64 / elem;  // kDirectChannelBlock<T>
     dw_ld = (cout_g + block - 1) / block * block;
-    dw_bytes = backward ? align64(std::max(s.out_channels, direct ? s.groups * dw_ld : 0) * K * elem) : 0;
+    sparse = op == ConvOp::PoolBackward && direct && cin_g >= 8;
+    const int64_t lanes = 32 / elem, spatial = s.kernel_h * s.kernel_w;
+    cl = (cin_g + lanes - 1) / lanes * lanes;
+    pooled = (s.out_height / 2) * (s.out_width / 2);
+    xcl_bytes = sparse ? align64((hp * wp + s.pad_w + 1) * cl * elem) : 0;
+    entries_bytes = sparse ? align64(pooled * (8 + elem)) : 0;
+    voff_bytes = sparse ? align64(spatial * cl / lanes * 8) : 0;
+    dw_bytes = backward ? align64(std::max({s.out_channels * K, direct ? s.groups * dw_ld * K : 0,
+                                            sparse ? s.out_channels * spatial * cl : 0}) * elem)
+                        : 0;
     xpad_bytes = direct ? align64((cin_g * hp * wp + s.pad_w + kDirectSlack) * elem) : 0;
     dout_bytes = direct && !backward ? align64(cout_g * direct_ld * elem) : 0;
     wt_bytes = direct && !backward ? align64(s.groups * taps * round_up4(cout_g) * elem) : 0;
     offsets_bytes = direct ? align64(taps * static_cast<int64_t>(sizeof(int64_t))) : 0;
     dyb_bytes = direct && backward ? align64(P * dw_ld * elem) : 0;
     thread_bytes = col_bytes + tmp_bytes + dconv_bytes + dw_bytes + db_bytes + xpad_bytes + dout_bytes +
-                   offsets_bytes + dyb_bytes;
+                   offsets_bytes + dyb_bytes + xcl_bytes + entries_bytes + voff_bytes;
   }
   int64_t total(int threads) const { return threads * (gemm_bytes + thread_bytes) + wt_bytes; }
   static int64_t round_up4(int64_t n) { return (n + 3) / 4 * 4; }
@@ -118,6 +133,10 @@ struct ThreadBuffers {
   T* wt;           // its weights of every group, blocked (shared by all threads)
   int64_t* offsets;
   T* dyb;  // the direct weight gradient's transposed dy
+  T* xcl;  // the sparse weight gradient's channels-last input, its entries and vector offsets
+  int64_t* positions;
+  T* values;
+  int64_t* voff;
 };
 
 template <typename T>
@@ -134,6 +153,11 @@ ThreadBuffers<T> buffers(const Plan& p, const ConvWorkspace& ws, int slot) {
   b.dout = reinterpret_cast<T*>(direct + p.xpad_bytes);
   b.offsets = reinterpret_cast<int64_t*>(direct + p.xpad_bytes + p.dout_bytes);
   b.dyb = reinterpret_cast<T*>(direct + p.xpad_bytes + p.dout_bytes + p.offsets_bytes);
+  char* sparse = direct + p.xpad_bytes + p.dout_bytes + p.offsets_bytes + p.dyb_bytes;
+  b.xcl = reinterpret_cast<T*>(sparse);
+  b.positions = reinterpret_cast<int64_t*>(sparse + p.xcl_bytes);
+  b.values = reinterpret_cast<T*>(sparse + p.xcl_bytes + p.pooled * 8);
+  b.voff = reinterpret_cast<int64_t*>(sparse + p.xcl_bytes + p.entries_bytes);
   b.wt = reinterpret_cast<T*>(ws.data + ws.threads * (p.gemm_bytes + p.thread_bytes));
   return b;
 }
@@ -394,6 +418,59 @@ void direct_weight_grad_image(const ConvShape& s, const Plan& p, const T* dy_n, 
   }
 }
 
+// The fused block's weight and bias gradients of one image from its pooled gradient dy_n (and
+// the forward's y_n, indices_n; each (out_channels, out_h / 2, out_w / 2)): the conv's dy is
+// nonzero only at the maximum of a window the ReLU passed, so per output channel the kernel
+// sums over those entries alone (conv_avx2.h, 3.). dw is (out_channels, kernel_h * kernel_w, cl);
+// dw and db accumulate (+=).
+template <typename T>
+void sparse_weight_grad_image(const ConvShape& s, const Plan& p, const T* dy_n, const T* y_n, const int64_t* indices_n,
+                              const T* x_n, T* dw, T* db, const ThreadBuffers<T>& buf) {
+  const int64_t lanes = 32 / static_cast<int64_t>(sizeof(T)), vectors_per_tap = p.cl / lanes;
+  const int64_t spatial = s.kernel_h * s.kernel_w, vectors = spatial * vectors_per_tap;
+  for (int64_t kh = 0, v = 0; kh < s.kernel_h; ++kh)
+    for (int64_t kw = 0; kw < s.kernel_w; ++kw)
+      for (int64_t j = 0; j < vectors_per_tap; ++j, ++v)
+        buf.voff[v] = (kh * s.dilation_h * p.wp + kw * s.dilation_w) * p.cl + j * lanes;
+  const ValidRange cols = valid_columns(-s.pad_w, 1, s.width, p.wp);
+  for (int64_t g = 0; g < s.groups; ++g) {
+    if (dw != nullptr) {
+      // x_cl (hp * wp + pad_w + 1, cl): the group's input padded as pad_group does, channels last.
+      std::fill(buf.xcl, buf.xcl + (p.hp * p.wp + s.pad_w + 1) * p.cl, T(0));
+      const T* x_g = x_n + g * p.cin_g * s.height * s.width;
+      for (int64_t r = 0; r < p.hp; ++r) {
+        const int64_t ih = r - s.pad_h;
+        if (ih < 0 || ih >= s.height) continue;
+        for (int64_t c = cols.lo; c < cols.hi; ++c) {
+          T* dst = buf.xcl + (r * p.wp + c) * p.cl;
+          const T* src = x_g + ih * s.width + c - s.pad_w;
+          for (int64_t ci = 0; ci < p.cin_g; ++ci) dst[ci] = src[ci * s.height * s.width];
+        }
+      }
+    }
+    for (int64_t co = 0; co < p.cout_g; ++co) {
+      const int64_t c = g * p.cout_g + co;
+      const T *dy_c = dy_n + c * p.pooled, *y_c = y_n + c * p.pooled;
+      const int64_t* i_c = indices_n + c * p.pooled;
+      int64_t count = 0;
+      T sum = T(0);
+      for (int64_t i = 0; i < p.pooled; ++i) {
+        if (!(y_c[i] > T(0))) continue;
+        const int64_t oh = i_c[i] / s.out_width, ow = i_c[i] % s.out_width;
+        buf.positions[count] = (oh * p.wp + ow) * p.cl;
+        buf.values[count++] = dy_c[i];
+        sum += dy_c[i];
+      }
+      if (db != nullptr) db[c] += sum;
+#if defined(FASTRNN_X86)
+      if (dw != nullptr)
+        isa_avx2::conv_sparse_weight_grad<T>(buf.voff, vectors, buf.positions, buf.values, count, buf.xcl,
+                                             dw + c * spatial * p.cl);
+#endif
+    }
+  }
+}
+
 // One image's gradients: dw, db accumulate (+=); dx_n is overwritten. direct: dw and db come
 // from direct_weight_grad_image (dw blocked as it writes it).
 template <typename T>
@@ -488,18 +565,23 @@ int64_t transposed_bytes(const ConvShape& s, const ConvShape& t, DType dtype, in
 // Runs backward_image over the batch with per-thread accumulators, then sums them. dy_of(n,
 // buffers) returns image n's (out_channels, out_h, out_w) output gradient. With the AVX2
 // kernels and whole images per thread, dx is the direct forward of the transposed conv and dw
-// the direct weight gradient, image by image while its dy is in cache.
-template <typename T, typename DyOf>
-void backward_batch(const ConvShape& s, const Plan& p, const DyOf& dy_of, const T* x, const T* weight, T* dx,
-                    T* dweight, T* dbias, const ConvWorkspace& ws) {
+// the direct weight gradient, image by image while its dy is in cache; where p.sparse,
+// sparse_wg(n, buffers, dw, db) gives dw and db instead (the fused block).
+template <typename T, typename DyOf, typename SparseWeightGrad>
+void backward_batch(const ConvShape& s, const Plan& p, const DyOf& dy_of, const SparseWeightGrad& sparse_wg,
+                    const T* x, const T* weight, T* dx, T* dweight, T* dbias, const ConvWorkspace& ws) {
   const int threads = usable_threads(ws);
   const int teams = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, s.batch)));
   const bool simd = active_isa() != Isa::Generic && s.batch >= threads;
-  const bool direct = p.direct && simd;
+  const bool sparse = p.sparse && simd;
+  const bool direct = p.direct && simd && !sparse;
   const int64_t w_numel = s.out_channels * p.K;
+  const int64_t dw_numel = sparse   ? s.out_channels * s.kernel_h * s.kernel_w * p.cl
+                           : direct ? s.groups * p.dw_ld * p.K
+                                    : w_numel;
   for (int t = 0; t < teams; ++t) {
     const ThreadBuffers<T> b = buffers<T>(p, ws, t);
-    if (dweight != nullptr) std::fill(b.dw, b.dw + (direct ? s.groups * p.dw_ld * p.K : w_numel), T(0));
+    if (dweight != nullptr) std::fill(b.dw, b.dw + dw_numel, T(0));
     if (dbias != nullptr) std::fill(b.db, b.db + s.out_channels, T(0));
   }
   ConvShape t;
@@ -527,10 +609,16 @@ void backward_batch(const ConvShape& s, const Plan& p, const DyOf& dy_of, const 
   const int64_t in_numel = s.in_channels * s.height * s.width;
   for_each_image(s.batch, threads, [&](int64_t n, int slot) {
     const ThreadBuffers<T> b = buffers<T>(p, ws, slot);
-    const T* dy_n = dy_of(n, b);
     T* dx_n = dx == nullptr ? nullptr : dx + n * in_numel;
-    backward_image<T>(s, p, direct, dy_n, x + n * in_numel, weight, transposed ? nullptr : dx_n,
-                      dweight == nullptr ? nullptr : b.dw, dbias == nullptr ? nullptr : b.db, b, scratch);
+    T* dw = dweight == nullptr ? nullptr : b.dw;
+    T* db = dbias == nullptr ? nullptr : b.db;
+    if (sparse) {
+      sparse_wg(n, b, dw, db);
+      dw = db = nullptr;
+      if (dx_n == nullptr) return;
+    }
+    const T* dy_n = dy_of(n, b);
+    backward_image<T>(s, p, direct, dy_n, x + n * in_numel, weight, transposed ? nullptr : dx_n, dw, db, b, scratch);
     if (transposed) forward_image<T>(t, pt, true, dy_n, w_t, nullptr, dx_n, buffers<T>(pt, tw, slot), scratch);
   });
   auto reduce = [&](T* out, T* ThreadBuffers<T>::*field, int64_t count) {
@@ -542,21 +630,28 @@ void backward_batch(const ConvShape& s, const Plan& p, const DyOf& dy_of, const 
     }
   };
   reduce(dbias, &ThreadBuffers<T>::db, s.out_channels);
-  if (!direct) {
+  if (!direct && !sparse) {
     reduce(dweight, &ThreadBuffers<T>::dw, w_numel);
   } else if (dweight != nullptr) {
-    // Sum the threads' blocked accumulators into the first, then unblock into dweight.
+    // Sum the threads' accumulators into the first, then bring them to dweight's layout.
     T* sum = buffers<T>(p, ws, 0).dw;
     for (int t = 1; t < teams; ++t) {
       const T* part = buffers<T>(p, ws, t).dw;
-      for (int64_t i = 0; i < s.groups * p.dw_ld * p.K; ++i) sum[i] += part[i];
+      for (int64_t i = 0; i < dw_numel; ++i) sum[i] += part[i];
     }
     constexpr int64_t B = kDirectChannelBlock<T>;
+    const int64_t spatial = s.kernel_h * s.kernel_w;
     for (int64_t g = 0; g < s.groups; ++g)
       for (int64_t co = 0; co < p.cout_g; ++co) {
-        const T* src = sum + g * p.dw_ld * p.K + co / B * p.K * B + co % B;
         T* dst = dweight + (g * p.cout_g + co) * p.K;
-        for (int64_t k = 0; k < p.K; ++k) dst[k] = src[k * B];
+        if (sparse) {  // (out_channels, spatial, cl)
+          const T* src = sum + (g * p.cout_g + co) * spatial * p.cl;
+          for (int64_t ci = 0; ci < p.cin_g; ++ci)
+            for (int64_t k = 0; k < spatial; ++k) dst[ci * spatial + k] = src[k * p.cl + ci];
+        } else {  // (groups, dw_ld / B, K, B)
+          const T* src = sum + g * p.dw_ld * p.K + co / B * p.K * B + co % B;
+          for (int64_t k = 0; k < p.K; ++k) dst[k] = src[k * B];
+        }
       }
   }
 }
@@ -599,8 +694,8 @@ void conv2d_backward(const ConvShape& s, const T* dy, const T* x, const T* weigh
   }
   const int64_t out_numel = s.out_channels * p.P;
   backward_batch<T>(
-      s, p, [&](int64_t n, const ThreadBuffers<T>&) { return dy + n * out_numel; }, x, weight, dx, dweight, dbias,
-      ws);
+      s, p, [&](int64_t n, const ThreadBuffers<T>&) { return dy + n * out_numel; },
+      [](int64_t, const ThreadBuffers<T>&, T*, T*) {}, x, weight, dx, dweight, dbias, ws);
 }
 
 template <typename T>
@@ -689,7 +784,12 @@ void conv_relu_pool2d_backward(const ConvShape& s, const T* dy, const T* y, cons
     }
     return b.dconv;
   };
-  backward_batch<T>(s, p, dconv_of, x, weight, dx, dweight, dbias, ws);
+  auto sparse_wg = [&](int64_t n, const ThreadBuffers<T>& b, T* dw, T* db) {
+    const int64_t at = n * s.out_channels * pooled;
+    sparse_weight_grad_image(s, p, dy + at, y + at, indices + at, x + n * s.in_channels * s.height * s.width, dw,
+                             db, b);
+  };
+  backward_batch<T>(s, p, dconv_of, sparse_wg, x, weight, dx, dweight, dbias, ws);
 }
 
 #define FASTRNN_INSTANTIATE_CONV(T)                                                                               \

@@ -53,7 +53,18 @@ void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked
 template <typename T>
 void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const T* dy_blocked, T* dw_blocked);
 
-// 3. The fused block's epilogue (conv_pool_avx2.cpp), 8 windows at a time: for px < pw,
+// 3. The fused block's weight gradient, where dy of the conv is nonzero at one position per
+// pooling window at most: for each of `count` entries e (value dy, position q: the padded
+// position oh * wp + ow times channels),
+//   dw[v * lanes + i] += values[e] * x_cl[positions[e] + vector_offsets[v] + i]
+// for every vector v < vectors, x_cl the padded input channels-last (hp * wp positions of
+// `channels` values, zero padding), vector_offsets the (tap, channel vector) offsets in it. A
+// quarter of the dense FLOPs or less, vectorised over input channels.
+template <typename T>
+void conv_sparse_weight_grad(const int64_t* vector_offsets, int64_t vectors, const int64_t* positions,
+                             const T* values, int64_t count, const T* x_cl, T* dw);
+
+// 4. The fused block's epilogue (conv_pool_avx2.cpp), 8 windows at a time: for px < pw,
 // y[px] = max over the 2x2 window at columns 2px, 2px+1 of rows top and bottom of
 // relu(value + bias), and indices[px] its position index0 + 2px (+1 for the right column,
 // +out_width for the bottom row), with torch's rules (the first maximum, a NaN wins).

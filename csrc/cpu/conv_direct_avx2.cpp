@@ -106,7 +106,38 @@ inline __attribute__((always_inline)) void weight_grad_tile(const DirectWeightGr
   for (int i = 0; i < M; ++i) S::store(dw + i * 2 * W, acc[i][0]), S::store(dw + i * 2 * W + W, acc[i][1]);
 }
 
+// M (<= 12) accumulator vectors of the sparse weight gradient over all entries: per entry one
+// broadcast and M loads feed M FMAs.
+template <int M, typename T>
+inline __attribute__((always_inline)) void sparse_tile(const int64_t* voff, const int64_t* positions,
+                                                       const T* values, int64_t count, const T* x_cl, T* dw) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int W = S::kLanes;
+  V acc[M];
+#pragma GCC unroll 12
+  for (int i = 0; i < M; ++i) acc[i] = S::load(dw + i * W);
+  for (int64_t e = 0; e < count; ++e) {
+    const V g = S::broadcast(values + e);
+    const T* x = x_cl + positions[e];
+#pragma GCC unroll 12
+    for (int i = 0; i < M; ++i) acc[i] = S::fma(g, S::load(x + voff[i]), acc[i]);
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < M; ++i) S::store(dw + i * W, acc[i]);
+}
+
 }  // namespace
+
+template <typename T>
+void conv_sparse_weight_grad(const int64_t* vector_offsets, int64_t vectors, const int64_t* positions,
+                             const T* values, int64_t count, const T* x_cl, T* dw) {
+  constexpr int W = Simd<T>::kLanes;
+  int64_t v = 0;
+  for (; v + 12 <= vectors; v += 12) sparse_tile<12>(vector_offsets + v, positions, values, count, x_cl, dw + v * W);
+  for (; v + 4 <= vectors; v += 4) sparse_tile<4>(vector_offsets + v, positions, values, count, x_cl, dw + v * W);
+  for (; v < vectors; ++v) sparse_tile<1>(vector_offsets + v, positions, values, count, x_cl, dw + v * W);
+}
 
 // Rows outside: a block of rows keeps one channel block's dy (rows x out_width x 64 bytes, about
 // 16 KiB) in L1 while every tap block passes over it; the accumulators go through dw once per
@@ -160,5 +191,9 @@ template void conv_direct<float>(const DirectConvArgs&, const float*, const floa
 template void conv_direct<double>(const DirectConvArgs&, const double*, const double*, double*);
 template void conv_direct_weight_grad<float>(const DirectWeightGradArgs&, const float*, const float*, float*);
 template void conv_direct_weight_grad<double>(const DirectWeightGradArgs&, const double*, const double*, double*);
+template void conv_sparse_weight_grad<float>(const int64_t*, int64_t, const int64_t*, const float*, int64_t,
+                                             const float*, float*);
+template void conv_sparse_weight_grad<double>(const int64_t*, int64_t, const int64_t*, const double*, int64_t,
+                                              const double*, double*);
 
 }  // namespace fastrnn::cpu::isa_avx2
