@@ -11,7 +11,10 @@
 // The forward at stride 1 takes the direct kernel of conv_avx2.h instead, when the active
 // instruction set has it: an implicit GEMM over a zero-padded copy of the group's input
 // (no im2col, no packing, no edge panels), at the price of computing wp - out_width unused
-// columns per output row.
+// columns per output row. Backward at stride 1 with those kernels, image by image: the input
+// gradient is the direct forward of the transposed conv, the weight gradient a direct
+// outer-product kernel over the same padded planes, and in the fused block, where the conv's
+// gradient is nonzero at one position per pooling window at most, a sparse one over those.
 #include "cpu/conv.h"
 
 #include <omp.h>
