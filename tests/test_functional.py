@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 import fastrnn.functional as F
 from conftest import CELLS, DTYPES, assert_close, torch_layer, torch_reference
 
-# (T, B, I, H): odd sizes, single steps, single units, a batch of one.
-SIZES = [(1, 1, 1, 1), (7, 3, 13, 7), (13, 9, 37, 13), (40, 5, 7, 64), (23, 1, 64, 37)]
+# (T, B, I, H): odd sizes, single steps, single units, a batch of one, and a hidden size whose
+# gate rows (G*H > 256) span several of the GEMM's depth slices with a partial last panel.
+SIZES = [(1, 1, 1, 1), (7, 3, 13, 7), (13, 9, 37, 13), (40, 5, 7, 64), (23, 1, 64, 37), (9, 11, 19, 97)]
 
 
 def fastrnn_layer(cell, x, h0, c0, params, reverse):

@@ -608,13 +608,16 @@ void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int ti
     // dh_prev = dgates_hh W_hh (+ the cell's direct term already in dh) for this thread's columns;
     // with a mask, mask * (dgates_hh W_hh) + the direct term.
     auto dg_row = [&](int64_t b) { return job.dgates_hh + (row0 + b) * GH; };
+    if (!job.mask) {
+      if (pc.end > pc.begin) {
+        panels_gemm<T>(bt, GH, dg_row, ts.w_pack, min_i64(pc.end * NR, P) - pc.begin * NR, job.dh + pc.begin * NR, P,
+                       Cell::kDirectHiddenGrad ? T(1) : T(0));
+      }
+      continue;
+    }
     for (int64_t c = pc.begin; c < pc.end; ++c) {
       const int64_t j0 = c * NR, cols = min_i64(NR, P - j0);
       const T* wh = ts.w_pack + (c - pc.begin) * GH * NR;
-      if (!job.mask) {
-        panel_gemm<T>(bt, GH, dg_row, wh, job.dh + j0, P, cols, Cell::kDirectHiddenGrad ? T(1) : T(0));
-        continue;
-      }
       panel_gemm<T>(bt, GH, dg_row, wh, ts.tile, NR, cols, T(0));
       for (int64_t b = 0; b < bt; ++b) {
         const T* prod = ts.tile + b * NR;
@@ -697,7 +700,14 @@ void finish_backward(const BackwardCall<T>& call, T dx_beta) {
                  p.dweight_hr.data_as<T>(), d.H, ws.scratch);
   }
   if (p.dbias_ih.defined()) column_sums(ws.dgates_ih, d.rows, GH, p.dbias_ih.data_as<T>());
-  if (p.dbias_hh.defined()) column_sums(ws.dgates_hh, d.rows, GH, p.dbias_hh.data_as<T>());
+  if (p.dbias_hh.defined()) {
+    // One pre-activation gradient for both sides (every cell but GRU): the sums are equal.
+    if (ws.dgates_hh == ws.dgates_ih && p.dbias_ih.defined()) {
+      std::memcpy(p.dbias_hh.data, p.dbias_ih.data, GH * sizeof(T));
+    } else {
+      column_sums(ws.dgates_hh, d.rows, GH, p.dbias_hh.data_as<T>());
+    }
+  }
 }
 
 // Calls after the first share the first one's dx (the directions of one layer see the same x).

@@ -89,17 +89,24 @@ void pack_b_block(int64_t K, int64_t cols, const T* b, int64_t ldb, T* FASTRNN_R
 }
 
 // Rows [i0, i0+mc) x depth [k0, k0+kc) of op(A) = A^T as MR-row panels of depth kc: MR
-// contiguous values per k.
+// contiguous values per k. Walked k-outer: each k reads one contiguous run of mc values of a
+// row of A and deals it out to the panels. (Panel-outer read MR values from each of kc rows
+// lda apart; with lda a multiple of 4 KiB those rows share one L1 set and every panel
+// re-fetched them from L2.)
 template <typename T>
 void pack_a(const GemmArgs<T>& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* FASTRNN_RESTRICT out) {
   constexpr int MR = Tile<T>::MR;
-  for (int64_t p = 0; p < mc; p += MR) {
-    const int64_t rows = min_i64(MR, mc - p);
-    for (int64_t k = 0; k < kc; ++k) {
-      const T* src = g.A + (k0 + k) * g.lda + i0 + p;
-      for (int64_t i = 0; i < MR; ++i) out[k * MR + i] = i < rows ? src[i] : T(0);
+  const int64_t full = mc / MR, rest = mc - full * MR;
+  for (int64_t k = 0; k < kc; ++k) {
+    const T* src = g.A + (k0 + k) * g.lda + i0;
+    T* dst = out + k * MR;
+    for (int64_t p = 0; p < full; ++p) {
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) dst[p * kc * MR + i] = src[p * MR + i];
     }
-    out += kc * MR;
+    if (rest) {
+      for (int i = 0; i < MR; ++i) dst[full * kc * MR + i] = i < rest ? src[full * MR + i] : T(0);
+    }
   }
 }
 
@@ -139,6 +146,33 @@ void panel_gemm(int64_t m, int64_t K, const RowFn& row, const T* b_panel, T* c, 
       for (int64_t i = 0; i < mr; ++i) rows[i] = row(p + i);
       micro_kernel<T>(kc, RowsA<T>{rows, k0}, b_panel + k0 * NR, c + p * ldc, ldc, mr, nr, T(1),
                       k0 == 0 ? beta : T(1));
+    }
+  }
+}
+
+// C[m x ncols] = A . B + beta * C for several NR-column panels of B side by side (panel q at
+// b + q * K * NR, the last one ncols - q * NR wide). K slices are the outer loop, so each A
+// slice (m x kKC) is fetched once into L2 and read there by every panel; with the panel loop
+// outside (panel_gemm per panel) an A over K ~ 2048 no longer fits in L2 and every panel
+// re-read it from L3.
+template <typename T, typename RowFn>
+void panels_gemm(int64_t m, int64_t K, const RowFn& row, const T* b, int64_t ncols, T* c, int64_t ldc, T beta) {
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
+  if (K <= 0) {
+    for (int64_t q = 0; q < ncols; q += NR) panel_gemm<T>(m, K, row, b, c + q, ldc, min_i64(NR, ncols - q), beta);
+    return;
+  }
+  const T* rows[MR];
+  for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+    const int64_t kc = min_i64(kKC, K - k0);
+    // A B micro-panel slice stays in L1 while the row blocks of the A slice pass over it.
+    for (int64_t q = 0; q * NR < ncols; ++q) {
+      for (int64_t p = 0; p < m; p += MR) {
+        const int64_t mr = min_i64(MR, m - p);
+        for (int64_t i = 0; i < mr; ++i) rows[i] = row(p + i);
+        micro_kernel<T>(kc, RowsA<T>{rows, k0}, b + q * K * NR + k0 * NR, c + p * ldc + q * NR, ldc, mr,
+                        min_i64(NR, ncols - q * NR), T(1), k0 == 0 ? beta : T(1));
+      }
     }
   }
 }
