@@ -48,12 +48,15 @@ def run_layer(cell: str, x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih:
     tensors = (x, h0, c0 if cell == "lstm" else None, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     # Save what backward needs only when autograd will ask for it.
     training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    args = (*map(_contiguous, tensors), batch_sizes, _checks.CELLS[cell], bool(reverse), training)
+    if training and ops.eager(x):
+        y, h_n, c_n, _ = ops.rnn_forward_eager(*args, _contiguous(recurrent_mask))
+        return y, h_n, c_n
     # Without autograd or tracing the op's body can be called directly, saving the dispatch.
     forward = ops.rnn_forward if training or torch.compiler.is_compiling() else ops.rnn_forward_impl
     # The mask goes along only when there is one: the op's plain call is unchanged without it.
     masks = () if recurrent_mask is None else (recurrent_mask.contiguous(),)
-    y, h_n, c_n, _ = forward(*map(_contiguous, tensors), batch_sizes, _checks.CELLS[cell], bool(reverse), training,
-                             *masks)
+    y, h_n, c_n, _ = forward(*args, *masks)
     return y, h_n, c_n
 
 
@@ -72,11 +75,14 @@ def run_bidirectional_layer(cell: str, x: Tensor, forward: tuple, reverse: tuple
 
     tensors = prepared(forward) + prepared(reverse)
     training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x,) + tensors)
+    args = (*map(_contiguous, (x,) + tensors), batch_sizes, _checks.CELLS[cell], training)
+    if training and ops.eager(x):
+        y, h_n, c_n, _, h_n_r, c_n_r, _ = ops.rnn_bidirectional_forward_eager(*args, *map(_contiguous, recurrent_masks))
+        return y, (h_n, c_n), (h_n_r, c_n_r)
     op = (ops.rnn_bidirectional_forward if training or torch.compiler.is_compiling()
           else ops.rnn_bidirectional_forward_impl)
-    y, h_n, c_n, _, h_n_r, c_n_r, _ = op(*map(_contiguous, (x,) + tensors), batch_sizes, _checks.CELLS[cell],
-                                         training, *(() if all(m is None for m in recurrent_masks) else
-                                                     map(_contiguous, recurrent_masks)))
+    y, h_n, c_n, _, h_n_r, c_n_r, _ = op(*args, *(() if all(m is None for m in recurrent_masks) else
+                                                  map(_contiguous, recurrent_masks)))
     return y, (h_n, c_n), (h_n_r, c_n_r)
 
 

@@ -20,6 +20,7 @@ from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 from torch.utils.dlpack import to_dlpack
 
 from . import _C
@@ -236,6 +237,47 @@ def _not_training():
                         "needed)")
 
 
+# ---- Eager training: autograd.Function around the op bodies ------------------------------------
+# torch.library's autograd wrapper and dispatch of a custom op cost a few hundred microseconds a
+# training step on this kind of machine, several times torch.nn.LSTM's whole per-call overhead,
+# and the first call of one imports torch._dynamo (seconds). Plain tensors in eager mode take
+# autograd.Functions around the same bodies instead; torch.compile, tensor subclasses, dispatch
+# modes and functorch transforms keep the custom ops.
+
+# Not in every torch 2.x: where it is missing, every training call takes the custom ops.
+_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", None)
+
+
+def eager(x: Tensor) -> bool:
+    """Whether a training call on x may use an autograd.Function instead of the custom op."""
+    return (_functorch_active is not None and type(x) is Tensor and x.device.type in ("cpu", "cuda")
+            and not torch.compiler.is_compiling() and _current_dispatch_mode() is None and not _functorch_active())
+
+
+def _eager_backward(saved: Tensor) -> bool:
+    # The backward body runs without the op only when no graph of the backward itself is being
+    # recorded (create_graph) or traced: the op has no derivative of its own, and through the op a
+    # double backward fails loudly instead of silently giving zeros.
+    return not torch.is_grad_enabled() and eager(saved)
+
+
+class _Function(torch.autograd.Function):
+    """A custom op's forward body and its registered backward as one autograd.Function: apply
+    with (forward body, setup_context, backward, *the op's arguments)."""
+
+    @staticmethod
+    def forward(ctx, body, setup, backward, *inputs):
+        output = body(*inputs)
+        setup(ctx, inputs, output)
+        ctx.backward_fn = backward
+        ctx.set_materialize_grads(False)
+        return output
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (None, None, None, *ctx.backward_fn(ctx, *grads))
+
+
 # ---- One direction -----------------------------------------------------------------------------
 
 
@@ -269,8 +311,7 @@ def _(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes,
     return y, h_n, c_n, reserve
 
 
-@torch.library.custom_op("fastrnn::rnn_backward", mutates_args=())
-def rnn_backward(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
+def rnn_backward_impl(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
                  weight_hr: Optional[Tensor], batch_sizes: Optional[Tensor], y: Tensor, reserve: Tensor, dy: Tensor,
                  dh_n: Tensor, dc_n: Optional[Tensor], cell: int, reverse: bool, has_bias_ih: bool,
                  has_bias_hh: bool, recurrent_mask: Optional[Tensor] = None
@@ -283,6 +324,8 @@ def rnn_backward(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor,
                             [dc_n])
     return (dx, *grads)
 
+
+rnn_backward = torch.library.custom_op("fastrnn::rnn_backward", mutates_args=())(rnn_backward_impl)
 
 @rnn_backward.register_fake
 def _(x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve, dy, dh_n, dc_n, cell, reverse,
@@ -305,7 +348,7 @@ def _autograd_backward(ctx, dy, dh_n, dc_n, _dreserve):
         raise _not_training()
     x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve, mask = ctx.saved_tensors
     lstm = ctx.cell == _LSTM
-    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = rnn_backward(
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = (rnn_backward_impl if _eager_backward(y) else rnn_backward)(
         x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve, _incoming(dy, y), _incoming(dh_n, h0),
         _incoming(dc_n, c0) if lstm else None, ctx.cell, ctx.reverse, ctx.has_bias_ih, ctx.has_bias_hh, mask)
     return (dx, dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if ctx.has_bias_ih else None,
@@ -314,6 +357,12 @@ def _autograd_backward(ctx, dy, dh_n, dc_n, _dreserve):
 
 
 rnn_forward.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def rnn_forward_eager(*inputs):
+    """rnn_forward for plain tensors in eager mode (see eager()): every argument, the optional
+    mask included, positionally."""
+    return _Function.apply(rnn_forward_impl, _setup_context, _autograd_backward, *inputs)
 
 
 # ---- Both directions ----------------------------------------------------------------------------
@@ -354,8 +403,7 @@ def _(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, h0_reverse, 
     return (y, *forward, *backward)
 
 
-@torch.library.custom_op("fastrnn::rnn_bidirectional_backward", mutates_args=())
-def rnn_bidirectional_backward(
+def rnn_bidirectional_backward_impl(
         x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, weight_hr: Optional[Tensor],
         reserve: Tensor, dh_n: Tensor, dc_n: Optional[Tensor], h0_reverse: Tensor, c0_reverse: Optional[Tensor],
         weight_ih_reverse: Tensor, weight_hh_reverse: Tensor, weight_hr_reverse: Optional[Tensor],
@@ -371,6 +419,10 @@ def rnn_bidirectional_backward(
     dx, [forward, backward] = _backward(x, batch_sizes, y, dy, cell, has_bias_ih, has_bias_hh, directions,
                                         [reserve, reserve_reverse], [dh_n, dh_n_reverse], [dc_n, dc_n_reverse])
     return [dx, *forward, *backward]
+
+
+rnn_bidirectional_backward = torch.library.custom_op("fastrnn::rnn_bidirectional_backward",
+                                                     mutates_args=())(rnn_bidirectional_backward_impl)
 
 
 @rnn_bidirectional_backward.register_fake
@@ -400,7 +452,7 @@ def _autograd_bidirectional_backward(ctx, dy, dh_n, dc_n, _dreserve, dh_n_r, dc_
     (x, h0, c0, weight_ih, weight_hh, weight_hr, reserve, h0_r, c0_r, weight_ih_r, weight_hh_r, weight_hr_r,
      reserve_r, batch_sizes, y, mask, mask_r) = ctx.saved_tensors
     lstm = ctx.cell == _LSTM
-    dx, *grads = rnn_bidirectional_backward(
+    dx, *grads = (rnn_bidirectional_backward_impl if _eager_backward(y) else rnn_bidirectional_backward)(
         x, h0, c0, weight_ih, weight_hh, weight_hr, reserve, _incoming(dh_n, h0), _incoming(dc_n, c0) if lstm else None,
         h0_r, c0_r, weight_ih_r, weight_hh_r, weight_hr_r, reserve_r, _incoming(dh_n_r, h0_r),
         _incoming(dc_n_r, c0_r) if lstm else None, batch_sizes, y, _incoming(dy, y), ctx.cell, ctx.has_bias_ih,
@@ -416,3 +468,10 @@ def _autograd_bidirectional_backward(ctx, dy, dh_n, dc_n, _dreserve, dh_n_r, dc_
 
 rnn_bidirectional_forward.register_autograd(_autograd_bidirectional_backward,
                                             setup_context=_setup_bidirectional_context)
+
+
+def rnn_bidirectional_forward_eager(*inputs):
+    """rnn_bidirectional_forward for plain tensors in eager mode (see eager()): every argument,
+    both optional masks included, positionally."""
+    return _Function.apply(rnn_bidirectional_forward_impl, _setup_bidirectional_context,
+                           _autograd_bidirectional_backward, *inputs)
