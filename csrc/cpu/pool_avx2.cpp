@@ -462,8 +462,9 @@ void backward_2x2(const Pool2dShape& s, const Pool2dParams& p, T* grad_in, const
         // The one window row holding input row ih.
         const int64_t oh = (ih + p.pad_h) / 2;
         if (oh < s.out_height && simd_row(oh)) {
-          std::memset(row, 0, sizeof(T) * left);
-          std::memset(row + right, 0, sizeof(T) * (s.width - right));
+          // Usually nothing: a libc call per row costs as much as the row's stores (28-wide rows).
+          if (left > 0) std::memset(row, 0, sizeof(T) * left);
+          if (right < s.width) std::memset(row + right, 0, sizeof(T) * (s.width - right));
         } else {
           std::memset(row, 0, sizeof(T) * s.width);
         }
