@@ -452,36 +452,37 @@ void backward_2x2(const Pool2dShape& s, const Pool2dParams& p, T* grad_in, const
   parallel_rows(s.planes * s.height, s.width * int64_t(sizeof(T)) * 2, [&](int64_t begin, int64_t end) {
     for_each_plane_piece(s, begin, end, [&](int64_t plane, int64_t h0, int64_t h1) {
       T* gi = grad_in + plane * s.height * s.width;
-      auto simd_row = [&](int64_t oh) {
-        const int64_t ih = oh * 2 - p.pad_h;
-        return wide && oh >= rows.first && oh < rows.last && ih >= h0 && ih + 2 <= h1;
-      };
+      // The SIMD window rows [first, last): inside the input, both input rows in [h0, h1).
+      // Per-row bookkeeping is kept out of the loops: a 28-wide row is only two blocks.
+      int64_t first = (h0 + p.pad_h + 1) / 2, last = (h1 + p.pad_h) / 2;
+      first = first > rows.first ? first : rows.first;
+      last = last < rows.last ? last : rows.last;
+      if (!wide || last < first) last = first;
+      // Their input rows [top, bottom) are zeroed only outside the blocks' columns [left, right).
+      const int64_t top = first < last ? 2 * first - p.pad_h : h0, bottom = first < last ? 2 * last - p.pad_h : h0;
       const int64_t left = 2 * cols.first - p.pad_w, right = 2 * cols.last - p.pad_w;
-      for (int64_t ih = h0; ih < h1; ++ih) {
-        T* row = gi + ih * s.width;
-        // The one window row holding input row ih.
-        const int64_t oh = (ih + p.pad_h) / 2;
-        if (oh < s.out_height && simd_row(oh)) {
-          // Usually nothing: a libc call per row costs as much as the row's stores (28-wide rows).
-          if (left > 0) std::memset(row, 0, sizeof(T) * left);
-          if (right < s.width) std::memset(row + right, 0, sizeof(T) * (s.width - right));
-        } else {
-          std::memset(row, 0, sizeof(T) * s.width);
+      std::memset(gi + h0 * s.width, 0, sizeof(T) * (top - h0) * s.width);
+      if (left > 0 || right < s.width) {
+        for (int64_t ih = top; ih < bottom; ++ih) {
+          T* row = gi + ih * s.width;
+          std::memset(row, 0, sizeof(T) * left);
+          std::memset(row + right, 0, sizeof(T) * (s.width - right));
         }
       }
+      std::memset(gi + bottom * s.width, 0, sizeof(T) * (h1 - bottom) * s.width);
       const RowSpan span = output_rows_touching(h0, h1, 2, p.pad_h, 2, 1, s.out_height);
       for (int64_t oh = span.first; oh < span.last; ++oh) {
-        if (!simd_row(oh)) {
+        if (oh < first || oh >= last) {
           border(plane, oh, 0, s.out_width, h0, h1);
           continue;
         }
         const int64_t ih = oh * 2 - p.pad_h;
-        border(plane, oh, 0, cols.first, h0, h1);
+        if (cols.first > 0) border(plane, oh, 0, cols.first, h0, h1);
         for_each_block<L>(cols, [&](int64_t ow) {
           T* at = gi + ih * s.width + 2 * ow - p.pad_w;
           block(plane, oh, ow, at, at + s.width, ih * s.width + 2 * ow - p.pad_w);
         });
-        border(plane, oh, cols.last, s.out_width, h0, h1);
+        if (cols.last < s.out_width) border(plane, oh, cols.last, s.out_width, h0, h1);
       }
     });
   });
