@@ -136,7 +136,8 @@ struct Simd<double> {
   static I add(I a, int64_t c) { return _mm256_add_epi64(a, _mm256_set1_epi64x(c)); }
   static void store_index(int64_t* p, I i) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), i); }
   static void store_slots(uint8_t* p, I i) {
-    const __m128i dwords = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(i, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
+    const I low_halves = _mm256_permutevar8x32_epi32(i, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
+    const __m128i dwords = _mm256_castsi256_si128(low_halves);
     const __m128i words = _mm_packus_epi32(dwords, dwords);
     const int bytes = _mm_cvtsi128_si32(_mm_packus_epi16(words, words));
     std::memcpy(p, &bytes, 4);
@@ -333,9 +334,10 @@ inline void avg_block(const T* const* row, typename Simd<T>::V divisor, T* out) 
 
 // Forward over output rows: SIMD blocks on interior rows and columns, portable code elsewhere.
 // element(plane, oh, ow, r) computes one output portably; block(rows, n, skipped, row_start, col0,
-// ow, r) kLanes of them (max_block's arguments). kClipRows (max pool): the blocks also take windows clipped by the input's edges: by the top
-// or bottom (fewer rows), and, through edge_block, by the left or right (the first and last
-// kLanes outputs of a row, overlapping the interior blocks, instead of the portable code).
+// ow, r) kLanes of them (max_block's arguments). kClipRows (max pool): the blocks also take
+// windows clipped by the input's edges: by the top or bottom (fewer rows), and, through
+// edge_block, by the left or right (the first and last kLanes outputs of a row, overlapping the
+// interior blocks, instead of the portable code).
 template <typename T, int K, int kStride, bool kClipRows, typename Element, typename Block, typename EdgeBlock>
 void forward_rows(const Pool2dShape& s, const Pool2dParams& p, const T* input, int64_t bytes_per_row,
                   const Element& element, const Block& block, const EdgeBlock& edge_block) {

@@ -266,7 +266,8 @@ void parallel_rows(int64_t units, int64_t bytes_per_unit, const Fn& fn) {
 template <typename T, typename Index>
 void max_forward_generic(const Pool2dShape& s, const Pool2dParams& p, const T* input, T* output, Index* indices) {
   const int64_t index_bytes = indices ? int64_t(sizeof(Index)) : 0;
-  const int64_t bytes = (s.width * s.height / s.out_height + s.out_width) * int64_t(sizeof(T)) + s.out_width * index_bytes;
+  const int64_t bytes =
+      (s.width * s.height / s.out_height + s.out_width) * int64_t(sizeof(T)) + s.out_width * index_bytes;
   parallel_rows(s.planes * s.out_height, bytes, [&](int64_t b, int64_t e) {
     max_forward_rows(input, output, indices, s, p, b, e);
   });
