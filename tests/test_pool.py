@@ -55,8 +55,16 @@ def _input(shape, dtype, batched=True, seed=0):
     return torch.randn(shape if batched else shape[1:], dtype=dtype)
 
 
+def _slots_as_positions(slots, x, kernel, stride=None, padding=0, dilation=1):
+    """uint8 window slots (kh * kW + kw) -> torch's int64 flat positions."""
+    k, p, d = _pair(kernel), _pair(padding), _pair(dilation)
+    s = k if stride is None else _pair(stride)
+    return _pool._flat_positions(slots, x.shape[-1], k, s, p, d)
+
+
 def _check_max(x, dtype, kernel, stride=None, padding=0, dilation=1, ceil_mode=False):
-    """Values, indices and the input gradient against torch."""
+    """Values, indices and the input gradient against torch; training without return_indices
+    (uint8 window slots where the window has at most 256 elements) too."""
     ref_x = x.detach().clone().requires_grad_()
     our_x = x.detach().clone().requires_grad_()
     ref_y, ref_i = F.max_pool2d(ref_x, kernel, stride, padding, dilation, ceil_mode, return_indices=True)
@@ -67,6 +75,9 @@ def _check_max(x, dtype, kernel, stride=None, padding=0, dilation=1, ceil_mode=F
     ref_y.backward(grad)
     our_y.backward(grad)
     assert_close(our_x.grad, ref_x.grad, dtype, "grad_input")
+    slot_x = x.detach().clone().requires_grad_()
+    FF.max_pool2d(slot_x, kernel, stride, padding, dilation, ceil_mode).backward(grad)
+    assert_close(slot_x.grad, ref_x.grad, dtype, "grad_input (trained without indices)")
     # Without indices (inference): the same values.
     with torch.no_grad():
         assert_close(FF.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode), ref_y, dtype, "no-index output")
@@ -149,13 +160,17 @@ def test_simd_matches_generic(kernel, stride, padding, dtype):
             xr = x.clone().requires_grad_()
             y, i = FF.max_pool2d(xr, kernel, stride, padding, return_indices=True)
             y.backward(torch.ones_like(y))
+            xs = x.clone().requires_grad_()
+            FF.max_pool2d(xs, kernel, stride, padding).backward(torch.ones_like(y))
+            _, slots = _pool.max_pool2d_impl(x, *_lists(kernel, stride, padding, 1), False, True, True)
             a = FF.avg_pool2d(x, kernel, stride, padding)
-            results[isa] = (y.detach(), i, xr.grad, a)
+            results[isa] = (y.detach(), i, xr.grad, slots, xs.grad, a)
     finally:
         _C.set_isa(previous)
-    y0, i0, g0, a0 = results["generic"]
-    for isa, (y, i, g, a) in results.items():
+    y0, i0, g0, s0, gs0, a0 = results["generic"]
+    for isa, (y, i, g, slots, gs, a) in results.items():
         assert torch.equal(y, y0) and torch.equal(i, i0) and torch.equal(g, g0), isa
+        assert torch.equal(slots, s0) and torch.equal(gs, gs0), isa
         assert_close(a, a0, dtype, isa)
 
 
@@ -187,11 +202,51 @@ def test_nan_inf_and_ties(isa, kernel, stride, padding, dilation, dtype):
         assert_close(our_y, ref_y, dtype, "max output")
         assert torch.equal(our_i, ref_i), "max indices"
         assert_close(FF.max_pool2d(x, kernel, stride, padding, dilation), ref_y, dtype, "max output without indices")
+        slot_y, slots = _pool.max_pool2d_impl(x, *_lists(kernel, stride, padding, dilation), False, True, True)
+        assert slots.dtype == torch.uint8 and torch.equal(_slots_as_positions(slots, x, kernel, stride, padding,
+                                                                               dilation), ref_i), "window slots"
+        assert_close(slot_y, ref_y, dtype, "max output with window slots")
         xr, xo = x.clone().requires_grad_(), x.clone().requires_grad_()
         F.max_pool2d(xr, kernel, stride, padding, dilation).sum().backward()
         FF.max_pool2d(xo, kernel, stride, padding, dilation).sum().backward()
         assert_close(xo.grad, xr.grad, dtype, "max grad")
         assert_close(FF.avg_pool2d(x, kernel, stride, padding), F.avg_pool2d(x, kernel, stride, padding), dtype, "avg")
+
+
+def _lists(kernel, stride, padding, dilation):
+    """The custom ops' argument lists (kernel_size, stride, padding, dilation)."""
+    k = list(_pair(kernel))
+    return k, k if stride is None else list(_pair(stride)), list(_pair(padding)), list(_pair(dilation))
+
+
+@pytest.mark.parametrize("ceil_mode", [False, True])
+@pytest.mark.parametrize("kernel,stride,padding,dilation", MAX_CASES)
+def test_window_slots_are_torch_indices(kernel, stride, padding, dilation, ceil_mode):
+    """The uint8 window slots kept for training name the element torch's indices name, ties and
+    NaN included, for every option (the portable code; the SIMD windows: test_simd_windows)."""
+    x = _with_specials((2, 3, 13, 17), torch.float64, 7)
+    _, ref_i = F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode, return_indices=True)
+    _, slots = _pool.max_pool2d_impl(x, *_lists(kernel, stride, padding, dilation), ceil_mode, True, True)
+    assert slots.dtype == torch.uint8
+    assert torch.equal(_slots_as_positions(slots, x, kernel, stride, padding, dilation), ref_i)
+
+
+@pytest.mark.parametrize("kernel,window_slots", [((16, 16), True), ((16, 17), False), ((1, 257), False)])
+def test_window_slot_limit(kernel, window_slots):
+    """Windows of up to 256 elements train with uint8 slots, larger ones with int64 positions."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 20, 260, dtype=torch.float64)
+    ref_x, our_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ref_y = F.max_pool2d(ref_x, kernel, (1, 3), (0, 1))
+    our_y = FF.max_pool2d(our_x, kernel, (1, 3), (0, 1))
+    assert our_y.grad_fn.saved_tensors[0].dtype == (torch.uint8 if window_slots else torch.int64)
+    grad = torch.randn_like(ref_y)
+    ref_y.backward(grad)
+    our_y.backward(grad)
+    assert_close(our_y, ref_y, torch.float64, "output")
+    assert_close(our_x.grad, ref_x.grad, torch.float64, "grad_input")
+    with pytest.raises(RuntimeError, match="at most 256"):
+        _pool.max_pool2d_impl(x, [16, 17], [1, 3], [0, 1], [1, 1], False, True, True)
 
 
 @pytest.mark.parametrize("shape", [(1, 2, 6, 6), (1, 2, 9, 40)])
@@ -207,6 +262,8 @@ def test_all_minus_infinity_windows(isa, shape, kernel, stride, padding, dtype):
         our_y, our_i = FF.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode, return_indices=True)
         assert torch.equal(our_y.isnan(), ref_y.isnan()) and torch.equal(our_i, ref_i)
         assert torch.equal(our_y.nan_to_num(), ref_y.nan_to_num())
+        _, slots = _pool.max_pool2d_impl(x, *_lists(kernel, stride, padding, 1), ceil_mode, True, True)
+        assert torch.equal(_slots_as_positions(slots, x, kernel, stride, padding), ref_i)
 
 
 # ---- Gradients and registration ---------------------------------------------------------------------------
@@ -238,6 +295,7 @@ def test_custom_op_autograd():
     torch.manual_seed(0)
     x = torch.randn(2, 3, 9, 11, dtype=torch.float64, requires_grad=True)
     for f in (lambda t: _pool.max_pool2d_op(t, [3, 3], [2, 2], [1, 1], [1, 1], True, True)[0],
+              lambda t: _pool.max_pool2d_op(t, [3, 2], [2, 1], [1, 1], [1, 2], True, True, True)[0],
               lambda t: _pool.avg_pool2d_op(t, [3, 3], [2, 2], [1, 1], True, False, None)):
         assert torch.autograd.gradcheck(f, (x,))
         assert torch.autograd.gradgradcheck(f, (x,))
@@ -258,6 +316,9 @@ def test_opcheck(dtype):
     _, indices = _pool.max_pool2d_op(x.detach(), *max_args, True)
     grad = torch.randn(indices.shape, dtype=dtype, requires_grad=True)
     torch.library.opcheck(_pool.max_pool2d_backward_op, (grad, indices, list(x.shape), *max_args))
+    torch.library.opcheck(_pool.max_pool2d_op, (x, *max_args, True, True))
+    _, slots = _pool.max_pool2d_op(x.detach(), *max_args, True, True)
+    torch.library.opcheck(_pool.max_pool2d_backward_op, (grad, slots, list(x.shape), *max_args))
     grad = torch.randn(_pool._pooled_shape(x.shape, [3, 2], [2, 1], [1, 0], [1, 1], True), dtype=dtype,
                        requires_grad=True)
     torch.library.opcheck(_pool.avg_pool2d_backward_op, (grad, list(x.shape), *avg_args))
@@ -267,6 +328,12 @@ def test_torch_compile():
     x = torch.randn(2, 3, 10, 12)
     fn = torch.compile(lambda t: FF.max_pool2d(t, 2) + FF.avg_pool2d(t, 2), fullgraph=True, backend="aot_eager")
     assert_close(fn(x), F.max_pool2d(x, 2) + F.avg_pool2d(x, 2), torch.float32)
+    # Training under compile keeps window slots through the custom op.
+    ref_x, our_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (F.max_pool2d(ref_x, 3, 2, 1) ** 2).sum().backward()
+    train = torch.compile(lambda t: (FF.max_pool2d(t, 3, 2, 1) ** 2).sum(), fullgraph=True, backend="aot_eager")
+    train(our_x).backward()
+    assert_close(our_x.grad, ref_x.grad, torch.float32)
 
 
 def test_backward_without_indices_raises():

@@ -5,7 +5,7 @@
 namespace fastrnn {
 
 Pool2dShape check_pool2d(const char* op, const Pool2dParams& p, const TensorView& full, const TensorView& pooled,
-                         const TensorView& indices, bool half_types) {
+                         const TensorView& indices, bool half_types, bool window_slots) {
   FASTRNN_CHECK(p.kernel_h > 0 && p.kernel_w > 0, op, ": kernel size should be greater than zero, but got kH: ",
                 p.kernel_h, " kW: ", p.kernel_w);
   FASTRNN_CHECK(p.stride_h > 0 && p.stride_w > 0, op, ": stride should be greater than zero, but got dH: ",
@@ -49,7 +49,13 @@ Pool2dShape check_pool2d(const char* op, const Pool2dParams& p, const TensorView
   FASTRNN_CHECK(full.is_contiguous() && (full.data != nullptr || full.numel() == 0), op,
                 ": expected the input to be contiguous");
   same_place("output", pooled, dtype);
-  if (indices.defined()) same_place("indices", indices, DType::Int64);
+  if (indices.defined()) {
+    const bool slots = window_slots && indices.dtype == DType::UInt8;
+    FASTRNN_CHECK(!slots || p.kernel_h * p.kernel_w <= kMaxWindowSlots, op,
+                  ": uint8 indices (window slots) need a window of at most ", kMaxWindowSlots, " elements, got ",
+                  p.kernel_h, "x", p.kernel_w);
+    same_place("indices", indices, slots ? DType::UInt8 : DType::Int64);
+  }
   return s;
 }
 

@@ -68,9 +68,15 @@ FASTRNN_HOST_DEVICE int64_t avg_divisor(const Pool2dParams& p, const AvgWindow& 
 
 // Checks the parameters and views and returns the shape. `full`: the input-sized view (input,
 // or grad_input in backward), (N, C, H, W) or (C, H, W); `pooled`: the output-sized one (output
-// or grad_output); `indices` (optional): int64 of the pooled shape. All contiguous, on one device,
-// of one floating dtype: float32 or float64, and float16 or bfloat16 too when half_types.
+// or grad_output); `indices` (optional): int64 of the pooled shape, or with window_slots also
+// uint8 window slots (see below). All contiguous, on one device, of one floating dtype: float32 or
+// float64, and float16 or bfloat16 too when half_types.
 Pool2dShape check_pool2d(const char* op, const Pool2dParams& p, const TensorView& full, const TensorView& pooled,
-                         const TensorView& indices, bool half_types);
+                         const TensorView& indices, bool half_types, bool window_slots = false);
+
+// A max pool's argmax as a window slot: kh * kernel_w + kw, its place in the (unclipped, dilated)
+// window, one byte (windows of at most kMaxWindowSlots elements). Training keeps these instead of
+// int64 flat positions when the caller does not ask for indices: 1/8 of the bytes to write and read.
+constexpr int64_t kMaxWindowSlots = 256;
 
 }  // namespace fastrnn

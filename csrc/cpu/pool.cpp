@@ -13,10 +13,10 @@ namespace fastrnn::cpu {
 #if defined(FASTRNN_X86)
 namespace isa_avx2 {
 void max_pool2d_forward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* input, void* output,
-                        int64_t* indices);
+                        int64_t* indices, uint8_t* slots);
 void avg_pool2d_forward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* input, void* output);
 void max_pool2d_backward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* grad_output,
-                         const int64_t* indices, void* grad_input);
+                         const int64_t* indices, const uint8_t* slots, void* grad_input);
 void avg_pool2d_backward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* grad_output,
                          void* grad_input);
 }  // namespace isa_avx2
@@ -60,15 +60,22 @@ void max_pool2d_forward(const Pool2dParams& p, const TensorView& input, const Te
                         const TensorView& indices) {
   const char* op = "max_pool2d_forward";
   check_cpu(op, {&input, &output, &indices});
-  const Pool2dShape s = check_pool2d(op, p, input, output, indices, false);
+  const Pool2dShape s = check_pool2d(op, p, input, output, indices, false, true);
   check_no_overlap(op, {{"output", &output}, {"indices", &indices}}, {{"input", &input}});
-  int64_t* idx = indices.defined() ? indices.data_as<int64_t>() : nullptr;
+  const bool slots = indices.defined() && indices.dtype == DType::UInt8;
+  int64_t* idx = indices.defined() && !slots ? indices.data_as<int64_t>() : nullptr;
+  uint8_t* slot = slots ? indices.data_as<uint8_t>() : nullptr;
   if (s.planes == 0) return;
 #if defined(FASTRNN_X86)
-  if (simd_window(s, p, Pass::Forward)) return isa_avx2::max_pool2d_forward(s, p, input.dtype, input.data, output.data, idx);
+  if (simd_window(s, p, Pass::Forward)) {
+    return isa_avx2::max_pool2d_forward(s, p, input.dtype, input.data, output.data, idx, slot);
+  }
 #endif
   FASTRNN_DISPATCH_FLOATING(input.dtype, op, [&] {
-    max_forward_generic<scalar_t>(s, p, input.data_as<scalar_t>(), output.data_as<scalar_t>(), idx);
+    const scalar_t* x = input.data_as<scalar_t>();
+    scalar_t* y = output.data_as<scalar_t>();
+    if (slot != nullptr) return max_forward_generic<scalar_t>(s, p, x, y, slot);
+    max_forward_generic<scalar_t>(s, p, x, y, idx);
   });
 }
 
@@ -77,18 +84,22 @@ void max_pool2d_backward(const Pool2dParams& p, const TensorView& grad_output, c
   const char* op = "max_pool2d_backward";
   check_cpu(op, {&grad_output, &indices, &grad_input});
   FASTRNN_CHECK(indices.defined(), op, ": indices are required");
-  const Pool2dShape s = check_pool2d(op, p, grad_input, grad_output, indices, false);
+  const Pool2dShape s = check_pool2d(op, p, grad_input, grad_output, indices, false, true);
   check_no_overlap(op, {{"grad_input", &grad_input}}, {{"grad_output", &grad_output}, {"indices", &indices}});
+  const bool slots = indices.dtype == DType::UInt8;
+  const int64_t* idx = slots ? nullptr : indices.data_as<int64_t>();
+  const uint8_t* slot = slots ? indices.data_as<uint8_t>() : nullptr;
   if (s.planes == 0) return;
 #if defined(FASTRNN_X86)
   if (simd_window(s, p, Pass::MaxBackward)) {
-    return isa_avx2::max_pool2d_backward(s, p, grad_input.dtype, grad_output.data, indices.data_as<int64_t>(),
-                                         grad_input.data);
+    return isa_avx2::max_pool2d_backward(s, p, grad_input.dtype, grad_output.data, idx, slot, grad_input.data);
   }
 #endif
   FASTRNN_DISPATCH_FLOATING(grad_input.dtype, op, [&] {
-    max_backward_generic<scalar_t>(s, p, grad_output.data_as<scalar_t>(), indices.data_as<int64_t>(),
-                                   grad_input.data_as<scalar_t>());
+    const scalar_t* gy = grad_output.data_as<scalar_t>();
+    scalar_t* gx = grad_input.data_as<scalar_t>();
+    if (slot != nullptr) return max_backward_generic<scalar_t>(s, p, gy, slot, gx);
+    max_backward_generic<scalar_t>(s, p, gy, idx, gx);
   });
 }
 

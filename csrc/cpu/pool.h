@@ -7,11 +7,13 @@
 
 namespace fastrnn::cpu {
 
-// input (.., H, W) -> output (.., OH, OW); indices (optional, int64 like output): the argmax's
-// flat position h * W + w within its plane. A NaN in a window wins (the last one, for indices).
+// input (.., H, W) -> output (.., OH, OW); indices (optional, like output): int64, the argmax's
+// flat position h * W + w within its plane, or uint8, its window slot (common/pool_params.h).
+// A NaN in a window wins (the last one, for indices).
 void max_pool2d_forward(const Pool2dParams& p, const TensorView& input, const TensorView& output,
                         const TensorView& indices);
-// grad_input (.., H, W) = grad_output scattered to the argmax positions, summed where windows overlap.
+// grad_input (.., H, W) = grad_output scattered to the argmax positions (int64 indices or uint8
+// window slots, as the forward wrote them), summed where windows overlap.
 void max_pool2d_backward(const Pool2dParams& p, const TensorView& grad_output, const TensorView& indices,
                          const TensorView& grad_input);
 

@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -61,6 +62,11 @@ struct Simd<float> {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(i)));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(i, 1)));
   }
+  // 8 window slots (0..255) as bytes.
+  static void store_slots(uint8_t* p, I i) {
+    const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi16(words, words));
+  }
   static V equal(I a, I b) { return _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, b)); }
   static V keep(V mask, V v) { return _mm256_and_ps(mask, v); }
   static I max_index(I a, I b) { return _mm256_max_epi32(a, b); }
@@ -75,6 +81,14 @@ struct Simd<float> {
     lo = _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), pick);
     hi = _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 4)), pick);
   }
+  // The same for 8 window slots.
+  static void duplicate_slots(const uint8_t* p, I& lo, I& hi) {
+    const I v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    lo = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
+    hi = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7));
+  }
+  // a, b, a, b, ..
+  static I alternate(int a, int b) { return _mm256_setr_epi32(a, b, a, b, a, b, a, b); }
   // p[0..8) where column + lane lies in [0, width), -inf elsewhere (those lanes are not read).
   static V load_inside(const float* p, int64_t column, int64_t width) {
     const I c = ramp(column, 1);
@@ -121,6 +135,13 @@ struct Simd<double> {
   }
   static I add(I a, int64_t c) { return _mm256_add_epi64(a, _mm256_set1_epi64x(c)); }
   static void store_index(int64_t* p, I i) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), i); }
+  static void store_slots(uint8_t* p, I i) {
+    const I low_halves = _mm256_permutevar8x32_epi32(i, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
+    const __m128i dwords = _mm256_castsi256_si128(low_halves);
+    const __m128i words = _mm_packus_epi32(dwords, dwords);
+    const int bytes = _mm_cvtsi128_si32(_mm_packus_epi16(words, words));
+    std::memcpy(p, &bytes, 4);
+  }
   static I load_index(const int64_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
   static V equal(I a, I b) { return _mm256_castsi256_pd(_mm256_cmpeq_epi64(a, b)); }
   static V keep(V mask, V v) { return _mm256_and_pd(mask, v); }
@@ -134,6 +155,14 @@ struct Simd<double> {
     lo = _mm256_permute4x64_epi64(v, 0x50);
     hi = _mm256_permute4x64_epi64(v, 0xFA);
   }
+  static void duplicate_slots(const uint8_t* p, I& lo, I& hi) {
+    int bytes;
+    std::memcpy(&bytes, p, 4);
+    const I v = _mm256_cvtepu8_epi64(_mm_cvtsi32_si128(bytes));
+    lo = _mm256_permute4x64_epi64(v, 0x50);
+    hi = _mm256_permute4x64_epi64(v, 0xFA);
+  }
+  static I alternate(int a, int b) { return _mm256_setr_epi64x(a, b, a, b); }
   static V load_inside(const double* p, int64_t column, int64_t width) {
     const I c = ramp(column, 1);
     const I inside = _mm256_andnot_si256(_mm256_cmpgt_epi64(_mm256_setzero_si256(), c),
@@ -168,17 +197,20 @@ inline void for_each_block(Interior cols, const Fn& block) {
 
 // kLanes outputs of a K x K max pool with stride kStride. row[k] points at window column 0 of the
 // first output in the k-th of the window's `rows` rows inside the input (K, or fewer where the
-// window's top or bottom lies in the padding: torch scans only the rows inside); `row_start` is
-// the flat index of the first of those rows in the plane, `col0` the first output's window
-// column 0 (negative in the left padding). kBorder: some lanes' windows are clipped by the left
-// or right edge; their columns outside [0, width) load as -inf and, as in torch's loop (best =
-// -inf, index = the first element inside), never take over, so values, indices, ties and NaN
-// come out as torch's.
-template <typename T, int K, int kStride, bool kIndices, bool kBorder = false>
-inline void max_block(const T* const* row, int rows, int64_t width, int64_t row_start, int64_t col0, T* out,
-                      int64_t* idx) {
+// window's top or bottom lies in the padding: torch scans only the rows inside; `skipped` of them
+// lie above the input); `row_start` is the flat index of the first of those rows in the plane,
+// `col0` the first output's window column 0 (negative in the left padding). Index: void (no
+// indices), int64_t (flat positions) or uint8_t (window slots). kBorder: some lanes' windows are
+// clipped by the left or right edge; their columns outside [0, width) load as -inf and, as in
+// torch's loop (best = -inf, index = the first element inside), never take over, so values,
+// indices, ties and NaN come out as torch's.
+template <typename T, int K, int kStride, typename Index, bool kBorder = false>
+inline void max_block(const T* const* row, int rows, int skipped, int64_t width, int64_t row_start, int64_t col0,
+                      T* out, Index* idx) {
   using S = Simd<T>;
   constexpr int L = S::kLanes;
+  constexpr bool kIndices = !std::is_void_v<Index>;
+  constexpr bool kSlots = std::is_same_v<Index, uint8_t>;
   using V = typename S::V;
   auto load = [&](int k, int offset) -> V {
     if constexpr (kBorder) {
@@ -221,11 +253,20 @@ inline void max_block(const T* const* row, int rows, int64_t width, int64_t row_
     S::store(out, best);
   } else {
     // torch's scan order: row by row, left to right; `takes_over` keeps the first of equal maxima
-    // and lets every NaN take over (so the last NaN's index is kept).
-    const auto base = S::ramp(row_start + col0, kStride);
+    // and lets every NaN take over (so the last NaN's index is kept). Element (k, c) of the rows
+    // inside is at base + k * width + c (flat) or base + k * K + c (slot).
+    const auto base = kSlots ? S::ramp(skipped * K, 0) : S::ramp(row_start + col0, kStride);
+    const int64_t row_step = kSlots ? K : width;
     V best = S::set1(-std::numeric_limits<T>::infinity());
     auto at = base;
-    if constexpr (kBorder) at = S::max_index(base, S::ramp(row_start, 0));
+    if constexpr (kBorder) {
+      // The first element inside: column max(col0 + lane * kStride, 0).
+      if constexpr (kSlots) {
+        at = S::add(S::max_index(S::ramp(-col0, -kStride), S::ramp(0, 0)), skipped * K);
+      } else {
+        at = S::max_index(base, S::ramp(row_start, 0));
+      }
+    }
     for (int k = 0; k < K && k < rows; ++k) {
       V cols[3];
       if constexpr (kStride == 1) {
@@ -244,11 +285,15 @@ inline void max_block(const T* const* row, int rows, int64_t width, int64_t row_
         }
         const V take = S::takes_over(cols[c], best);
         best = S::select(take, cols[c], best);
-        at = S::select(take, S::add(base, k * width + c), at);
+        at = S::select(take, S::add(base, k * row_step + c), at);
       }
     }
     S::store(out, best);
-    S::store_index(idx, at);
+    if constexpr (kSlots) {
+      S::store_slots(idx, at);
+    } else {
+      S::store_index(idx, at);
+    }
   }
 }
 
@@ -288,10 +333,11 @@ inline void avg_block(const T* const* row, typename Simd<T>::V divisor, T* out) 
 }
 
 // Forward over output rows: SIMD blocks on interior rows and columns, portable code elsewhere.
-// element(plane, oh, ow, r) computes one output portably; block(rows, n, row_start, col0, ow, r)
-// kLanes of them. kClipRows (max pool): the blocks also take windows clipped by the input's edges: by the top
-// or bottom (fewer rows), and, through edge_block, by the left or right (the first and last
-// kLanes outputs of a row, overlapping the interior blocks, instead of the portable code).
+// element(plane, oh, ow, r) computes one output portably; block(rows, n, skipped, row_start, col0,
+// ow, r) kLanes of them (max_block's arguments). kClipRows (max pool): the blocks also take
+// windows clipped by the input's edges: by the top or bottom (fewer rows), and, through
+// edge_block, by the left or right (the first and last kLanes outputs of a row, overlapping the
+// interior blocks, instead of the portable code).
 template <typename T, int K, int kStride, bool kClipRows, typename Element, typename Block, typename EdgeBlock>
 void forward_rows(const Pool2dShape& s, const Pool2dParams& p, const T* input, int64_t bytes_per_row,
                   const Element& element, const Block& block, const EdgeBlock& edge_block) {
@@ -311,8 +357,10 @@ void forward_rows(const Pool2dShape& s, const Pool2dParams& p, const T* input, i
       }
       // The window's rows inside the input: [ih, ih + n).
       int64_t ih = oh * kStride - p.pad_h, n = K;
+      int skipped = 0;
       if (!inside) {
         const int64_t top = ih < 0 ? 0 : ih, bottom = ih + K < s.height ? ih + K : s.height;
+        skipped = static_cast<int>(top - ih);
         ih = top, n = bottom - top;
       }
       const T* window_rows[K] = {};
@@ -320,7 +368,7 @@ void forward_rows(const Pool2dShape& s, const Pool2dParams& p, const T* input, i
       auto edge = [&](int64_t ow) {
         const T* at[K] = {};
         for (int k = 0; k < n; ++k) at[k] = window_rows[k] + kStride * ow;
-        edge_block(at, static_cast<int>(n), ih * s.width, kStride * ow - p.pad_w, ow, r);
+        edge_block(at, static_cast<int>(n), skipped, ih * s.width, kStride * ow - p.pad_w, ow, r);
       };
       if (edges && cols.first > 0) {
         edge(0);
@@ -331,7 +379,7 @@ void forward_rows(const Pool2dShape& s, const Pool2dParams& p, const T* input, i
         for_each_block<L>(cols, [&](int64_t ow) {
           const T* at[K] = {};
           for (int k = 0; k < K && k < rows_in_window; ++k) at[k] = window_rows[k] + kStride * ow;
-          block(at, static_cast<int>(rows_in_window), ih * s.width, kStride * ow - p.pad_w, ow, r);
+          block(at, static_cast<int>(rows_in_window), skipped, ih * s.width, kStride * ow - p.pad_w, ow, r);
         });
       };
       if (inside) {
@@ -348,24 +396,33 @@ void forward_rows(const Pool2dShape& s, const Pool2dParams& p, const T* input, i
   });
 }
 
-template <typename T, int K, int kStride, bool kIndices>
-void max_forward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* input, T* output, int64_t* indices) {
-  const int64_t bytes = (kStride * s.width + s.out_width * (kIndices ? 3 : 1)) * int64_t(sizeof(T));
+// Index: void (no indices), int64_t (flat positions) or uint8_t (window slots).
+template <typename T, int K, int kStride, typename Index>
+void max_forward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* input, T* output, Index* indices) {
+  // The portable code takes int64_t* or uint8_t* (a null int64_t* for no indices).
+  using ElementIndex = std::conditional_t<std::is_void_v<Index>, int64_t, Index>;
+  const int64_t index_bytes = std::is_void_v<Index> ? 0 : int64_t(sizeof(ElementIndex));
+  const int64_t bytes = (kStride * s.width + s.out_width) * int64_t(sizeof(T)) + s.out_width * index_bytes;
+  auto index_at = [&](int64_t o) {
+    if constexpr (std::is_void_v<Index>) {
+      return static_cast<ElementIndex*>(nullptr);
+    } else {
+      return indices + o;
+    }
+  };
   forward_rows<T, K, kStride, true>(
       s, p, input, bytes,
       [&](const T* in, int64_t oh, int64_t ow, int64_t r) {
         const int64_t o = r * s.out_width + ow;
-        max_element(in, s, p, oh, ow, output + o, kIndices ? indices + o : nullptr);
+        max_element(in, s, p, oh, ow, output + o, index_at(o));
       },
-      [&](const T* const* at, int rows, int64_t row_start, int64_t col0, int64_t ow, int64_t r) {
+      [&](const T* const* at, int rows, int skipped, int64_t row_start, int64_t col0, int64_t ow, int64_t r) {
         const int64_t o = r * s.out_width + ow;
-        max_block<T, K, kStride, kIndices>(at, rows, s.width, row_start, col0, output + o,
-                                           kIndices ? indices + o : nullptr);
+        max_block<T, K, kStride, Index>(at, rows, skipped, s.width, row_start, col0, output + o, index_at(o));
       },
-      [&](const T* const* at, int rows, int64_t row_start, int64_t col0, int64_t ow, int64_t r) {
+      [&](const T* const* at, int rows, int skipped, int64_t row_start, int64_t col0, int64_t ow, int64_t r) {
         const int64_t o = r * s.out_width + ow;
-        max_block<T, K, kStride, kIndices, true>(at, rows, s.width, row_start, col0, output + o,
-                                                 kIndices ? indices + o : nullptr);
+        max_block<T, K, kStride, Index, true>(at, rows, skipped, s.width, row_start, col0, output + o, index_at(o));
       });
 }
 
@@ -377,10 +434,10 @@ void avg_forward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* inpu
   forward_rows<T, K, kStride, false>(
       s, p, input, (kStride * s.width + s.out_width) * int64_t(sizeof(T)),
       [&](const T* in, int64_t oh, int64_t ow, int64_t r) { output[r * s.out_width + ow] = avg_element(in, s, p, oh, ow); },
-      [&](const T* const* at, int, int64_t, int64_t, int64_t ow, int64_t r) {
+      [&](const T* const* at, int, int, int64_t, int64_t, int64_t ow, int64_t r) {
         avg_block<T, K, kStride>(at, divisor, output + r * s.out_width + ow);
       },
-      [](const T* const*, int, int64_t, int64_t, int64_t, int64_t) {});
+      [](const T* const*, int, int, int64_t, int64_t, int64_t, int64_t) {});
 }
 
 // Backward of a 2x2, stride-2 pool (windows never overlap): each thread writes whole input rows
@@ -397,65 +454,79 @@ void backward_2x2(const Pool2dShape& s, const Pool2dParams& p, T* grad_in, const
   parallel_rows(s.planes * s.height, s.width * int64_t(sizeof(T)) * 2, [&](int64_t begin, int64_t end) {
     for_each_plane_piece(s, begin, end, [&](int64_t plane, int64_t h0, int64_t h1) {
       T* gi = grad_in + plane * s.height * s.width;
-      auto simd_row = [&](int64_t oh) {
-        const int64_t ih = oh * 2 - p.pad_h;
-        return wide && oh >= rows.first && oh < rows.last && ih >= h0 && ih + 2 <= h1;
-      };
+      // The SIMD window rows [first, last): inside the input, both input rows in [h0, h1).
+      // Per-row bookkeeping is kept out of the loops: a 28-wide row is only two blocks.
+      int64_t first = (h0 + p.pad_h + 1) / 2, last = (h1 + p.pad_h) / 2;
+      first = first > rows.first ? first : rows.first;
+      last = last < rows.last ? last : rows.last;
+      if (!wide || last < first) last = first;
+      // Their input rows [top, bottom) are zeroed only outside the blocks' columns [left, right).
+      const int64_t top = first < last ? 2 * first - p.pad_h : h0, bottom = first < last ? 2 * last - p.pad_h : h0;
       const int64_t left = 2 * cols.first - p.pad_w, right = 2 * cols.last - p.pad_w;
-      for (int64_t ih = h0; ih < h1; ++ih) {
-        T* row = gi + ih * s.width;
-        // The one window row holding input row ih.
-        const int64_t oh = (ih + p.pad_h) / 2;
-        if (oh < s.out_height && simd_row(oh)) {
+      std::memset(gi + h0 * s.width, 0, sizeof(T) * (top - h0) * s.width);
+      if (left > 0 || right < s.width) {
+        for (int64_t ih = top; ih < bottom; ++ih) {
+          T* row = gi + ih * s.width;
           std::memset(row, 0, sizeof(T) * left);
           std::memset(row + right, 0, sizeof(T) * (s.width - right));
-        } else {
-          std::memset(row, 0, sizeof(T) * s.width);
         }
       }
+      std::memset(gi + bottom * s.width, 0, sizeof(T) * (h1 - bottom) * s.width);
       const RowSpan span = output_rows_touching(h0, h1, 2, p.pad_h, 2, 1, s.out_height);
       for (int64_t oh = span.first; oh < span.last; ++oh) {
-        if (!simd_row(oh)) {
+        if (oh < first || oh >= last) {
           border(plane, oh, 0, s.out_width, h0, h1);
           continue;
         }
         const int64_t ih = oh * 2 - p.pad_h;
-        border(plane, oh, 0, cols.first, h0, h1);
+        if (cols.first > 0) border(plane, oh, 0, cols.first, h0, h1);
         for_each_block<L>(cols, [&](int64_t ow) {
           T* at = gi + ih * s.width + 2 * ow - p.pad_w;
           block(plane, oh, ow, at, at + s.width, ih * s.width + 2 * ow - p.pad_w);
         });
-        border(plane, oh, cols.last, s.out_width, h0, h1);
+        if (cols.last < s.out_width) border(plane, oh, cols.last, s.out_width, h0, h1);
       }
     });
   });
 }
 
-template <typename T>
-void max_backward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* grad_out, const int64_t* indices,
+// Index: int64_t (flat positions) or uint8_t (window slots).
+template <typename T, typename Index>
+void max_backward_fast(const Pool2dShape& s, const Pool2dParams& p, const T* grad_out, const Index* indices,
                        T* grad_in) {
   using S = Simd<T>;
   const int64_t out_plane = s.out_height * s.out_width, in_plane = s.height * s.width;
+  const ArgmaxPosition<Index> position(s, p);
   backward_2x2<T>(
       s, p, grad_in,
       [&](int64_t plane, int64_t oh, int64_t ow0, int64_t ow1, int64_t h0, int64_t h1) {
         const int64_t o = plane * out_plane + oh * s.out_width;
-        max_scatter(grad_out + o, indices + o, grad_in + plane * in_plane, h0 * s.width, h1 * s.width, ow0, ow1);
+        max_scatter(grad_out + o, indices + o, grad_in + plane * in_plane, position, oh, h0, h1, ow0, ow1);
       },
       [&](int64_t plane, int64_t oh, int64_t ow, T* row0, T* row1, int64_t position) {
         const int64_t o = plane * out_plane + oh * s.out_width + ow;
         // In input order: input j of the 2 kLanes in a row takes window j / 2's gradient where
-        // that window's index is j's position.
+        // that window's index is j's: its position, or its slot (0, 1 in the window's top row,
+        // 2, 3 in the bottom one).
         typename S::V g0, g1;
         typename S::I at0, at1;
         S::duplicate(S::load(grad_out + o), g0, g1);
-        S::duplicate_index(indices + o, at0, at1);
         constexpr int L = S::kLanes;
-        const auto here0 = S::ramp(position, 1), here1 = S::add(here0, s.width);
-        S::store(row0, S::keep(S::equal(at0, here0), g0));
-        S::store(row0 + L, S::keep(S::equal(at1, S::add(here0, L)), g1));
-        S::store(row1, S::keep(S::equal(at0, here1), g0));
-        S::store(row1 + L, S::keep(S::equal(at1, S::add(here1, L)), g1));
+        if constexpr (std::is_same_v<Index, uint8_t>) {
+          S::duplicate_slots(indices + o, at0, at1);
+          const auto top = S::alternate(0, 1), bottom = S::alternate(2, 3);
+          S::store(row0, S::keep(S::equal(at0, top), g0));
+          S::store(row0 + L, S::keep(S::equal(at1, top), g1));
+          S::store(row1, S::keep(S::equal(at0, bottom), g0));
+          S::store(row1 + L, S::keep(S::equal(at1, bottom), g1));
+        } else {
+          S::duplicate_index(indices + o, at0, at1);
+          const auto here0 = S::ramp(position, 1), here1 = S::add(here0, s.width);
+          S::store(row0, S::keep(S::equal(at0, here0), g0));
+          S::store(row0 + L, S::keep(S::equal(at1, S::add(here0, L)), g1));
+          S::store(row1, S::keep(S::equal(at0, here1), g0));
+          S::store(row1 + L, S::keep(S::equal(at1, S::add(here1, L)), g1));
+        }
       });
 }
 
@@ -545,22 +616,34 @@ void avg_backward_3x3s2(const Pool2dShape& s, const Pool2dParams& p, const T* gr
   });
 }
 
-template <typename T, int kStride>
-void max_forward_strided(const Pool2dShape& s, const Pool2dParams& p, const T* in, T* out, int64_t* indices) {
-  if (p.kernel_h == 2) {
-    if (indices) return max_forward_fast<T, 2, kStride, true>(s, p, in, out, indices);
-    return max_forward_fast<T, 2, kStride, false>(s, p, in, out, nullptr);
-  }
-  if (indices) return max_forward_fast<T, 3, kStride, true>(s, p, in, out, indices);
-  return max_forward_fast<T, 3, kStride, false>(s, p, in, out, nullptr);
+template <typename T, int K, int kStride>
+void max_forward_indexed(const Pool2dShape& s, const Pool2dParams& p, const T* in, T* out, int64_t* indices,
+                         uint8_t* slots) {
+  if (indices) return max_forward_fast<T, K, kStride, int64_t>(s, p, in, out, indices);
+  if (slots) return max_forward_fast<T, K, kStride, uint8_t>(s, p, in, out, slots);
+  max_forward_fast<T, K, kStride, void>(s, p, in, out, nullptr);
 }
 
 template <typename T>
-void max_forward_typed(const Pool2dShape& s, const Pool2dParams& p, const void* input, void* output, int64_t* indices) {
+void max_forward_typed(const Pool2dShape& s, const Pool2dParams& p, const void* input, void* output, int64_t* indices,
+                       uint8_t* slots) {
   const T* in = static_cast<const T*>(input);
   T* out = static_cast<T*>(output);
-  if (p.stride_h == 1) return max_forward_strided<T, 1>(s, p, in, out, indices);
-  return max_forward_strided<T, 2>(s, p, in, out, indices);
+  if (p.stride_h == 1) {
+    if (p.kernel_h == 2) return max_forward_indexed<T, 2, 1>(s, p, in, out, indices, slots);
+    return max_forward_indexed<T, 3, 1>(s, p, in, out, indices, slots);
+  }
+  if (p.kernel_h == 2) return max_forward_indexed<T, 2, 2>(s, p, in, out, indices, slots);
+  return max_forward_indexed<T, 3, 2>(s, p, in, out, indices, slots);
+}
+
+template <typename T>
+void max_backward_typed(const Pool2dShape& s, const Pool2dParams& p, const void* grad_output, const int64_t* indices,
+                        const uint8_t* slots, void* grad_input) {
+  const T* gy = static_cast<const T*>(grad_output);
+  T* gx = static_cast<T*>(grad_input);
+  if (slots) return max_backward_fast<T, uint8_t>(s, p, gy, slots, gx);
+  max_backward_fast<T, int64_t>(s, p, gy, indices, gx);
 }
 
 template <typename T>
@@ -581,9 +664,9 @@ void avg_forward_typed(const Pool2dShape& s, const Pool2dParams& p, const void* 
 // same in both dimensions) and no dilation; backward takes the 2x2, stride-2 window only (and
 // the 3x3 stride-2 window, input width <= kAvgGatherWidth, for the average).
 void max_pool2d_forward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* input, void* output,
-                        int64_t* indices) {
-  if (dtype == DType::Float64) return max_forward_typed<double>(s, p, input, output, indices);
-  return max_forward_typed<float>(s, p, input, output, indices);
+                        int64_t* indices, uint8_t* slots) {
+  if (dtype == DType::Float64) return max_forward_typed<double>(s, p, input, output, indices, slots);
+  return max_forward_typed<float>(s, p, input, output, indices, slots);
 }
 
 void avg_pool2d_forward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* input, void* output) {
@@ -592,11 +675,9 @@ void avg_pool2d_forward(const Pool2dShape& s, const Pool2dParams& p, DType dtype
 }
 
 void max_pool2d_backward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* grad_output,
-                         const int64_t* indices, void* grad_input) {
-  if (dtype == DType::Float64) {
-    return max_backward_fast<double>(s, p, static_cast<const double*>(grad_output), indices, static_cast<double*>(grad_input));
-  }
-  max_backward_fast<float>(s, p, static_cast<const float*>(grad_output), indices, static_cast<float*>(grad_input));
+                         const int64_t* indices, const uint8_t* slots, void* grad_input) {
+  if (dtype == DType::Float64) return max_backward_typed<double>(s, p, grad_output, indices, slots, grad_input);
+  max_backward_typed<float>(s, p, grad_output, indices, slots, grad_input);
 }
 
 void avg_pool2d_backward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* grad_output,

@@ -6,6 +6,10 @@ Input (N, C, H, W) or (C, H, W); channels_last or other strided input is made NC
 first, and the output is NCHW-contiguous. Max pool indices are int64, the argmax's flat position
 h * W + w within its (n, c) plane, as torch returns them. CPU: float32, float64; CUDA: float16,
 bfloat16, float32, float64 (float accumulation), on the current stream.
+
+A CPU max pool that needs a gradient but not the indices keeps uint8 window slots instead, the
+argmax's place kh * kW + kw in its window (windows of at most 256 elements): the training step's
+index traffic is 1/8 of int64 positions'.
 """
 
 import operator
@@ -21,6 +25,7 @@ from . import _C, ops
 __all__ = ["max_pool2d", "avg_pool2d"]
 
 _CPU_DTYPES = (torch.float32, torch.float64)
+_MAX_WINDOW_SLOTS = 256  # uint8 window slots: kernel_h * kernel_w at most this (common/pool_params.h)
 _CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # torch's names of scalar types, for its "not implemented for 'Int'" message.
 _TYPE_NAMES = {torch.float16: "Half", torch.bfloat16: "BFloat16", torch.float32: "Float", torch.float64: "Double",
@@ -61,12 +66,14 @@ def _not_saved():
 
 
 def max_pool2d_impl(x: Tensor, kernel_size: List[int], stride: List[int], padding: List[int], dilation: List[int],
-                    ceil_mode: bool, with_indices: bool) -> Tuple[Tensor, Tensor]:
-    """(y, indices): indices is empty unless with_indices. x must be contiguous. The body of
-    the custom op max_pool2d; called directly it skips torch's dispatcher (no autograd)."""
+                    ceil_mode: bool, with_indices: bool, window_slots: bool = False) -> Tuple[Tensor, Tensor]:
+    """(y, indices): indices is empty unless with_indices; int64 flat positions, or with
+    window_slots (CPU only) uint8 window slots. x must be contiguous. The body of the custom op
+    max_pool2d; called directly it skips torch's dispatcher (no autograd)."""
     shape = _pooled_shape(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     y = ops._empty(shape, x)
-    indices = ops._empty(shape, x, torch.int64) if with_indices else x.new_empty(0, dtype=torch.int64)
+    index_dtype = torch.uint8 if window_slots else torch.int64
+    indices = ops._empty(shape, x, index_dtype) if with_indices else x.new_empty(0, dtype=index_dtype)
     _C.max_pool2d_forward(to_dlpack(x), to_dlpack(y), to_dlpack(indices) if with_indices else None, kernel_size,
                           stride, padding, dilation, ceil_mode, _stream(x))
     return y, indices
@@ -76,14 +83,16 @@ max_pool2d_op = torch.library.custom_op("fastrnn::max_pool2d", mutates_args=())(
 
 
 @max_pool2d_op.register_fake
-def _(x, kernel_size, stride, padding, dilation, ceil_mode, with_indices):
+def _(x, kernel_size, stride, padding, dilation, ceil_mode, with_indices, window_slots=False):
     shape = _pooled_shape(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    return x.new_empty(shape), x.new_empty(shape if with_indices else 0, dtype=torch.int64)
+    index_dtype = torch.uint8 if window_slots else torch.int64
+    return x.new_empty(shape), x.new_empty(shape if with_indices else 0, dtype=index_dtype)
 
 
 def max_pool2d_backward_impl(grad_output: Tensor, indices: Tensor, input_shape: List[int], kernel_size: List[int],
                              stride: List[int], padding: List[int], dilation: List[int], ceil_mode: bool) -> Tensor:
-    """grad_input of input_shape: grad_output added at the argmax positions `indices`."""
+    """grad_input of input_shape: grad_output added at the argmax positions `indices` (int64
+    flat positions or uint8 window slots)."""
     grad_input = ops._empty(input_shape, grad_output)
     _C.max_pool2d_backward(to_dlpack(grad_output.contiguous()), to_dlpack(indices.contiguous()),
                            to_dlpack(grad_input), kernel_size, stride, padding, dilation, ceil_mode,
@@ -101,7 +110,7 @@ def _(grad_output, indices, input_shape, kernel_size, stride, padding, dilation,
 
 
 def _max_setup(ctx, inputs, output):
-    _, kernel_size, stride, padding, dilation, ceil_mode, with_indices = inputs
+    _, kernel_size, stride, padding, dilation, ceil_mode, with_indices = inputs[:7]
     ctx.args = (kernel_size, stride, padding, dilation, ceil_mode)
     ctx.with_indices = with_indices
     ctx.input_shape = list(inputs[0].shape)
@@ -114,10 +123,10 @@ def _max_backward(ctx, grad_y, _grad_indices):
         raise _not_saved()
     (indices,) = ctx.saved_tensors
     if grad_y is None:  # only the indices were used: no gradient reaches the input
-        return None, None, None, None, None, None, None
+        return None, None, None, None, None, None, None, None
     # Outside a double-backward graph the op's body runs directly, without the dispatcher.
     backward = max_pool2d_backward_op if not _direct(grad_y, torch.is_grad_enabled()) else max_pool2d_backward_impl
-    return backward(grad_y, indices, ctx.input_shape, *ctx.args), None, None, None, None, None, None
+    return backward(grad_y, indices, ctx.input_shape, *ctx.args), None, None, None, None, None, None, None
 
 
 max_pool2d_op.register_autograd(_max_backward, setup_context=_max_setup)
@@ -125,11 +134,25 @@ max_pool2d_op.register_autograd(_max_backward, setup_context=_max_setup)
 
 def _max_backward_setup(ctx, inputs, output):
     ctx.save_for_backward(inputs[1])
+    ctx.input_width = inputs[2][-1]
+    ctx.args = inputs[3:7]  # kernel_size, stride, padding, dilation
+
+
+def _flat_positions(slots: Tensor, input_width: int, kernel_size, stride, padding, dilation) -> Tensor:
+    """The int64 flat positions h * W + w of uint8 window slots kh * kW + kw."""
+    oh = torch.arange(slots.shape[-2], device=slots.device).unsqueeze(-1)
+    ow = torch.arange(slots.shape[-1], device=slots.device)
+    slot = slots.long()
+    h = oh * stride[0] - padding[0] + torch.div(slot, kernel_size[1], rounding_mode="floor") * dilation[0]
+    w = ow * stride[1] - padding[1] + slot % kernel_size[1] * dilation[1]
+    return h * input_width + w
 
 
 def _max_double_backward(ctx, grad_grad_input):
     # The backward is linear in grad_output: its own gradient picks each window's argmax.
     (indices,) = ctx.saved_tensors
+    if indices.dtype == torch.uint8:
+        indices = _flat_positions(indices, ctx.input_width, *ctx.args)
     flat = grad_grad_input.flatten(-2).gather(-1, indices.flatten(-2))
     return flat.view(indices.shape), None, None, None, None, None, None, None
 
@@ -208,8 +231,8 @@ avg_pool2d_backward_op.register_autograd(_avg_double_backward, setup_context=_av
 
 class _MaxPool2dFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, kernel_size, stride, padding, dilation, ceil_mode):
-        y, indices = max_pool2d_impl(x, kernel_size, stride, padding, dilation, ceil_mode, True)
+    def forward(ctx, x, kernel_size, stride, padding, dilation, ceil_mode, window_slots):
+        y, indices = max_pool2d_impl(x, kernel_size, stride, padding, dilation, ceil_mode, True, window_slots)
         ctx.mark_non_differentiable(indices)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(indices)
@@ -220,7 +243,7 @@ class _MaxPool2dFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y, grad_indices):
-        return _max_backward(ctx, grad_y, grad_indices)[:6]
+        return _max_backward(ctx, grad_y, grad_indices)[:7]
 
 
 class _AvgPool2dFunction(torch.autograd.Function):
@@ -352,11 +375,14 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, c
     _check_dtype("max_pool2d", input)
     training = _needs_autograd(input)
     x = input.contiguous()
-    args = (kernel, strides, pads, dilations, ceil_mode, bool(return_indices or training))
+    # Indices kept only for the backward are window slots where they fit in a byte (CPU kernels).
+    window_slots = (training and not return_indices and x.device.type == "cpu"
+                    and kernel[0] * kernel[1] <= _MAX_WINDOW_SLOTS)
+    args = (kernel, strides, pads, dilations, ceil_mode, bool(return_indices or training), window_slots)
     if _direct(x, training):
         y, indices = max_pool2d_impl(x, *args)
     elif training and _eager(x):
-        y, indices = _MaxPool2dFunction.apply(x, *args[:-1])
+        y, indices = _MaxPool2dFunction.apply(x, *args[:5], window_slots)
     else:
         y, indices = max_pool2d_op(x, *args)
     return (y, indices) if return_indices else y
