@@ -258,16 +258,6 @@ class _AvgPool2dFunction(torch.autograd.Function):
         return _avg_backward(ctx, grad_y)
 
 
-# Not in every torch 2.x: where it is missing, every training call takes the custom ops.
-_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", None)
-
-
-def _eager(x: Tensor) -> bool:
-    """Whether a training call may use the autograd.Functions above instead of the custom ops."""
-    return (_functorch_active is not None and type(x) is Tensor and x.device.type in ("cpu", "cuda")
-            and not torch.compiler.is_compiling() and _current_dispatch_mode() is None and not _functorch_active())
-
-
 # ---- Argument checks, in torch's order and words --------------------------------------------------
 
 
@@ -381,7 +371,7 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, c
     args = (kernel, strides, pads, dilations, ceil_mode, bool(return_indices or training), window_slots)
     if _direct(x, training):
         y, indices = max_pool2d_impl(x, *args)
-    elif training and _eager(x):
+    elif training and ops.eager(x):
         y, indices = _MaxPool2dFunction.apply(x, *args[:5], window_slots)
     else:
         y, indices = max_pool2d_op(x, *args)
@@ -418,6 +408,6 @@ def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bo
     training = _needs_autograd(x)
     if _direct(x, training):
         return avg_pool2d_impl(x, *args)
-    if training and _eager(x):
+    if training and ops.eager(x):
         return _AvgPool2dFunction.apply(x, *args)
     return avg_pool2d_op(x, *args)
