@@ -58,12 +58,51 @@ inline void micro_kernel(int64_t kc, const A& a, const T* b, T* c, int64_t ldc, 
 // contiguous vector col(j) (a row of a weight matrix used transposed). Missing columns are 0.
 // A transpose: written a row of NR at a time (contiguous stores), read from NR columns whose
 // current cache lines stay in L1 across the next steps of k.
+#ifdef __AVX2__
+// out[i * ld + j] = src[j][k + i] for i, j < 8: eight 8-float rows transposed in registers.
+inline void transpose_8x8(const float* const* src, int64_t k, float* out, int64_t ld) {
+  __m256 r[8], t[8];
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(src[j] + k);
+#pragma GCC unroll 4
+  for (int j = 0; j < 8; j += 2) {
+    t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);      // j[0] j+1[0] j[1] j+1[1] | the same for 4, 5
+    t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);  // elements 2, 3 | 6, 7
+  }
+#pragma GCC unroll 2
+  for (int h = 0; h < 8; h += 4) {  // rows 0-3, then rows 4-7 of the source
+    r[h] = _mm256_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(1, 0, 1, 0));      // element 0 | 4
+    r[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(3, 2, 3, 2));  // element 1 | 5
+    r[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(1, 0, 1, 0));  // 2 | 6
+    r[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(3, 2, 3, 2));  // 3 | 7
+  }
+#pragma GCC unroll 4
+  for (int e = 0; e < 4; ++e) {
+    _mm256_storeu_ps(out + e * ld, _mm256_permute2f128_ps(r[e], r[e + 4], 0x20));
+    _mm256_storeu_ps(out + (e + 4) * ld, _mm256_permute2f128_ps(r[e], r[e + 4], 0x31));
+  }
+}
+#endif
+
 template <typename T, typename ColFn>
 void pack_b_columns(int64_t K, int64_t cols, const ColFn& col, T* FASTRNN_RESTRICT out) {
   constexpr int NR = Tile<T>::NR;
   const T* src[NR];
   for (int64_t j = 0; j < NR; ++j) src[j] = j < cols ? col(j) : nullptr;
-  for (int64_t k = 0; k < K; ++k) {
+  int64_t k = 0;
+#ifdef __AVX2__
+  // Full float panels 8 x 8 at a time in registers: the scalar transpose below costs as much
+  // as a batch-1 step's arithmetic when the forward packs its weights.
+  if constexpr (sizeof(T) == 4 && NR % 8 == 0) {
+    if (cols == NR) {
+      for (; k + 8 <= K; k += 8) {
+#pragma GCC unroll 4
+        for (int jb = 0; jb < NR; jb += 8) transpose_8x8(src + jb, k, out + k * NR + jb, NR);
+      }
+    }
+  }
+#endif
+  for (; k < K; ++k) {
     T* row = out + k * NR;
     if (cols == NR) {
 #pragma GCC unroll 32
