@@ -14,7 +14,8 @@
 // columns per output row. Backward at stride 1 with those kernels, image by image: the input
 // gradient is the direct forward of the transposed conv, the weight gradient a direct
 // outer-product kernel over the same padded planes, and in the fused block, where the conv's
-// gradient is nonzero at one position per pooling window at most, a sparse one over those.
+// gradient is nonzero at one position per pooling window at most, sparse weight and input
+// gradients over those positions alone.
 #include "cpu/conv.h"
 
 #include <omp.h>

@@ -179,9 +179,10 @@ void conv_sparse_weight_grad(const int64_t* vector_offsets, int64_t vectors, int
                              const T* values, int64_t count, const T* x_cl, T* dw) {
   constexpr int W = Simd<T>::kLanes;
   int64_t v = 0;
-  for (; v + 12 <= vectors; v += 12) sparse_tile<12>(vector_offsets + v, channels, positions, values, count, x_cl, dw + v * W);
-  for (; v + 4 <= vectors; v += 4) sparse_tile<4>(vector_offsets + v, channels, positions, values, count, x_cl, dw + v * W);
-  for (; v < vectors; ++v) sparse_tile<1>(vector_offsets + v, channels, positions, values, count, x_cl, dw + v * W);
+  const int64_t* voff = vector_offsets;
+  for (; v + 12 <= vectors; v += 12) sparse_tile<12>(voff + v, channels, positions, values, count, x_cl, dw + v * W);
+  for (; v + 4 <= vectors; v += 4) sparse_tile<4>(voff + v, channels, positions, values, count, x_cl, dw + v * W);
+  for (; v < vectors; ++v) sparse_tile<1>(voff + v, channels, positions, values, count, x_cl, dw + v * W);
 }
 
 // Rows outside: a block of rows keeps one channel block's dy (rows x out_width x 64 bytes, about
