@@ -50,6 +50,9 @@ CASES = [
     # conv outputs whose last row and column no window reads).
     (3, 11, 6, 11, 13, 3, 1, 1, 1, 1, True),
     (2, 18, 4, 9, 10, 3, 1, (2, 1), (2, 1), 2, False),
+    # ... and its sparse input gradient: a 5x5 kernel (25 taps x 2 vectors of 9 channels: the
+    # 12-, 4- and 1-vector tiles), input rows and columns no tap reaches (odd conv outputs).
+    (2, 9, 5, 13, 11, 5, 1, 2, 1, 1, True),
 ]
 
 

@@ -14,7 +14,8 @@
 // columns per output row. Backward at stride 1 with those kernels, image by image: the input
 // gradient is the direct forward of the transposed conv, the weight gradient a direct
 // outer-product kernel over the same padded planes, and in the fused block, where the conv's
-// gradient is nonzero at one position per pooling window at most, a sparse one over those.
+// gradient is nonzero at one position per pooling window at most, sparse weight and input
+// gradients over those positions alone.
 #include "cpu/conv.h"
 
 #include <omp.h>
@@ -58,13 +59,16 @@ struct Plan {
   // The fused backward's sparse weight gradient (conv_avx2.h, 3.), for 8 or more input channels
   // per group: the padded input channels-last, cl channels per position (cin_g rounded up to a
   // vector), dw accumulated as (out_channels, kernel_h * kernel_w, cl); per output channel the
-  // entries (positions, values) of its pooling windows.
+  // entries (positions, values) of its pooling windows. The sparse input gradient (conv_avx2.h,
+  // 4.) over the same entries grouped by conv position (starts, weight_at, entry values) into dx
+  // channels-last (dxcl, xcl's geometry), from the weights channels-last (wcl, shared).
   bool sparse;
-  int64_t pooled, cl, xcl_bytes, entries_bytes, voff_bytes;
+  int64_t pooled, cl, xcl_bytes, entries_bytes, voff_bytes, csr_bytes, wcl_bytes;
+  int64_t elem;
   int64_t gemm_bytes, col_bytes, tmp_bytes, dconv_bytes, dw_bytes, db_bytes, thread_bytes;
 
   Plan(const ConvShape& s, DType dtype, ConvOp op) {
-    const int64_t elem = static_cast<int64_t>(dtype_size(dtype));
+    elem = static_cast<int64_t>(dtype_size(dtype));
     const bool backward = op == ConvOp::Backward || op == ConvOp::PoolBackward;
     cin_g = s.in_channels / s.groups;
     cout_g = s.out_channels / s.groups;
@@ -111,8 +115,12 @@ struct Plan {
     cl = (cin_g + lanes - 1) / lanes * lanes;
     pooled = (s.out_height / 2) * (s.out_width / 2);
     xcl_bytes = sparse ? align64((hp * wp + s.pad_w + 1) * cl * elem) : 0;
-    entries_bytes = sparse ? align64(pooled * (8 + elem)) : 0;
+    entries_bytes = sparse ? align64(cout_g * pooled * (8 + elem)) : 0;
     voff_bytes = sparse ? align64(spatial * cl / lanes * 8) : 0;
+    csr_bytes = sparse ? align64((hp * wp + 1) * 8) + align64(cout_g * pooled * 8) + align64(cout_g * pooled * elem) +
+                             align64(cout_g * 8)
+                       : 0;
+    wcl_bytes = sparse ? align64(s.out_channels * spatial * cl * elem) : 0;
     dw_bytes = backward ? align64(std::max({s.out_channels * K, direct ? s.groups * dw_ld * K : 0,
                                             sparse ? s.out_channels * spatial * cl : 0}) * elem)
                         : 0;
@@ -122,9 +130,9 @@ struct Plan {
     offsets_bytes = direct ? align64(taps * static_cast<int64_t>(sizeof(int64_t))) : 0;
     dyb_bytes = direct && backward ? align64(P * dw_ld * elem) : 0;
     thread_bytes = col_bytes + tmp_bytes + dconv_bytes + dw_bytes + db_bytes + xpad_bytes + dout_bytes +
-                   offsets_bytes + dyb_bytes + xcl_bytes + entries_bytes + voff_bytes;
+                   offsets_bytes + dyb_bytes + 2 * xcl_bytes + entries_bytes + voff_bytes + csr_bytes;
   }
-  int64_t total(int threads) const { return threads * (gemm_bytes + thread_bytes) + wt_bytes; }
+  int64_t total(int threads) const { return threads * (gemm_bytes + thread_bytes) + wt_bytes + wcl_bytes; }
   static int64_t round_up4(int64_t n) { return (n + 3) / 4 * 4; }
 };
 
@@ -137,9 +145,14 @@ struct ThreadBuffers {
   int64_t* offsets;
   T* dyb;  // the direct weight gradient's transposed dy
   T* xcl;  // the sparse weight gradient's channels-last input, its entries and vector offsets
-  int64_t* positions;
+  int64_t* positions;  // (cout_g, pooled) entries per output channel, counts (cout_g) of them
   T* values;
+  int64_t* counts;
   int64_t* voff;
+  T* dxcl;  // the sparse input gradient's channels-last dx, its entries by position
+  int64_t *starts, *weight_at;
+  T* entry_values;
+  T* wcl;  // its channels-last weights (shared by all threads)
 };
 
 template <typename T>
@@ -159,8 +172,16 @@ ThreadBuffers<T> buffers(const Plan& p, const ConvWorkspace& ws, int slot) {
   char* sparse = direct + p.xpad_bytes + p.dout_bytes + p.offsets_bytes + p.dyb_bytes;
   b.xcl = reinterpret_cast<T*>(sparse);
   b.positions = reinterpret_cast<int64_t*>(sparse + p.xcl_bytes);
-  b.values = reinterpret_cast<T*>(sparse + p.xcl_bytes + p.pooled * 8);
+  b.values = reinterpret_cast<T*>(sparse + p.xcl_bytes + p.cout_g * p.pooled * 8);
   b.voff = reinterpret_cast<int64_t*>(sparse + p.xcl_bytes + p.entries_bytes);
+  char* csr = sparse + p.xcl_bytes + p.entries_bytes + p.voff_bytes;
+  b.dxcl = reinterpret_cast<T*>(csr);
+  b.starts = reinterpret_cast<int64_t*>(csr + p.xcl_bytes);
+  b.weight_at = reinterpret_cast<int64_t*>(csr + p.xcl_bytes + align64((p.hp * p.wp + 1) * 8));
+  char* entries = csr + p.xcl_bytes + align64((p.hp * p.wp + 1) * 8) + align64(p.cout_g * p.pooled * 8);
+  b.entry_values = reinterpret_cast<T*>(entries);
+  b.counts = reinterpret_cast<int64_t*>(entries + align64(p.cout_g * p.pooled * p.elem));
+  b.wcl = reinterpret_cast<T*>(ws.data + ws.threads * (p.gemm_bytes + p.thread_bytes) + p.wt_bytes);
   b.wt = reinterpret_cast<T*>(ws.data + ws.threads * (p.gemm_bytes + p.thread_bytes));
   return b;
 }
@@ -421,14 +442,91 @@ void direct_weight_grad_image(const ConvShape& s, const Plan& p, const T* dy_n, 
   }
 }
 
-// The fused block's weight and bias gradients of one image from its pooled gradient dy_n (and
-// the forward's y_n, indices_n; each (out_channels, out_h / 2, out_w / 2)): the conv's dy is
-// nonzero only at the maximum of a window the ReLU passed, so per output channel the kernel
-// sums over those entries alone (conv_avx2.h, 3.). dw is (out_channels, kernel_h * kernel_w, cl);
-// dw and db accumulate (+=).
+// The entries of the conv's gradient of group g of one image from its pooled gradient dy_n (and
+// the forward's y_n, indices_n; each (out_channels, out_h / 2, out_w / 2)): per output channel
+// co of the group, the windows the ReLU passed (y > 0), entry e < buf.counts[co] at
+// co * pooled + e as its maximum's padded position oh * wp + ow (buf.positions) and dy
+// (buf.values). Branch-free: the window's corner gives oh and ow (the index is one of its four
+// positions; a 64-bit division per entry cost more than the sparse kernels), and every window
+// is written, the next overwriting it where the ReLU stopped it.
 template <typename T>
-void sparse_weight_grad_image(const ConvShape& s, const Plan& p, const T* dy_n, const T* y_n, const int64_t* indices_n,
-                              const T* x_n, T* dw, T* db, const ThreadBuffers<T>& buf) {
+void sparse_entries(const ConvShape& s, const Plan& p, int64_t g, const T* dy_n, const T* y_n,
+                    const int64_t* indices_n, const ThreadBuffers<T>& buf) {
+  const int64_t pw = s.out_width / 2, ph = s.out_height / 2;
+  for (int64_t co = 0; co < p.cout_g; ++co) {
+    const int64_t c = g * p.cout_g + co;
+    const T *dy_c = dy_n + c * p.pooled, *y_c = y_n + c * p.pooled;
+    const int64_t* i_c = indices_n + c * p.pooled;
+    int64_t* positions = buf.positions + co * p.pooled;
+    T* values = buf.values + co * p.pooled;
+    int64_t count = 0;
+    for (int64_t py = 0, i = 0; py < ph; ++py) {
+      for (int64_t px = 0; px < pw; ++px, ++i) {
+        const int64_t d = i_c[i] - (2 * py * s.out_width + 2 * px);
+        const int64_t bottom = -((s.out_width - 1 - d) >> 63);  // d >= out_width: the window's bottom row
+        positions[count] = (2 * py + bottom) * p.wp + 2 * px + d - bottom * s.out_width;
+        values[count] = dy_c[i];
+        count += y_c[i] > T(0) ? 1 : 0;
+      }
+    }
+    buf.counts[co] = count;
+  }
+}
+
+// The fused block's input gradient of group g of one image from its entries (sparse_entries):
+// grouped by conv position (a counting sort), the kernel into a zeroed channels-last dx, then
+// the group's planes of dx_n (in_channels, H, W) read back out of it (zero where no tap reaches).
+template <typename T>
+void sparse_input_grad_group(const ConvShape& s, const Plan& p, int64_t g, T* dx_n, const ThreadBuffers<T>& buf) {
+  const int64_t positions = p.hp * p.wp, spatial = s.kernel_h * s.kernel_w;
+  const int64_t lanes = 32 / static_cast<int64_t>(sizeof(T));
+  int64_t* starts = buf.starts;
+  std::fill(starts, starts + positions + 1, int64_t(0));
+  for (int64_t co = 0; co < p.cout_g; ++co)
+    for (int64_t e = co * p.pooled; e < co * p.pooled + buf.counts[co]; ++e) ++starts[buf.positions[e] + 1];
+  for (int64_t q = 0; q < positions; ++q) starts[q + 1] += starts[q];
+  // Placing an entry of position q at starts[q]++ leaves starts[q] at q's end, q + 1's start.
+  for (int64_t co = 0; co < p.cout_g; ++co) {
+    const int64_t weight_at = (g * p.cout_g + co) * spatial * p.cl;
+    for (int64_t e = co * p.pooled; e < co * p.pooled + buf.counts[co]; ++e) {
+      const int64_t k = starts[buf.positions[e]]++;
+      buf.weight_at[k] = weight_at;
+      buf.entry_values[k] = buf.values[e];
+    }
+  }
+  for (int64_t q = positions; q > 0; --q) starts[q] = starts[q - 1];
+  starts[0] = 0;
+  std::fill(buf.dxcl, buf.dxcl + (positions + s.pad_w + 1) * p.cl, T(0));
+  SparseInputGradArgs a;
+  a.vector_offsets = buf.voff, a.vectors = spatial * p.cl / lanes, a.cl = p.cl;
+  a.starts = starts, a.positions = positions, a.weight_at = buf.weight_at;
+#if defined(FASTRNN_X86)
+  isa_avx2::conv_sparse_input_grad<T>(a, buf.entry_values, buf.wcl, buf.dxcl);
+#endif
+  // Input (ih, iw) sits at padded (ih + pad_h, iw + pad_w); columns past wp and rows past hp
+  // are beyond every tap's reach (wrapped taps land in the left padding, never there).
+  const int64_t plane = s.height * s.width;
+  T* dx_g = dx_n + g * p.cin_g * plane;
+  for (int64_t ci = 0; ci < p.cin_g; ++ci) {
+    for (int64_t ih = 0; ih < s.height; ++ih) {
+      T* dst = dx_g + ci * plane + ih * s.width;
+      const int64_t r = ih + s.pad_h;
+      const int64_t inside = r < p.hp ? std::max<int64_t>(0, std::min(s.width, p.wp - s.pad_w)) : 0;
+      for (int64_t iw = 0; iw < inside; ++iw) dst[iw] = buf.dxcl[(r * p.wp + s.pad_w + iw) * p.cl + ci];
+      for (int64_t iw = inside; iw < s.width; ++iw) dst[iw] = T(0);
+    }
+  }
+}
+
+// The fused block's gradients of one image: the conv's dy is nonzero only at the maximum of a
+// window the ReLU passed, so per output channel the weight gradient sums over those entries
+// alone (conv_avx2.h, 3.), and the input gradient adds each conv position's entries, times
+// their channels' weights, into its kernel_h x kernel_w input neighbourhood (conv_avx2.h, 4.;
+// buf.wcl holds the weights channels-last). dw is (out_channels, kernel_h * kernel_w, cl); dw
+// and db accumulate (+=); dx_n (in_channels, H, W) is overwritten.
+template <typename T>
+void sparse_backward_image(const ConvShape& s, const Plan& p, const T* dy_n, const T* y_n, const int64_t* indices_n,
+                           const T* x_n, T* dx_n, T* dw, T* db, const ThreadBuffers<T>& buf) {
   const int64_t lanes = 32 / static_cast<int64_t>(sizeof(T)), vectors_per_tap = p.cl / lanes;
   const int64_t spatial = s.kernel_h * s.kernel_w, vectors = spatial * vectors_per_tap;
   for (int64_t kh = 0, v = 0; kh < s.kernel_h; ++kh)
@@ -451,26 +549,23 @@ void sparse_weight_grad_image(const ConvShape& s, const Plan& p, const T* dy_n, 
         }
       }
     }
+    sparse_entries(s, p, g, dy_n, y_n, indices_n, buf);
     for (int64_t co = 0; co < p.cout_g; ++co) {
-      const int64_t c = g * p.cout_g + co;
-      const T *dy_c = dy_n + c * p.pooled, *y_c = y_n + c * p.pooled;
-      const int64_t* i_c = indices_n + c * p.pooled;
-      int64_t count = 0;
-      T sum = T(0);
-      for (int64_t i = 0; i < p.pooled; ++i) {
-        if (!(y_c[i] > T(0))) continue;
-        const int64_t oh = i_c[i] / s.out_width, ow = i_c[i] % s.out_width;
-        buf.positions[count] = (oh * p.wp + ow) * p.cl;
-        buf.values[count++] = dy_c[i];
-        sum += dy_c[i];
+      const int64_t c = g * p.cout_g + co, count = buf.counts[co];
+      const int64_t* positions = buf.positions + co * p.pooled;
+      const T* values = buf.values + co * p.pooled;
+      if (db != nullptr) {
+        T sum = T(0);
+        for (int64_t e = 0; e < count; ++e) sum += values[e];
+        db[c] += sum;
       }
-      if (db != nullptr) db[c] += sum;
 #if defined(FASTRNN_X86)
       if (dw != nullptr)
-        isa_avx2::conv_sparse_weight_grad<T>(buf.voff, vectors, buf.positions, buf.values, count, buf.xcl,
+        isa_avx2::conv_sparse_weight_grad<T>(buf.voff, vectors, p.cl, positions, values, count, buf.xcl,
                                              dw + c * spatial * p.cl);
 #endif
     }
+    if (dx_n != nullptr) sparse_input_grad_group(s, p, g, dx_n, buf);
   }
 }
 
@@ -569,9 +664,9 @@ int64_t transposed_bytes(const ConvShape& s, const ConvShape& t, DType dtype, in
 // buffers) returns image n's (out_channels, out_h, out_w) output gradient. With the AVX2
 // kernels and whole images per thread, dx is the direct forward of the transposed conv and dw
 // the direct weight gradient, image by image while its dy is in cache; where p.sparse,
-// sparse_wg(n, buffers, dw, db) gives dw and db instead (the fused block).
-template <typename T, typename DyOf, typename SparseWeightGrad>
-void backward_batch(const ConvShape& s, const Plan& p, const DyOf& dy_of, const SparseWeightGrad& sparse_wg,
+// sparse_grad(n, buffers, dx_n, dw, db) gives all three instead (the fused block).
+template <typename T, typename DyOf, typename SparseGrad>
+void backward_batch(const ConvShape& s, const Plan& p, const DyOf& dy_of, const SparseGrad& sparse_grad,
                     const T* x, const T* weight, T* dx, T* dweight, T* dbias, const ConvWorkspace& ws) {
   const int threads = usable_threads(ws);
   const int teams = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, s.batch)));
@@ -587,8 +682,18 @@ void backward_batch(const ConvShape& s, const Plan& p, const DyOf& dy_of, const 
     if (dweight != nullptr) std::fill(b.dw, b.dw + dw_numel, T(0));
     if (dbias != nullptr) std::fill(b.db, b.db + s.out_channels, T(0));
   }
+  if (sparse && dx != nullptr) {
+    // w_cl (out_channels, kernel_h * kernel_w, cl): the weights channels-last, zero past cin_g.
+    const int64_t spatial = s.kernel_h * s.kernel_w;
+    T* w_cl = buffers<T>(p, ws, 0).wcl;
+    std::fill(w_cl, w_cl + s.out_channels * spatial * p.cl, T(0));
+    for (int64_t c = 0; c < s.out_channels; ++c)
+      for (int64_t ci = 0; ci < p.cin_g; ++ci)
+        for (int64_t k = 0; k < spatial; ++k)
+          w_cl[(c * spatial + k) * p.cl + ci] = weight[(c * p.cin_g + ci) * spatial + k];
+  }
   ConvShape t;
-  const bool transposed = dx != nullptr && simd && transposed_direct(s, dtype_of<T>(), t);
+  const bool transposed = dx != nullptr && simd && !sparse && transposed_direct(s, dtype_of<T>(), t);
   const Plan pt(transposed ? t : s, dtype_of<T>(), ConvOp::Forward);
   ConvWorkspace tw;
   T* w_t = reinterpret_cast<T*>(ws.data + p.total(ws.threads));
@@ -616,9 +721,8 @@ void backward_batch(const ConvShape& s, const Plan& p, const DyOf& dy_of, const 
     T* dw = dweight == nullptr ? nullptr : b.dw;
     T* db = dbias == nullptr ? nullptr : b.db;
     if (sparse) {
-      sparse_wg(n, b, dw, db);
-      dw = db = nullptr;
-      if (dx_n == nullptr) return;
+      sparse_grad(n, b, dx_n, dw, db);
+      return;
     }
     const T* dy_n = dy_of(n, b);
     backward_image<T>(s, p, direct, dy_n, x + n * in_numel, weight, transposed ? nullptr : dx_n, dw, db, b, scratch);
@@ -698,7 +802,7 @@ void conv2d_backward(const ConvShape& s, const T* dy, const T* x, const T* weigh
   const int64_t out_numel = s.out_channels * p.P;
   backward_batch<T>(
       s, p, [&](int64_t n, const ThreadBuffers<T>&) { return dy + n * out_numel; },
-      [](int64_t, const ThreadBuffers<T>&, T*, T*) {}, x, weight, dx, dweight, dbias, ws);
+      [](int64_t, const ThreadBuffers<T>&, T*, T*, T*) {}, x, weight, dx, dweight, dbias, ws);
 }
 
 template <typename T>
@@ -787,12 +891,12 @@ void conv_relu_pool2d_backward(const ConvShape& s, const T* dy, const T* y, cons
     }
     return b.dconv;
   };
-  auto sparse_wg = [&](int64_t n, const ThreadBuffers<T>& b, T* dw, T* db) {
+  auto sparse_grad = [&](int64_t n, const ThreadBuffers<T>& b, T* dx_n, T* dw, T* db) {
     const int64_t at = n * s.out_channels * pooled;
-    sparse_weight_grad_image(s, p, dy + at, y + at, indices + at, x + n * s.in_channels * s.height * s.width, dw,
-                             db, b);
+    sparse_backward_image(s, p, dy + at, y + at, indices + at, x + n * s.in_channels * s.height * s.width, dx_n,
+                          dw, db, b);
   };
-  backward_batch<T>(s, p, dconv_of, sparse_wg, x, weight, dx, dweight, dbias, ws);
+  backward_batch<T>(s, p, dconv_of, sparse_grad, x, weight, dx, dweight, dbias, ws);
 }
 
 #define FASTRNN_INSTANTIATE_CONV(T)                                                                               \

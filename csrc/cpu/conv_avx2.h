@@ -27,6 +27,15 @@ struct DirectWeightGradArgs {
   int64_t wp = 0;  // the padded row length: output (oh, ow) reads xpad[oh * wp + ow + offsets[t]]
 };
 
+struct SparseInputGradArgs {
+  const int64_t* vector_offsets = nullptr;  // (vectors): (tap, channel vector) offsets in dx_cl
+  int64_t vectors = 0;
+  int64_t cl = 0;                     // values per position of dx_cl (channels rounded up to a vector)
+  const int64_t* starts = nullptr;    // (positions + 1): position q's entries are [starts[q], starts[q + 1])
+  int64_t positions = 0;
+  const int64_t* weight_at = nullptr;  // per entry, its output channel's offset in w_cl
+};
+
 // Output channels per block of the weight gradient's operands: one 64-byte line, two vectors
 // (16 floats, 8 doubles).
 template <typename T>
@@ -54,17 +63,26 @@ template <typename T>
 void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const T* dy_blocked, T* dw_blocked);
 
 // 3. The fused block's weight gradient, where dy of the conv is nonzero at one position per
-// pooling window at most: for each of `count` entries e (value dy, position q: the padded
-// position oh * wp + ow times channels),
-//   dw[v * lanes + i] += values[e] * x_cl[positions[e] + vector_offsets[v] + i]
+// pooling window at most: for each of `count` entries e (value dy, the padded position
+// positions[e] = oh * wp + ow),
+//   dw[v * lanes + i] += values[e] * x_cl[positions[e] * channels + vector_offsets[v] + i]
 // for every vector v < vectors, x_cl the padded input channels-last (hp * wp positions of
 // `channels` values, zero padding), vector_offsets the (tap, channel vector) offsets in it. A
 // quarter of the dense FLOPs or less, vectorised over input channels.
 template <typename T>
-void conv_sparse_weight_grad(const int64_t* vector_offsets, int64_t vectors, const int64_t* positions,
+void conv_sparse_weight_grad(const int64_t* vector_offsets, int64_t vectors, int64_t channels, const int64_t* positions,
                              const T* values, int64_t count, const T* x_cl, T* dw);
 
-// 4. The fused block's epilogue (conv_pool_avx2.cpp), 8 windows at a time: for px < pw,
+// 4. The fused block's input gradient, the adjoint of 3.: with the entries grouped by conv
+// position (entries [starts[q], starts[q + 1]) at padded position q = oh * wp + ow, each a
+// value dy and weight_at = its output channel's offset in w_cl, the weights channels-last
+// (out_channels, kernel_h * kernel_w, channels), zero past the last input channel),
+//   dx_cl[q * channels + vector_offsets[v] + i] += sum over e of values[e] * w_cl[weight_at[e] + v * lanes + i]
+// for every vector v < vectors; dx_cl has x_cl's padded channels-last geometry.
+template <typename T>
+void conv_sparse_input_grad(const SparseInputGradArgs& a, const T* values, const T* w_cl, T* dx_cl);
+
+// 5. The fused block's epilogue (conv_pool_avx2.cpp), 8 windows at a time: for px < pw,
 // y[px] = max over the 2x2 window at columns 2px, 2px+1 of rows top and bottom of
 // relu(value + bias), and indices[px] its position index0 + 2px (+1 for the right column,
 // +out_width for the bottom row), with torch's rules (the first maximum, a NaN wins).

@@ -27,6 +27,7 @@ struct Simd<float> {
   static V set1(float x) { return _mm256_set1_ps(x); }
   static V broadcast(const float* p) { return _mm256_broadcast_ss(p); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
 };
 template <>
@@ -38,6 +39,7 @@ struct Simd<double> {
   static V set1(double x) { return _mm256_set1_pd(x); }
   static V broadcast(const double* p) { return _mm256_broadcast_sd(p); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
+  static V add(V a, V b) { return _mm256_add_pd(a, b); }
   static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
 };
 
@@ -109,7 +111,7 @@ inline __attribute__((always_inline)) void weight_grad_tile(const DirectWeightGr
 // M (<= 12) accumulator vectors of the sparse weight gradient over all entries: per entry one
 // broadcast and M loads feed M FMAs.
 template <int M, typename T>
-inline __attribute__((always_inline)) void sparse_tile(const int64_t* voff, const int64_t* positions,
+inline __attribute__((always_inline)) void sparse_tile(const int64_t* voff, int64_t channels, const int64_t* positions,
                                                        const T* values, int64_t count, const T* x_cl, T* dw) {
   using S = Simd<T>;
   using V = typename S::V;
@@ -119,7 +121,7 @@ inline __attribute__((always_inline)) void sparse_tile(const int64_t* voff, cons
   for (int i = 0; i < M; ++i) acc[i] = S::load(dw + i * W);
   for (int64_t e = 0; e < count; ++e) {
     const V g = S::broadcast(values + e);
-    const T* x = x_cl + positions[e];
+    const T* x = x_cl + positions[e] * channels;
 #pragma GCC unroll 12
     for (int i = 0; i < M; ++i) acc[i] = S::fma(g, S::load(x + voff[i]), acc[i]);
   }
@@ -127,16 +129,60 @@ inline __attribute__((always_inline)) void sparse_tile(const int64_t* voff, cons
   for (int i = 0; i < M; ++i) S::store(dw + i * W, acc[i]);
 }
 
+// The input gradient's adjoint of sparse_tile: M (<= 12) accumulator vectors of one conv
+// position's contribution, summed over its entries (one broadcast and M weight loads feed M
+// FMAs per entry), then added to dx_cl once (M loads and M stores per position, not per entry).
+template <int M, typename T>
+inline __attribute__((always_inline)) void sparse_input_tile(const int64_t* voff, const int64_t* weight_at,
+                                                             const T* values, int64_t begin, int64_t end,
+                                                             const T* w_cl, T* dx) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int W = S::kLanes;
+  V acc[M];
+#pragma GCC unroll 12
+  for (int i = 0; i < M; ++i) acc[i] = S::zero();
+  for (int64_t e = begin; e < end; ++e) {
+    const V g = S::broadcast(values + e);
+    const T* w = w_cl + weight_at[e];
+#pragma GCC unroll 12
+    for (int i = 0; i < M; ++i) acc[i] = S::fma(g, S::load(w + i * W), acc[i]);
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < M; ++i) S::store(dx + voff[i], S::add(S::load(dx + voff[i]), acc[i]));
+}
+
+template <int M, typename T>
+void sparse_input_pass(const SparseInputGradArgs& a, const int64_t* voff, const T* values, const T* w_cl, T* dx_cl) {
+  for (int64_t q = 0; q < a.positions; ++q) {
+    const int64_t begin = a.starts[q], end = a.starts[q + 1];
+    if (begin == end) continue;
+    sparse_input_tile<M>(voff, a.weight_at, values, begin, end, w_cl, dx_cl + q * a.cl);
+  }
+}
+
 }  // namespace
 
+// Vector tiles outside, positions inside: one tile's slice of every channel's weights (64
+// channels x 12 vectors = 24 KiB in float) stays in L1 while the positions pass.
 template <typename T>
-void conv_sparse_weight_grad(const int64_t* vector_offsets, int64_t vectors, const int64_t* positions,
+void conv_sparse_input_grad(const SparseInputGradArgs& a, const T* values, const T* w_cl, T* dx_cl) {
+  constexpr int W = Simd<T>::kLanes;
+  int64_t v = 0;
+  for (; v + 12 <= a.vectors; v += 12) sparse_input_pass<12>(a, a.vector_offsets + v, values, w_cl + v * W, dx_cl);
+  for (; v + 4 <= a.vectors; v += 4) sparse_input_pass<4>(a, a.vector_offsets + v, values, w_cl + v * W, dx_cl);
+  for (; v < a.vectors; ++v) sparse_input_pass<1>(a, a.vector_offsets + v, values, w_cl + v * W, dx_cl);
+}
+
+template <typename T>
+void conv_sparse_weight_grad(const int64_t* vector_offsets, int64_t vectors, int64_t channels, const int64_t* positions,
                              const T* values, int64_t count, const T* x_cl, T* dw) {
   constexpr int W = Simd<T>::kLanes;
   int64_t v = 0;
-  for (; v + 12 <= vectors; v += 12) sparse_tile<12>(vector_offsets + v, positions, values, count, x_cl, dw + v * W);
-  for (; v + 4 <= vectors; v += 4) sparse_tile<4>(vector_offsets + v, positions, values, count, x_cl, dw + v * W);
-  for (; v < vectors; ++v) sparse_tile<1>(vector_offsets + v, positions, values, count, x_cl, dw + v * W);
+  const int64_t* voff = vector_offsets;
+  for (; v + 12 <= vectors; v += 12) sparse_tile<12>(voff + v, channels, positions, values, count, x_cl, dw + v * W);
+  for (; v + 4 <= vectors; v += 4) sparse_tile<4>(voff + v, channels, positions, values, count, x_cl, dw + v * W);
+  for (; v < vectors; ++v) sparse_tile<1>(voff + v, channels, positions, values, count, x_cl, dw + v * W);
 }
 
 // Rows outside: a block of rows keeps one channel block's dy (rows x out_width x 64 bytes, about
@@ -191,9 +237,11 @@ template void conv_direct<float>(const DirectConvArgs&, const float*, const floa
 template void conv_direct<double>(const DirectConvArgs&, const double*, const double*, double*);
 template void conv_direct_weight_grad<float>(const DirectWeightGradArgs&, const float*, const float*, float*);
 template void conv_direct_weight_grad<double>(const DirectWeightGradArgs&, const double*, const double*, double*);
-template void conv_sparse_weight_grad<float>(const int64_t*, int64_t, const int64_t*, const float*, int64_t,
+template void conv_sparse_weight_grad<float>(const int64_t*, int64_t, int64_t, const int64_t*, const float*, int64_t,
                                              const float*, float*);
-template void conv_sparse_weight_grad<double>(const int64_t*, int64_t, const int64_t*, const double*, int64_t,
-                                              const double*, double*);
+template void conv_sparse_weight_grad<double>(const int64_t*, int64_t, int64_t, const int64_t*, const double*,
+                                              int64_t, const double*, double*);
+template void conv_sparse_input_grad<float>(const SparseInputGradArgs&, const float*, const float*, float*);
+template void conv_sparse_input_grad<double>(const SparseInputGradArgs&, const double*, const double*, double*);
 
 }  // namespace fastrnn::cpu::isa_avx2
