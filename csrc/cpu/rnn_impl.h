@@ -610,8 +610,8 @@ void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int ti
     auto dg_row = [&](int64_t b) { return job.dgates_hh + (row0 + b) * GH; };
     if (!job.mask) {
       if (pc.end > pc.begin) {
-        panels_gemm<T>(bt, GH, dg_row, ts.w_pack, min_i64(pc.end * NR, P) - pc.begin * NR, job.dh + pc.begin * NR, P,
-                       Cell::kDirectHiddenGrad ? T(1) : T(0));
+        panel_gemm<T>(bt, GH, dg_row, ts.w_pack, job.dh + pc.begin * NR, P, min_i64(pc.end * NR, P) - pc.begin * NR,
+                      Cell::kDirectHiddenGrad ? T(1) : T(0));
       }
       continue;
     }

@@ -166,45 +166,24 @@ void pack_b(const GemmArgs<T>& g, int64_t k0, int64_t kc, int64_t j0, int64_t nc
 
 // ---- The panel product of the recurrence ------------------------------------------------------
 
-// C[m x nr] = A . B-panel + beta * C on the calling thread, A's row i being row(i) (K values)
-// and the B panel K x NR. K is walked in kKC slices so each B slice stays in L1 while every
-// row block passes over it; A is read in place, with no packing.
+// C[m x ncols] = A . B + beta * C on the calling thread, A's row i being row(i) (K values) and
+// B one or more NR-column panels side by side (panel q at b + q * K * NR, each K x NR, the last
+// ncols - q * NR wide). A is read in place, with no packing. K is walked in kKC slices, outermost:
+// each A slice (m x kKC) is fetched once into L2 and read there by every panel, and a B slice
+// (kKC x NR) stays in L1 while the row blocks pass over it. (With the panels outside, the
+// backward's A over K = 4H ~ 2048 no longer fit in L2 beside its weights and every panel
+// re-read it from L3.)
 template <typename T, typename RowFn>
-void panel_gemm(int64_t m, int64_t K, const RowFn& row, const T* b_panel, T* c, int64_t ldc, int64_t nr, T beta) {
+void panel_gemm(int64_t m, int64_t K, const RowFn& row, const T* b, T* c, int64_t ldc, int64_t ncols, T beta) {
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
   if (K <= 0) {  // an empty sum
     for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = beta == T(0) ? T(0) : beta * c[i * ldc + j];
+      for (int64_t j = 0; j < ncols; ++j) c[i * ldc + j] = beta == T(0) ? T(0) : beta * c[i * ldc + j];
     return;
   }
   const T* rows[MR];
   for (int64_t k0 = 0; k0 < K; k0 += kKC) {
     const int64_t kc = min_i64(kKC, K - k0);
-    for (int64_t p = 0; p < m; p += MR) {
-      const int64_t mr = min_i64(MR, m - p);
-      for (int64_t i = 0; i < mr; ++i) rows[i] = row(p + i);
-      micro_kernel<T>(kc, RowsA<T>{rows, k0}, b_panel + k0 * NR, c + p * ldc, ldc, mr, nr, T(1),
-                      k0 == 0 ? beta : T(1));
-    }
-  }
-}
-
-// C[m x ncols] = A . B + beta * C for several NR-column panels of B side by side (panel q at
-// b + q * K * NR, the last one ncols - q * NR wide). K slices are the outer loop, so each A
-// slice (m x kKC) is fetched once into L2 and read there by every panel; with the panel loop
-// outside (panel_gemm per panel) an A over K ~ 2048 no longer fits in L2 and every panel
-// re-read it from L3.
-template <typename T, typename RowFn>
-void panels_gemm(int64_t m, int64_t K, const RowFn& row, const T* b, int64_t ncols, T* c, int64_t ldc, T beta) {
-  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
-  if (K <= 0) {
-    for (int64_t q = 0; q < ncols; q += NR) panel_gemm<T>(m, K, row, b, c + q, ldc, min_i64(NR, ncols - q), beta);
-    return;
-  }
-  const T* rows[MR];
-  for (int64_t k0 = 0; k0 < K; k0 += kKC) {
-    const int64_t kc = min_i64(kKC, K - k0);
-    // A B micro-panel slice stays in L1 while the row blocks of the A slice pass over it.
     for (int64_t q = 0; q * NR < ncols; ++q) {
       for (int64_t p = 0; p < m; p += MR) {
         const int64_t mr = min_i64(MR, m - p);
