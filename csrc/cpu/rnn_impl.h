@@ -286,7 +286,7 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
       for (int64_t c = hc.begin; c < hc.end; ++c) {
         const T* wi = ts.wi_pack + (c - hc.begin) * G * I * NR;
         T* out = ts.x_block + (c - hc.begin) * x_block_chunk;
-        for (int k = 0; k < G; ++k) panel_gemm<T>(hi - lo, I, x_row, wi + k * I * NR, out + k * NR, G * NR, NR, T(0));
+        panel_gemm<T>(hi - lo, I, x_row, wi, out, G * NR, G * NR, T(0));  // one panel per gate
       }
     }
     --block_left;
@@ -304,7 +304,7 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
     };
     for (int64_t c = hc.begin; c < hc.end; ++c) {
       const T* wh = ts.w_pack + (c - hc.begin) * G * P * NR;
-      for (int k = 0; k < G; ++k) panel_gemm<T>(bt, P, h_in, wh + k * P * NR, ts.tile + k * NR, G * NR, NR, T(0));
+      panel_gemm<T>(bt, P, h_in, wh, ts.tile, G * NR, G * NR, T(0));  // one panel per gate
       const T* x_tile = ts.x_block + (c - hc.begin) * x_block_chunk + (row0 - block_row0) * G * NR;
       const int64_t j0 = c * NR, cols = min_i64(NR, H - j0);
       T* out = d.proj ? job.m : job.y + row0 * job.y_ld;
