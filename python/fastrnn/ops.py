@@ -15,6 +15,7 @@ arguments and are the API to call. Tensors reach the compiled kernels zero-copy 
 DLPack; outputs and workspaces are allocated here, with torch's allocator.
 """
 
+import functools
 import threading
 from typing import List, Optional, Tuple
 
@@ -59,7 +60,8 @@ _workspaces = _WorkspaceCache()
 
 
 def _workspaces_for(sizes: List[int], like: Tensor) -> List[Tensor]:
-    """One workspace per call, as slices of one (reused) buffer."""
+    """One workspace per call, as slices of one (reused) buffer (a single call gets the whole
+    buffer, which may be larger than it asked for: slicing costs a few microseconds)."""
     total = sum(sizes)
     if like.device.type != "cpu":
         buffer = _empty(total, like, torch.uint8)
@@ -68,6 +70,8 @@ def _workspaces_for(sizes: List[int], like: Tensor) -> List[Tensor]:
         if buffer is None or buffer.numel() < total:
             _workspaces.buffer = None  # let the old one go before taking a larger one
             buffer = _workspaces.buffer = _empty(total, like, torch.uint8)
+    if len(sizes) == 1:
+        return [buffer]
     starts = [sum(sizes[:k]) for k in range(len(sizes))]
     return [buffer[s:s + n] for s, n in zip(starts, sizes)]
 
@@ -102,8 +106,14 @@ def _reserve_width(cell: int, hidden_size: int, projected: bool, training: bool)
 def _buffer_sizes(cell, x, h0, weight_hh, weight_hr, batch_sizes):
     """(reserve elements, forward workspace bytes, backward workspace bytes) of one call."""
     B, P = h0.shape
-    return _C.rnn_buffer_sizes(cell, _dtype_name(x.dtype), _rows(x, batch_sizes), B, x.shape[-1],
-                               _hidden_size(weight_hh, cell), 0 if weight_hr is None else P, x.device.type)
+    return _sizes_of(cell, x.dtype, _rows(x, batch_sizes), B, x.shape[-1], weight_hh.shape[0],
+                     0 if weight_hr is None else P, x.device.type)
+
+
+@functools.lru_cache(maxsize=256)
+def _sizes_of(cell, dtype, rows, B, I, GH, P, device):
+    # Pure in its arguments, and asked again on every call of a training or inference loop.
+    return _C.rnn_buffer_sizes(cell, _dtype_name(dtype), rows, B, I, GH // GATES[_CELL_NAMES[cell]], P, device)
 
 
 def _reserve_dtype(x: Tensor) -> torch.dtype:
@@ -147,6 +157,7 @@ def _forward(x: Tensor, batch_sizes: Optional[Tensor], cell: int, training: bool
     H = _hidden_size(directions[0].weight_hh, cell)
     rows = _rows(x, batch_sizes)
     y = _empty(x.shape[:-1] + (len(directions) * P,), x)
+    y_halves = [y] if len(directions) == 1 else [y[..., k * P:(k + 1) * P] for k in range(len(directions))]
     sizes = [_buffer_sizes(cell, x, d.h0, d.weight_hh, d.weight_hr, batch_sizes)[1] for d in directions]
     workspaces = _workspaces_for(sizes, x)
     calls, results = [], []
@@ -159,7 +170,7 @@ def _forward(x: Tensor, batch_sizes: Optional[Tensor], cell: int, training: bool
             "reverse": d.reverse, "x": _view(x), "h0": _view(d.h0), "c0": _view(d.c0 if lstm else None),
             "weight_ih": _view(d.weight_ih), "weight_hh": _view(d.weight_hh), "bias_ih": _view(d.bias_ih),
             "bias_hh": _view(d.bias_hh), "weight_hr": _view(d.weight_hr), "batch_sizes": _view(batch_sizes),
-            "recurrent_mask": _view(d.recurrent_mask), "y": _view(y[..., k * P:(k + 1) * P]), "h_n": _view(h_n),
+            "recurrent_mask": _view(d.recurrent_mask), "y": _view(y_halves[k]), "h_n": _view(h_n),
             "c_n": _view(c_n if lstm else None),
             "reserve": _view(reserve if width else None), "workspace": _view(workspace)})
         results.append((h_n, c_n, reserve))

@@ -107,9 +107,10 @@ class _FusedRNNBase:
         batch = int(batch_sizes[0]) if packed else input.size(0 if self.batch_first else 1)
         out_size = self.proj_size if self.proj_size > 0 else self.hidden_size
         if hx is None:
+            # Zero states are made here in the right shapes, so only the input needs checking.
+            self.check_input(input, batch_sizes)
             zeros = input.new_zeros(self.num_layers * num_directions, batch, out_size)
             hx = (zeros, input.new_zeros(self.num_layers * num_directions, batch, self.hidden_size)) if lstm else zeros
-            self.check_forward_args(input, hx, batch_sizes)
         else:
             self.check_forward_args(input, hx, batch_sizes)
             hx = self.permute_hidden(hx, sorted_indices)
@@ -185,8 +186,10 @@ class _FusedRNNBase:
             c_n += [c for _, c in states]
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 x = torch.nn.functional.dropout(x, self.dropout, training=True)
-        hidden_h = torch.stack(h_n)
-        return x, ((hidden_h, torch.stack(c_n)) if lstm else hidden_h)
+        # One layer and direction: its fresh h_n as a view, which costs less than stack's copy.
+        stack = (lambda ts: ts[0].unsqueeze(0)) if len(h_n) == 1 else torch.stack
+        hidden_h = stack(h_n)
+        return x, ((hidden_h, stack(c_n)) if lstm else hidden_h)
 
 
 class RNN(_FusedRNNBase, torch.nn.RNN):
