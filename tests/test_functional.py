@@ -10,7 +10,10 @@ from conftest import CELLS, DTYPES, assert_close, torch_layer, torch_reference
 
 # (T, B, I, H): odd sizes, single steps, single units, a batch of one, and a hidden size whose
 # gate rows (G*H > 256) span several of the GEMM's depth slices with a partial last panel.
-SIZES = [(1, 1, 1, 1), (7, 3, 13, 7), (13, 9, 37, 13), (40, 5, 7, 64), (23, 1, 64, 37), (9, 11, 19, 97)]
+# Batches up to 4 read the weights in place (rowdot) on AVX2/AVX-512: (17, 3, 33, 24) takes
+# its row pairs and single rows, 8-unit groups and a depth left over from the vectors.
+SIZES = [(1, 1, 1, 1), (7, 3, 13, 7), (13, 9, 37, 13), (40, 5, 7, 64), (23, 1, 64, 37), (9, 11, 19, 97),
+         (17, 3, 33, 24)]
 
 
 def fastrnn_layer(cell, x, h0, c0, params, reverse):
@@ -73,6 +76,7 @@ def test_matches_torch(cell, dtype, T, B, I, H, reverse, bias, with_h0):
 def test_matches_torch_on_every_instruction_set(isa, cell):
     for dtype in DTYPES:
         check_against_torch(cell, dtype, 11, 5, 19, 37, reverse=True, bias=True, with_h0=True)
+        check_against_torch(cell, dtype, 9, 2, 21, 29, reverse=False, bias=True, with_h0=True)  # weights in place
 
 
 @settings(max_examples=30, deadline=None)

@@ -50,6 +50,13 @@ int recurrence_threads(const RnnDims& d) {
 // to run full row blocks (a block also ends with the sequence).
 inline int64_t block_steps(const RnnDims& d) { return ceil_div(64, d.B); }
 
+// Whether the forward reads W_ih and W_hh in place (rowdot) instead of packing them. At a few
+// rows per step packing costs more than it saves: each call packs the weights afresh, from
+// memory when they went cold since the last call (a batch-1 GRU's 384 KiB: ~100 us, as much as
+// 15 of its steps), and the one-row panel product loads 3 values per 2 FMAs where rowdot's
+// 8-unit tile loads 9 per 8.
+inline bool weights_in_place(const RnnDims& d) { return kHasRowDot && d.B <= 4; }
+
 template <typename T>
 struct ThreadSpace {
   T* wi_pack = nullptr;  // this thread's W_ih panels (forward)
@@ -69,8 +76,9 @@ ThreadSpace<T> thread_space(char* base, const RnnDims& d, int n, bool backward, 
   Carver c(base);
   ThreadSpace<T> s;
   if (!backward) {
-    s.wi_pack = c.take<T>(h_chunks * d.G * d.I * NR);
-    s.w_pack = c.take<T>(h_chunks * d.G * d.P * NR);
+    const bool packed = !weights_in_place(d);
+    s.wi_pack = c.take<T>(packed ? h_chunks * d.G * d.I * NR : 0);
+    s.w_pack = c.take<T>(packed ? h_chunks * d.G * d.P * NR : 0);
     if (d.proj) s.wr_pack = c.take<T>(p_chunks * d.H * NR);
     s.x_block = c.take<T>(h_chunks * block_steps(d) * d.B * d.G * NR);
     s.tile = c.take<T>(mpad * d.G * NR);
@@ -239,6 +247,19 @@ void cell_forward_chunk(const ForwardJob<T>& job, int64_t row0, int64_t bt, int6
   }
 }
 
+// The gate pre-activations of units [j0, j0+cols) for m rows, laid out as panel_gemm's G
+// panels would leave them (out[i * G*NR + g * NR + u]), from row-major weights (G*H, K) read
+// in place.
+template <typename T, typename RowFn>
+void gates_in_place(int64_t m, int64_t K, const RowFn& row, const T* weight, int64_t H, int64_t j0, int64_t cols,
+                    int G, T* out) {
+  constexpr int NR = Tile<T>::NR;
+  for (int g = 0; g < G; ++g) {
+    const T* w = weight + (g * H + j0) * K;
+    rowdot<T>(m, K, row, cols, [&](int64_t u) { return w + u * K; }, out + g * NR, G * NR);
+  }
+}
+
 template <class Cell, bool kTraining, typename T>
 void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid, int n, SpinBarrier& barrier) {
   constexpr int NR = Tile<T>::NR, G = Cell::kGates;
@@ -249,7 +270,8 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
   // W_ih and W_hh rows of those units, used transposed), and for the projection its output
   // columns.
   const int64_t I = d.I;
-  for (int64_t c = hc.begin; c < hc.end; ++c) {
+  const bool in_place = weights_in_place(d);
+  for (int64_t c = hc.begin; c < hc.end && !in_place; ++c) {
     const int64_t j0 = c * NR, cols = min_i64(NR, H - j0);
     for (int k = 0; k < G; ++k) {
       const T* wi = job.weight_ih + (k * H + j0) * I;
@@ -284,9 +306,13 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
       block_row0 = lo;
       auto x_row = [&](int64_t r) { return job.x + (lo + r) * I; };
       for (int64_t c = hc.begin; c < hc.end; ++c) {
-        const T* wi = ts.wi_pack + (c - hc.begin) * G * I * NR;
         T* out = ts.x_block + (c - hc.begin) * x_block_chunk;
-        panel_gemm<T>(hi - lo, I, x_row, wi, out, G * NR, G * NR, T(0));  // one panel per gate
+        if (in_place) {
+          gates_in_place<T>(hi - lo, I, x_row, job.weight_ih, H, c * NR, min_i64(NR, H - c * NR), G, out);
+        } else {
+          const T* wi = ts.wi_pack + (c - hc.begin) * G * I * NR;
+          panel_gemm<T>(hi - lo, I, x_row, wi, out, G * NR, G * NR, T(0));  // one panel per gate
+        }
       }
     }
     --block_left;
@@ -303,8 +329,12 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
       return b < prev_bt ? h_masked_prev + b * P : job.h0_masked + b * P;
     };
     for (int64_t c = hc.begin; c < hc.end; ++c) {
-      const T* wh = ts.w_pack + (c - hc.begin) * G * P * NR;
-      panel_gemm<T>(bt, P, h_in, wh, ts.tile, G * NR, G * NR, T(0));  // one panel per gate
+      if (in_place) {
+        gates_in_place<T>(bt, P, h_in, job.weight_hh, H, c * NR, min_i64(NR, H - c * NR), G, ts.tile);
+      } else {
+        const T* wh = ts.w_pack + (c - hc.begin) * G * P * NR;
+        panel_gemm<T>(bt, P, h_in, wh, ts.tile, G * NR, G * NR, T(0));  // one panel per gate
+      }
       const T* x_tile = ts.x_block + (c - hc.begin) * x_block_chunk + (row0 - block_row0) * G * NR;
       const int64_t j0 = c * NR, cols = min_i64(NR, H - j0);
       T* out = d.proj ? job.m : job.y + row0 * job.y_ld;

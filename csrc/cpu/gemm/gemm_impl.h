@@ -164,6 +164,16 @@ void pack_b(const GemmArgs<T>& g, int64_t k0, int64_t kc, int64_t j0, int64_t nc
   }
 }
 
+// ---- Products against weights read in place (small batches) ------------------------------------
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include "cpu/gemm/rowdot_avx2.h"
+#else
+constexpr bool kHasRowDot = false;  // callers pack instead; this is never called
+template <typename T, typename RowFn, typename WeightFn>
+void rowdot(int64_t, int64_t, const RowFn&, int64_t, const WeightFn&, T*, int64_t) {}
+#endif
+
 // ---- The panel product of the recurrence ------------------------------------------------------
 
 // C[m x ncols] = A . B + beta * C on the calling thread, A's row i being row(i) (K values) and
