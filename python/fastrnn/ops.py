@@ -141,6 +141,12 @@ class _Direction:
         self.recurrent_mask = recurrent_mask
 
 
+def _per_direction(t: Tensor, P: int, count: int) -> List[Tensor]:
+    """Each direction's P columns of an output row (t itself for one direction: a slice costs
+    a few microseconds a call)."""
+    return [t] if count == 1 else [t[..., k * P:(k + 1) * P] for k in range(count)]
+
+
 def _check_masks_on_cpu(directions: List[_Direction]) -> None:
     for d in directions:
         if d.recurrent_mask is not None and d.recurrent_mask.device.type != "cpu":
@@ -157,7 +163,7 @@ def _forward(x: Tensor, batch_sizes: Optional[Tensor], cell: int, training: bool
     H = _hidden_size(directions[0].weight_hh, cell)
     rows = _rows(x, batch_sizes)
     y = _empty(x.shape[:-1] + (len(directions) * P,), x)
-    y_halves = [y] if len(directions) == 1 else [y[..., k * P:(k + 1) * P] for k in range(len(directions))]
+    y_halves = _per_direction(y, P, len(directions))
     sizes = [_buffer_sizes(cell, x, d.h0, d.weight_hh, d.weight_hr, batch_sizes)[1] for d in directions]
     workspaces = _workspaces_for(sizes, x)
     calls, results = [], []
@@ -186,6 +192,7 @@ def _backward(x: Tensor, batch_sizes: Optional[Tensor], y: Tensor, dy: Tensor, c
     lstm = cell == _LSTM
     P = directions[0].h0.shape[1]
     dx = _empty(x.shape, x)
+    y_halves, dy_halves = _per_direction(y, P, len(directions)), _per_direction(dy, P, len(directions))
     sizes = [_buffer_sizes(cell, x, d.h0, d.weight_hh, d.weight_hr, batch_sizes)[2] for d in directions]
     workspaces = _workspaces_for(sizes, x)
     calls, results = [], []
@@ -198,13 +205,12 @@ def _backward(x: Tensor, batch_sizes: Optional[Tensor], y: Tensor, dy: Tensor, c
                  _empty(d.weight_ih.shape[0], x) if has_bias_hh else x.new_empty(0),
                  _empty(d.weight_hr.shape, d.weight_hr) if d.weight_hr is not None else x.new_empty(0))
         dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = grads
-        half = slice(k * P, (k + 1) * P)
         calls.append({**_launch(x),
             "reverse": d.reverse, "x": _view(x), "h0": _view(d.h0), "c0": _view(d.c0 if lstm else None),
             "weight_ih": _view(d.weight_ih), "weight_hh": _view(d.weight_hh), "weight_hr": _view(d.weight_hr),
             "batch_sizes": _view(batch_sizes), "recurrent_mask": _view(d.recurrent_mask),
-            "y": _view(y[..., half]),
-            "reserve": _view(reserves[k] if reserves[k].numel() else None), "dy": _view(dy[..., half]),
+            "y": _view(y_halves[k]),
+            "reserve": _view(reserves[k] if reserves[k].numel() else None), "dy": _view(dy_halves[k]),
             "dh_n": _view(dh_ns[k]), "dc_n": _view(dc_ns[k] if lstm else None), "dx": _view(dx), "dh0": _view(dh0),
             "dc0": _view(dc0 if lstm else None), "dweight_ih": _view(dw_ih), "dweight_hh": _view(dw_hh),
             "dbias_ih": _view(db_ih if has_bias_ih else None), "dbias_hh": _view(db_hh if has_bias_hh else None),
