@@ -163,6 +163,26 @@ def test_opcheck():
                                                            d, kw["groups"], out, [True, True, False]))
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_eager_training_takes_a_function_with_the_custom_ops_results(fused):
+    """A training call in eager mode runs the op bodies in an autograd.Function (no
+    torch.library wrapper); its outputs and gradients are the custom op's, bit for bit."""
+    x, w, b, kw = _inputs(CASES[0], torch.float64)
+    s, p, d, out = conv._resolve(x, w, b, kw["stride"], kw["padding"], kw["dilation"], kw["groups"])
+    leaves = [[t.detach().clone().requires_grad_() for t in (x, w, b)] for _ in range(2)]
+    if fused:
+        eager = FF.conv_relu_pool2d(*leaves[0], **kw)
+        op = conv.conv_relu_pool2d_op(*leaves[1], s, p, d, kw["groups"], out)[0]
+    else:
+        eager = FF.conv2d(*leaves[0], **kw)
+        op = conv.conv2d_op(*leaves[1], s, p, d, kw["groups"], out)
+    assert "Function" in type(eager.grad_fn).__name__ and "Function" not in type(op.grad_fn).__name__
+    assert torch.equal(eager, op)
+    dy = torch.randn_like(op)
+    for ours, theirs in zip(torch.autograd.grad(eager, leaves[0], dy), torch.autograd.grad(op, leaves[1], dy)):
+        assert torch.equal(ours, theirs)
+
+
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
 def test_conv2d_module_state_dict(padding_mode):
     torch.manual_seed(3)

@@ -84,9 +84,8 @@ def _(x, weight, bias, stride, padding, dilation, groups, output_size):
     return x.new_empty(x.shape[0], weight.shape[0], output_size[0], output_size[1])
 
 
-@torch.library.custom_op("fastrnn::conv2d_backward", mutates_args=())
-def conv2d_backward(dy: Tensor, x: Tensor, weight: Tensor, stride: List[int], padding: List[int],
-                    dilation: List[int], groups: int, output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
+def conv2d_backward_impl(dy: Tensor, x: Tensor, weight: Tensor, stride: List[int], padding: List[int],
+                         dilation: List[int], groups: int, output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
     """(dx, dweight, dbias) of conv2d; an entry whose output_mask is False comes back empty."""
     if x.device.type == "cuda":
         dx, dw, db = _conv_cuda.backward(dy, x, weight, stride, padding, dilation, groups, output_mask,
@@ -99,6 +98,9 @@ def conv2d_backward(dy: Tensor, x: Tensor, weight: Tensor, stride: List[int], pa
     _C.conv2d_backward(_view(dy), _view(x), _view(weight), _view(dx), _view(dw), _view(db), _view(work), stride,
                        padding, dilation, groups)
     return _gradients(x, dx, dw, db)
+
+
+conv2d_backward = torch.library.custom_op("fastrnn::conv2d_backward", mutates_args=())(conv2d_backward_impl)
 
 
 @conv2d_backward.register_fake
@@ -118,7 +120,8 @@ def _conv2d_setup(ctx, inputs, output):
 def _conv2d_autograd(ctx, dy):
     x, weight = ctx.saved_tensors
     mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-    dx, dw, db = conv2d_backward(dy.contiguous(), x, weight, *ctx.geometry, mask)
+    backward = conv2d_backward_impl if ops._eager_backward(x) else conv2d_backward
+    dx, dw, db = backward(dy.contiguous(), x, weight, *ctx.geometry, mask)
     return (dx if mask[0] else None, dw if mask[1] else None, db if mask[2] else None, None, None, None, None, None)
 
 
@@ -157,10 +160,9 @@ def _(x, weight, bias, stride, padding, dilation, groups, output_size):
     return x.new_empty(pooled), x.new_empty(pooled, dtype=_indices_dtype(x))
 
 
-@torch.library.custom_op("fastrnn::conv_relu_pool2d_backward", mutates_args=())
-def conv_relu_pool2d_backward(dy: Tensor, y: Tensor, indices: Tensor, x: Tensor, weight: Tensor, stride: List[int],
-                              padding: List[int], dilation: List[int], groups: int, output_size: List[int],
-                              output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
+def conv_relu_pool2d_backward_impl(dy: Tensor, y: Tensor, indices: Tensor, x: Tensor, weight: Tensor,
+                                   stride: List[int], padding: List[int], dilation: List[int], groups: int,
+                                   output_size: List[int], output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
     """(dx, dweight, dbias) of conv_relu_pool2d from the pooled gradient dy and the forward's
     y and indices; entries not in output_mask come back empty."""
     if x.device.type == "cuda":
@@ -175,6 +177,10 @@ def conv_relu_pool2d_backward(dy: Tensor, y: Tensor, indices: Tensor, x: Tensor,
                                  _view(db), _view(work), output_size[0], output_size[1], stride, padding, dilation,
                                  groups)
     return _gradients(x, dx, dw, db)
+
+
+conv_relu_pool2d_backward = torch.library.custom_op("fastrnn::conv_relu_pool2d_backward",
+                                                    mutates_args=())(conv_relu_pool2d_backward_impl)
 
 
 @conv_relu_pool2d_backward.register_fake
@@ -197,11 +203,53 @@ def _pool_autograd(ctx, dy, _dindices):
     mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
     if dy is None:
         dy = torch.zeros_like(y)
-    dx, dw, db = conv_relu_pool2d_backward(dy.contiguous(), y, indices, x, weight, *ctx.geometry, mask)
+    backward = conv_relu_pool2d_backward_impl if ops._eager_backward(x) else conv_relu_pool2d_backward
+    dx, dw, db = backward(dy.contiguous(), y, indices, x, weight, *ctx.geometry, mask)
     return (dx if mask[0] else None, dw if mask[1] else None, db if mask[2] else None, None, None, None, None, None)
 
 
 conv_relu_pool2d_op.register_autograd(_pool_autograd, setup_context=_pool_setup)
+
+
+# ---- Eager training: autograd.Functions around the same bodies ---------------------------------
+# As for the RNN and pooling ops (ops.eager): torch.library's autograd wrapper costs ~0.2 ms a
+# training step here, more than torch's whole conv2d call on a small layer. torch.compile, tensor
+# subclasses, dispatch modes and functorch transforms keep the custom ops.
+
+
+class _Conv2dFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, *inputs):
+        y = conv2d_impl(*inputs)
+        _conv2d_setup(ctx, inputs, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        return _conv2d_autograd(ctx, dy)
+
+
+class _ConvReluPool2dFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, *inputs):
+        y, indices = conv_relu_pool2d_impl(*inputs)
+        _pool_setup(ctx, inputs, (y, indices))
+        ctx.mark_non_differentiable(indices)
+        ctx.set_materialize_grads(False)
+        return y, indices
+
+    @staticmethod
+    def backward(ctx, dy, dindices):
+        return _pool_autograd(ctx, dy, dindices)
+
+
+def _choose(x: Tensor, weight: Tensor, bias: Optional[Tensor], impl, function, op):
+    """The op body (no graph needed), an autograd.Function (eager training), or the custom op."""
+    if torch.compiler.is_compiling():
+        return op
+    if not _needs_graph(x, weight, bias):
+        return impl
+    return function.apply if ops.eager(x) else op
 
 
 # ---- torch.nn.functional.conv2d's argument handling ------------------------------------------
@@ -305,7 +353,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,  # noqa
     s, p, d, out = _resolve(x, weight, bias, stride, padding, dilation, groups)
     if _asymmetric_on_cuda(x, weight, s, p, d, out):
         return _fallback_conv2d(input, weight, bias, stride, padding, dilation, groups)
-    op = conv2d_op if _needs_graph(x, weight, bias) or torch.compiler.is_compiling() else conv2d_impl
+    op = _choose(x, weight, bias, conv2d_impl, _Conv2dFunction, conv2d_op)
     y = op(x.contiguous(), weight.contiguous(), _contiguous(bias), s, p, d, groups, out)
     return y if batched else y.squeeze(0)
 
@@ -325,7 +373,6 @@ def conv_relu_pool2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = Non
     if out[0] < 2 or out[1] < 2 or _asymmetric_on_cuda(x, weight, s, p, d, out):
         # torch's max_pool2d error for a too-small conv output; torch's ops for what CUDA lacks
         return F.max_pool2d(F.relu(F.conv2d(input, weight, bias, stride, padding, dilation, groups)), 2, 2)
-    op = conv_relu_pool2d_op if _needs_graph(x, weight, bias) or torch.compiler.is_compiling() \
-        else conv_relu_pool2d_impl
+    op = _choose(x, weight, bias, conv_relu_pool2d_impl, _ConvReluPool2dFunction, conv_relu_pool2d_op)
     y, _ = op(x.contiguous(), weight.contiguous(), _contiguous(bias), s, p, d, groups, out)
     return y if batched else y.squeeze(0)
