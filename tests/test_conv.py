@@ -53,6 +53,16 @@ CASES = [
     # ... and its sparse input gradient: a 5x5 kernel (25 taps x 2 vectors of 9 channels: the
     # 12-, 4- and 1-vector tiles), input rows and columns no tap reaches (odd conv outputs).
     (2, 9, 5, 13, 11, 5, 1, 2, 1, 1, True),
+    # Output rows of a whole number of 3-vector tiles (24 floats, 12 doubles) take row-aligned
+    # tiles written straight into the output: with and without bias, groups, and (x of width 24)
+    # the transposed conv of the input gradient.
+    (3, 3, 7, 10, 26, 3, 1, 0, 1, 1, True),
+    (2, 4, 6, 7, 50, 3, 1, 0, 1, 2, False),
+    (2, 5, 6, 9, 24, 3, 1, 1, 1, 1, True),
+    # Input channels in slices whose tile window fits L1 (the last slice shorter), flattened and
+    # row-aligned tiles, output channels not a multiple of the 4-channel block.
+    (2, 37, 6, 9, 40, 3, 1, 1, 1, 1, True),
+    (1, 37, 5, 6, 50, 3, 1, 0, 1, 1, True),
 ]
 
 

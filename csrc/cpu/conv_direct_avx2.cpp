@@ -43,20 +43,26 @@ struct Simd<double> {
   static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
 };
 
-// Positions [q, q + 3 vectors) of M (<= 4) output channels; w is the channels' weight block
-// (taps, 4).
+// Positions [0, 3 vectors) of x = xpad + q for M (<= 4) output channels over taps [0, taps) of
+// offsets, w the channels' weights of those taps (taps, 4). The accumulators start at out's
+// values when `accumulate` (a later slice of taps), else at the channels' bias (zero when null).
 template <int M, typename T>
-inline __attribute__((always_inline)) void tile(const DirectConvArgs& a, const T* xpad, const T* w, int64_t q,
-                                                T* out) {
+inline __attribute__((always_inline)) void tile(const T* x, const int64_t* offsets, int64_t taps, const T* w,
+                                                const T* bias, bool accumulate, T* out, int64_t ld) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int W = S::kLanes;
   V acc[M][3];
+  if (accumulate) {
 #pragma GCC unroll 4
-  for (int i = 0; i < M; ++i) acc[i][0] = acc[i][1] = acc[i][2] = S::zero();
-  const T* x = xpad + q;
-  for (int64_t t = 0; t < a.taps; ++t, w += 4) {
-    const T* xs = x + a.offsets[t];
+    for (int i = 0; i < M; ++i)
+      acc[i][0] = S::load(out + i * ld), acc[i][1] = S::load(out + i * ld + W), acc[i][2] = S::load(out + i * ld + 2 * W);
+  } else {
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) acc[i][0] = acc[i][1] = acc[i][2] = bias == nullptr ? S::zero() : S::set1(bias[i]);
+  }
+  for (int64_t t = 0; t < taps; ++t, w += 4) {
+    const T* xs = x + offsets[t];
     const V v0 = S::load(xs), v1 = S::load(xs + W), v2 = S::load(xs + 2 * W);
 #pragma GCC unroll 4
     for (int i = 0; i < M; ++i) {
@@ -68,9 +74,35 @@ inline __attribute__((always_inline)) void tile(const DirectConvArgs& a, const T
   }
 #pragma GCC unroll 4
   for (int i = 0; i < M; ++i) {
-    S::store(out + i * a.ld + q, acc[i][0]);
-    S::store(out + i * a.ld + q + W, acc[i][1]);
-    S::store(out + i * a.ld + q + 2 * W, acc[i][2]);
+    S::store(out + i * ld, acc[i][0]);
+    S::store(out + i * ld + W, acc[i][1]);
+    S::store(out + i * ld + 2 * W, acc[i][2]);
+  }
+}
+
+// One position tile (3 vectors at x = xpad + q, written at out + q): per slice of
+// a.slice_taps taps, every channel block. A slice's input window (its channels' rows under
+// the tile) stays in L1 while the channel blocks pass; with all 64 channels of a 56-wide
+// ResNet layer the window (~40 KiB) did not, and the kernel's input loads waited on L2.
+template <typename T>
+inline void position_tile(const DirectConvArgs& a, const T* x, const T* weight_blocked, const T* bias, T* out) {
+  const int64_t full = a.channels / 4 * 4, block = a.taps * 4;
+  const int64_t slice = a.slice_taps > 0 ? a.slice_taps : a.taps;
+  for (int64_t t0 = 0; t0 < a.taps; t0 += slice) {
+    const int64_t taps = std::min(slice, a.taps - t0);
+    const int64_t* offsets = a.offsets + t0;
+    const bool accumulate = t0 > 0;
+    const T* w = weight_blocked + t0 * 4;
+    int64_t c = 0;
+    for (; c < full; c += 4, w += block)
+      tile<4>(x, offsets, taps, w, bias == nullptr ? nullptr : bias + c, accumulate, out + c * a.ld, a.ld);
+    const T* b = bias == nullptr ? nullptr : bias + c;
+    switch (a.channels - c) {
+      case 3: tile<3>(x, offsets, taps, w, b, accumulate, out + c * a.ld, a.ld); break;
+      case 2: tile<2>(x, offsets, taps, w, b, accumulate, out + c * a.ld, a.ld); break;
+      case 1: tile<1>(x, offsets, taps, w, b, accumulate, out + c * a.ld, a.ld); break;
+      default: break;
+    }
   }
 }
 
@@ -213,28 +245,27 @@ void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const
   }
 }
 
-// Positions outside, channels inside: the input window of one position block (taps x 3
+// Positions outside, channels inside: the input window of one position tile (taps x 3
 // vectors) stays in L1 while every channel block passes over it, and each channel block's
 // weights are one sequential stream.
 template <typename T>
 void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, T* out) {
   constexpr int PB = 3 * Simd<T>::kLanes;
-  const int64_t full = a.channels / 4 * 4, block = a.taps * 4;
-  for (int64_t q = 0; q < a.length; q += PB) {
-    int64_t c = 0;
-    for (; c < full; c += 4) tile<4>(a, xpad, weight_blocked + c / 4 * block, q, out + c * a.ld);
-    const T* w = weight_blocked + c / 4 * block;
-    switch (a.channels - c) {
-      case 3: tile<3>(a, xpad, w, q, out + c * a.ld); break;
-      case 2: tile<2>(a, xpad, w, q, out + c * a.ld); break;
-      case 1: tile<1>(a, xpad, w, q, out + c * a.ld); break;
-      default: break;
-    }
-  }
+  for (int64_t q = 0; q < a.length; q += PB)
+    position_tile(a, xpad + q, weight_blocked, static_cast<const T*>(nullptr), out + q);
+}
+
+template <typename T>
+void conv_direct_rows(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out) {
+  constexpr int PB = 3 * Simd<T>::kLanes;
+  for (int64_t r = 0; r < a.rows; ++r)
+    for (int64_t j = 0; j < a.width; j += PB) position_tile(a, xpad + r * a.wp + j, weight_blocked, bias, out + r * a.width + j);
 }
 
 template void conv_direct<float>(const DirectConvArgs&, const float*, const float*, float*);
 template void conv_direct<double>(const DirectConvArgs&, const double*, const double*, double*);
+template void conv_direct_rows<float>(const DirectConvArgs&, const float*, const float*, const float*, float*);
+template void conv_direct_rows<double>(const DirectConvArgs&, const double*, const double*, const double*, double*);
 template void conv_direct_weight_grad<float>(const DirectWeightGradArgs&, const float*, const float*, float*);
 template void conv_direct_weight_grad<double>(const DirectWeightGradArgs&, const double*, const double*, double*);
 template void conv_sparse_weight_grad<float>(const int64_t*, int64_t, int64_t, const int64_t*, const float*, int64_t,
