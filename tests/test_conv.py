@@ -63,6 +63,10 @@ CASES = [
     # row-aligned tiles, output channels not a multiple of the 4-channel block.
     (2, 37, 6, 9, 40, 3, 1, 1, 1, 1, True),
     (1, 37, 5, 6, 50, 3, 1, 0, 1, 1, True),
+    # Row tiles with one-vector tiles after the 3-vector ones (12, 8, 4 and 3 channels), the
+    # last vector of a row spilling into the next row, and only partly stored in the last row.
+    (2, 1, 23, 9, 27, 3, 1, 1, 1, 1, True),
+    (3, 1, 32, 6, 28, 3, 1, 1, 1, 1, False),
 ]
 
 

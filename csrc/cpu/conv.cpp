@@ -59,7 +59,7 @@ struct Plan {
   bool direct;
   int64_t hp, wp, taps, direct_rows, direct_ld, dw_ld;
   // The plain forward's row-aligned tiles (conv_direct_rows), written straight into the output,
-  // where a row is a whole number of 3-vector tiles. The direct kernels pass over the channel
+  // where they cost less than the flattened ones. The direct kernels pass over the channel
   // blocks once per slice of slice_taps taps (whole input channels) whose input window fits L1.
   bool row_tiles;
   int64_t slice_taps;
@@ -117,7 +117,14 @@ struct Plan {
     direct_ld = direct_rows * wp + kDirectSlack;
     direct = direct && cin_g * hp * wp * elem <= kDirectInput;
     const int64_t vector = 32 / elem, tile = 3 * vector;
-    row_tiles = direct && op == ConvOp::Forward && cols_c % tile == 0;
+    // Row tiles compute each row's columns rounded up to a vector and copy nothing; the columns
+    // past the last 3-vector tile go through 12-channel one-vector tiles, counted 5/4 (13 loads
+    // per 12 FMAs: ResNet 64->64 56x56 was 2-3% slower in rows of 3 + 3 + 1 vectors than in
+    // flattened tiles of 57 columns). Flattened tiles compute wp columns and copy each row out of
+    // the block, counted as two taps per column. 1->32 3x3 p1 on 28x28 takes rows (24 + 8
+    // columns of 9 taps against 29 and the copy: 1.35 -> 0.98 ms), 32->64 14x14 stays flattened.
+    const int64_t tiled = cols_c / tile * tile, tail = (cols_c + vector - 1) / vector * vector - tiled;
+    row_tiles = direct && op == ConvOp::Forward && (4 * tiled + 5 * tail) * K <= 4 * (wp * K + 2 * cols_c);
     {
       // A tile's window per input channel: the kernel's rows plus the rows its positions span,
       // each the tile's columns plus the kernel's reach (and a line of misalignment).

@@ -18,7 +18,7 @@ struct DirectConvArgs {
   int64_t length = 0;    // positions wanted; the kernel writes them rounded up to 32
   int64_t ld = 0;        // out's channel stride, >= length rounded up to 32
   int64_t slice_taps = 0;  // taps per pass over the channel blocks (0: all); whole input channels
-  // conv_direct_rows only: output rows and columns (a multiple of 3 vectors), xpad's row length
+  // conv_direct_rows only: output rows and columns, xpad's row length
   int64_t rows = 0, width = 0, wp = 0;
 };
 
@@ -55,10 +55,12 @@ namespace isa_avx2 {
 template <typename T>
 void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, T* out);
 
-// The same convolution in row-aligned tiles, for width a multiple of 3 vectors (24 floats, 12
-// doubles): out (channels, ld)[c][r * width + j] = bias[c] + sum_t w(t, c) * xpad[r * wp + j +
-// offsets[t]] for r < rows, j < width (bias may be null), so out can be the conv's output
-// itself: no padded columns computed (the 5x5 valid layer on 28x28: 24 per row, not 28), no copy.
+// The same convolution in row-aligned tiles: out (channels, ld)[c][r * width + j] = bias[c] +
+// sum_t w(t, c) * xpad[r * wp + j + offsets[t]] for r < rows, j < width (bias may be null), so
+// out can be the conv's output itself: no padded columns beyond a row's last vector (the 5x5
+// valid layer on 28x28: 24 per row, not 28), no copy. Writes a row's last vector whole into
+// the next row's first columns before computing that row (all but the last row), and reads
+// xpad up to the last row's position + width rounded up to a vector.
 template <typename T>
 void conv_direct_rows(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out);
 

@@ -43,64 +43,96 @@ struct Simd<double> {
   static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
 };
 
-// Positions [0, 3 vectors) of x = xpad + q for M (<= 4) output channels over taps [0, taps) of
-// offsets, w the channels' weights of those taps (taps, 4). The accumulators start at out's
-// values when `accumulate` (a later slice of taps), else at the channels' bias (zero when null).
-template <int M, typename T>
+// Positions [0, NV vectors) of x = xpad + q for M output channels (M <= 4 at NV = 3, <= 12 at
+// NV = 1), over taps [0, taps) of offsets; channel i's weight of tap t is w[(i / 4) * block +
+// t * 4 + i % 4] (the blocked weights, w at the first tap). The accumulators start at out's
+// values when `accumulate` (a later slice of taps), else at the channels' bias (zero when
+// null). The last vector stores only its first `last` lanes (through a copy: a masked store
+// cost more than a short tile's FMAs on AMD).
+template <int M, int NV, typename T>
 inline __attribute__((always_inline)) void tile(const T* x, const int64_t* offsets, int64_t taps, const T* w,
-                                                const T* bias, bool accumulate, T* out, int64_t ld) {
+                                                int64_t block, const T* bias, bool accumulate, T* out, int64_t ld,
+                                                int last) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int W = S::kLanes;
-  V acc[M][3];
-  if (accumulate) {
-#pragma GCC unroll 4
-    for (int i = 0; i < M; ++i)
-      acc[i][0] = S::load(out + i * ld), acc[i][1] = S::load(out + i * ld + W), acc[i][2] = S::load(out + i * ld + 2 * W);
-  } else {
-#pragma GCC unroll 4
-    for (int i = 0; i < M; ++i) acc[i][0] = acc[i][1] = acc[i][2] = bias == nullptr ? S::zero() : S::set1(bias[i]);
-  }
+  V acc[M][NV];
+#pragma GCC unroll 12
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 3
+    for (int j = 0; j < NV; ++j)
+      acc[i][j] = accumulate ? S::load(out + i * ld + j * W) : bias == nullptr ? S::zero() : S::set1(bias[i]);
   for (int64_t t = 0; t < taps; ++t, w += 4) {
     const T* xs = x + offsets[t];
-    const V v0 = S::load(xs), v1 = S::load(xs + W), v2 = S::load(xs + 2 * W);
-#pragma GCC unroll 4
+    V v[NV];
+#pragma GCC unroll 3
+    for (int j = 0; j < NV; ++j) v[j] = S::load(xs + j * W);
+#pragma GCC unroll 12
     for (int i = 0; i < M; ++i) {
-      const V wi = S::set1(w[i]);
-      acc[i][0] = S::fma(wi, v0, acc[i][0]);
-      acc[i][1] = S::fma(wi, v1, acc[i][1]);
-      acc[i][2] = S::fma(wi, v2, acc[i][2]);
+      const V wi = S::set1(w[(i / 4) * block + i % 4]);
+#pragma GCC unroll 3
+      for (int j = 0; j < NV; ++j) acc[i][j] = S::fma(wi, v[j], acc[i][j]);
     }
   }
-#pragma GCC unroll 4
+  alignas(32) T part[W];
+#pragma GCC unroll 12
   for (int i = 0; i < M; ++i) {
-    S::store(out + i * ld, acc[i][0]);
-    S::store(out + i * ld + W, acc[i][1]);
-    S::store(out + i * ld + 2 * W, acc[i][2]);
+#pragma GCC unroll 3
+    for (int j = 0; j < NV - 1; ++j) S::store(out + i * ld + j * W, acc[i][j]);
+    if (last == W) {
+      S::store(out + i * ld + (NV - 1) * W, acc[i][NV - 1]);
+    } else {
+      S::store(part, acc[i][NV - 1]);
+      for (int k = 0; k < last; ++k) out[i * ld + (NV - 1) * W + k] = part[k];
+    }
   }
 }
 
-// One position tile (3 vectors at x = xpad + q, written at out + q): per slice of
-// a.slice_taps taps, every channel block. A slice's input window (its channels' rows under
+// The operands of one slice of taps of one position tile; run<M, NV>(c) runs channels [c, c + M).
+template <typename T>
+struct Slice {
+  const T* x;
+  const int64_t* offsets;
+  int64_t taps;
+  const T* w;  // the blocked weights at the slice's first tap
+  int64_t block;
+  const T* bias;
+  bool accumulate;
+  T* out;
+  int64_t ld;
+  int last;
+  template <int M, int NV>
+  inline __attribute__((always_inline)) void run(int64_t c) const {
+    tile<M, NV>(x, offsets, taps, w + c / 4 * block, block, bias == nullptr ? nullptr : bias + c, accumulate,
+                out + c * ld, ld, last);
+  }
+};
+
+// One position tile of NV vectors (at x = xpad + q, written at out + q): per slice of
+// a.slice_taps taps, every block of output channels (4 at NV = 3; 12 at NV = 1, the row tail,
+// where 4 would leave 5 loads per 4 FMAs). A slice's input window (its channels' rows under
 // the tile) stays in L1 while the channel blocks pass; with all 64 channels of a 56-wide
 // ResNet layer the window (~40 KiB) did not, and the kernel's input loads waited on L2.
-template <typename T>
-inline void position_tile(const DirectConvArgs& a, const T* x, const T* weight_blocked, const T* bias, T* out) {
-  const int64_t full = a.channels / 4 * 4, block = a.taps * 4;
+template <int NV, typename T>
+inline void position_tile(const DirectConvArgs& a, const T* x, const T* weight_blocked, const T* bias, T* out,
+                          int last) {
+  constexpr int MB = NV == 1 ? 12 : 4;
+  const int64_t block = a.taps * 4, full = a.channels / MB * MB;
   const int64_t slice = a.slice_taps > 0 ? a.slice_taps : a.taps;
   for (int64_t t0 = 0; t0 < a.taps; t0 += slice) {
     const int64_t taps = std::min(slice, a.taps - t0);
     const int64_t* offsets = a.offsets + t0;
-    const bool accumulate = t0 > 0;
-    const T* w = weight_blocked + t0 * 4;
+    const Slice<T> sl{x, offsets, taps, weight_blocked + t0 * 4, block, bias, t0 > 0, out, a.ld, last};
     int64_t c = 0;
-    for (; c < full; c += 4, w += block)
-      tile<4>(x, offsets, taps, w, bias == nullptr ? nullptr : bias + c, accumulate, out + c * a.ld, a.ld);
-    const T* b = bias == nullptr ? nullptr : bias + c;
+    for (; c < full; c += MB) sl.template run<MB, NV>(c);
+    if constexpr (NV == 1) {
+      if (a.channels - c >= 8) sl.template run<8, NV>(c), c += 8;
+      if (a.channels - c >= 4) sl.template run<4, NV>(c), c += 4;
+    }
     switch (a.channels - c) {
-      case 3: tile<3>(x, offsets, taps, w, b, accumulate, out + c * a.ld, a.ld); break;
-      case 2: tile<2>(x, offsets, taps, w, b, accumulate, out + c * a.ld, a.ld); break;
-      case 1: tile<1>(x, offsets, taps, w, b, accumulate, out + c * a.ld, a.ld); break;
+      case 3: sl.template run<3, NV>(c); break;
+      case 2: sl.template run<2, NV>(c); break;
+      case 1: sl.template run<1, NV>(c); break;
       default: break;
     }
   }
@@ -250,16 +282,29 @@ void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const
 // weights are one sequential stream.
 template <typename T>
 void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, T* out) {
-  constexpr int PB = 3 * Simd<T>::kLanes;
-  for (int64_t q = 0; q < a.length; q += PB)
-    position_tile(a, xpad + q, weight_blocked, static_cast<const T*>(nullptr), out + q);
+  constexpr int W = Simd<T>::kLanes;
+  for (int64_t q = 0; q < a.length; q += 3 * W)
+    position_tile<3>(a, xpad + q, weight_blocked, static_cast<const T*>(nullptr), out + q, W);
 }
 
+// Row by row: 3-vector tiles, then the row's remaining vectors one by one. A row's last vector
+// is stored whole (its extra lanes land on the next row, computed afterwards) except in the
+// last row.
 template <typename T>
 void conv_direct_rows(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out) {
-  constexpr int PB = 3 * Simd<T>::kLanes;
-  for (int64_t r = 0; r < a.rows; ++r)
-    for (int64_t j = 0; j < a.width; j += PB) position_tile(a, xpad + r * a.wp + j, weight_blocked, bias, out + r * a.width + j);
+  constexpr int W = Simd<T>::kLanes;
+  const int64_t vectors = (a.width + W - 1) / W;
+  const int tail = static_cast<int>(a.width - (vectors - 1) * W);  // lanes of a row's last vector
+  for (int64_t r = 0; r < a.rows; ++r) {
+    const T* x = xpad + r * a.wp;
+    T* o = out + r * a.width;
+    const int last = r + 1 == a.rows ? tail : W;
+    int64_t v = 0;
+    for (; v + 3 <= vectors; v += 3)
+      position_tile<3>(a, x + v * W, weight_blocked, bias, o + v * W, v + 3 == vectors ? last : W);
+    for (; v < vectors; ++v)
+      position_tile<1>(a, x + v * W, weight_blocked, bias, o + v * W, v + 1 == vectors ? last : W);
+  }
 }
 
 template void conv_direct<float>(const DirectConvArgs&, const float*, const float*, float*);
