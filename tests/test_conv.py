@@ -63,10 +63,13 @@ CASES = [
     # row-aligned tiles, output channels not a multiple of the 4-channel block.
     (2, 37, 6, 9, 40, 3, 1, 1, 1, 1, True),
     (1, 37, 5, 6, 50, 3, 1, 0, 1, 1, True),
-    # Row tiles with one-vector tiles after the 3-vector ones (12, 8, 4 and 3 channels), the
-    # last vector of a row spilling into the next row, and only partly stored in the last row.
+    # Row tiles of 4 vectors (3 channels, blocks of 4 straddled), 4 + 3 (a ResNet row, with
+    # slices), 4 + 1 (one-vector tiles of 12, 8, 4, 3 channels): the last vector of a row spills
+    # into the next row and is only partly stored in the last row.
     (2, 1, 23, 9, 27, 3, 1, 1, 1, 1, True),
     (3, 1, 32, 6, 28, 3, 1, 1, 1, 1, False),
+    (1, 16, 7, 5, 56, 3, 1, 1, 1, 1, True),
+    (2, 1, 27, 5, 38, 3, 1, 1, 1, 1, True),
 ]
 
 

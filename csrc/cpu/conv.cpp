@@ -117,13 +117,14 @@ struct Plan {
     direct_ld = direct_rows * wp + kDirectSlack;
     direct = direct && cin_g * hp * wp * elem <= kDirectInput;
     const int64_t vector = 32 / elem, tile = 3 * vector;
-    // Row tiles compute each row's columns rounded up to a vector and copy nothing; the columns
-    // past the last 3-vector tile go through 12-channel one-vector tiles, counted 5/4 (13 loads
-    // per 12 FMAs: ResNet 64->64 56x56 was 2-3% slower in rows of 3 + 3 + 1 vectors than in
-    // flattened tiles of 57 columns). Flattened tiles compute wp columns and copy each row out of
-    // the block, counted as two taps per column. 1->32 3x3 p1 on 28x28 takes rows (24 + 8
-    // columns of 9 taps against 29 and the copy: 1.35 -> 0.98 ms), 32->64 14x14 stays flattened.
-    const int64_t tiled = cols_c / tile * tile, tail = (cols_c + vector - 1) / vector * vector - tiled;
+    // Row tiles compute each row's columns rounded up to a vector and copy nothing; columns on
+    // one-vector tiles (direct_row_tiles) count 5/4 (13 loads per 12 FMAs; ResNet in rows of
+    // 3 + 3 + 1 vectors was 2-3% slower than flattened, in rows of 4 + 3 it is 4% faster).
+    // Flattened tiles compute wp columns and copy each row out of the block, counted as two taps
+    // per column. 1->32 3x3 p1 on 28x28 takes rows (one 4-vector tile: 32 columns of 9 taps
+    // against 29 and the copy: 0.75 -> 0.55 ms); 32->64 14x14 stays flattened.
+    const RowTiles rt = direct_row_tiles(cols_c, vector);
+    const int64_t tiled = (4 * rt.fours + 3 * rt.threes) * vector, tail = rt.ones * vector;
     row_tiles = direct && op == ConvOp::Forward && (4 * tiled + 5 * tail) * K <= 4 * (wp * K + 2 * cols_c);
     {
       // A tile's window per input channel: the kernel's rows plus the rows its positions span,

@@ -49,6 +49,20 @@ constexpr int64_t kDirectChannelBlock = 64 / sizeof(T);
 // taps wrap pad_w columns past a padded row onto the next row's left padding).
 constexpr int64_t kDirectSlack = 32;
 
+// How conv_direct_rows tiles a row of `width` columns in vectors of `lanes`: 3- and 4-vector
+// tiles (12 accumulators each: 4 and 3 channels) where the vectors are a sum of them, the rest
+// (1, 2 or 5 vectors) partly or wholly on one-vector tiles of 12 channels.
+struct RowTiles {
+  int64_t fours, threes, ones;
+};
+inline RowTiles direct_row_tiles(int64_t width, int64_t lanes) {
+  const int64_t vectors = (width + lanes - 1) / lanes;
+  int64_t fours = vectors % 3 == 1 ? 1 : vectors % 3 == 2 ? 2 : 0;
+  if (4 * fours > vectors) fours = vectors >= 4 ? 1 : 0;  // 1, 2, 5 vectors
+  const int64_t threes = (vectors - 4 * fours) / 3;
+  return {fours, threes, vectors - 4 * fours - 3 * threes};
+}
+
 namespace isa_avx2 {
 // out (channels, ld)[c][q] = sum_t w(t, c) * xpad[q + offsets[t]] for q < length, the
 // weights blocked by 4 channels: w(t, c) = weight_blocked[((c / 4) * taps + t) * 4 + c % 4].
