@@ -59,16 +59,16 @@ CASES = [
     (3, 3, 7, 10, 26, 3, 1, 0, 1, 1, True),
     (2, 4, 6, 7, 50, 3, 1, 0, 1, 2, False),
     (2, 5, 6, 9, 24, 3, 1, 1, 1, 1, True),
-    # Input channels in slices whose tile window fits L1 (the last slice shorter), flattened and
-    # row-aligned tiles, output channels not a multiple of the 4-channel block.
-    (2, 37, 6, 9, 40, 3, 1, 1, 1, 1, True),
-    (1, 37, 5, 6, 50, 3, 1, 0, 1, 1, True),
+    # Input channels in slices (a tile's window over 32 KiB) whose window fits a quarter of L1,
+    # the last slice shorter; flattened and row tiles, output channels not a multiple of 4.
+    (2, 64, 6, 5, 40, 3, 1, 1, 1, 1, True),
+    (1, 61, 5, 6, 50, 3, 1, 0, 1, 1, True),
     # Row tiles of 4 vectors (3 channels, blocks of 4 straddled), 4 + 3 (a ResNet row, with
     # slices), 4 + 1 (one-vector tiles of 12, 8, 4, 3 channels): the last vector of a row spills
     # into the next row and is only partly stored in the last row.
     (2, 1, 23, 9, 27, 3, 1, 1, 1, 1, True),
     (3, 1, 32, 6, 28, 3, 1, 1, 1, 1, False),
-    (1, 16, 7, 5, 56, 3, 1, 1, 1, 1, True),
+    (1, 64, 7, 3, 56, 3, 1, 1, 1, 1, True),
     (2, 1, 27, 5, 38, 3, 1, 1, 1, 1, True),
 ]
 

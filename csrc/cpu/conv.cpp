@@ -37,6 +37,7 @@ namespace {
 constexpr int64_t kColumnBudget = 512 << 10;  // bytes of im2col columns per block (L2)
 constexpr int64_t kDirectBudget = 128 << 10;  // bytes of a direct block's output (L2)
 constexpr int64_t kDirectInput = 8 << 20;     // the largest padded input copy (bytes per thread)
+constexpr int64_t kL1 = 32 << 10;             // a direct tile's input window beyond this is sliced
 constexpr int64_t kSliceWindow = 8 << 10;     // bytes of a direct tile's input window per slice: a quarter of
                                               // L1 (ResNet 64->64: 16 KiB 8%, 8 KiB 10-11% faster
                                               // than no slices; 4 KiB no better)
@@ -133,7 +134,7 @@ struct Plan {
       const int64_t cols_touched = std::min(wp, tile + (s.kernel_w - 1) * s.dilation_w);
       const int64_t per_channel = rows_touched * (cols_touched * elem + 64);
       const int64_t fit = std::max<int64_t>(1, kSliceWindow / per_channel);
-      const int64_t slices = (cin_g + fit - 1) / fit;
+      const int64_t slices = cin_g * per_channel <= kL1 ? 1 : (cin_g + fit - 1) / fit;
       slice_taps = (cin_g + slices - 1) / slices * s.kernel_h * s.kernel_w;
     }
     const int64_t block = 64 / elem;  // kDirectChannelBlock<T>
