@@ -129,10 +129,11 @@ struct Plan {
     row_tiles = direct && op == ConvOp::Forward && (4 * tiled + 5 * tail) * K <= 4 * (wp * K + 2 * cols_c);
     {
       // A tile's window per input channel: the kernel's rows plus the rows its positions span,
-      // each the tile's columns plus the kernel's reach (and a line of misalignment).
+      // each the tile's columns plus the kernel's reach and a line of misalignment, or, for
+      // rows shorter than that, the rows as one stretch (14x14: 300 bytes, not 5 x 124).
       const int64_t rows_touched = (s.kernel_h - 1) * s.dilation_h + 1 + (tile + wp - 1) / wp;
       const int64_t cols_touched = std::min(wp, tile + (s.kernel_w - 1) * s.dilation_w);
-      const int64_t per_channel = rows_touched * (cols_touched * elem + 64);
+      const int64_t per_channel = std::min(rows_touched * (cols_touched * elem + 64), rows_touched * wp * elem + 64);
       const int64_t fit = std::max<int64_t>(1, kSliceWindow / per_channel);
       const int64_t slices = cin_g * per_channel <= kL1 ? 1 : (cin_g + fit - 1) / fit;
       slice_taps = (cin_g + slices - 1) / slices * s.kernel_h * s.kernel_w;
