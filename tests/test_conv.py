@@ -70,6 +70,8 @@ CASES = [
     (3, 1, 32, 6, 28, 3, 1, 1, 1, 1, False),
     (1, 64, 7, 3, 56, 3, 1, 1, 1, 1, True),
     (2, 1, 27, 5, 38, 3, 1, 1, 1, 1, True),
+    # The pooled forward's row tiles over several blocks of conv rows (and rows of 4 x 3 vectors).
+    (1, 1, 64, 12, 98, 3, 1, 0, 1, 1, True),
 ]
 
 

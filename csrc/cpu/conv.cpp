@@ -59,8 +59,8 @@ struct Plan {
   // the shape allows it, so the workspace does not depend on the instruction set.
   bool direct;
   int64_t hp, wp, taps, direct_rows, direct_ld, dw_ld;
-  // The plain forward's row-aligned tiles (conv_direct_rows), written straight into the output,
-  // where they cost less than the flattened ones. The direct kernels pass over the channel
+  // Row-aligned tiles (conv_direct_rows) where they cost less than flattened ones: the plain
+  // forward writes them straight into the output, the pooled one into its block. The direct kernels pass over the channel
   // blocks once per slice of slice_taps taps (whole input channels) whose input window fits L1.
   bool row_tiles;
   int64_t slice_taps;
@@ -123,10 +123,14 @@ struct Plan {
     // 3 + 3 + 1 vectors was 2-3% slower than flattened, in rows of 4 + 3 it is 4% faster).
     // Flattened tiles compute wp columns and copy each row out of the block, counted as two taps
     // per column. 1->32 3x3 p1 on 28x28 takes rows (one 4-vector tile: 32 columns of 9 taps
-    // against 29 and the copy: 0.75 -> 0.55 ms); 32->64 14x14 stays flattened.
+    // against 29 and the copy: 0.75 -> 0.55 ms); 32->64 14x14 stays flattened. The pooled
+    // forward pools the block where it lies (no copy either way): the 5x5 valid layer's 24
+    // columns against 28.
     const RowTiles rt = direct_row_tiles(cols_c, vector);
     const int64_t tiled = (4 * rt.fours + 3 * rt.threes) * vector, tail = rt.ones * vector;
-    row_tiles = direct && op == ConvOp::Forward && (4 * tiled + 5 * tail) * K <= 4 * (wp * K + 2 * cols_c);
+    const int64_t copy = op == ConvOp::Forward ? 2 * cols_c : 0;
+    row_tiles = direct && (op == ConvOp::Forward || op == ConvOp::PoolForward) &&
+                (4 * tiled + 5 * tail) * K <= 4 * (wp * K + copy);
     {
       // A tile's window per input channel: the kernel's rows plus the rows its positions span,
       // each the tile's columns plus the kernel's reach and a line of misalignment, or, for
@@ -387,9 +391,9 @@ void pad_group(const ConvShape& s, const Plan& p, const T* x_g, const ThreadBuff
   }
 }
 
-// The direct forward of one group: pads its input x_g; then block(oh0, rows) runs the kernel on
+// The direct forward of one group: pads its input x_g; then runs the kernel block by block on
 // output rows [oh0, oh0 + rows), leaving channel co's row r at buf.dout + co * direct_ld + r *
-// wp, and epilogue(oh0, rows) consumes them.
+// stride (stride = cols_c with row tiles, else wp), and epilogue(oh0, rows, stride) consumes them.
 template <typename T, typename Epilogue>
 void direct_group(const ConvShape& s, const Plan& p, int64_t g, const T* x_g, const ThreadBuffers<T>& buf,
                   const Epilogue& epilogue) {
@@ -398,11 +402,17 @@ void direct_group(const ConvShape& s, const Plan& p, int64_t g, const T* x_g, co
   a.offsets = buf.offsets, a.taps = p.taps, a.channels = p.cout_g, a.ld = p.direct_ld, a.slice_taps = p.slice_taps;
   for (int64_t oh0 = 0; oh0 < p.rows_c; oh0 += p.direct_rows) {
     const int64_t rows = std::min(p.direct_rows, p.rows_c - oh0);
-    a.length = (rows - 1) * p.wp + p.cols_c;
+    [[maybe_unused]] const T* wt = buf.wt + g * p.taps * Plan::round_up4(p.cout_g);
 #if defined(FASTRNN_X86)
-    isa_avx2::conv_direct<T>(a, buf.xpad + oh0 * p.wp, buf.wt + g * p.taps * Plan::round_up4(p.cout_g), buf.dout);
+    if (p.row_tiles) {
+      a.rows = rows, a.width = p.cols_c, a.wp = p.wp;
+      isa_avx2::conv_direct_rows<T>(a, buf.xpad + oh0 * p.wp, wt, static_cast<const T*>(nullptr), buf.dout);
+    } else {
+      a.length = (rows - 1) * p.wp + p.cols_c;
+      isa_avx2::conv_direct<T>(a, buf.xpad + oh0 * p.wp, wt, buf.dout);
+    }
 #endif
-    epilogue(oh0, rows);
+    epilogue(oh0, rows, p.row_tiles ? p.cols_c : p.wp);
   }
 }
 
@@ -426,11 +436,11 @@ void forward_image(const ConvShape& s, const Plan& p, bool direct, const T* x_n,
       continue;
     }
     if (direct) {
-      direct_group(s, p, g, x_g, buf, [&](int64_t oh0, int64_t rows) {
+      direct_group(s, p, g, x_g, buf, [&](int64_t oh0, int64_t rows, int64_t stride) {
         for (int64_t co = 0; co < p.cout_g; ++co) {
           const T b = bias == nullptr ? T(0) : bias[g * p.cout_g + co];
           for (int64_t r = 0; r < rows; ++r) {
-            const T* src = buf.dout + co * p.direct_ld + r * p.wp;
+            const T* src = buf.dout + co * p.direct_ld + r * stride;
             T* dst = y_g + co * p.P + (oh0 + r) * s.out_width;
 #pragma omp simd
             for (int64_t j = 0; j < s.out_width; ++j) dst[j] = src[j] + b;
@@ -902,8 +912,8 @@ void conv_relu_pool2d_forward(const ConvShape& s, const T* x, const T* weight, c
         }
       };
       if (direct) {
-        direct_group(s, p, g, x_g, buf, [&](int64_t oh0, int64_t rows) {
-          for (int64_t co = 0; co < p.cout_g; ++co) pool_rows(co, buf.dout + co * p.direct_ld, p.wp, oh0, rows);
+        direct_group(s, p, g, x_g, buf, [&](int64_t oh0, int64_t rows, int64_t stride) {
+          for (int64_t co = 0; co < p.cout_g; ++co) pool_rows(co, buf.dout + co * p.direct_ld, stride, oh0, rows);
         });
         continue;
       }
