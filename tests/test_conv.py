@@ -53,6 +53,25 @@ CASES = [
     # ... and its sparse input gradient: a 5x5 kernel (25 taps x 2 vectors of 9 channels: the
     # 12-, 4- and 1-vector tiles), input rows and columns no tap reaches (odd conv outputs).
     (2, 9, 5, 13, 11, 5, 1, 2, 1, 1, True),
+    # Output rows of a whole number of 3-vector tiles (24 floats, 12 doubles) take row-aligned
+    # tiles written straight into the output: with and without bias, groups, and (x of width 24)
+    # the transposed conv of the input gradient.
+    (3, 3, 7, 10, 26, 3, 1, 0, 1, 1, True),
+    (2, 4, 6, 7, 50, 3, 1, 0, 1, 2, False),
+    (2, 5, 6, 9, 24, 3, 1, 1, 1, 1, True),
+    # Input channels in slices (a tile's window over 32 KiB) whose window fits a quarter of L1,
+    # the last slice shorter; flattened and row tiles, output channels not a multiple of 4.
+    (2, 64, 6, 5, 40, 3, 1, 1, 1, 1, True),
+    (1, 61, 5, 6, 50, 3, 1, 0, 1, 1, True),
+    # Row tiles of 4 vectors (3 channels, blocks of 4 straddled), 4 + 3 (a ResNet row, with
+    # slices), 4 + 1 (one-vector tiles of 12, 8, 4, 3 channels): the last vector of a row spills
+    # into the next row and is only partly stored in the last row.
+    (2, 1, 23, 9, 27, 3, 1, 1, 1, 1, True),
+    (3, 1, 32, 6, 28, 3, 1, 1, 1, 1, False),
+    (1, 64, 7, 3, 56, 3, 1, 1, 1, 1, True),
+    (2, 1, 27, 5, 38, 3, 1, 1, 1, 1, True),
+    # The pooled forward's row tiles over several blocks of conv rows (and rows of 4 x 3 vectors).
+    (1, 1, 64, 12, 98, 3, 1, 0, 1, 1, True),
 ]
 
 

@@ -17,6 +17,9 @@ struct DirectConvArgs {
   int64_t channels = 0;  // output channels
   int64_t length = 0;    // positions wanted; the kernel writes them rounded up to 32
   int64_t ld = 0;        // out's channel stride, >= length rounded up to 32
+  int64_t slice_taps = 0;  // taps per pass over the channel blocks (0: all); whole input channels
+  // conv_direct_rows only: output rows and columns, xpad's row length
+  int64_t rows = 0, width = 0, wp = 0;
 };
 
 struct DirectWeightGradArgs {
@@ -46,11 +49,34 @@ constexpr int64_t kDirectChannelBlock = 64 / sizeof(T);
 // taps wrap pad_w columns past a padded row onto the next row's left padding).
 constexpr int64_t kDirectSlack = 32;
 
+// How conv_direct_rows tiles a row of `width` columns in vectors of `lanes`: 3- and 4-vector
+// tiles (12 accumulators each: 4 and 3 channels) where the vectors are a sum of them, the rest
+// (1, 2 or 5 vectors) partly or wholly on one-vector tiles of 12 channels.
+struct RowTiles {
+  int64_t fours, threes, ones;
+};
+inline RowTiles direct_row_tiles(int64_t width, int64_t lanes) {
+  const int64_t vectors = (width + lanes - 1) / lanes;
+  int64_t fours = vectors % 3 == 1 ? 1 : vectors % 3 == 2 ? 2 : 0;
+  if (4 * fours > vectors) fours = vectors >= 4 ? 1 : 0;  // 1, 2, 5 vectors
+  const int64_t threes = (vectors - 4 * fours) / 3;
+  return {fours, threes, vectors - 4 * fours - 3 * threes};
+}
+
 namespace isa_avx2 {
 // out (channels, ld)[c][q] = sum_t w(t, c) * xpad[q + offsets[t]] for q < length, the
 // weights blocked by 4 channels: w(t, c) = weight_blocked[((c / 4) * taps + t) * 4 + c % 4].
 template <typename T>
 void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, T* out);
+
+// The same convolution in row-aligned tiles: out (channels, ld)[c][r * width + j] = bias[c] +
+// sum_t w(t, c) * xpad[r * wp + j + offsets[t]] for r < rows, j < width (bias may be null), so
+// out can be the conv's output itself: no padded columns beyond a row's last vector (the 5x5
+// valid layer on 28x28: 24 per row, not 28), no copy. Writes a row's last vector whole into
+// the next row's first columns before computing that row (all but the last row), and reads
+// xpad up to the last row's position + width rounded up to a vector.
+template <typename T>
+void conv_direct_rows(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out);
 
 // 2. The weight gradient of the same direct convolution (conv_direct_avx2.cpp): with the output
 // gradient transposed into blocks of B = kDirectChannelBlock<T> channels, dy_blocked[b][p][j] =
