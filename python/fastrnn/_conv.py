@@ -214,7 +214,9 @@ conv_relu_pool2d_op.register_autograd(_pool_autograd, setup_context=_pool_setup)
 # ---- Eager training: autograd.Functions around the same bodies ---------------------------------
 # As for the RNN and pooling ops (ops.eager): torch.library's autograd wrapper costs ~0.2 ms a
 # training step here, more than torch's whole conv2d call on a small layer. torch.compile, tensor
-# subclasses, dispatch modes and functorch transforms keep the custom ops.
+# subclasses, dispatch modes and functorch transforms keep the custom ops. (Not ops._Function: the
+# backward functions read ctx.needs_input_grad, which that class offsets by its three leading
+# arguments.)
 
 
 class _Conv2dFunction(torch.autograd.Function):

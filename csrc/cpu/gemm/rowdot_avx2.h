@@ -28,17 +28,7 @@ struct RowDot<float> {
     const V t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));  // each half: 4 partial sums
     return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
   }
-  template <int U>
-  FASTRNN_ROWDOT_INLINE static void reduce_store(const V* acc, float* out) {
-    if constexpr (U == 8) {
-      _mm_storeu_ps(out, reduce4(acc[0], acc[1], acc[2], acc[3]));
-      _mm_storeu_ps(out + 4, reduce4(acc[4], acc[5], acc[6], acc[7]));
-    } else if constexpr (U == 4) {
-      _mm_storeu_ps(out, reduce4(acc[0], acc[1], acc[2], acc[3]));
-    } else {
-      for (int u = 0; u < U; ++u) out[u] = sum(acc[u]);
-    }
-  }
+  FASTRNN_ROWDOT_INLINE static void store4(float* p, __m128 v) { _mm_storeu_ps(p, v); }
   FASTRNN_ROWDOT_INLINE static float sum(V a) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -57,22 +47,24 @@ struct RowDot<double> {
     const V t0 = _mm256_hadd_pd(a0, a1), t1 = _mm256_hadd_pd(a2, a3);  // (a0 lo, a1 lo, a0 hi, a1 hi), ...
     return _mm256_add_pd(_mm256_permute2f128_pd(t0, t1, 0x20), _mm256_permute2f128_pd(t0, t1, 0x31));
   }
-  template <int U>
-  FASTRNN_ROWDOT_INLINE static void reduce_store(const V* acc, double* out) {
-    if constexpr (U == 8) {
-      _mm256_storeu_pd(out, reduce4(acc[0], acc[1], acc[2], acc[3]));
-      _mm256_storeu_pd(out + 4, reduce4(acc[4], acc[5], acc[6], acc[7]));
-    } else if constexpr (U == 4) {
-      _mm256_storeu_pd(out, reduce4(acc[0], acc[1], acc[2], acc[3]));
-    } else {
-      for (int u = 0; u < U; ++u) out[u] = sum(acc[u]);
-    }
-  }
+  FASTRNN_ROWDOT_INLINE static void store4(double* p, V v) { _mm256_storeu_pd(p, v); }
   FASTRNN_ROWDOT_INLINE static double sum(V a) {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
   }
 };
+
+// out[0..U) = the lane sums of acc[0..U), four at a time where U allows.
+template <int U, typename T>
+FASTRNN_ROWDOT_INLINE void reduce_store(const typename RowDot<T>::V* acc, T* out) {
+  using D = RowDot<T>;
+  if constexpr (U % 4 == 0) {
+#pragma GCC unroll 2
+    for (int u = 0; u < U; u += 4) D::store4(out + u, D::reduce4(acc[u], acc[u + 1], acc[u + 2], acc[u + 3]));
+  } else {
+    for (int u = 0; u < U; ++u) out[u] = D::sum(acc[u]);
+  }
+}
 
 // R rows x U weight rows of out over depth K.
 template <int R, int U, typename T>
@@ -101,7 +93,7 @@ inline __attribute__((always_inline)) void rowdot_tile(int64_t K, const T* const
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i) {
     T* o = out + i * ldc;
-    D::template reduce_store<U>(acc[i], o);
+    reduce_store<U, T>(acc[i], o);
     for (int64_t kk = k; kk < K; ++kk) {  // depth left over from the vectors
 #pragma GCC unroll 8
       for (int u = 0; u < U; ++u) o[u] += x[i][kk] * w[u][kk];
