@@ -106,14 +106,14 @@ def _reserve_width(cell: int, hidden_size: int, projected: bool, training: bool)
 def _buffer_sizes(cell, x, h0, weight_hh, weight_hr, batch_sizes):
     """(reserve elements, forward workspace bytes, backward workspace bytes) of one call."""
     B, P = h0.shape
-    return _sizes_of(cell, x.dtype, _rows(x, batch_sizes), B, x.shape[-1], weight_hh.shape[0],
+    return _sizes_of(cell, x.dtype, _rows(x, batch_sizes), B, x.shape[-1], _hidden_size(weight_hh, cell),
                      0 if weight_hr is None else P, x.device.type)
 
 
 @functools.lru_cache(maxsize=256)
-def _sizes_of(cell, dtype, rows, B, I, GH, P, device):
+def _sizes_of(cell, dtype, rows, B, I, H, P, device):
     # Pure in its arguments, and asked again on every call of a training or inference loop.
-    return _C.rnn_buffer_sizes(cell, _dtype_name(dtype), rows, B, I, GH // GATES[_CELL_NAMES[cell]], P, device)
+    return _C.rnn_buffer_sizes(cell, _dtype_name(dtype), rows, B, I, H, P, device)
 
 
 def _reserve_dtype(x: Tensor) -> torch.dtype:
