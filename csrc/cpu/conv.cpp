@@ -44,6 +44,29 @@ constexpr int64_t kSliceWindow = 8 << 10;     // bytes of a direct tile's input 
 
 int64_t align64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
 
+// The direct forward's vector length in elements of `elem` bytes: AVX-512's where it is the
+// active instruction set, else AVX2's (the direct kernels need one of them, use_direct).
+int64_t direct_lanes(int64_t elem) { return (active_isa() == Isa::Avx512 ? 64 : 32) / elem; }
+
+#if defined(FASTRNN_X86)
+// The direct forward kernels of the active instruction set (conv_avx2.h).
+template <typename T>
+void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, T* out) {
+  if (active_isa() == Isa::Avx512) return isa_avx512::conv_direct<T>(a, xpad, weight_blocked, out);
+  isa_avx2::conv_direct<T>(a, xpad, weight_blocked, out);
+}
+template <typename T>
+void conv_direct_rows(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out) {
+  if (active_isa() == Isa::Avx512) return isa_avx512::conv_direct_rows<T>(a, xpad, weight_blocked, bias, out);
+  isa_avx2::conv_direct_rows<T>(a, xpad, weight_blocked, bias, out);
+}
+template <typename T>
+void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const T* dy_blocked, T* dw_blocked) {
+  if (active_isa() == Isa::Avx512) return isa_avx512::conv_direct_weight_grad<T>(a, xpad, dy_blocked, dw_blocked);
+  isa_avx2::conv_direct_weight_grad<T>(a, xpad, dy_blocked, dw_blocked);
+}
+#endif
+
 // Sizes derived from a ConvShape, and where each per-thread buffer sits in the workspace:
 // [GEMM packing slots x threads][per thread: col | tmp | dconv | dweight | dbias | direct]
 // [the direct forward's weights, shared].
@@ -117,7 +140,7 @@ struct Plan {
     direct_rows = std::max<int64_t>(1, std::min(direct_rows, rows_c));
     direct_ld = direct_rows * wp + kDirectSlack;
     direct = direct && cin_g * hp * wp * elem <= kDirectInput;
-    const int64_t vector = 32 / elem, tile = 3 * vector;
+    const int64_t vector = direct_lanes(elem), tile = 3 * vector;
     // Row tiles compute each row's columns rounded up to a vector and copy nothing; columns on
     // one-vector tiles (direct_row_tiles) count 5/4 (13 loads per 12 FMAs; ResNet in rows of
     // 3 + 3 + 1 vectors was 2-3% slower than flattened, in rows of 4 + 3 it is 4% faster).
@@ -406,10 +429,10 @@ void direct_group(const ConvShape& s, const Plan& p, int64_t g, const T* x_g, co
 #if defined(FASTRNN_X86)
     if (p.row_tiles) {
       a.rows = rows, a.width = p.cols_c, a.wp = p.wp;
-      isa_avx2::conv_direct_rows<T>(a, buf.xpad + oh0 * p.wp, wt, static_cast<const T*>(nullptr), buf.dout);
+      conv_direct_rows<T>(a, buf.xpad + oh0 * p.wp, wt, static_cast<const T*>(nullptr), buf.dout);
     } else {
       a.length = (rows - 1) * p.wp + p.cols_c;
-      isa_avx2::conv_direct<T>(a, buf.xpad + oh0 * p.wp, wt, buf.dout);
+      conv_direct<T>(a, buf.xpad + oh0 * p.wp, wt, buf.dout);
     }
 #endif
     epilogue(oh0, rows, p.row_tiles ? p.cols_c : p.wp);
@@ -430,7 +453,7 @@ void forward_image(const ConvShape& s, const Plan& p, bool direct, const T* x_n,
       a.offsets = buf.offsets, a.taps = p.taps, a.channels = p.cout_g, a.ld = p.P, a.slice_taps = p.slice_taps;
       a.rows = s.out_height, a.width = s.out_width, a.wp = p.wp;
 #if defined(FASTRNN_X86)
-      isa_avx2::conv_direct_rows<T>(a, buf.xpad, buf.wt + g * p.taps * Plan::round_up4(p.cout_g),
+      conv_direct_rows<T>(a, buf.xpad, buf.wt + g * p.taps * Plan::round_up4(p.cout_g),
                                     bias == nullptr ? nullptr : bias + g * p.cout_g, y_g);
 #endif
       continue;
@@ -497,7 +520,7 @@ void direct_weight_grad_image(const ConvShape& s, const Plan& p, const T* dy_n, 
     a.offsets = buf.offsets, a.taps = p.taps, a.channel_blocks = p.dw_ld / B;
     a.out_height = s.out_height, a.out_width = s.out_width, a.wp = p.wp;
 #if defined(FASTRNN_X86)
-    isa_avx2::conv_direct_weight_grad<T>(a, buf.xpad, buf.dyb, dw + g * p.dw_ld * p.K);
+    conv_direct_weight_grad<T>(a, buf.xpad, buf.dyb, dw + g * p.dw_ld * p.K);
 #endif
   }
 }

@@ -1,5 +1,6 @@
 #pragma once
-// The AVX2 kernels conv.cpp chooses at run time (the portable code is its fallback):
+// The AVX2 kernels conv.cpp chooses at run time (the portable code is its fallback), and the
+// AVX-512 build of the first (isa_avx512, at the end):
 //
 // 1. The direct convolution of one group at stride 1 (conv_direct_avx2.cpp), used instead of
 // im2col + pack + GEMM: the input planes are zero-padded so that every tap of every output is
@@ -15,8 +16,8 @@ struct DirectConvArgs {
   const int64_t* offsets = nullptr;  // (taps): tap t reads xpad[position + offsets[t]]
   int64_t taps = 0;
   int64_t channels = 0;  // output channels
-  int64_t length = 0;    // positions wanted; the kernel writes them rounded up to 32
-  int64_t ld = 0;        // out's channel stride, >= length rounded up to 32
+  int64_t length = 0;    // positions wanted; the kernel writes them rounded up to 3 vectors
+  int64_t ld = 0;        // out's channel stride, >= length rounded up to 3 vectors
   int64_t slice_taps = 0;  // taps per pass over the channel blocks (0: all); whole input channels
   // conv_direct_rows only: output rows and columns, xpad's row length
   int64_t rows = 0, width = 0, wp = 0;
@@ -44,10 +45,12 @@ struct SparseInputGradArgs {
 template <typename T>
 constexpr int64_t kDirectChannelBlock = 64 / sizeof(T);
 
-// The number of positions the kernel may write beyond `length`, and read beyond the last
-// tap's reach in xpad (which must hold zeros or any finite values there; conv.cpp also lets
-// taps wrap pad_w columns past a padded row onto the next row's left padding).
-constexpr int64_t kDirectSlack = 32;
+// The number of positions the kernel may write beyond `length` (less than 3 vectors: 48 floats
+// in AVX-512), and read beyond the last tap's reach in xpad (which must hold zeros or any
+// finite values there; conv.cpp also lets taps wrap pad_w columns past a padded row onto the
+// next row's left padding). The same for every instruction set, so buffer sizes do not depend
+// on the one active.
+constexpr int64_t kDirectSlack = 64;
 
 // How conv_direct_rows tiles a row of `width` columns in vectors of `lanes`: 3- and 4-vector
 // tiles (12 accumulators each: 4 and 3 channels) where the vectors are a sum of them, the rest
@@ -116,5 +119,16 @@ void conv_sparse_input_grad(const SparseInputGradArgs& a, const T* values, const
 int64_t relu_pool_row(const float* top, const float* bottom, float bias, int64_t pw, int64_t index0,
                       int64_t out_width, float* y, int64_t* indices);
 }  // namespace isa_avx2
+
+// 1. and 2. with AVX-512 (conv_direct_avx512.cpp): the same contracts, in vectors of 16 floats
+// / 8 doubles (direct_row_tiles with those lanes; a channel block is one vector).
+namespace isa_avx512 {
+template <typename T>
+void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, T* out);
+template <typename T>
+void conv_direct_rows(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out);
+template <typename T>
+void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const T* dy_blocked, T* dw_blocked);
+}  // namespace isa_avx512
 
 }  // namespace fastrnn::cpu
