@@ -16,8 +16,8 @@ struct DirectConvArgs {
   const int64_t* offsets = nullptr;  // (taps): tap t reads xpad[position + offsets[t]]
   int64_t taps = 0;
   int64_t channels = 0;  // output channels
-  int64_t length = 0;    // positions wanted; the kernel writes them rounded up to 3 vectors
-  int64_t ld = 0;        // out's channel stride, >= length rounded up to 3 vectors
+  int64_t length = 0;    // positions wanted; the kernel writes them rounded up to a vector
+  int64_t ld = 0;        // out's channel stride, >= length rounded up to a vector
   int64_t slice_taps = 0;  // taps per pass over the channel blocks (0: all); whole input channels
   // conv_direct_rows only: output rows and columns, xpad's row length
   int64_t rows = 0, width = 0, wp = 0;
@@ -45,7 +45,7 @@ struct SparseInputGradArgs {
 template <typename T>
 constexpr int64_t kDirectChannelBlock = 64 / sizeof(T);
 
-// The number of positions the kernel may write beyond `length` (less than 3 vectors: 48 floats
+// The number of positions the kernel may write beyond `length` (less than a vector: 16 floats
 // in AVX-512), and read beyond the last tap's reach in xpad (which must hold zeros or any
 // finite values there; conv.cpp also lets taps wrap pad_w columns past a padded row onto the
 // next row's left padding). The same for every instruction set, so buffer sizes do not depend
