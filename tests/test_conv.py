@@ -72,6 +72,11 @@ CASES = [
     (2, 1, 27, 5, 38, 3, 1, 1, 1, 1, True),
     # The pooled forward's row tiles over several blocks of conv rows (and rows of 4 x 3 vectors).
     (1, 1, 64, 12, 98, 3, 1, 0, 1, 1, True),
+    # Few input channels: the forward over shifted planes (one per kernel column), the output
+    # plane as one stretch with a partial last vector; a wide kernel with horizontal dilation
+    # and padding past its reach.
+    (2, 2, 9, 11, 17, 3, 1, 1, 1, 1, True),
+    (3, 1, 5, 9, 10, (2, 4), 1, (0, 5), (1, 2), 1, False),
 ]
 
 

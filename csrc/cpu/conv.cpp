@@ -51,9 +51,9 @@ int64_t direct_lanes(int64_t elem) { return (active_isa() == Isa::Avx512 ? 64 : 
 #if defined(FASTRNN_X86)
 // The direct forward kernels of the active instruction set (conv_avx2.h).
 template <typename T>
-void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, T* out) {
-  if (active_isa() == Isa::Avx512) return isa_avx512::conv_direct<T>(a, xpad, weight_blocked, out);
-  isa_avx2::conv_direct<T>(a, xpad, weight_blocked, out);
+void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out) {
+  if (active_isa() == Isa::Avx512) return isa_avx512::conv_direct<T>(a, xpad, weight_blocked, bias, out);
+  isa_avx2::conv_direct<T>(a, xpad, weight_blocked, bias, out);
 }
 template <typename T>
 void conv_direct_rows(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out) {
@@ -86,6 +86,15 @@ struct Plan {
   // forward writes them straight into the output, the pooled one into its block. The direct kernels pass over the channel
   // blocks once per slice of slice_taps taps (whole input channels) whose input window fits L1.
   bool row_tiles;
+  // Shifted planes (the plain forward, where they cost less than rows and flattened tiles):
+  // one copy of the padded input per kernel column kw, each row cols_c long, column ow holding
+  // padded column ow + kw * dilation_w. Every tap then reads at a fixed offset from the
+  // output's own position oh * cols_c + ow, so the kernel computes the output plane as one
+  // stretch, straight into y: no padding columns computed, no copy out, a partial vector only
+  // at the plane's end (ResNet 56 wide: 3136 positions in 196 vectors; 14x14: 196 in 13, where
+  // flattened tiles took 14 for 209 and row tiles 14 for 196). shift_plane = hp * cols_c.
+  bool shifted;
+  int64_t shift_plane;
   int64_t slice_taps;
   int64_t xpad_bytes, dout_bytes, wt_bytes, offsets_bytes, dyb_bytes;
   // The fused backward's sparse weight gradient (conv_avx2.h, 3.), for 8 or more input channels
@@ -154,13 +163,30 @@ struct Plan {
     const int64_t copy = op == ConvOp::Forward ? 2 * cols_c : 0;
     row_tiles = direct && (op == ConvOp::Forward || op == ConvOp::PoolForward) &&
                 (4 * tiled + 5 * tail) * K <= 4 * (wp * K + copy);
+    // Shifted planes, costed as their rounded-up positions per row plus their copy (kernel_w
+    // input elements per padded input element, spread over the output channels), and only
+    // where a tile's window over all input channels fits L1: the planes triple a 3x3 conv's
+    // window, and in slices of input channels (ResNet 64->64, 32->64 14x14) they were 2-16%
+    // slower than flattened tiles; the first layers (one input channel) run 1.4-1.5x faster.
+    shift_plane = hp * cols_c;
+    const int64_t shift_window = s.kernel_w * (((s.kernel_h - 1) * s.dilation_h * cols_c + tile) * elem + 64);
+    const bool shiftable = direct && op == ConvOp::Forward && s.kernel_w > 1 &&
+                           s.kernel_w * cin_g * shift_plane * elem <= kDirectInput;
+    {
+      const int64_t vectors = (P + vector - 1) / vector;
+      const int64_t shift_cost = 4 * vectors * vector * K + 4 * s.kernel_w * cin_g * shift_plane / cout_g;
+      const int64_t rows_cost = std::min((4 * tiled + 5 * tail) * K, 4 * (wp * K + copy)) * rows_c;
+      shifted = shiftable && cin_g * shift_window <= kL1 && shift_cost < rows_cost;
+    }
+    if (shifted) row_tiles = false;
     {
       // A tile's window per input channel: the kernel's rows plus the rows its positions span,
       // each the tile's columns plus the kernel's reach and a line of misalignment, or, for
       // rows shorter than that, the rows as one stretch (14x14: 300 bytes, not 5 x 124).
       const int64_t rows_touched = (s.kernel_h - 1) * s.dilation_h + 1 + (tile + wp - 1) / wp;
       const int64_t cols_touched = std::min(wp, tile + (s.kernel_w - 1) * s.dilation_w);
-      const int64_t per_channel = std::min(rows_touched * (cols_touched * elem + 64), rows_touched * wp * elem + 64);
+      int64_t per_channel = std::min(rows_touched * (cols_touched * elem + 64), rows_touched * wp * elem + 64);
+      if (shifted) per_channel = shift_window;
       const int64_t fit = std::max<int64_t>(1, kSliceWindow / per_channel);
       const int64_t slices = cin_g * per_channel <= kL1 ? 1 : (cin_g + fit - 1) / fit;
       slice_taps = (cin_g + slices - 1) / slices * s.kernel_h * s.kernel_w;
@@ -181,7 +207,10 @@ struct Plan {
     dw_bytes = backward ? align64(std::max({s.out_channels * K, direct ? s.groups * dw_ld * K : 0,
                                             sparse ? s.out_channels * spatial * cl : 0}) * elem)
                         : 0;
-    xpad_bytes = direct ? align64((cin_g * hp * wp + s.pad_w + kDirectSlack) * elem) : 0;
+    xpad_bytes = direct ? align64((std::max(cin_g * hp * wp + s.pad_w, shiftable ? s.kernel_w * cin_g * shift_plane : 0) +
+                                   kDirectSlack) *
+                                  elem)
+                        : 0;
     dout_bytes = direct && !backward ? align64(cout_g * direct_ld * elem) : 0;
     wt_bytes = direct && !backward ? align64(s.groups * taps * round_up4(cout_g) * elem) : 0;
     offsets_bytes = direct ? align64(taps * static_cast<int64_t>(sizeof(int64_t))) : 0;
@@ -414,6 +443,41 @@ void pad_group(const ConvShape& s, const Plan& p, const T* x_g, const ThreadBuff
   }
 }
 
+// The shifted planes of one group (Plan::shifted) into buf.xpad: plane kw of input channel ci
+// at (kw * cin_g + ci) * shift_plane, row r column ow = x_g[ci][r - pad_h][ow + kw * dilation_w -
+// pad_w] (zero outside x); tap (ci, kh, kw) at offset (kw * cin_g + ci) * shift_plane + kh *
+// dilation_h * cols_c.
+template <typename T>
+void pad_shifted(const ConvShape& s, const Plan& p, const T* x_g, const ThreadBuffers<T>& buf) {
+  const int64_t cols = p.cols_c;
+  for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
+    const int64_t shift = kw * s.dilation_w - s.pad_w;  // input column of output column 0
+    const int64_t lo = std::clamp<int64_t>(-shift, 0, cols), hi = std::clamp<int64_t>(s.width - shift, lo, cols);
+    for (int64_t ci = 0; ci < p.cin_g; ++ci) {
+      T* plane = buf.xpad + (kw * p.cin_g + ci) * p.shift_plane;
+      for (int64_t r = 0; r < p.hp; ++r) {
+        T* row = plane + r * cols;
+        const int64_t ih = r - s.pad_h;
+        if (ih < 0 || ih >= s.height || hi <= lo) {
+          std::fill(row, row + cols, T(0));
+          continue;
+        }
+        const T* src = x_g + (ci * s.height + ih) * s.width + shift;
+        for (int64_t j = 0; j < lo; ++j) row[j] = T(0);
+#pragma omp simd
+        for (int64_t j = lo; j < hi; ++j) row[j] = src[j];
+        for (int64_t j = hi; j < cols; ++j) row[j] = T(0);
+      }
+    }
+  }
+  const int64_t end = s.kernel_w * p.cin_g * p.shift_plane;
+  std::fill(buf.xpad + end, buf.xpad + end + kDirectSlack, T(0));
+  for (int64_t ci = 0, t = 0; ci < p.cin_g; ++ci)
+    for (int64_t kh = 0; kh < s.kernel_h; ++kh)
+      for (int64_t kw = 0; kw < s.kernel_w; ++kw, ++t)
+        buf.offsets[t] = (kw * p.cin_g + ci) * p.shift_plane + kh * s.dilation_h * cols;
+}
+
 // The direct forward of one group: pads its input x_g; then runs the kernel block by block on
 // output rows [oh0, oh0 + rows), leaving channel co's row r at buf.dout + co * direct_ld + r *
 // stride (stride = cols_c with row tiles, else wp), and epilogue(oh0, rows, stride) consumes them.
@@ -432,7 +496,7 @@ void direct_group(const ConvShape& s, const Plan& p, int64_t g, const T* x_g, co
       conv_direct_rows<T>(a, buf.xpad + oh0 * p.wp, wt, static_cast<const T*>(nullptr), buf.dout);
     } else {
       a.length = (rows - 1) * p.wp + p.cols_c;
-      conv_direct<T>(a, buf.xpad + oh0 * p.wp, wt, buf.dout);
+      conv_direct<T>(a, buf.xpad + oh0 * p.wp, wt, static_cast<const T*>(nullptr), buf.dout);
     }
 #endif
     epilogue(oh0, rows, p.row_tiles ? p.cols_c : p.wp);
@@ -447,6 +511,17 @@ void forward_image(const ConvShape& s, const Plan& p, bool direct, const T* x_n,
     const T* x_g = x_n + g * p.cin_g * s.height * s.width;
     const T* w_g = weight + g * p.cout_g * p.K;
     T* y_g = y_n + g * p.cout_g * p.P;
+    if (direct && p.shifted) {
+      pad_shifted(s, p, x_g, buf);
+      DirectConvArgs a;
+      a.offsets = buf.offsets, a.taps = p.taps, a.channels = p.cout_g, a.ld = p.P, a.slice_taps = p.slice_taps;
+      a.length = p.P;
+#if defined(FASTRNN_X86)
+      conv_direct<T>(a, buf.xpad, buf.wt + g * p.taps * Plan::round_up4(p.cout_g),
+                     bias == nullptr ? nullptr : bias + g * p.cout_g, y_g);
+#endif
+      continue;
+    }
     if (direct && p.row_tiles) {
       pad_group(s, p, x_g, buf);
       DirectConvArgs a;

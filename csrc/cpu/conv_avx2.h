@@ -16,8 +16,8 @@ struct DirectConvArgs {
   const int64_t* offsets = nullptr;  // (taps): tap t reads xpad[position + offsets[t]]
   int64_t taps = 0;
   int64_t channels = 0;  // output channels
-  int64_t length = 0;    // positions wanted; the kernel writes them rounded up to a vector
-  int64_t ld = 0;        // out's channel stride, >= length rounded up to a vector
+  int64_t length = 0;    // positions wanted
+  int64_t ld = 0;        // out's channel stride, >= length
   int64_t slice_taps = 0;  // taps per pass over the channel blocks (0: all); whole input channels
   // conv_direct_rows only: output rows and columns, xpad's row length
   int64_t rows = 0, width = 0, wp = 0;
@@ -67,10 +67,11 @@ inline RowTiles direct_row_tiles(int64_t width, int64_t lanes) {
 }
 
 namespace isa_avx2 {
-// out (channels, ld)[c][q] = sum_t w(t, c) * xpad[q + offsets[t]] for q < length, the
-// weights blocked by 4 channels: w(t, c) = weight_blocked[((c / 4) * taps + t) * 4 + c % 4].
+// out (channels, ld)[c][q] = bias[c] + sum_t w(t, c) * xpad[q + offsets[t]] for q < length
+// (bias may be null), the weights blocked by 4 channels: w(t, c) = weight_blocked[((c / 4) *
+// taps + t) * 4 + c % 4]. Writes nothing past length; reads xpad up to a vector past it.
 template <typename T>
-void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, T* out);
+void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out);
 
 // The same convolution in row-aligned tiles: out (channels, ld)[c][r * width + j] = bias[c] +
 // sum_t w(t, c) * xpad[r * wp + j + offsets[t]] for r < rows, j < width (bias may be null), so
@@ -124,7 +125,7 @@ int64_t relu_pool_row(const float* top, const float* bottom, float bias, int64_t
 // / 8 doubles (direct_row_tiles with those lanes; a channel block is one vector).
 namespace isa_avx512 {
 template <typename T>
-void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, T* out);
+void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out);
 template <typename T>
 void conv_direct_rows(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out);
 template <typename T>

@@ -29,6 +29,11 @@ struct Simd<float> {
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
   // Through a copy: a masked store cost more than a short tile's FMAs on AMD.
+  static V load_first(const float* p, int n) {
+    alignas(32) float part[kLanes] = {};
+    for (int k = 0; k < n; ++k) part[k] = p[k];
+    return _mm256_load_ps(part);
+  }
   static void store_first(float* p, V v, int n) {
     alignas(32) float part[kLanes];
     _mm256_store_ps(part, v);
@@ -46,6 +51,11 @@ struct Simd<double> {
   static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
   static V add(V a, V b) { return _mm256_add_pd(a, b); }
   static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
+  static V load_first(const double* p, int n) {
+    alignas(32) double part[kLanes] = {};
+    for (int k = 0; k < n; ++k) part[k] = p[k];
+    return _mm256_load_pd(part);
+  }
   static void store_first(double* p, V v, int n) {
     alignas(32) double part[kLanes];
     _mm256_store_pd(part, v);
@@ -202,8 +212,8 @@ void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const
   }
 }
 
-template void conv_direct<float>(const DirectConvArgs&, const float*, const float*, float*);
-template void conv_direct<double>(const DirectConvArgs&, const double*, const double*, double*);
+template void conv_direct<float>(const DirectConvArgs&, const float*, const float*, const float*, float*);
+template void conv_direct<double>(const DirectConvArgs&, const double*, const double*, const double*, double*);
 template void conv_direct_rows<float>(const DirectConvArgs&, const float*, const float*, const float*, float*);
 template void conv_direct_rows<double>(const DirectConvArgs&, const double*, const double*, const double*, double*);
 template void conv_direct_weight_grad<float>(const DirectWeightGradArgs&, const float*, const float*, float*);

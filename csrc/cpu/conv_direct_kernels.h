@@ -1,7 +1,8 @@
 // The direct (implicit-GEMM) stride-1 forward of conv_avx2.h, written once over a vector type
 // and included inside an instruction set's namespace (conv_direct_avx2.cpp,
 // conv_direct_avx512.cpp) after that file defines
-//   Simd<T>: V, kLanes, zero, load, set1, fma, store, and store_first(p, v, n) (lanes [0, n));
+//   Simd<T>: V, kLanes, zero, load, set1, fma, store, and load_first(p, n) and store_first(p,
+//   v, n) (lanes [0, n); load_first reads nothing past them);
 //   kTileChannels<NV>: output channels per register block of NV vectors of positions.
 // Per tap, a block's NV input loads and M weight broadcasts feed M x NV FMAs, with the
 // accumulators in registers across all taps; the input is read in place at each tap's offset
@@ -16,7 +17,7 @@ namespace {
 // at the first tap, so channel i's weight of tap t is w[((first + i) / 4) * block + t * 4 +
 // (first + i) % 4], first = c0 % 4 (0 when Aligned). The accumulators start at out's values
 // when `accumulate` (a later slice of taps), else at the channels' bias (zero when null). The
-// last vector stores only its first `last` lanes (S::store_first).
+// last vector reads and stores only its first `last` lanes (S::load_first, S::store_first).
 template <int M, int NV, bool Aligned, typename T>
 inline __attribute__((always_inline)) void tile(const T* x, const int64_t* offsets, int64_t taps, const T* w,
                                                 int64_t block, int first, const T* bias, bool accumulate, T* out,
@@ -35,7 +36,9 @@ inline __attribute__((always_inline)) void tile(const T* x, const int64_t* offse
   for (int i = 0; i < M; ++i)
 #pragma GCC unroll 4
     for (int j = 0; j < NV; ++j)
-      acc[i][j] = accumulate ? S::load(out + i * ld + j * W) : bias == nullptr ? S::zero() : S::set1(bias[i]);
+      acc[i][j] = !accumulate          ? (bias == nullptr ? S::zero() : S::set1(bias[i]))
+                  : j + 1 < NV || last == W ? S::load(out + i * ld + j * W)
+                                            : S::load_first(out + i * ld + j * W, last);
   for (int64_t t = 0; t < taps; ++t, w += 4) {
     const T* xs = x + offsets[t];
     if constexpr (NV > 3) {
@@ -143,14 +146,18 @@ inline void position_tile(const DirectConvArgs& a, const T* x, const T* weight_b
 // ones for what is left), so that no more than a vector is computed past `length` (3-vector
 // tiles alone computed up to 3: 14x14 3x3 p1, 209 positions, took 240, now 224).
 template <typename T>
-void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, T* out) {
+void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out) {
   constexpr int W = Simd<T>::kLanes;
   const RowTiles tiles = direct_row_tiles(a.length, W);
-  const T* no_bias = nullptr;
-  int64_t q = 0;
-  for (int64_t k = 0; k < tiles.fours; ++k, q += 4 * W) position_tile<4>(a, xpad + q, weight_blocked, no_bias, out + q, W);
-  for (int64_t k = 0; k < tiles.threes; ++k, q += 3 * W) position_tile<3>(a, xpad + q, weight_blocked, no_bias, out + q, W);
-  for (int64_t k = 0; k < tiles.ones; ++k, q += W) position_tile<1>(a, xpad + q, weight_blocked, no_bias, out + q, W);
+  const int64_t vectors = 4 * tiles.fours + 3 * tiles.threes + tiles.ones;
+  const int tail = static_cast<int>(a.length - (vectors - 1) * W);  // lanes of the last vector
+  int64_t q = 0, v = 0;
+  for (int64_t k = 0; k < tiles.fours; ++k, q += 4 * W, v += 4)
+    position_tile<4>(a, xpad + q, weight_blocked, bias, out + q, v + 4 == vectors ? tail : W);
+  for (int64_t k = 0; k < tiles.threes; ++k, q += 3 * W, v += 3)
+    position_tile<3>(a, xpad + q, weight_blocked, bias, out + q, v + 3 == vectors ? tail : W);
+  for (int64_t k = 0; k < tiles.ones; ++k, q += W, v += 1)
+    position_tile<1>(a, xpad + q, weight_blocked, bias, out + q, v + 1 == vectors ? tail : W);
 }
 
 // Row by row in the tiles of direct_row_tiles (4-vector, 3-vector, then one-vector ones). A
