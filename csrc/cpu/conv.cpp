@@ -65,6 +65,13 @@ void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const
   if (active_isa() == Isa::Avx512) return isa_avx512::conv_direct_weight_grad<T>(a, xpad, dy_blocked, dw_blocked);
   isa_avx2::conv_direct_weight_grad<T>(a, xpad, dy_blocked, dw_blocked);
 }
+template <typename T>
+void conv_dot_weight_grad(const int64_t* offsets, int64_t taps, int64_t channels, int64_t length, const T* xs,
+                          const T* dy, int64_t ld, T* dw, int64_t dw_channel, int64_t dw_tap) {
+  if (active_isa() == Isa::Avx512)
+    return isa_avx512::conv_dot_weight_grad<T>(offsets, taps, channels, length, xs, dy, ld, dw, dw_channel, dw_tap);
+  isa_avx2::conv_dot_weight_grad<T>(offsets, taps, channels, length, xs, dy, ld, dw, dw_channel, dw_tap);
+}
 #endif
 
 // Sizes derived from a ConvShape, and where each per-thread buffer sits in the workspace:
@@ -93,7 +100,7 @@ struct Plan {
   // stretch, straight into y: no padding columns computed, no copy out, a partial vector only
   // at the plane's end (ResNet 56 wide: 3136 positions in 196 vectors; 14x14: 196 in 13, where
   // flattened tiles took 14 for 209 and row tiles 14 for 196). shift_plane = hp * cols_c.
-  bool shifted;
+  bool shifted, dot_dw;
   int64_t shift_plane;
   int64_t slice_taps;
   int64_t xpad_bytes, dout_bytes, wt_bytes, offsets_bytes, dyb_bytes;
@@ -170,14 +177,17 @@ struct Plan {
     // slower than flattened tiles; the first layers (one input channel) run 1.4-1.5x faster.
     shift_plane = hp * cols_c;
     const int64_t shift_window = s.kernel_w * (((s.kernel_h - 1) * s.dilation_h * cols_c + tile) * elem + 64);
-    const bool shiftable = direct && op == ConvOp::Forward && s.kernel_w > 1 &&
+    const bool shiftable = direct && (op == ConvOp::Forward || op == ConvOp::Backward) && s.kernel_w > 1 &&
                            s.kernel_w * cin_g * shift_plane * elem <= kDirectInput;
     {
       const int64_t vectors = (P + vector - 1) / vector;
       const int64_t shift_cost = 4 * vectors * vector * K + 4 * s.kernel_w * cin_g * shift_plane / cout_g;
       const int64_t rows_cost = std::min((4 * tiled + 5 * tail) * K, 4 * (wp * K + copy)) * rows_c;
-      shifted = shiftable && cin_g * shift_window <= kL1 && shift_cost < rows_cost;
+      shifted = op == ConvOp::Forward && shiftable && cin_g * shift_window <= kL1 && shift_cost < rows_cost;
     }
+    // Backward, the same planes serve the weight gradient as dot products over the output
+    // plane (conv_avx2.h, 2b.), with no transposed dy.
+    dot_dw = op == ConvOp::Backward && shiftable && cin_g * shift_window <= kL1;
     if (shifted) row_tiles = false;
     {
       // A tile's window per input channel: the kernel's rows plus the rows its positions span,
@@ -578,6 +588,27 @@ void direct_weight_grad_image(const ConvShape& s, const Plan& p, const T* dy_n, 
   constexpr int64_t B = kDirectChannelBlock<T>;
   for (int64_t g = 0; g < s.groups; ++g) {
     const T* dy_g = dy_n + g * p.cout_g * p.P;
+    if (p.dot_dw) {
+      // Blocks of B channels: within one, channel c's weights are B * taps apart in dw and
+      // its taps B apart.
+      if (db != nullptr) {
+        for (int64_t co = 0; co < p.cout_g; ++co) {
+          const T* row = dy_g + co * p.P;
+          T sum = T(0);
+#pragma omp simd reduction(+ : sum)
+          for (int64_t q = 0; q < p.P; ++q) sum += row[q];
+          db[g * p.cout_g + co] += sum;
+        }
+      }
+      if (dw == nullptr) continue;
+      pad_shifted(s, p, x_n + g * p.cin_g * s.height * s.width, buf);
+#if defined(FASTRNN_X86)
+      for (int64_t c0 = 0; c0 < p.cout_g; c0 += B)
+        conv_dot_weight_grad<T>(buf.offsets, p.taps, std::min(B, p.cout_g - c0), p.P, buf.xpad, dy_g + c0 * p.P, p.P,
+                                dw + g * p.dw_ld * p.K + c0 * p.K, 1, B);
+#endif
+      continue;
+    }
     for (int64_t co = 0; co < p.dw_ld; ++co) {
       T* out = buf.dyb + co / B * p.P * B + co % B;
       if (co >= p.cout_g) {

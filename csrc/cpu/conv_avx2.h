@@ -92,6 +92,15 @@ void conv_direct_rows(const DirectConvArgs& a, const T* xpad, const T* weight_bl
 template <typename T>
 void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const T* dy_blocked, T* dw_blocked);
 
+// 2b. The weight gradient as dot products over the output plane, for shifted planes (conv.cpp,
+// few input channels), where every tap reads xs at a fixed offset from the output position q:
+//   dw[c * dw_channel + t * dw_tap] += sum over q < length of dy[c * ld + q] * xs[q + offsets[t]]
+// for c < channels, t < taps; vectorised over q, so dy needs no transposing (for one input
+// channel that transpose had cost as much as the products).
+template <typename T>
+void conv_dot_weight_grad(const int64_t* offsets, int64_t taps, int64_t channels, int64_t length, const T* xs,
+                          const T* dy, int64_t ld, T* dw, int64_t dw_channel, int64_t dw_tap);
+
 // 3. The fused block's weight gradient, where dy of the conv is nonzero at one position per
 // pooling window at most: for each of `count` entries e (value dy, the padded position
 // positions[e] = oh * wp + ow),
@@ -121,7 +130,7 @@ int64_t relu_pool_row(const float* top, const float* bottom, float bias, int64_t
                       int64_t out_width, float* y, int64_t* indices);
 }  // namespace isa_avx2
 
-// 1. and 2. with AVX-512 (conv_direct_avx512.cpp): the same contracts, in vectors of 16 floats
+// 1., 2. and 2b. with AVX-512 (conv_direct_avx512.cpp): the same contracts, in vectors of 16 floats
 // / 8 doubles (direct_row_tiles with those lanes; a channel block is one vector).
 namespace isa_avx512 {
 template <typename T>
@@ -130,6 +139,9 @@ template <typename T>
 void conv_direct_rows(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out);
 template <typename T>
 void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const T* dy_blocked, T* dw_blocked);
+template <typename T>
+void conv_dot_weight_grad(const int64_t* offsets, int64_t taps, int64_t channels, int64_t length, const T* xs,
+                          const T* dy, int64_t ld, T* dw, int64_t dw_channel, int64_t dw_tap);
 }  // namespace isa_avx512
 
 }  // namespace fastrnn::cpu

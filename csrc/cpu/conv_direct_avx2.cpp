@@ -28,6 +28,11 @@ struct Simd<float> {
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static float sum(V v) {
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    return _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)));
+  }
   // Through a copy: a masked store cost more than a short tile's FMAs on AMD.
   static V load_first(const float* p, int n) {
     alignas(32) float part[kLanes] = {};
@@ -51,6 +56,10 @@ struct Simd<double> {
   static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
   static V add(V a, V b) { return _mm256_add_pd(a, b); }
   static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
+  static double sum(V v) {
+    const __m128d r = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(r, _mm_unpackhi_pd(r, r)));
+  }
   static V load_first(const double* p, int n) {
     alignas(32) double part[kLanes] = {};
     for (int k = 0; k < n; ++k) part[k] = p[k];
@@ -66,6 +75,8 @@ struct Simd<double> {
 // Output channels per forward register block of NV vectors: 12 accumulators.
 template <int NV>
 constexpr int kTileChannels = NV == 1 ? 12 : NV == 3 ? 4 : 3;
+// The dot-product weight gradient's block: 2 channels x 6 taps, 12 accumulators.
+constexpr int kDotChannels = 2, kDotTaps = 6;
 
 }  // namespace
 
@@ -212,6 +223,10 @@ void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const
   }
 }
 
+template void conv_dot_weight_grad<float>(const int64_t*, int64_t, int64_t, int64_t, const float*, const float*,
+                                           int64_t, float*, int64_t, int64_t);
+template void conv_dot_weight_grad<double>(const int64_t*, int64_t, int64_t, int64_t, const double*, const double*,
+                                            int64_t, double*, int64_t, int64_t);
 template void conv_direct<float>(const DirectConvArgs&, const float*, const float*, const float*, float*);
 template void conv_direct<double>(const DirectConvArgs&, const double*, const double*, const double*, double*);
 template void conv_direct_rows<float>(const DirectConvArgs&, const float*, const float*, const float*, float*);

@@ -25,6 +25,7 @@ struct Simd<float> {
   static V set1(float x) { return _mm512_set1_ps(x); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static float sum(V v) { return _mm512_reduce_add_ps(v); }
   static V load_first(const float* p, int n) { return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p); }
   static void store_first(float* p, V v, int n) { _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), v); }
 };
@@ -37,6 +38,7 @@ struct Simd<double> {
   static V set1(double x) { return _mm512_set1_pd(x); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
   static void store(double* p, V v) { _mm512_storeu_pd(p, v); }
+  static double sum(V v) { return _mm512_reduce_add_pd(v); }
   static V load_first(const double* p, int n) { return _mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1), p); }
   static void store_first(double* p, V v, int n) { _mm512_mask_storeu_pd(p, static_cast<__mmask8>((1u << n) - 1), v); }
 };
@@ -44,6 +46,8 @@ struct Simd<double> {
 // Output channels per forward register block of NV vectors: 24 accumulators.
 template <int NV>
 constexpr int kTileChannels = NV == 1 ? 24 : NV == 3 ? 8 : 6;
+// The dot-product weight gradient's block: 4 channels x 6 taps, 24 accumulators.
+constexpr int kDotChannels = 4, kDotTaps = 6;
 
 }  // namespace
 
@@ -134,6 +138,10 @@ void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const
   }
 }
 
+template void conv_dot_weight_grad<float>(const int64_t*, int64_t, int64_t, int64_t, const float*, const float*,
+                                           int64_t, float*, int64_t, int64_t);
+template void conv_dot_weight_grad<double>(const int64_t*, int64_t, int64_t, int64_t, const double*, const double*,
+                                            int64_t, double*, int64_t, int64_t);
 template void conv_direct<float>(const DirectConvArgs&, const float*, const float*, const float*, float*);
 template void conv_direct<double>(const DirectConvArgs&, const double*, const double*, const double*, double*);
 template void conv_direct_rows<float>(const DirectConvArgs&, const float*, const float*, const float*, float*);

@@ -1,9 +1,10 @@
 // The direct (implicit-GEMM) stride-1 forward of conv_avx2.h, written once over a vector type
 // and included inside an instruction set's namespace (conv_direct_avx2.cpp,
 // conv_direct_avx512.cpp) after that file defines
-//   Simd<T>: V, kLanes, zero, load, set1, fma, store, and load_first(p, n) and store_first(p,
-//   v, n) (lanes [0, n); load_first reads nothing past them);
-//   kTileChannels<NV>: output channels per register block of NV vectors of positions.
+//   Simd<T>: V, kLanes, zero, load, set1, fma, store, sum (of the lanes), and load_first(p, n)
+//   and store_first(p, v, n) (lanes [0, n); load_first reads nothing past them);
+//   kTileChannels<NV>: output channels per register block of NV vectors of positions;
+//   kDotChannels, kDotTaps: the register block of the dot-product weight gradient.
 // Per tap, a block's NV input loads and M weight broadcasts feed M x NV FMAs, with the
 // accumulators in registers across all taps; the input is read in place at each tap's offset
 // (unaligned loads), never copied into panels, and no im2col, no packing.
@@ -183,3 +184,83 @@ void conv_direct_rows(const DirectConvArgs& a, const T* xpad, const T* weight_bl
   }
 }
 
+
+namespace {
+
+// M channels x N taps of conv_dot_weight_grad: M * N accumulator vectors over the positions,
+// per vector of positions M dy loads and N input loads feed M * N FMAs; the last vector reads
+// only its first `tail` lanes of both (past them may lie values of other rows, Inf or NaN).
+template <int M, int N, typename T>
+inline __attribute__((always_inline)) void dot_tile(const int64_t* offsets, int64_t length, const T* xs, const T* dy,
+                                                    int64_t ld, T* dw, int64_t dw_channel, int64_t dw_tap) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int W = S::kLanes;
+  V acc[M][N];
+#pragma GCC unroll 8
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < N; ++j) acc[i][j] = S::zero();
+  const T* x[N];
+#pragma GCC unroll 8
+  for (int j = 0; j < N; ++j) x[j] = xs + offsets[j];
+  const int64_t full = length / W * W;
+  for (int64_t q = 0; q < full; q += W) {
+    V d[M];
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i) d[i] = S::load(dy + i * ld + q);
+#pragma GCC unroll 8
+    for (int j = 0; j < N; ++j) {
+      const V v = S::load(x[j] + q);
+#pragma GCC unroll 8
+      for (int i = 0; i < M; ++i) acc[i][j] = S::fma(d[i], v, acc[i][j]);
+    }
+  }
+  if (const int tail = static_cast<int>(length - full); tail > 0) {
+    V d[M];
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i) d[i] = S::load_first(dy + i * ld + full, tail);
+#pragma GCC unroll 8
+    for (int j = 0; j < N; ++j) {
+      const V v = S::load_first(x[j] + full, tail);
+#pragma GCC unroll 8
+      for (int i = 0; i < M; ++i) acc[i][j] = S::fma(d[i], v, acc[i][j]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < N; ++j) dw[i * dw_channel + j * dw_tap] += S::sum(acc[i][j]);
+}
+
+template <int M, typename T>
+void dot_channels(const int64_t* offsets, int64_t taps, int64_t length, const T* xs, const T* dy, int64_t ld, T* dw,
+                  int64_t dw_channel, int64_t dw_tap) {
+  constexpr int N = kDotTaps;
+  int64_t t = 0;
+  for (; t + N <= taps; t += N) dot_tile<M, N>(offsets + t, length, xs, dy, ld, dw + t * dw_tap, dw_channel, dw_tap);
+  static_assert(N <= 6, "the taps left take one tile of 1 to 5");
+  switch (taps - t) {
+    case 5: dot_tile<M, 5>(offsets + t, length, xs, dy, ld, dw + t * dw_tap, dw_channel, dw_tap); break;
+    case 4: dot_tile<M, 4>(offsets + t, length, xs, dy, ld, dw + t * dw_tap, dw_channel, dw_tap); break;
+    case 3: dot_tile<M, 3>(offsets + t, length, xs, dy, ld, dw + t * dw_tap, dw_channel, dw_tap); break;
+    case 2: dot_tile<M, 2>(offsets + t, length, xs, dy, ld, dw + t * dw_tap, dw_channel, dw_tap); break;
+    case 1: dot_tile<M, 1>(offsets + t, length, xs, dy, ld, dw + t * dw_tap, dw_channel, dw_tap); break;
+    default: break;
+  }
+}
+
+}  // namespace
+
+// dw(c, t) += sum over q < length of dy[c * ld + q] * xs[q + offsets[t]], for c < channels, t <
+// taps, at dw + c * dw_channel + t * dw_tap; see conv_avx2.h.
+template <typename T>
+void conv_dot_weight_grad(const int64_t* offsets, int64_t taps, int64_t channels, int64_t length, const T* xs,
+                          const T* dy, int64_t ld, T* dw, int64_t dw_channel, int64_t dw_tap) {
+  constexpr int M = kDotChannels;
+  int64_t c = 0;
+  for (; c + M <= channels; c += M)
+    dot_channels<M>(offsets, taps, length, xs, dy + c * ld, ld, dw + c * dw_channel, dw_channel, dw_tap);
+  for (; c < channels; ++c)
+    dot_channels<1>(offsets, taps, length, xs, dy + c * ld, ld, dw + c * dw_channel, dw_channel, dw_tap);
+}
