@@ -31,6 +31,20 @@ def device_slug(device):
     return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name().lower()).strip("-")
 
 
+def model_slug(description):
+    """'Intel(R) Xeon(R) Processor, 2 threads' -> 'intel-xeon'."""
+    model = re.sub(r"\((R|TM)\)|\b(Processor|CPU)\b", " ", description.split(",")[0], flags=re.IGNORECASE)
+    return re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-") or "cpu"
+
+
+def _other_device(path, description):
+    try:
+        with open(path) as f:
+            return json.load(f).get("device", description).split(",")[0] != description.split(",")[0]
+    except (OSError, ValueError):
+        return False
+
+
 def git_commit():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
@@ -86,7 +100,12 @@ def save(results, device, peak, bandwidth=None, extra=None):
     """Writes results/<device>-<date>.json (and .md); returns the JSON path."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
     stem = os.path.join(RESULTS_DIR, f"{device_slug(device)}-{datetime.date.today().isoformat()}")
-    document = {"device": device_description(device), "commit": git_commit(), "torch": torch.__version__,
+    description = device_description(device)
+    if _other_device(stem + ".json", description):
+        # The sessions' machines differ (an AMD EPYC one day, an Intel Xeon the next): a run on
+        # another model the same day keeps the earlier file and names its own after the model.
+        stem += "-" + model_slug(description)
+    document = {"device": description, "commit": git_commit(), "torch": torch.__version__,
                 "matmul_peak_gflops": round(peak, 1), "results": results}
     if bandwidth:
         document["memory_bandwidth_gbps"] = round(bandwidth, 1)
