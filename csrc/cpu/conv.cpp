@@ -438,8 +438,7 @@ void pad_group(const ConvShape& s, const Plan& p, const T* x_g, const ThreadBuff
       }
       const T* src = x_g + (ci * s.height + ih) * s.width - s.pad_w;
       for (int64_t j = 0; j < v.lo; ++j) row[j] = T(0);
-#pragma omp simd
-      for (int64_t j = v.lo; j < v.hi; ++j) row[j] = src[j];
+      std::memcpy(row + v.lo, src + v.lo, (v.hi - v.lo) * sizeof(T));  // libc's, at the CPU's vector width
       for (int64_t j = v.hi; j < p.wp; ++j) row[j] = T(0);
     }
   }
@@ -474,8 +473,7 @@ void pad_shifted(const ConvShape& s, const Plan& p, const T* x_g, const ThreadBu
         }
         const T* src = x_g + (ci * s.height + ih) * s.width + shift;
         for (int64_t j = 0; j < lo; ++j) row[j] = T(0);
-#pragma omp simd
-        for (int64_t j = lo; j < hi; ++j) row[j] = src[j];
+        std::memcpy(row + lo, src + lo, (hi - lo) * sizeof(T));
         for (int64_t j = hi; j < cols; ++j) row[j] = T(0);
       }
     }
