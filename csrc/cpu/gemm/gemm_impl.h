@@ -10,7 +10,7 @@
 // a shared inline template instantiated in two of them could be merged by the linker into
 // the wrong instruction set.
 
-constexpr int64_t kKC = 256;  // depth of a packed slice: a B micro-panel of it stays in L1
+constexpr int64_t kKC = kDepth;  // depth of a packed slice (microkernel_<name>.h)
 
 template <typename T>
 constexpr int64_t kMC = Tile<T>::MR * (144 / Tile<T>::MR);  // rows of an A block (in L2)

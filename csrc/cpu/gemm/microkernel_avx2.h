@@ -2,6 +2,9 @@
 // for the contract). 16 ymm registers: 6 rows x 2 vectors of accumulators (12), 2 for the B
 // row, 1 broadcast.
 
+// Depth of a packed slice: a B micro-panel of it (256 x NR) stays in L1.
+constexpr int64_t kDepth = 256;
+
 template <typename T>
 struct Tile;
 template <>

@@ -2,6 +2,9 @@
 // gemm_impl.h for the contract). Plain C++ the compiler vectorises for the baseline target;
 // the accumulator is indexed only by compile-time constants so it can live in registers.
 
+// Depth of a packed slice: a B micro-panel of it (256 x NR) stays in L1.
+constexpr int64_t kDepth = 256;
+
 template <typename T>
 struct Tile;
 template <>
