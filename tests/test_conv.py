@@ -77,6 +77,13 @@ CASES = [
     # and padding past its reach.
     (2, 2, 9, 11, 17, 3, 1, 1, 1, 1, True),
     (3, 1, 5, 9, 10, (2, 4), 1, (0, 5), (1, 2), 1, False),
+    # Many input channels and output channels a multiple of 32: the AVX-512 forward vectorised
+    # over channels (blocks of 4 vectors for 64 and 128 float channels, of 2 for 96), in chunks
+    # of 48 positions (a partial last chunk and transpose), several channel groups, groups of
+    # the conv, no bias.
+    (2, 40, 64, 9, 20, 3, 1, 1, 1, 1, True),
+    (2, 33, 96, 5, 23, 3, 1, 0, 1, 1, False),
+    (2, 80, 128, 6, 9, 3, 1, 1, 1, 2, True),
 ]
 
 

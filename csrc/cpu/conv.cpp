@@ -102,6 +102,10 @@ struct Plan {
   // flattened tiles took 14 for 209 and row tiles 14 for 196). shift_plane = hp * cols_c.
   bool shifted, dot_dw;
   int64_t shift_plane;
+  // The forward vectorised over output channels (conv_avx2.h, 1b.; AVX-512, output channels per
+  // group a multiple of 2 vectors), where shifted planes are not taken: its weights are
+  // channels-last, (groups, taps, cout_g).
+  bool channels;
   int64_t slice_taps;
   int64_t xpad_bytes, dout_bytes, wt_bytes, offsets_bytes, dyb_bytes;
   // The fused backward's sparse weight gradient (conv_avx2.h, 3.), for 8 or more input channels
@@ -188,7 +192,9 @@ struct Plan {
     // Backward, the same planes serve the weight gradient as dot products over the output
     // plane (conv_avx2.h, 2b.), with no transposed dy.
     dot_dw = op == ConvOp::Backward && shiftable && cin_g * shift_window <= kL1;
-    if (shifted) row_tiles = false;
+    channels = direct && op == ConvOp::Forward && !shifted && active_isa() == Isa::Avx512 &&
+               cout_g % (128 / elem) == 0;
+    if (shifted || channels) row_tiles = false;
     {
       // A tile's window per input channel: the kernel's rows plus the rows its positions span,
       // each the tile's columns plus the kernel's reach and a line of misalignment, or, for
@@ -410,6 +416,16 @@ bool use_direct(const ConvShape& s, const Plan& p, const ConvWorkspace& ws) {
 // of 4 channels (ceil(cout_g / 4), taps, 4).
 template <typename T>
 void block_direct_weights(const ConvShape& s, const Plan& p, const T* weight, T* wt) {
+  if (p.channels) {
+    for (int64_t g = 0; g < s.groups; ++g) {
+      T* wt_g = wt + g * p.taps * Plan::round_up4(p.cout_g);
+      for (int64_t co = 0; co < p.cout_g; ++co) {
+        const T* w = weight + (g * p.cout_g + co) * p.taps;
+        for (int64_t t = 0; t < p.taps; ++t) wt_g[t * p.cout_g + co] = w[t];
+      }
+    }
+    return;
+  }
   for (int64_t g = 0; g < s.groups; ++g) {
     T* wt_g = wt + g * p.taps * Plan::round_up4(p.cout_g);
     for (int64_t co = 0; co < p.cout_g; ++co) {
@@ -527,6 +543,17 @@ void forward_image(const ConvShape& s, const Plan& p, bool direct, const T* x_n,
 #if defined(FASTRNN_X86)
       conv_direct<T>(a, buf.xpad, buf.wt + g * p.taps * Plan::round_up4(p.cout_g),
                      bias == nullptr ? nullptr : bias + g * p.cout_g, y_g);
+#endif
+      continue;
+    }
+    if (direct && p.channels) {
+      pad_group(s, p, x_g, buf);
+      DirectChannelArgs a;
+      a.offsets = buf.offsets, a.taps = p.taps, a.channels = p.cout_g;
+      a.positions = p.P, a.width = s.out_width, a.wp = p.wp, a.ld = p.P;
+#if defined(FASTRNN_X86)
+      isa_avx512::conv_direct_channels<T>(a, buf.xpad, buf.wt + g * p.taps * Plan::round_up4(p.cout_g),
+                                          bias == nullptr ? nullptr : bias + g * p.cout_g, buf.dout, y_g);
 #endif
       continue;
     }

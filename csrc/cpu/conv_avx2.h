@@ -23,6 +23,15 @@ struct DirectConvArgs {
   int64_t rows = 0, width = 0, wp = 0;
 };
 
+// The channel-vectorised forward (AVX-512 only): output positions q < positions of a plane
+// `width` wide read xpad at (q / width) * wp + q % width + offsets[t]; out's channels ld apart.
+struct DirectChannelArgs {
+  const int64_t* offsets = nullptr;
+  int64_t taps = 0;
+  int64_t channels = 0;  // output channels, a multiple of 2 vectors (32 floats, 16 doubles)
+  int64_t positions = 0, width = 0, wp = 0, ld = 0;
+};
+
 struct DirectWeightGradArgs {
   const int64_t* offsets = nullptr;  // (taps), as DirectConvArgs
   int64_t taps = 0;
@@ -142,6 +151,17 @@ void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const
 template <typename T>
 void conv_dot_weight_grad(const int64_t* offsets, int64_t taps, int64_t channels, int64_t length, const T* xs,
                           const T* dy, int64_t ld, T* dw, int64_t dw_channel, int64_t dw_tap);
+
+// 1b. The forward vectorised over output channels instead of positions: out (channels, ld)[c][q]
+// = bias[c] + sum_t weight_cl[t * channels + c] * xpad[base(q) + offsets[t]], computed in
+// registers as 4 channel vectors x 6 positions or 2 x 12 (input values broadcast), stored
+// channels-last into `block` (48 x 4 vectors of scratch) and transposed into out 16 x 16 (8 x 8)
+// at a time.
+// No position is computed twice or past the plane, where position vectors round each row (or
+// the flattened plane) up to 16.
+template <typename T>
+void conv_direct_channels(const DirectChannelArgs& a, const T* xpad, const T* weight_cl, const T* bias, T* block,
+                          T* out);
 }  // namespace isa_avx512
 
 }  // namespace fastrnn::cpu

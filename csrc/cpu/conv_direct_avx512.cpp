@@ -26,6 +26,31 @@ struct Simd<float> {
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static float sum(V v) { return _mm512_reduce_add_ps(v); }
+  // r[0..16) rows of 16 -> r[k] = column k (r[i] lane k becomes r[k] lane i).
+  static void transpose(V* r) {
+    V t[16], u[16];
+    for (int i = 0; i < 8; ++i) {
+      t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // u[4q + k]: rows 4q..4q+3 of columns k, k + 4, k + 8, k + 12 (one per 128-bit lane)
+    for (int q = 0; q < 4; ++q) {
+      const __m512d a = _mm512_castps_pd(t[4 * q]), b = _mm512_castps_pd(t[4 * q + 1]);
+      const __m512d c = _mm512_castps_pd(t[4 * q + 2]), d = _mm512_castps_pd(t[4 * q + 3]);
+      u[4 * q + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+      u[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+      u[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+      u[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int k = 0; k < 4; ++k) {
+      const V va = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x88), vb = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xdd);
+      const V wa = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x88), wb = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xdd);
+      r[k] = _mm512_shuffle_f32x4(va, wa, 0x88);
+      r[k + 8] = _mm512_shuffle_f32x4(va, wa, 0xdd);
+      r[k + 4] = _mm512_shuffle_f32x4(vb, wb, 0x88);
+      r[k + 12] = _mm512_shuffle_f32x4(vb, wb, 0xdd);
+    }
+  }
   static V load_first(const float* p, int n) { return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p); }
   static void store_first(float* p, V v, int n) { _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), v); }
 };
@@ -39,6 +64,25 @@ struct Simd<double> {
   static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
   static void store(double* p, V v) { _mm512_storeu_pd(p, v); }
   static double sum(V v) { return _mm512_reduce_add_pd(v); }
+  // r[0..8) rows of 8 -> r[k] = column k.
+  static void transpose(V* r) {
+    V t[8], v[8];
+    for (int i = 0; i < 4; ++i) {
+      t[2 * i] = _mm512_unpacklo_pd(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_pd(r[2 * i], r[2 * i + 1]);
+    }
+    // v[4h + ...]: rows 4h..4h+3 (pairs) of columns {0,4}, {2,6}, {1,5}, {3,7}
+    for (int h = 0; h < 2; ++h) {
+      v[4 * h + 0] = _mm512_shuffle_f64x2(t[4 * h], t[4 * h + 2], 0x88);
+      v[4 * h + 1] = _mm512_shuffle_f64x2(t[4 * h], t[4 * h + 2], 0xdd);
+      v[4 * h + 2] = _mm512_shuffle_f64x2(t[4 * h + 1], t[4 * h + 3], 0x88);
+      v[4 * h + 3] = _mm512_shuffle_f64x2(t[4 * h + 1], t[4 * h + 3], 0xdd);
+    }
+    r[0] = _mm512_shuffle_f64x2(v[0], v[4], 0x88), r[4] = _mm512_shuffle_f64x2(v[0], v[4], 0xdd);
+    r[2] = _mm512_shuffle_f64x2(v[1], v[5], 0x88), r[6] = _mm512_shuffle_f64x2(v[1], v[5], 0xdd);
+    r[1] = _mm512_shuffle_f64x2(v[2], v[6], 0x88), r[5] = _mm512_shuffle_f64x2(v[2], v[6], 0xdd);
+    r[3] = _mm512_shuffle_f64x2(v[3], v[7], 0x88), r[7] = _mm512_shuffle_f64x2(v[3], v[7], 0xdd);
+  }
   static V load_first(const double* p, int n) { return _mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1), p); }
   static void store_first(double* p, V v, int n) { _mm512_mask_storeu_pd(p, static_cast<__mmask8>((1u << n) - 1), v); }
 };
@@ -138,6 +182,97 @@ void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const
   }
 }
 
+namespace {
+
+// The channel-vectorised forward's register block: CV vectors of output channels x 24 / CV
+// output positions (24 accumulators). Per tap at CV = 4: 4 weight loads and 6 input broadcasts
+// feed 24 FMAs; at CV = 2, 2 and 12.
+template <int CV>
+constexpr int kPositions = 24 / CV;
+// Positions per chunk: whole tiles and whole transposes (48 = 8 x 6 = 4 x 12 = 3 x 16 floats).
+constexpr int64_t kChunk = 48;
+
+// Tile: positions with input bases x[j], CV channel vectors at w into block[j][...] (ld ldb).
+template <int CV, typename T>
+inline __attribute__((always_inline)) void channel_tile(const T* const* x, const int64_t* offsets, int64_t taps,
+                                                        const T* w, int64_t ldw, const T* bias, T* block,
+                                                        int64_t ldb) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int W = S::kLanes, NP = kPositions<CV>;
+  V acc[CV][NP];
+#pragma GCC unroll 4
+  for (int v = 0; v < CV; ++v) {
+    const V b = bias == nullptr ? S::zero() : S::load(bias + v * W);
+#pragma GCC unroll 12
+    for (int j = 0; j < NP; ++j) acc[v][j] = b;
+  }
+  for (int64_t t = 0; t < taps; ++t, w += ldw) {
+    const int64_t off = offsets[t];
+    V wv[CV];
+#pragma GCC unroll 4
+    for (int v = 0; v < CV; ++v) wv[v] = S::load(w + v * W);
+#pragma GCC unroll 12
+    for (int j = 0; j < NP; ++j) {
+      const V xj = S::set1(x[j][off]);
+#pragma GCC unroll 4
+      for (int v = 0; v < CV; ++v) acc[v][j] = S::fma(wv[v], xj, acc[v][j]);
+    }
+  }
+#pragma GCC unroll 12
+  for (int j = 0; j < NP; ++j)
+#pragma GCC unroll 4
+    for (int v = 0; v < CV; ++v) S::store(block + j * ldb + v * W, acc[v][j]);
+}
+
+template <int CV, typename T>
+void channel_chunks(const DirectChannelArgs& a, const T* xpad, const T* weight_cl, const T* bias, T* block, T* out) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int W = S::kLanes, NP = kPositions<CV>;
+  constexpr int64_t group = CV * W;
+  static_assert(kChunk % W == 0 && kChunk % NP == 0, "a chunk is whole tiles and whole transposes");
+  for (int64_t q0 = 0; q0 < a.positions; q0 += kChunk) {
+    const int64_t n = std::min<int64_t>(kChunk, a.positions - q0);
+    // each tile's input bases (positions past the end repeat the last one)
+    const T* bases[kChunk];
+    for (int64_t j = 0; j < kChunk; ++j) {
+      const int64_t q = q0 + std::min(j, n - 1);
+      bases[j] = xpad + q / a.width * a.wp + q % a.width;
+    }
+    for (int64_t c0 = 0; c0 < a.channels; c0 += group) {
+      for (int64_t j = 0; j < n; j += NP)
+        channel_tile<CV, T>(bases + j, a.offsets, a.taps, weight_cl + c0, a.channels,
+                            bias == nullptr ? nullptr : bias + c0, block + j * group, group);
+      // block (positions x group channels) into out (channels x positions), W x W at a time
+      for (int64_t j = 0; j < n; j += W) {
+        const int lanes = static_cast<int>(std::min<int64_t>(W, n - j));
+        for (int64_t c = 0; c < group; c += W) {
+          V r[W];
+          for (int i = 0; i < W; ++i) r[i] = S::load(block + (j + i) * group + c);
+          S::transpose(r);
+          T* o = out + (c0 + c) * a.ld + q0 + j;
+          for (int i = 0; i < W; ++i) {
+            if (lanes == W) S::store(o + i * a.ld, r[i]);
+            else S::store_first(o + i * a.ld, r[i], lanes);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// See conv_avx2.h: 4 channel vectors per block where the channels are a multiple of them, else 2.
+template <typename T>
+void conv_direct_channels(const DirectChannelArgs& a, const T* xpad, const T* weight_cl, const T* bias, T* block,
+                          T* out) {
+  constexpr int W = Simd<T>::kLanes;
+  if (a.channels % (4 * W) == 0) return channel_chunks<4>(a, xpad, weight_cl, bias, block, out);
+  channel_chunks<2>(a, xpad, weight_cl, bias, block, out);
+}
+
 template void conv_dot_weight_grad<float>(const int64_t*, int64_t, int64_t, int64_t, const float*, const float*,
                                            int64_t, float*, int64_t, int64_t);
 template void conv_dot_weight_grad<double>(const int64_t*, int64_t, int64_t, int64_t, const double*, const double*,
@@ -148,5 +283,9 @@ template void conv_direct_rows<float>(const DirectConvArgs&, const float*, const
 template void conv_direct_rows<double>(const DirectConvArgs&, const double*, const double*, const double*, double*);
 template void conv_direct_weight_grad<float>(const DirectWeightGradArgs&, const float*, const float*, float*);
 template void conv_direct_weight_grad<double>(const DirectWeightGradArgs&, const double*, const double*, double*);
+template void conv_direct_channels<float>(const DirectChannelArgs&, const float*, const float*, const float*, float*,
+                                          float*);
+template void conv_direct_channels<double>(const DirectChannelArgs&, const double*, const double*, const double*,
+                                           double*, double*);
 
 }  // namespace fastrnn::cpu::isa_avx512
