@@ -44,6 +44,12 @@ constexpr int64_t kSliceWindow = 8 << 10;     // bytes of a direct tile's input 
 
 int64_t align64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
 
+#if defined(FASTRNN_X86)
+constexpr bool kX86 = true;
+#else
+constexpr bool kX86 = false;
+#endif
+
 // The direct forward's vector length in elements of `elem` bytes: AVX-512's where it is the
 // active instruction set, else AVX2's (the direct kernels need one of them, use_direct).
 int64_t direct_lanes(int64_t elem) { return (active_isa() == Isa::Avx512 ? 64 : 32) / elem; }
@@ -634,7 +640,22 @@ void direct_weight_grad_image(const ConvShape& s, const Plan& p, const T* dy_n, 
 #endif
       continue;
     }
-    for (int64_t co = 0; co < p.dw_ld; ++co) {
+#if defined(FASTRNN_X86)
+    if (active_isa() == Isa::Avx512) {
+      // A block is one vector here: 16 x 16 (8 x 8) transposes, then the sums read dy in order.
+      isa_avx512::transpose_to_blocks<T>(dy_g, p.cout_g, p.P, buf.dyb);
+      if (db != nullptr) {
+        for (int64_t co = 0; co < p.cout_g; ++co) {
+          const T* row = dy_g + co * p.P;
+          T sum = T(0);
+#pragma omp simd reduction(+ : sum)
+          for (int64_t q = 0; q < p.P; ++q) sum += row[q];
+          db[g * p.cout_g + co] += sum;
+        }
+      }
+    }
+#endif
+    for (int64_t co = 0; co < p.dw_ld && !(kX86 && active_isa() == Isa::Avx512); ++co) {
       T* out = buf.dyb + co / B * p.P * B + co % B;
       if (co >= p.cout_g) {
         for (int64_t q = 0; q < p.P; ++q) out[q * B] = T(0);

@@ -162,6 +162,11 @@ void conv_dot_weight_grad(const int64_t* offsets, int64_t taps, int64_t channels
 template <typename T>
 void conv_direct_channels(const DirectChannelArgs& a, const T* xpad, const T* weight_cl, const T* bias, T* block,
                           T* out);
+
+// The weight gradient's dy in channel blocks of one vector: out[b][q][j] = dy[(b * W + j) *
+// positions + q] (zero for channels past `channels`), W = 16 floats / 8 doubles.
+template <typename T>
+void transpose_to_blocks(const T* dy, int64_t channels, int64_t positions, T* out);
 }  // namespace isa_avx512
 
 }  // namespace fastrnn::cpu

@@ -273,6 +273,27 @@ void conv_direct_channels(const DirectChannelArgs& a, const T* xpad, const T* we
   channel_chunks<2>(a, xpad, weight_cl, bias, block, out);
 }
 
+// See conv_avx2.h.
+template <typename T>
+void transpose_to_blocks(const T* dy, int64_t channels, int64_t positions, T* out) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int W = S::kLanes;
+  for (int64_t c0 = 0; c0 < channels; c0 += W, out += positions * W) {
+    const int rows = static_cast<int>(std::min<int64_t>(W, channels - c0));
+    for (int64_t q = 0; q < positions; q += W) {
+      const int lanes = static_cast<int>(std::min<int64_t>(W, positions - q));
+      V r[W];
+      for (int i = 0; i < W; ++i) {
+        const T* row = dy + (c0 + i) * positions + q;
+        r[i] = i >= rows ? S::zero() : lanes == W ? S::load(row) : S::load_first(row, lanes);
+      }
+      S::transpose(r);
+      for (int k = 0; k < lanes; ++k) S::store(out + (q + k) * W, r[k]);
+    }
+  }
+}
+
 template void conv_dot_weight_grad<float>(const int64_t*, int64_t, int64_t, int64_t, const float*, const float*,
                                            int64_t, float*, int64_t, int64_t);
 template void conv_dot_weight_grad<double>(const int64_t*, int64_t, int64_t, int64_t, const double*, const double*,
@@ -283,6 +304,8 @@ template void conv_direct_rows<float>(const DirectConvArgs&, const float*, const
 template void conv_direct_rows<double>(const DirectConvArgs&, const double*, const double*, const double*, double*);
 template void conv_direct_weight_grad<float>(const DirectWeightGradArgs&, const float*, const float*, float*);
 template void conv_direct_weight_grad<double>(const DirectWeightGradArgs&, const double*, const double*, double*);
+template void transpose_to_blocks<float>(const float*, int64_t, int64_t, float*);
+template void transpose_to_blocks<double>(const double*, int64_t, int64_t, double*);
 template void conv_direct_channels<float>(const DirectChannelArgs&, const float*, const float*, const float*, float*,
                                           float*);
 template void conv_direct_channels<double>(const DirectChannelArgs&, const double*, const double*, const double*,
