@@ -75,7 +75,7 @@ def assert_same_params(ours, ref, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("config", CONFIGS, ids=[config_id(c) for c in CONFIGS])
-def test_steps_match_torch(config, dtype):
+def test_steps_match_torch(config, dtype, isa):
     name, kwargs = config
     ref, ours, ref_params, our_params = run_twins(name, kwargs, dtype)
     assert_same_params(our_params, ref_params, dtype)

@@ -14,4 +14,15 @@ double gradient_norm(const TensorView* grads, int count, double norm_type);
 // grads *= scale, every tensor in one parallel pass.
 void scale_gradients(const TensorView* grads, int count, double scale);
 
+// The update loop of optim_loop.h per instruction set (optim_avx2.cpp, optim_avx512.cpp).
+#define FASTRNN_OPTIMIZER_UPDATE(isa)                                                                            \
+  namespace isa {                                                                                                \
+  template <typename T>                                                                                          \
+  void optimizer_update(const OptimizerHyper& h, double step, bool fresh_buffer, int64_t begin, int64_t end, T* p, \
+                        const T* g, T* s0, T* s1, T* s2);                                                        \
+  }
+FASTRNN_OPTIMIZER_UPDATE(isa_avx2)
+FASTRNN_OPTIMIZER_UPDATE(isa_avx512)
+#undef FASTRNN_OPTIMIZER_UPDATE
+
 }  // namespace fastrnn::cpu
