@@ -44,12 +44,6 @@ constexpr int64_t kSliceWindow = 8 << 10;     // bytes of a direct tile's input 
 
 int64_t align64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
 
-#if defined(FASTRNN_X86)
-constexpr bool kX86 = true;
-#else
-constexpr bool kX86 = false;
-#endif
-
 // The direct forward's vector length in elements of `elem` bytes: AVX-512's where it is the
 // active instruction set, else AVX2's (the direct kernels need one of them, use_direct).
 int64_t direct_lanes(int64_t elem) { return (active_isa() == Isa::Avx512 ? 64 : 32) / elem; }
@@ -570,7 +564,7 @@ void forward_image(const ConvShape& s, const Plan& p, bool direct, const T* x_n,
       a.rows = s.out_height, a.width = s.out_width, a.wp = p.wp;
 #if defined(FASTRNN_X86)
       conv_direct_rows<T>(a, buf.xpad, buf.wt + g * p.taps * Plan::round_up4(p.cout_g),
-                                    bias == nullptr ? nullptr : bias + g * p.cout_g, y_g);
+                          bias == nullptr ? nullptr : bias + g * p.cout_g, y_g);
 #endif
       continue;
     }
@@ -610,6 +604,18 @@ void forward_image(const ConvShape& s, const Plan& p, bool direct, const T* x_n,
   }
 }
 
+// sums[c] += the sum of row c of rows (count rows of length n).
+template <typename T>
+void add_row_sums(const T* rows, int64_t count, int64_t n, T* sums) {
+  for (int64_t c = 0; c < count; ++c) {
+    const T* row = rows + c * n;
+    T sum = T(0);
+#pragma omp simd reduction(+ : sum)
+    for (int64_t q = 0; q < n; ++q) sum += row[q];
+    sums[c] += sum;
+  }
+}
+
 // The direct weight gradient of one image (conv_avx2.h): per group, dy transposed into channel
 // blocks (and summed into db on the way), then the kernel over the padded input. dw is blocked
 // (groups, dw_ld / B, K, B); dw and db accumulate (+=).
@@ -622,15 +628,7 @@ void direct_weight_grad_image(const ConvShape& s, const Plan& p, const T* dy_n, 
     if (p.dot_dw) {
       // Blocks of B channels: within one, channel c's weights are B * taps apart in dw and
       // its taps B apart.
-      if (db != nullptr) {
-        for (int64_t co = 0; co < p.cout_g; ++co) {
-          const T* row = dy_g + co * p.P;
-          T sum = T(0);
-#pragma omp simd reduction(+ : sum)
-          for (int64_t q = 0; q < p.P; ++q) sum += row[q];
-          db[g * p.cout_g + co] += sum;
-        }
-      }
+      if (db != nullptr) add_row_sums(dy_g, p.cout_g, p.P, db + g * p.cout_g);
       if (dw == nullptr) continue;
       pad_shifted(s, p, x_n + g * p.cin_g * s.height * s.width, buf);
 #if defined(FASTRNN_X86)
@@ -640,22 +638,16 @@ void direct_weight_grad_image(const ConvShape& s, const Plan& p, const T* dy_n, 
 #endif
       continue;
     }
+    bool transposed = false;
 #if defined(FASTRNN_X86)
     if (active_isa() == Isa::Avx512) {
       // A block is one vector here: 16 x 16 (8 x 8) transposes, then the sums read dy in order.
       isa_avx512::transpose_to_blocks<T>(dy_g, p.cout_g, p.P, buf.dyb);
-      if (db != nullptr) {
-        for (int64_t co = 0; co < p.cout_g; ++co) {
-          const T* row = dy_g + co * p.P;
-          T sum = T(0);
-#pragma omp simd reduction(+ : sum)
-          for (int64_t q = 0; q < p.P; ++q) sum += row[q];
-          db[g * p.cout_g + co] += sum;
-        }
-      }
+      if (db != nullptr) add_row_sums(dy_g, p.cout_g, p.P, db + g * p.cout_g);
+      transposed = true;
     }
 #endif
-    for (int64_t co = 0; co < p.dw_ld && !(kX86 && active_isa() == Isa::Avx512); ++co) {
+    for (int64_t co = 0; co < p.dw_ld && !transposed; ++co) {
       T* out = buf.dyb + co / B * p.P * B + co % B;
       if (co >= p.cout_g) {
         for (int64_t q = 0; q < p.P; ++q) out[q * B] = T(0);
