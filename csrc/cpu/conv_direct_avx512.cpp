@@ -1,9 +1,12 @@
-// The direct stride-1 forward and weight gradient of conv_avx2.h with AVX-512 (zmm vectors: 16
-// floats, 8 doubles). The fused block's sparse kernels and epilogue stay on AVX2
-// (conv_direct_avx2.cpp, conv_pool_avx2.cpp).
+// The direct stride-1 kernels of conv_avx2.h with AVX-512 (zmm vectors: 16 floats, 8 doubles):
+// the forward over positions (1.) and the dot-product weight gradient (2b.) of
+// conv_direct_kernels.h, the weight gradient over channel blocks (2.), and two of AVX-512's
+// own: the forward vectorised over output channels (1b.) and dy's transpose into channel
+// blocks. The fused block's sparse kernels and epilogue stay on AVX2 (conv_direct_avx2.cpp,
+// conv_pool_avx2.cpp).
 //
-// Forward (conv_direct_kernels.h): 32 registers hold twice the AVX2 blocks: 8 output channels
-// x 3 vectors or 6 x 4 (24 accumulators), 24 channels x 1 vector. Per tap, 3 loads and 8
+// Forward over positions: 32 registers hold twice the AVX2 blocks: 8 output channels x 3
+// vectors or 6 x 4 (24 accumulators), 24 channels x 1 vector. Per tap, 3 loads and 8
 // broadcasts feed 24 FMAs, where the AVX2 block needs 7 for 12.
 #include <immintrin.h>
 
