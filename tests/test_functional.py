@@ -10,11 +10,12 @@ from conftest import CELLS, DTYPES, assert_close, torch_layer, torch_reference
 
 # (T, B, I, H): odd sizes, single steps, single units, a batch of one, and hidden sizes whose
 # gate rows span several of the GEMM's depth slices with a partial last panel (G*H > 256 for
-# AVX2's slices, > 512 for AVX-512's, every cell).
+# AVX2's slices, > 512 for AVX-512's, every cell), and a batch of two full 12-row blocks of
+# AVX-512's micro-kernel and a partial one.
 # Batches up to 4 read the weights in place (rowdot) on AVX2/AVX-512: (17, 3, 33, 24) takes
 # its row pairs and single rows, 8-unit groups and a depth left over from the vectors.
 SIZES = [(1, 1, 1, 1), (7, 3, 13, 7), (13, 9, 37, 13), (40, 5, 7, 64), (23, 1, 64, 37), (9, 11, 19, 97),
-         (17, 3, 33, 24), (3, 6, 5, 521)]
+         (17, 3, 33, 24), (3, 6, 5, 521), (4, 29, 6, 23)]
 
 
 def fastrnn_layer(cell, x, h0, c0, params, reverse):

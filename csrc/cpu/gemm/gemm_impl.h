@@ -140,7 +140,7 @@ void pack_a(const GemmArgs<T>& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc
     const T* src = g.A + (k0 + k) * g.lda + i0;
     T* dst = out + k * MR;
     for (int64_t p = 0; p < full; ++p) {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
       for (int i = 0; i < MR; ++i) dst[p * kc * MR + i] = src[p * MR + i];
     }
     if (rest) {

@@ -14,7 +14,7 @@ inline __attribute__((always_inline)) void accumulate(int64_t kc, const A& a, co
   // C is read only after the k loop; when it will be (beta != 0), ask for its lines now so a
   // C that lives in memory arrives meanwhile (a product over a large K passes over C many times).
   if (beta != T(0)) {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int i = 0; i < M; ++i) {
       __builtin_prefetch(c + i * ldc, 1, 3);
       __builtin_prefetch(c + i * ldc + NR - 1, 1, 3);
@@ -24,16 +24,16 @@ inline __attribute__((always_inline)) void accumulate(int64_t kc, const A& a, co
   // U partial sums over alternating k and adds them at the end.
   constexpr int U = M >= 4 ? 1 : (M == 1 ? 4 : 2);
   V sum0[U][M], sum1[U][M];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int u = 0; u < U; ++u)
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int i = 0; i < M; ++i) sum0[u][i] = sum1[u][i] = S::set1(T(0));
   int64_t k = 0;
   for (; k + U <= kc; k += U) {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int u = 0; u < U; ++u) {
       const V b0 = S::load(b + (k + u) * NR), b1 = S::load(b + (k + u) * NR + W);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
       for (int i = 0; i < M; ++i) {
         const V ai = S::set1(a(k + u, i));
         sum0[u][i] = S::fma(ai, b0, sum0[u][i]);
@@ -43,18 +43,18 @@ inline __attribute__((always_inline)) void accumulate(int64_t kc, const A& a, co
   }
   for (; k < kc; ++k) {
     const V b0 = S::load(b + k * NR), b1 = S::load(b + k * NR + W);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int i = 0; i < M; ++i) {
       const V ai = S::set1(a(k, i));
       sum0[0][i] = S::fma(ai, b0, sum0[0][i]);
       sum1[0][i] = S::fma(ai, b1, sum1[0][i]);
     }
   }
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int i = 0; i < M; ++i) {
     acc0[i] = sum0[0][i];
     acc1[i] = sum1[0][i];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int u = 1; u < U; ++u) {
       acc0[i] = S::add(acc0[i], sum0[u][i]);
       acc1[i] = S::add(acc1[i], sum1[u][i]);
