@@ -604,11 +604,11 @@ void forward_image(const ConvShape& s, const Plan& p, bool direct, const T* x_n,
   }
 }
 
-// sums[c] += the sum of row c of rows (count rows of length n).
+// sums[c] += the sum of row c of rows (count rows of n values, ld apart): the bias gradient.
 template <typename T>
-void add_row_sums(const T* rows, int64_t count, int64_t n, T* sums) {
+void add_row_sums(const T* rows, int64_t count, int64_t n, int64_t ld, T* sums) {
   for (int64_t c = 0; c < count; ++c) {
-    const T* row = rows + c * n;
+    const T* row = rows + c * ld;
     T sum = T(0);
 #pragma omp simd reduction(+ : sum)
     for (int64_t q = 0; q < n; ++q) sum += row[q];
@@ -628,7 +628,7 @@ void direct_weight_grad_image(const ConvShape& s, const Plan& p, const T* dy_n, 
     if (p.dot_dw) {
       // Blocks of B channels: within one, channel c's weights are B * taps apart in dw and
       // its taps B apart.
-      if (db != nullptr) add_row_sums(dy_g, p.cout_g, p.P, db + g * p.cout_g);
+      if (db != nullptr) add_row_sums(dy_g, p.cout_g, p.P, p.P, db + g * p.cout_g);
       if (dw == nullptr) continue;
       pad_shifted(s, p, x_n + g * p.cin_g * s.height * s.width, buf);
 #if defined(FASTRNN_X86)
@@ -643,20 +643,22 @@ void direct_weight_grad_image(const ConvShape& s, const Plan& p, const T* dy_n, 
     if (active_isa() == Isa::Avx512) {
       // A block is one vector here: 16 x 16 (8 x 8) transposes, then the sums read dy in order.
       isa_avx512::transpose_to_blocks<T>(dy_g, p.cout_g, p.P, buf.dyb);
-      if (db != nullptr) add_row_sums(dy_g, p.cout_g, p.P, db + g * p.cout_g);
+      if (db != nullptr) add_row_sums(dy_g, p.cout_g, p.P, p.P, db + g * p.cout_g);
       transposed = true;
     }
 #endif
-    for (int64_t co = 0; co < p.dw_ld && !transposed; ++co) {
-      T* out = buf.dyb + co / B * p.P * B + co % B;
-      if (co >= p.cout_g) {
-        for (int64_t q = 0; q < p.P; ++q) out[q * B] = T(0);
-        continue;
+    if (!transposed) {
+      for (int64_t co = 0; co < p.dw_ld; ++co) {
+        T* out = buf.dyb + co / B * p.P * B + co % B;
+        if (co >= p.cout_g) {
+          for (int64_t q = 0; q < p.P; ++q) out[q * B] = T(0);
+          continue;
+        }
+        const T* row = dy_g + co * p.P;
+        T sum = T(0);
+        for (int64_t q = 0; q < p.P; ++q) out[q * B] = row[q], sum += row[q];
+        if (db != nullptr) db[g * p.cout_g + co] += sum;
       }
-      const T* row = dy_g + co * p.P;
-      T sum = T(0);
-      for (int64_t q = 0; q < p.P; ++q) out[q * B] = row[q], sum += row[q];
-      if (db != nullptr) db[g * p.cout_g + co] += sum;
     }
     if (dw == nullptr) continue;
     pad_group(s, p, x_n + g * p.cin_g * s.height * s.width, buf);
@@ -826,15 +828,7 @@ void backward_image(const ConvShape& s, const Plan& p, bool direct, const T* dy_
         matmul<T>(false, true, p.cout_g, p.K, cols, dy_blk, p.P, col, ldcol, T(1), dw + g * p.cout_g * p.K, p.K,
                   scratch);
       }
-      if (db != nullptr) {
-        for (int64_t co = 0; co < p.cout_g; ++co) {
-          const T* row = dy_blk + co * p.P;
-          T sum = T(0);
-#pragma omp simd reduction(+ : sum)
-          for (int64_t j = 0; j < cols; ++j) sum += row[j];
-          db[g * p.cout_g + co] += sum;
-        }
-      }
+      if (db != nullptr) add_row_sums(dy_blk, p.cout_g, cols, p.P, db + g * p.cout_g);
       if (dx_g != nullptr) {
         // dcol (K, cols) = W_g^T (K, cout_g) . dy_blk (cout_g, cols), then scattered back.
         if (p.pointwise) {
