@@ -341,3 +341,22 @@ def test_cell_errors_match_torch(name):
     if name == "RNNCell":  # torch accepts any nonlinearity string and refuses it in forward
         reference, ours = torch.nn.RNNCell(4, 6, nonlinearity="sigmoid"), fnn.RNNCell(4, 6, nonlinearity="sigmoid")
         same_error(lambda: reference(torch.randn(3, 4)), lambda: ours(torch.randn(3, 4)))
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_thread_count_changed_between_calls(name):
+    """Workspaces hold per-thread slices: a module called after torch.set_num_threads changed
+    the count (here 1, then 3) must size them for the new count (it once raised 'workspace ...
+    too small' from sizes cached for the old one)."""
+    reference, ours = make_pair(name, 128, 128, dtype=torch.float32)
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 3, 1):
+            torch.set_num_threads(count)
+            x = torch.randn(9, 1, 128, requires_grad=True)
+            y, _ = ours(x)
+            y.sum().backward()
+            expected, _ = reference(x.detach())
+            assert_close(y, expected, torch.float32)
+    finally:
+        torch.set_num_threads(threads)

@@ -75,6 +75,9 @@ void register_info(py::module_& m) {
     }
     return names;
   });
+  // The OpenMP thread count the CPU kernels will use (torch.set_num_threads changes it when torch
+  // and the extension share one OpenMP runtime); per-thread workspace sizes depend on it.
+  m.def("max_threads", [] { return omp_get_max_threads(); });
   m.def("get_isa", [] { return std::string(isa_name(active_isa())); });
   // Asks the OS to back a large, freshly allocated CPU buffer with huge pages before it is first
   // written: the first touch of a fresh buffer otherwise costs one page fault per 4 KiB, which

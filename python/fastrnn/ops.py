@@ -106,13 +106,17 @@ def _reserve_width(cell: int, hidden_size: int, projected: bool, training: bool)
 def _buffer_sizes(cell, x, h0, weight_hh, weight_hr, batch_sizes):
     """(reserve elements, forward workspace bytes, backward workspace bytes) of one call."""
     B, P = h0.shape
+    # The CPU workspace holds per-thread slices, so its size depends on the OpenMP thread count,
+    # which torch.set_num_threads may change between calls.
+    threads = _C.max_threads() if x.device.type == "cpu" else 0
     return _sizes_of(cell, x.dtype, _rows(x, batch_sizes), B, x.shape[-1], _hidden_size(weight_hh, cell),
-                     0 if weight_hr is None else P, x.device.type)
+                     0 if weight_hr is None else P, x.device.type, threads)
 
 
 @functools.lru_cache(maxsize=256)
-def _sizes_of(cell, dtype, rows, B, I, H, P, device):
-    # Pure in its arguments, and asked again on every call of a training or inference loop.
+def _sizes_of(cell, dtype, rows, B, I, H, P, device, threads):
+    # Pure in its arguments (threads: the count the C side will read), and asked again on every
+    # call of a training or inference loop.
     return _C.rnn_buffer_sizes(cell, _dtype_name(dtype), rows, B, I, H, P, device)
 
 
