@@ -7,6 +7,9 @@
 // is contiguous in k, so one pass reads the matrix once, front to back per row, with no copy.
 // A tile of R rows x U weight rows keeps R*U = 8 vector sums over k (two FMA pipes at
 // 4 cycles' latency), then reduces them across lanes all at once.
+//
+// The AVX-512 build sums 512-bit vectors (half the loads and FMAs of 256-bit ones) and reads
+// the depth left over from the vectors with masked loads; AVX2 finishes it in scalar code.
 
 constexpr bool kHasRowDot = true;
 
@@ -16,10 +19,70 @@ constexpr bool kHasRowDot = true;
 template <typename T>
 struct RowDot;
 
+#if defined(__AVX512F__)
+template <>
+struct RowDot<float> {
+  using V = __m512;
+  static constexpr int W = 16;
+  static constexpr bool kMaskedTail = true;
+  FASTRNN_ROWDOT_INLINE static V zero() { return _mm512_setzero_ps(); }
+  FASTRNN_ROWDOT_INLINE static V load(const float* p) { return _mm512_loadu_ps(p); }
+  // The first n (< W) values at p, zeros after them; nothing past p + n is read.
+  FASTRNN_ROWDOT_INLINE static V load_first(const float* p, int64_t n) {
+    return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
+  }
+  FASTRNN_ROWDOT_INLINE static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  FASTRNN_ROWDOT_INLINE static __m256 halves(V a) {
+    // (zero-masked extracts with every lane kept: gcc 12 warns about the plain extract's
+    // undefined pass-through operand, and its _mm512_castps512_ps256 is that extract)
+    return _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xFF, a, 0), _mm512_maskz_extractf32x8_ps(0xFF, a, 1));
+  }
+  // The sums of a[0..3]'s lanes, in order.
+  FASTRNN_ROWDOT_INLINE static __m128 reduce4(V a0, V a1, V a2, V a3) {
+    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(halves(a0), halves(a1)), _mm256_hadd_ps(halves(a2), halves(a3)));
+    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+  }
+  FASTRNN_ROWDOT_INLINE static void store4(float* p, __m128 v) { _mm_storeu_ps(p, v); }
+  FASTRNN_ROWDOT_INLINE static float sum(V a) {  // (gcc 12's _mm512_reduce_add_ps warns, as above)
+    const __m256 h = halves(a);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+  }
+};
+
+template <>
+struct RowDot<double> {
+  using V = __m512d;
+  static constexpr int W = 8;
+  static constexpr bool kMaskedTail = true;
+  FASTRNN_ROWDOT_INLINE static V zero() { return _mm512_setzero_pd(); }
+  FASTRNN_ROWDOT_INLINE static V load(const double* p) { return _mm512_loadu_pd(p); }
+  FASTRNN_ROWDOT_INLINE static V load_first(const double* p, int64_t n) {
+    return _mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1), p);
+  }
+  FASTRNN_ROWDOT_INLINE static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  FASTRNN_ROWDOT_INLINE static __m256d halves(V a) {
+    // (as for float)
+    return _mm256_add_pd(_mm512_maskz_extractf64x4_pd(0xF, a, 0), _mm512_maskz_extractf64x4_pd(0xF, a, 1));
+  }
+  FASTRNN_ROWDOT_INLINE static __m256d reduce4(V a0, V a1, V a2, V a3) {
+    const __m256d t0 = _mm256_hadd_pd(halves(a0), halves(a1)), t1 = _mm256_hadd_pd(halves(a2), halves(a3));
+    return _mm256_add_pd(_mm256_permute2f128_pd(t0, t1, 0x20), _mm256_permute2f128_pd(t0, t1, 0x31));
+  }
+  FASTRNN_ROWDOT_INLINE static void store4(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
+  FASTRNN_ROWDOT_INLINE static double sum(V a) {  // (gcc 12's _mm512_reduce_add_pd warns as above)
+    const __m256d h = halves(a);
+    const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+  }
+};
+#else
 template <>
 struct RowDot<float> {
   using V = __m256;
   static constexpr int W = 8;
+  static constexpr bool kMaskedTail = false;
   FASTRNN_ROWDOT_INLINE static V zero() { return _mm256_setzero_ps(); }
   FASTRNN_ROWDOT_INLINE static V load(const float* p) { return _mm256_loadu_ps(p); }
   FASTRNN_ROWDOT_INLINE static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
@@ -40,6 +103,7 @@ template <>
 struct RowDot<double> {
   using V = __m256d;
   static constexpr int W = 4;
+  static constexpr bool kMaskedTail = false;
   FASTRNN_ROWDOT_INLINE static V zero() { return _mm256_setzero_pd(); }
   FASTRNN_ROWDOT_INLINE static V load(const double* p) { return _mm256_loadu_pd(p); }
   FASTRNN_ROWDOT_INLINE static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
@@ -53,6 +117,7 @@ struct RowDot<double> {
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
   }
 };
+#endif
 
 // out[0..U) = the lane sums of acc[0..U), four at a time where U allows.
 template <int U, typename T>
@@ -90,13 +155,28 @@ inline __attribute__((always_inline)) void rowdot_tile(int64_t K, const T* const
       for (int i = 0; i < R; ++i) acc[i][u] = D::fma(xv[i], wv, acc[i][u]);
     }
   }
+  if constexpr (D::kMaskedTail) {
+    if (k < K) {  // depth left over from the vectors: one masked vector
+      V xv[R];
+#pragma GCC unroll 8
+      for (int i = 0; i < R; ++i) xv[i] = D::load_first(x[i] + k, K - k);
+#pragma GCC unroll 8
+      for (int u = 0; u < U; ++u) {
+        const V wv = D::load_first(w[u] + k, K - k);
+#pragma GCC unroll 8
+        for (int i = 0; i < R; ++i) acc[i][u] = D::fma(xv[i], wv, acc[i][u]);
+      }
+    }
+  }
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i) {
     T* o = out + i * ldc;
     reduce_store<U, T>(acc[i], o);
-    for (int64_t kk = k; kk < K; ++kk) {  // depth left over from the vectors
+    if constexpr (!D::kMaskedTail) {
+      for (int64_t kk = k; kk < K; ++kk) {  // depth left over from the vectors
 #pragma GCC unroll 8
-      for (int u = 0; u < U; ++u) o[u] += x[i][kk] * w[u][kk];
+        for (int u = 0; u < U; ++u) o[u] += x[i][kk] * w[u][kk];
+      }
     }
   }
 }
