@@ -37,7 +37,8 @@ _HUGE_PAGE_BYTES = 4 << 20
 def _empty(shape, like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
     """Every buffer the ops hand to a kernel comes from here (the tests fill them with NaN)."""
     t = torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
-    if t.device.type == "cpu" and t.numel() * t.element_size() >= _HUGE_PAGE_BYTES:
+    # (the size first: most buffers are small, and .device costs more than .nbytes)
+    if t.nbytes >= _HUGE_PAGE_BYTES and t.device.type == "cpu":
         _C.advise_huge_pages(to_dlpack(t))  # as NumPy does for its large arrays
     return t
 

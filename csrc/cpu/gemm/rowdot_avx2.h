@@ -185,12 +185,20 @@ inline __attribute__((always_inline)) void rowdot_tile(int64_t K, const T* const
 // contiguous values).
 template <typename T, typename RowFn, typename WeightFn>
 void rowdot(int64_t m, int64_t K, const RowFn& row, int64_t units, const WeightFn& weight, T* out, int64_t ldc) {
+  using D = RowDot<T>;
   int64_t u = 0;
   const T* w[8];
-  const T* x[2];
+  const T* x[4];
   for (; u + 8 <= units; u += 8) {  // one row x 8 weight rows: the batch-1 step
     for (int j = 0; j < 8; ++j) w[j] = weight(u + j);
     int64_t i = 0;
+    if constexpr (D::kMaskedTail) {  // AVX-512 (32 registers): four rows x 4 weight rows, 8 loads per 16 FMAs
+      for (; i + 4 <= m; i += 4) {
+        for (int r = 0; r < 4; ++r) x[r] = row(i + r);
+        rowdot_tile<4, 4>(K, x, w, out + i * ldc + u, ldc);
+        rowdot_tile<4, 4>(K, x, w + 4, out + i * ldc + u + 4, ldc);
+      }
+    }
     for (; i + 2 <= m; i += 2) {  // two rows x 4 weight rows, twice: 6 loads per 8 FMAs
       x[0] = row(i), x[1] = row(i + 1);
       rowdot_tile<2, 4>(K, x, w, out + i * ldc + u, ldc);

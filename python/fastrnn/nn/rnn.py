@@ -166,7 +166,8 @@ class _FusedRNNBase:
         p_rec = getattr(self, "recurrent_dropout", 0.0) if self.training else 0.0
         if p_in > 0 and batch_sizes is not None:  # the batch row of each packed row
             row_batch = torch.cat([torch.arange(int(n), device=x.device) for n in batch_sizes])
-        self._dropout_masks = []
+        if getattr(self, "_dropout_masks", None) != []:  # (nn.Module.__setattr__ costs microseconds a call)
+            self._dropout_masks = []
         h_n, c_n = [], []
         for layer in range(self.num_layers):
             input_mask = _dropout_mask((batch, x.shape[-1]), p_in, x) if p_in > 0 else None
