@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "bindings/view.h"
@@ -29,24 +30,48 @@ DType dtype_from_name(const std::string& name) {
   return DType::Other;
 }
 
+// The Python str of a C string literal, made once and interned (so its hash is cached too): a
+// call's dict is read by a dozen and a half names, and making each name afresh at every call
+// cost microseconds. Only touched with the GIL held.
+PyObject* key(const char* name) {
+  static std::unordered_map<const char*, PyObject*> cache;
+  const auto it = cache.find(name);
+  if (it != cache.end()) return it->second;
+  PyObject* s = PyUnicode_InternFromString(name);
+  if (s == nullptr) throw py::error_already_set();
+  return cache.emplace(name, s).first->second;
+}
+
 // Reads the named entries of one call's dict; an entry left out counts as None. Names the
 // kernel does not know are refused, so a misspelt argument cannot pass silently.
 class CallArgs {
  public:
   CallArgs(const py::dict& call, std::initializer_list<const char*> known) : call_(call) {
-    for (auto item : call) {
-      const std::string key = py::str(item.first);
-      bool found = false;
-      for (const char* name : known) found = found || key == name;
-      FASTRNN_CHECK_KIND(ErrorKind::Type, found, "unexpected argument '", key, "'");
+    Py_ssize_t found = 0;
+    for (const char* name : known) found += get(name) != nullptr;
+    if (found == PyDict_Size(call.ptr())) return;
+    for (auto item : call) {  // some entry is not a known name: say which
+      const std::string name = py::str(item.first);
+      bool ok = false;
+      for (const char* k : known) ok = ok || name == k;
+      FASTRNN_CHECK_KIND(ErrorKind::Type, ok, "unexpected argument '", name, "'");
     }
   }
   TensorView view(const char* name) const {
-    return call_.contains(name) ? to_view(call_[name], name) : TensorView{};
+    PyObject* value = get(name);
+    return value ? to_view(value, name) : TensorView{};
   }
-  bool flag(const char* name) const { return call_.contains(name) && py::cast<bool>(call_[name]); }
+  bool flag(const char* name) const {
+    PyObject* value = get(name);
+    return value && py::cast<bool>(py::handle(value));
+  }
 
  private:
+  PyObject* get(const char* name) const {  // borrowed; null when absent
+    PyObject* value = PyDict_GetItemWithError(call_.ptr(), key(name));
+    if (value == nullptr && PyErr_Occurred()) throw py::error_already_set();
+    return value;
+  }
   const py::dict& call_;
 };
 

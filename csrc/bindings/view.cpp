@@ -105,8 +105,8 @@ TensorView from_numpy(const py::array& a, const char* name) {
 
 TensorView to_view(py::handle obj, const char* name) {
   if (obj.is_none()) return TensorView{};
+  if (PyCapsule_CheckExact(obj.ptr())) return from_dlpack(obj, name);  // (the cheaper test first)
   if (py::isinstance<py::array>(obj)) return from_numpy(py::reinterpret_borrow<py::array>(obj), name);
-  if (PyCapsule_CheckExact(obj.ptr())) return from_dlpack(obj, name);
   throw Error(ErrorKind::Type,
               detail::concat(name, ": expected a NumPy array, a DLPack capsule or None, got ",
                              std::string(py::str(py::type::handle_of(obj).attr("__name__")))));
