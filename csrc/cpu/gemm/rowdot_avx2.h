@@ -5,11 +5,12 @@
 //
 // out[i * ldc + u] = sum_k row(i)[k] * w(u)[k] for i < m, u < units: every weight row w(u)
 // is contiguous in k, so one pass reads the matrix once, front to back per row, with no copy.
-// A tile of R rows x U weight rows keeps R*U = 8 vector sums over k (two FMA pipes at
+// A tile of R rows x U weight rows keeps R*U >= 8 vector sums over k (two FMA pipes at
 // 4 cycles' latency), then reduces them across lanes all at once.
 //
-// The AVX-512 build sums 512-bit vectors (half the loads and FMAs of 256-bit ones) and reads
-// the depth left over from the vectors with masked loads; AVX2 finishes it in scalar code.
+// The AVX-512 build sums 512-bit vectors (half the loads and FMAs of 256-bit ones), reads the
+// depth left over from the vectors with masked loads (AVX2 finishes it in scalar code) and,
+// with 32 registers, takes four rows at a time where AVX2 takes two (kRows).
 
 constexpr bool kHasRowDot = true;
 
@@ -24,6 +25,7 @@ template <>
 struct RowDot<float> {
   using V = __m512;
   static constexpr int W = 16;
+  static constexpr int kRows = 4;
   static constexpr bool kMaskedTail = true;
   FASTRNN_ROWDOT_INLINE static V zero() { return _mm512_setzero_ps(); }
   FASTRNN_ROWDOT_INLINE static V load(const float* p) { return _mm512_loadu_ps(p); }
@@ -55,6 +57,7 @@ template <>
 struct RowDot<double> {
   using V = __m512d;
   static constexpr int W = 8;
+  static constexpr int kRows = 4;
   static constexpr bool kMaskedTail = true;
   FASTRNN_ROWDOT_INLINE static V zero() { return _mm512_setzero_pd(); }
   FASTRNN_ROWDOT_INLINE static V load(const double* p) { return _mm512_loadu_pd(p); }
@@ -82,6 +85,7 @@ template <>
 struct RowDot<float> {
   using V = __m256;
   static constexpr int W = 8;
+  static constexpr int kRows = 2;
   static constexpr bool kMaskedTail = false;
   FASTRNN_ROWDOT_INLINE static V zero() { return _mm256_setzero_ps(); }
   FASTRNN_ROWDOT_INLINE static V load(const float* p) { return _mm256_loadu_ps(p); }
@@ -103,6 +107,7 @@ template <>
 struct RowDot<double> {
   using V = __m256d;
   static constexpr int W = 4;
+  static constexpr int kRows = 2;
   static constexpr bool kMaskedTail = false;
   FASTRNN_ROWDOT_INLINE static V zero() { return _mm256_setzero_pd(); }
   FASTRNN_ROWDOT_INLINE static V load(const double* p) { return _mm256_loadu_pd(p); }
@@ -192,7 +197,7 @@ void rowdot(int64_t m, int64_t K, const RowFn& row, int64_t units, const WeightF
   for (; u + 8 <= units; u += 8) {  // one row x 8 weight rows: the batch-1 step
     for (int j = 0; j < 8; ++j) w[j] = weight(u + j);
     int64_t i = 0;
-    if constexpr (D::kMaskedTail) {  // AVX-512 (32 registers): four rows x 4 weight rows, 8 loads per 16 FMAs
+    if constexpr (D::kRows == 4) {  // four rows x 4 weight rows, twice: 8 loads per 16 FMAs, 21 registers
       for (; i + 4 <= m; i += 4) {
         for (int r = 0; r < 4; ++r) x[r] = row(i + r);
         rowdot_tile<4, 4>(K, x, w, out + i * ldc + u, ldc);
