@@ -166,3 +166,21 @@ def test_bidirectional_layers_on_one_thread_match_torch():
     env = dict(__import__("os").environ, OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+_REAL_EMPTY = ops._empty  # taken at import: every test runs with conftest's NaN-filling stand-in
+
+
+def test_buffer_allocation_itself():
+    """ops._empty as the kernels get it outside the tests: like's device, its dtype unless
+    given, int or tuple shapes, never requiring grad, and large buffers (huge-page advice)
+    as usable as small ones."""
+    like = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    small = _REAL_EMPTY(5, like)
+    assert small.shape == (5,) and small.dtype == torch.float64 and not small.requires_grad
+    assert small.device == like.device
+    assert _REAL_EMPTY((2, 3), like, torch.uint8).dtype == torch.uint8
+    large = _REAL_EMPTY(torch.Size([1100, 1000]), like)  # 8.8 MB: above the huge-page size
+    assert large.shape == (1100, 1000) and large.is_contiguous()
+    large.fill_(2.0)
+    assert float(large.sum()) == 2.0 * 1100 * 1000
