@@ -17,72 +17,12 @@ constexpr bool kHasRowDot = true;
 // Everything here is inlined into the tile, so the sums stay in registers.
 #define FASTRNN_ROWDOT_INLINE inline __attribute__((always_inline))
 
+// 256-bit sums: the AVX2 build's RowDot, and where the AVX-512 build's reduce to.
 template <typename T>
-struct RowDot;
-
-#if defined(__AVX512F__)
-template <>
-struct RowDot<float> {
-  using V = __m512;
-  static constexpr int W = 16;
-  static constexpr int kRows = 4;
-  static constexpr bool kMaskedTail = true;
-  FASTRNN_ROWDOT_INLINE static V zero() { return _mm512_setzero_ps(); }
-  FASTRNN_ROWDOT_INLINE static V load(const float* p) { return _mm512_loadu_ps(p); }
-  // The first n (< W) values at p, zeros after them; nothing past p + n is read.
-  FASTRNN_ROWDOT_INLINE static V load_first(const float* p, int64_t n) {
-    return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
-  }
-  FASTRNN_ROWDOT_INLINE static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-  FASTRNN_ROWDOT_INLINE static __m256 halves(V a) {
-    // (zero-masked extracts with every lane kept: gcc 12 warns about the plain extract's
-    // undefined pass-through operand, and its _mm512_castps512_ps256 is that extract)
-    return _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xFF, a, 0), _mm512_maskz_extractf32x8_ps(0xFF, a, 1));
-  }
-  // The sums of a[0..3]'s lanes, in order.
-  FASTRNN_ROWDOT_INLINE static __m128 reduce4(V a0, V a1, V a2, V a3) {
-    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(halves(a0), halves(a1)), _mm256_hadd_ps(halves(a2), halves(a3)));
-    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-  }
-  FASTRNN_ROWDOT_INLINE static void store4(float* p, __m128 v) { _mm_storeu_ps(p, v); }
-  FASTRNN_ROWDOT_INLINE static float sum(V a) {  // (gcc 12's _mm512_reduce_add_ps warns, as above)
-    const __m256 h = halves(a);
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-  }
-};
+struct RowDot256;
 
 template <>
-struct RowDot<double> {
-  using V = __m512d;
-  static constexpr int W = 8;
-  static constexpr int kRows = 4;
-  static constexpr bool kMaskedTail = true;
-  FASTRNN_ROWDOT_INLINE static V zero() { return _mm512_setzero_pd(); }
-  FASTRNN_ROWDOT_INLINE static V load(const double* p) { return _mm512_loadu_pd(p); }
-  FASTRNN_ROWDOT_INLINE static V load_first(const double* p, int64_t n) {
-    return _mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1), p);
-  }
-  FASTRNN_ROWDOT_INLINE static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
-  FASTRNN_ROWDOT_INLINE static __m256d halves(V a) {
-    // (as for float)
-    return _mm256_add_pd(_mm512_maskz_extractf64x4_pd(0xF, a, 0), _mm512_maskz_extractf64x4_pd(0xF, a, 1));
-  }
-  FASTRNN_ROWDOT_INLINE static __m256d reduce4(V a0, V a1, V a2, V a3) {
-    const __m256d t0 = _mm256_hadd_pd(halves(a0), halves(a1)), t1 = _mm256_hadd_pd(halves(a2), halves(a3));
-    return _mm256_add_pd(_mm256_permute2f128_pd(t0, t1, 0x20), _mm256_permute2f128_pd(t0, t1, 0x31));
-  }
-  FASTRNN_ROWDOT_INLINE static void store4(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
-  FASTRNN_ROWDOT_INLINE static double sum(V a) {  // (gcc 12's _mm512_reduce_add_pd warns as above)
-    const __m256d h = halves(a);
-    const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
-    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
-  }
-};
-#else
-template <>
-struct RowDot<float> {
+struct RowDot256<float> {
   using V = __m256;
   static constexpr int W = 8;
   static constexpr int kRows = 2;
@@ -104,7 +44,7 @@ struct RowDot<float> {
 };
 
 template <>
-struct RowDot<double> {
+struct RowDot256<double> {
   using V = __m256d;
   static constexpr int W = 4;
   static constexpr int kRows = 2;
@@ -122,6 +62,63 @@ struct RowDot<double> {
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
   }
 };
+
+#if defined(__AVX512F__)
+// 512-bit sums, reduced by adding their halves into 256-bit ones. The halves come from
+// zero-masked extracts with every lane kept: gcc 12 warns about the plain extract's undefined
+// pass-through operand (and its _mm512_castps512_ps256 and _mm512_reduce_add_ps are that extract).
+template <typename T>
+struct RowDot;
+
+template <>
+struct RowDot<float> {
+  using V = __m512;
+  using Half = RowDot256<float>;
+  static constexpr int W = 16;
+  static constexpr int kRows = 4;
+  static constexpr bool kMaskedTail = true;
+  FASTRNN_ROWDOT_INLINE static V zero() { return _mm512_setzero_ps(); }
+  FASTRNN_ROWDOT_INLINE static V load(const float* p) { return _mm512_loadu_ps(p); }
+  // The first n (< W) values at p, zeros after them; nothing past p + n is read.
+  FASTRNN_ROWDOT_INLINE static V load_first(const float* p, int64_t n) {
+    return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
+  }
+  FASTRNN_ROWDOT_INLINE static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  FASTRNN_ROWDOT_INLINE static Half::V halves(V a) {
+    return _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xFF, a, 0), _mm512_maskz_extractf32x8_ps(0xFF, a, 1));
+  }
+  FASTRNN_ROWDOT_INLINE static __m128 reduce4(V a0, V a1, V a2, V a3) {
+    return Half::reduce4(halves(a0), halves(a1), halves(a2), halves(a3));
+  }
+  FASTRNN_ROWDOT_INLINE static void store4(float* p, __m128 v) { Half::store4(p, v); }
+  FASTRNN_ROWDOT_INLINE static float sum(V a) { return Half::sum(halves(a)); }
+};
+
+template <>
+struct RowDot<double> {
+  using V = __m512d;
+  using Half = RowDot256<double>;
+  static constexpr int W = 8;
+  static constexpr int kRows = 4;
+  static constexpr bool kMaskedTail = true;
+  FASTRNN_ROWDOT_INLINE static V zero() { return _mm512_setzero_pd(); }
+  FASTRNN_ROWDOT_INLINE static V load(const double* p) { return _mm512_loadu_pd(p); }
+  FASTRNN_ROWDOT_INLINE static V load_first(const double* p, int64_t n) {
+    return _mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1), p);
+  }
+  FASTRNN_ROWDOT_INLINE static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  FASTRNN_ROWDOT_INLINE static Half::V halves(V a) {
+    return _mm256_add_pd(_mm512_maskz_extractf64x4_pd(0xF, a, 0), _mm512_maskz_extractf64x4_pd(0xF, a, 1));
+  }
+  FASTRNN_ROWDOT_INLINE static Half::V reduce4(V a0, V a1, V a2, V a3) {
+    return Half::reduce4(halves(a0), halves(a1), halves(a2), halves(a3));
+  }
+  FASTRNN_ROWDOT_INLINE static void store4(double* p, Half::V v) { Half::store4(p, v); }
+  FASTRNN_ROWDOT_INLINE static double sum(V a) { return Half::sum(halves(a)); }
+};
+#else
+template <typename T>
+struct RowDot : RowDot256<T> {};
 #endif
 
 // out[0..U) = the lane sums of acc[0..U), four at a time where U allows.
