@@ -84,6 +84,15 @@ CASES = [
     (2, 40, 64, 9, 20, 3, 1, 1, 1, 1, True),
     (2, 33, 96, 5, 23, 3, 1, 0, 1, 1, False),
     (2, 80, 128, 6, 9, 3, 1, 1, 1, 2, True),
+    # 3x3 stride 1 with 16 or more channels each way: Winograd F(2x2, 3x3) forward (and input
+    # gradient, a transposed 3x3 conv): odd output sizes (a tile's second row or column
+    # dropped), valid and 2-wide padding, groups, batches in groups of images with a shorter
+    # last group, and an image whose tiles take several blocks (block ends inside tile rows).
+    (3, 16, 16, 7, 9, 3, 1, 1, 1, 1, True),
+    (2, 24, 20, 11, 10, 3, 1, 0, 1, 1, False),
+    (2, 16, 18, 6, 7, 3, 1, 2, 1, 1, True),
+    (5, 32, 32, 5, 5, 3, 1, 1, 1, 2, True),
+    (2, 64, 64, 41, 38, 3, 1, 1, 1, 1, True),
 ]
 
 
@@ -143,6 +152,31 @@ def test_conv_relu_pool_nan_and_ties(c_in, dtype, isa):
     _, ref_idx = F.max_pool2d(F.relu(F.conv2d(x, w, b, padding=1)), 2, 2, return_indices=True)
     positive = y > 0
     assert torch.equal(idx.long()[positive], ref_idx[positive])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_inf_and_nan_as_torch(dtype, isa):
+    """An Inf in the input stays Inf (or becomes NaN) exactly where torch's does: the Winograd
+    forward (these channel counts) would mix it into NaN across its 4x4 patch, so an image with
+    an Inf or NaN runs direct; the other images of the batch keep Winograd. The input gradient
+    (a transposed 3x3 conv of dy) likewise with an Inf in dy."""
+    torch.manual_seed(7)
+    x = torch.randn(5, 16, 9, 10, dtype=dtype, requires_grad=True)
+    w = torch.randn(20, 16, 3, 3, dtype=dtype, requires_grad=True)
+    b = torch.randn(20, dtype=dtype)
+    with torch.no_grad():
+        x[1, 3, 4, 5] = float("inf")
+        x[3, 0, 0, 9] = float("nan")
+        x[3, 2, 6, 1] = float("-inf")
+    ours, ref = FF.conv2d(x, w, b, padding=1), F.conv2d(x, w, b, padding=1)
+    assert ours.isinf().any()
+    assert_close(ours, ref, dtype, "y")
+    dy = torch.randn_like(ref)
+    dy[2, 7, 3, 3] = float("inf")
+    (dx,) = torch.autograd.grad(ours, x, dy)
+    (dx_ref,) = torch.autograd.grad(ref, x, dy)
+    assert dx.isinf().any()
+    assert_close(dx, dx_ref, dtype, "dx")
 
 
 @pytest.mark.parametrize("wanted", ["x", "w", "b", "wb", "xb"])

@@ -16,6 +16,11 @@
 // outer-product kernel over the same padded planes, and in the fused block, where the conv's
 // gradient is nonzero at one position per pooling window at most, sparse weight and input
 // gradients over those positions alone.
+//
+// 3x3 stride-1 convs with 16 or more channels each way (the plain forward, and so the input
+// gradient, a transposed 3x3 conv) take Winograd F(2x2, 3x3) on top of the direct kernel: per
+// 2x2 output tile, 16 products of transformed 4x4 input patches with transformed weights, each
+// a direct-kernel GEMM over the tiles, instead of 36 (conv_winograd_kernels.h).
 #include "cpu/conv.h"
 
 #include <omp.h>
@@ -37,6 +42,8 @@ namespace {
 constexpr int64_t kColumnBudget = 512 << 10;  // bytes of im2col columns per block (L2)
 constexpr int64_t kDirectBudget = 128 << 10;  // bytes of a direct block's output (L2)
 constexpr int64_t kDirectInput = 8 << 20;     // the largest padded input copy (bytes per thread)
+constexpr int64_t kWinogradBlock = 512 << 10;  // bytes of a Winograd block's transformed input (or output)
+constexpr int64_t kWinogradChannels = 16;      // input and output channels per group for Winograd
 constexpr int64_t kL1 = 32 << 10;             // a direct tile's input window beyond this is sliced
 constexpr int64_t kSliceWindow = 8 << 10;     // bytes of a direct tile's input window per slice: a quarter of
                                               // L1 (ResNet 64->64: 16 KiB 8%, 8 KiB 10-11% faster
@@ -64,6 +71,27 @@ template <typename T>
 void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const T* dy_blocked, T* dw_blocked) {
   if (active_isa() == Isa::Avx512) return isa_avx512::conv_direct_weight_grad<T>(a, xpad, dy_blocked, dw_blocked);
   isa_avx2::conv_direct_weight_grad<T>(a, xpad, dy_blocked, dw_blocked);
+}
+template <typename T>
+bool winograd_phases(const T* x, int64_t channels, int64_t height, int64_t width, int64_t pad_h, int64_t pad_w,
+                     int64_t th, int64_t tc, int64_t plane, T* phases) {
+  if (active_isa() == Isa::Avx512)
+    return isa_avx512::winograd_phases<T>(x, channels, height, width, pad_h, pad_w, th, tc, plane, phases);
+  return isa_avx2::winograd_phases<T>(x, channels, height, width, pad_h, pad_w, th, tc, plane, phases);
+}
+template <typename T>
+void winograd_input(const T* phases, int64_t channels, int64_t plane, int64_t tc, int64_t k0, int64_t count, T* v,
+                    int64_t v_ci, int64_t v_xi) {
+  if (active_isa() == Isa::Avx512)
+    return isa_avx512::winograd_input<T>(phases, channels, plane, tc, k0, count, v, v_ci, v_xi);
+  isa_avx2::winograd_input<T>(phases, channels, plane, tc, k0, count, v, v_ci, v_xi);
+}
+template <typename T>
+void winograd_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, const T* bias, int64_t k0,
+                     int64_t count, int64_t tc, int64_t out_h, int64_t out_w, T* y, T* yab) {
+  if (active_isa() == Isa::Avx512)
+    return isa_avx512::winograd_output<T>(m, m_co, m_xi, channels, bias, k0, count, tc, out_h, out_w, y, yab);
+  isa_avx2::winograd_output<T>(m, m_co, m_xi, channels, bias, k0, count, tc, out_h, out_w, y, yab);
 }
 template <typename T>
 void conv_dot_weight_grad(const int64_t* offsets, int64_t taps, int64_t channels, int64_t length, const T* xs,
@@ -108,6 +136,14 @@ struct Plan {
   bool channels;
   int64_t slice_taps;
   int64_t xpad_bytes, dout_bytes, wt_bytes, offsets_bytes, dyb_bytes;
+  // Winograd F(2x2, 3x3) for the plain forward of a 3x3 stride-1 conv with many channels
+  // (conv_avx2.h, 6.): the input's phase planes per image and group (cin_g, 4, wplane), tiles
+  // numbered k = ty * wtc + tx over wlen = wth * wtc, taken in blocks of wkb tiles: the
+  // transformed input v (16, cin_g, wkb), the 16 products m (16, cout_g, wkb) through
+  // conv_direct with the transformed weights (groups, 16, blocked by 4 channels as the direct
+  // weights, shared). The direct buffers stay sized: an image with an Inf or NaN runs direct.
+  bool winograd;
+  int64_t wth, wtc, wlen, wplane, wimages, wkb, wv_xi, wm_xi, wslice, wphase_bytes, wv_bytes, wm_bytes, wu_bytes;
   // The fused backward's sparse weight gradient (conv_avx2.h, 3.), for 8 or more input channels
   // per group: the padded input channels-last, cl channels per position (cin_g rounded up to a
   // vector), dw accumulated as (out_channels, kernel_h * kernel_w, cl); per output channel the
@@ -207,6 +243,39 @@ struct Plan {
       const int64_t slices = cin_g * per_channel <= kL1 ? 1 : (cin_g + fit - 1) / fit;
       slice_taps = (cin_g + slices - 1) / slices * s.kernel_h * s.kernel_w;
     }
+    {
+      // 2.25x fewer multiplications than direct, at the price of the transforms (per tile,
+      // ~48 operations per input and ~40 per output channel against 16 x cin_g per output
+      // channel of products) and of one unused tile per row of tiles.
+      wth = (s.out_height + 1) / 2, wtc = (s.out_width + 1) / 2 + 1, wlen = wth * wtc;
+      wplane = (wth + 1) * wtc + 16;
+      wphase_bytes = align64(cin_g * 4 * wplane * elem);  // per image
+      winograd = direct && op == ConvOp::Forward && s.kernel_h == 3 && s.kernel_w == 3 && s.dilation_h == 1 &&
+                 s.dilation_w == 1 && cin_g >= kWinogradChannels && cout_g >= kWinogradChannels &&
+                 wphase_bytes <= kDirectInput;
+      // Blocks of at most kWinogradBlock bytes of v or m: whole images (wimages of them, their
+      // tiles one after the other) where one fits, else about equal parts of an image's tiles
+      // in whole vectors (a short last block ran on one-vector tiles: 14x14 took 48 + 8).
+      const int64_t most = std::max<int64_t>(48, kWinogradBlock / (16 * std::max(cin_g, cout_g) * elem));
+      wimages = std::max<int64_t>(1, std::min(most / wlen, s.batch));
+      if (wimages > 1 || wlen <= most) {
+        wkb = wimages * wlen;
+      } else {
+        const int64_t parts = (wlen + most - 1) / most;
+        wkb = ((wlen + parts - 1) / parts + 15) / 16 * 16;
+      }
+      // the products' input window: up to 4 vectors of each input channel
+      const int64_t per_channel = 4 * 64 + 64, fit = std::max<int64_t>(1, kSliceWindow / per_channel);
+      const int64_t slices = cin_g * per_channel <= kL1 ? 1 : (cin_g + fit - 1) / fit;
+      wslice = (cin_g + slices - 1) / slices;
+      wphase_bytes = winograd ? wimages * wphase_bytes : 0;
+      // The 16 planes of v and of m one cache line more than their size apart: 14x14's m planes
+      // (64 x 112 floats) were 7 x 4 KiB apart, and the transforms' 16 streams met in one L1 set.
+      wv_xi = cin_g * wkb + 64 / elem, wm_xi = cout_g * wkb + 64 / elem;
+      wv_bytes = winograd ? align64((16 * wv_xi + kDirectSlack) * elem) : 0;
+      wm_bytes = winograd ? align64((16 * wm_xi + 4 * wkb) * elem) : 0;  // and 4 output phases
+      wu_bytes = winograd ? align64(s.groups * 16 * cin_g * round_up4(cout_g) * elem) : 0;
+    }
     const int64_t block = 64 / elem;  // kDirectChannelBlock<T>
     dw_ld = (cout_g + block - 1) / block * block;
     sparse = op == ConvOp::PoolBackward && direct && cin_g >= 8;
@@ -232,9 +301,12 @@ struct Plan {
     offsets_bytes = direct ? align64(taps * static_cast<int64_t>(sizeof(int64_t))) : 0;
     dyb_bytes = direct && backward ? align64(P * dw_ld * elem) : 0;
     thread_bytes = col_bytes + tmp_bytes + dconv_bytes + dw_bytes + db_bytes + xpad_bytes + dout_bytes +
-                   offsets_bytes + dyb_bytes + 2 * xcl_bytes + entries_bytes + voff_bytes + csr_bytes;
+                   offsets_bytes + dyb_bytes + 2 * xcl_bytes + entries_bytes + voff_bytes + csr_bytes +
+                   wphase_bytes + wv_bytes + wm_bytes;
   }
-  int64_t total(int threads) const { return threads * (gemm_bytes + thread_bytes) + wt_bytes + wcl_bytes; }
+  int64_t total(int threads) const {
+    return threads * (gemm_bytes + thread_bytes) + wt_bytes + wcl_bytes + wu_bytes;
+  }
   static int64_t round_up4(int64_t n) { return (n + 3) / 4 * 4; }
 };
 
@@ -255,6 +327,8 @@ struct ThreadBuffers {
   int64_t *starts, *weight_at;
   T* entry_values;
   T* wcl;  // its channels-last weights (shared by all threads)
+  T *wphases, *wv, *wm;  // Winograd: phase planes, transformed input, products
+  T* wu;                 // its transformed weights (shared by all threads)
 };
 
 template <typename T>
@@ -285,6 +359,11 @@ ThreadBuffers<T> buffers(const Plan& p, const ConvWorkspace& ws, int slot) {
   b.counts = reinterpret_cast<int64_t*>(entries + align64(p.cout_g * p.pooled * p.elem));
   b.wcl = reinterpret_cast<T*>(ws.data + ws.threads * (p.gemm_bytes + p.thread_bytes) + p.wt_bytes);
   b.wt = reinterpret_cast<T*>(ws.data + ws.threads * (p.gemm_bytes + p.thread_bytes));
+  char* winograd = csr + p.xcl_bytes + p.csr_bytes;
+  b.wphases = reinterpret_cast<T*>(winograd);
+  b.wv = reinterpret_cast<T*>(winograd + p.wphase_bytes);
+  b.wm = reinterpret_cast<T*>(winograd + p.wphase_bytes + p.wv_bytes);
+  b.wu = reinterpret_cast<T*>(ws.data + ws.threads * (p.gemm_bytes + p.thread_bytes) + p.wt_bytes + p.wcl_bytes);
   return b;
 }
 
@@ -415,7 +494,34 @@ bool use_direct(const ConvShape& s, const Plan& p, const ConvWorkspace& ws) {
 // weight (out_channels, taps) as the direct kernel reads it, once per call: per group, blocks
 // of 4 channels (ceil(cout_g / 4), taps, 4).
 template <typename T>
-void block_direct_weights(const ConvShape& s, const Plan& p, const T* weight, T* wt) {
+void block_direct_weights(const ConvShape& s, const Plan& p, const T* weight, const ThreadBuffers<T>& buf) {
+  T* wt = buf.wt;
+  if (p.winograd) {
+    // U = G g G^T per (co, ci), G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], element xi = 4 i + j
+    // stored as the direct weights with cin_g taps: per group and xi, (ceil(cout_g / 4), cin_g, 4).
+    const int64_t co4 = Plan::round_up4(p.cout_g), per_xi = p.cin_g * co4;
+    T* wu = buf.wu;
+    std::fill(wu, wu + s.groups * 16 * per_xi, T(0));
+    for (int64_t g = 0; g < s.groups; ++g)
+      for (int64_t co = 0; co < p.cout_g; ++co)
+        for (int64_t ci = 0; ci < p.cin_g; ++ci) {
+          const T* k = weight + ((g * p.cout_g + co) * p.cin_g + ci) * 9;
+          T gk[4][3];  // G g
+          for (int c = 0; c < 3; ++c) {
+            gk[0][c] = k[c];
+            gk[1][c] = (k[c] + k[3 + c] + k[6 + c]) / 2;
+            gk[2][c] = (k[c] - k[3 + c] + k[6 + c]) / 2;
+            gk[3][c] = k[6 + c];
+          }
+          T* u = wu + g * 16 * per_xi + (co / 4 * p.cin_g + ci) * 4 + co % 4;
+          for (int i = 0; i < 4; ++i) {
+            u[(4 * i + 0) * per_xi] = gk[i][0];
+            u[(4 * i + 1) * per_xi] = (gk[i][0] + gk[i][1] + gk[i][2]) / 2;
+            u[(4 * i + 2) * per_xi] = (gk[i][0] - gk[i][1] + gk[i][2]) / 2;
+            u[(4 * i + 3) * per_xi] = gk[i][2];
+          }
+        }
+  }
   if (p.channels) {
     for (int64_t g = 0; g < s.groups; ++g) {
       T* wt_g = wt + g * p.taps * Plan::round_up4(p.cout_g);
@@ -527,10 +633,60 @@ void direct_group(const ConvShape& s, const Plan& p, int64_t g, const T* x_g, co
   }
 }
 
+// The forward of `images` consecutive images (at most wimages) by Winograd F(2x2, 3x3)
+// (Plan::winograd), group by group: the phase planes of each image, then per block of tiles
+// (all the images' tiles one after the other, or a part of one image's) the input transform,
+// its 16 products with the transformed weights (conv_direct, one per element of the 4x4 tile)
+// and the output transform into y. Returns false, having computed nothing that counts, when
+// an image has an Inf or NaN.
+template <typename T>
+bool winograd_images(const ConvShape& s, const Plan& p, const T* x, const T* bias, T* y, int64_t images,
+                     const ThreadBuffers<T>& buf) {
+#if defined(FASTRNN_X86)
+  const int64_t co4 = Plan::round_up4(p.cout_g), v_xi = p.wv_xi, m_xi = p.wm_xi;
+  const int64_t in_numel = s.in_channels * s.height * s.width, out_numel = s.out_channels * p.P;
+  const int64_t phases = p.cin_g * 4 * p.wplane;  // per image
+  for (int64_t ci = 0; ci < p.cin_g; ++ci) buf.offsets[ci] = ci * p.wkb;
+  DirectConvArgs a;
+  a.offsets = buf.offsets, a.taps = p.cin_g, a.channels = p.cout_g, a.ld = p.wkb;
+  a.slice_taps = p.wslice < p.cin_g ? p.wslice : 0;
+  for (int64_t g = 0; g < s.groups; ++g) {
+    const T* bias_g = bias == nullptr ? nullptr : bias + g * p.cout_g;
+    const T* u_g = buf.wu + g * 16 * p.cin_g * co4;
+    for (int64_t n = 0; n < images; ++n) {
+      const T* x_g = x + n * in_numel + g * p.cin_g * s.height * s.width;
+      if (!winograd_phases<T>(x_g, p.cin_g, s.height, s.width, s.pad_h, s.pad_w, p.wth, p.wtc, p.wplane,
+                              buf.wphases + n * phases))
+        return false;
+    }
+    // Tiles [k0, k0 + count) of each image, at n * count in the block (images > 1: all of them).
+    const int64_t step = images > 1 ? p.wlen : p.wkb;
+    for (int64_t k0 = 0; k0 < p.wlen; k0 += step) {
+      const int64_t count = std::min(step, p.wlen - k0);
+      for (int64_t n = 0; n < images; ++n)
+        winograd_input<T>(buf.wphases + n * phases, p.cin_g, p.wplane, p.wtc, k0, count, buf.wv + n * count, p.wkb,
+                          v_xi);
+      a.length = images * count;
+      for (int xi = 0; xi < 16; ++xi)
+        conv_direct<T>(a, buf.wv + xi * v_xi, u_g + xi * p.cin_g * co4, static_cast<const T*>(nullptr),
+                       buf.wm + xi * m_xi);
+      for (int64_t n = 0; n < images; ++n)
+        winograd_output<T>(buf.wm + n * count, p.wkb, m_xi, p.cout_g, bias_g, k0, count, p.wtc, s.out_height,
+                           s.out_width, y + n * out_numel + g * p.cout_g * p.P, buf.wm + 16 * m_xi);
+    }
+  }
+  return true;
+#else
+  (void)s, (void)p, (void)x, (void)bias, (void)y, (void)images, (void)buf;
+  return false;
+#endif
+}
+
 // One image's forward: y_n (out_channels, out_h, out_w) = conv(x_n) + bias.
 template <typename T>
 void forward_image(const ConvShape& s, const Plan& p, bool direct, const T* x_n, const T* weight, const T* bias,
                    T* y_n, const ThreadBuffers<T>& buf, const GemmScratch& scratch) {
+  if (direct && p.winograd && winograd_images(s, p, x_n, bias, y_n, 1, buf)) return;
   for (int64_t g = 0; g < s.groups; ++g) {
     const T* x_g = x_n + g * p.cin_g * s.height * s.width;
     const T* w_g = weight + g * p.cout_g * p.K;
@@ -932,7 +1088,7 @@ void backward_batch(const ConvShape& s, const Plan& p, const DyOf& dy_of, const 
     tw.data = ws.data + p.total(ws.threads) + w_bytes;
     tw.bytes = ws.bytes - p.total(ws.threads) - w_bytes;
     tw.threads = ws.threads;
-    block_direct_weights(t, pt, w_t, buffers<T>(pt, tw, 0).wt);
+    block_direct_weights(t, pt, w_t, buffers<T>(pt, tw, 0));
   }
   const GemmScratch scratch = gemm_scratch<T>(p, ws);
   const int64_t in_numel = s.in_channels * s.height * s.width;
@@ -1002,8 +1158,27 @@ void conv2d_forward(const ConvShape& s, const T* x, const T* weight, const T* bi
   const Plan p(s, dtype_of<T>(), ConvOp::Forward);
   const GemmScratch scratch = gemm_scratch<T>(p, ws);
   const bool direct = use_direct(s, p, ws);
-  if (direct) block_direct_weights(s, p, weight, buffers<T>(p, ws, 0).wt);
+  if (direct) block_direct_weights(s, p, weight, buffers<T>(p, ws, 0));
   const int64_t in_numel = s.in_channels * s.height * s.width, out_numel = s.out_channels * p.P;
+  if (direct && p.winograd && p.wimages > 1) {
+    // Winograd on groups of wimages images per thread (an image with an Inf or NaN sends its
+    // group image by image through forward_image, which runs it direct).
+    const int threads = usable_threads(ws);
+    const int teams = static_cast<int>(std::min<int64_t>(threads, s.batch));
+#pragma omp parallel num_threads(teams)
+    {
+      const int t = omp_get_thread_num();
+      const Range r = split(s.batch, t, omp_get_num_threads());
+      const ThreadBuffers<T> buf = buffers<T>(p, ws, t);
+      for (int64_t n = r.begin; n < r.end; n += p.wimages) {
+        const int64_t images = std::min(p.wimages, r.end - n);
+        if (winograd_images(s, p, x + n * in_numel, bias, y + n * out_numel, images, buf)) continue;
+        for (int64_t i = n; i < n + images; ++i)
+          forward_image<T>(s, p, direct, x + i * in_numel, weight, bias, y + i * out_numel, buf, scratch);
+      }
+    }
+    return;
+  }
   for_each_image(s.batch, usable_threads(ws), [&](int64_t n, int slot) {
     forward_image<T>(s, p, direct, x + n * in_numel, weight, bias, y + n * out_numel, buffers<T>(p, ws, slot), scratch);
   });
@@ -1036,7 +1211,7 @@ void conv_relu_pool2d_forward(const ConvShape& s, const T* x, const T* weight, c
   const GemmScratch scratch = gemm_scratch<T>(p, ws);
   const int64_t in_numel = s.in_channels * s.height * s.width, pooled = ph * pw;
   const bool direct = use_direct(s, p, ws);
-  if (direct) block_direct_weights(s, p, weight, buffers<T>(p, ws, 0).wt);
+  if (direct) block_direct_weights(s, p, weight, buffers<T>(p, ws, 0));
   // The AVX2 epilogue computes positions in 32 bits.
   [[maybe_unused]] const bool simd_pool = active_isa() != Isa::Generic && p.P < (int64_t(1) << 31);
   for_each_image(s.batch, usable_threads(ws), [&](int64_t n, int slot) {

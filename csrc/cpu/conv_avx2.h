@@ -137,6 +137,20 @@ void conv_sparse_input_grad(const SparseInputGradArgs& a, const T* values, const
 // Returns pw (the windows done).
 int64_t relu_pool_row(const float* top, const float* bottom, float bias, int64_t pw, int64_t index0,
                       int64_t out_width, float* y, int64_t* indices);
+
+// 6. Winograd F(2x2, 3x3) for 3x3 stride-1 convs (conv_winograd_kernels.h; conv.cpp runs the
+// products between them through conv_direct): the input's phase planes (its even/odd rows and
+// columns, zero-padded), the input transform B^T d B of every tile into v, and the output
+// transform A^T m A (plus bias) into the NCHW output. See that file for the layouts.
+template <typename T>
+bool winograd_phases(const T* x, int64_t channels, int64_t height, int64_t width, int64_t pad_h, int64_t pad_w,
+                     int64_t th, int64_t tc, int64_t plane, T* phases);
+template <typename T>
+void winograd_input(const T* phases, int64_t channels, int64_t plane, int64_t tc, int64_t k0, int64_t count, T* v,
+                    int64_t v_ci, int64_t v_xi);
+template <typename T>
+void winograd_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, const T* bias, int64_t k0,
+                     int64_t count, int64_t tc, int64_t out_h, int64_t out_w, T* y, T* yab);
 }  // namespace isa_avx2
 
 // 1., 2. and 2b. with AVX-512 (conv_direct_avx512.cpp): the same contracts, in vectors of 16 floats
@@ -167,6 +181,17 @@ void conv_direct_channels(const DirectChannelArgs& a, const T* xpad, const T* we
 // positions + q] (zero for channels past `channels`), W = 16 floats / 8 doubles.
 template <typename T>
 void transpose_to_blocks(const T* dy, int64_t channels, int64_t positions, T* out);
+
+// 6. with AVX-512 vectors.
+template <typename T>
+bool winograd_phases(const T* x, int64_t channels, int64_t height, int64_t width, int64_t pad_h, int64_t pad_w,
+                     int64_t th, int64_t tc, int64_t plane, T* phases);
+template <typename T>
+void winograd_input(const T* phases, int64_t channels, int64_t plane, int64_t tc, int64_t k0, int64_t count, T* v,
+                    int64_t v_ci, int64_t v_xi);
+template <typename T>
+void winograd_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, const T* bias, int64_t k0,
+                     int64_t count, int64_t tc, int64_t out_h, int64_t out_w, T* y, T* yab);
 }  // namespace isa_avx512
 
 }  // namespace fastrnn::cpu

@@ -240,4 +240,59 @@ template void conv_sparse_weight_grad<double>(const int64_t*, int64_t, int64_t, 
 template void conv_sparse_input_grad<float>(const SparseInputGradArgs&, const float*, const float*, float*);
 template void conv_sparse_input_grad<double>(const SparseInputGradArgs&, const double*, const double*, double*);
 
+
+namespace {
+
+// The Winograd transforms' row helpers (conv_winograd_kernels.h); plain loops for the compiler
+// to vectorise at AVX2's width.
+// even[j] = X(2 j), odd[j] = X(2 j + 1) for j < n, where X(i) = x[i - shift] inside [0, width)
+// and zero outside; returns the sum of X - X (zero unless x has an Inf or NaN there).
+template <typename T>
+T split_row(const T* x, int64_t width, int64_t shift, int64_t n, T* even, T* odd) {
+  T check = T(0);
+  // j with 0 <= 2 j - shift < width (even), 0 <= 2 j + 1 - shift < width (odd)
+  const auto first = [&](int64_t b) { return std::min(n, std::max<int64_t>(0, (shift - b + 1) / 2)); };
+  const auto last = [&](int64_t b) {
+    const int64_t reach = width - 1 + shift - b;
+    return reach < 0 ? int64_t(0) : std::min(n, reach / 2 + 1);
+  };
+  for (int b = 0; b < 2; ++b) {
+    T* out = b == 0 ? even : odd;
+    const int64_t lo = first(b), hi = std::max(lo, last(b));
+    const T* src = x + b - shift;
+    std::fill(out, out + lo, T(0));
+#pragma omp simd reduction(+ : check)
+    for (int64_t j = lo; j < hi; ++j) {
+      const T v = src[2 * j];
+      out[j] = v;
+      check += v - v;
+    }
+    std::fill(out + hi, out + n, T(0));
+  }
+  return check;
+}
+
+// out[i] = a[i / 2] for even i, b[i / 2] for odd i, i < n.
+template <typename T>
+void interleave_pairs(const T* a, const T* b, int64_t n, T* out) {
+  const int64_t pairs = n / 2;
+#pragma omp simd
+  for (int64_t j = 0; j < pairs; ++j) out[2 * j] = a[j], out[2 * j + 1] = b[j];
+  if (n % 2 != 0) out[n - 1] = a[pairs];
+}
+
+}  // namespace
+
+#include "cpu/conv_winograd_kernels.h"
+
+#define FASTRNN_INSTANTIATE_WINOGRAD(T)                                                                          \
+  template bool winograd_phases<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, \
+                                   T*);                                                                          \
+  template void winograd_input<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, T*, int64_t, int64_t);     \
+  template void winograd_output<T>(const T*, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, \
+                                   int64_t, T*, T*);
+FASTRNN_INSTANTIATE_WINOGRAD(float)
+FASTRNN_INSTANTIATE_WINOGRAD(double)
+#undef FASTRNN_INSTANTIATE_WINOGRAD
+
 }  // namespace fastrnn::cpu::isa_avx2

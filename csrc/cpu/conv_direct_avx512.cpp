@@ -28,7 +28,13 @@ struct Simd<float> {
   static V set1(float x) { return _mm512_set1_ps(x); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
-  static float sum(V v) { return _mm512_reduce_add_ps(v); }
+  // (Halves by masked extracts: GCC 12 warns on _mm512_reduce_add_ps' unmasked ones.)
+  static float sum(V v) {
+    const __m256 h = _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xff, v, 0), _mm512_maskz_extractf32x8_ps(0xff, v, 1));
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    return _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)));
+  }
   // r[0..16) rows of 16 -> r[k] = column k (r[i] lane k becomes r[k] lane i).
   static void transpose(V* r) {
     V t[16], u[16];
@@ -66,7 +72,11 @@ struct Simd<double> {
   static V set1(double x) { return _mm512_set1_pd(x); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
   static void store(double* p, V v) { _mm512_storeu_pd(p, v); }
-  static double sum(V v) { return _mm512_reduce_add_pd(v); }
+  static double sum(V v) {
+    const __m256d h = _mm256_add_pd(_mm512_maskz_extractf64x4_pd(0xff, v, 0), _mm512_maskz_extractf64x4_pd(0xff, v, 1));
+    const __m128d r = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(r, _mm_unpackhi_pd(r, r)));
+  }
   // r[0..8) rows of 8 -> r[k] = column k.
   static void transpose(V* r) {
     V t[8], v[8];
@@ -313,5 +323,107 @@ template void conv_direct_channels<float>(const DirectChannelArgs&, const float*
                                           float*);
 template void conv_direct_channels<double>(const DirectChannelArgs&, const double*, const double*, const double*,
                                            double*, double*);
+
+
+namespace {
+
+// The Winograd transforms' row helpers (conv_winograd_kernels.h), 16 floats or 8 doubles per
+// vector, the edges by masks.
+template <typename T>
+struct Pairs;
+template <>
+struct Pairs<float> {
+  using V = __m512;
+  using M = __mmask16;
+  static constexpr int kLanes = 16;
+  static M first(int64_t n) { return n >= 16 ? M(0xffff) : static_cast<M>((1u << n) - 1); }
+  static V load(M k, const float* p) { return _mm512_maskz_loadu_ps(k, p); }
+  static void store(float* p, M k, V v) { _mm512_mask_storeu_ps(p, k, v); }
+  static V permute(V a, __m512i idx, V b) { return _mm512_permutex2var_ps(a, idx, b); }
+  static __m512i even() { return _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30); }
+  static __m512i odd() { return _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31); }
+  static __m512i low() { return _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23); }
+  static __m512i high() { return _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31); }
+  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V zero() { return _mm512_setzero_ps(); }
+  static float sum(V v) { return Simd<float>::sum(v); }
+};
+template <>
+struct Pairs<double> {
+  using V = __m512d;
+  using M = __mmask8;
+  static constexpr int kLanes = 8;
+  static M first(int64_t n) { return n >= 8 ? M(0xff) : static_cast<M>((1u << n) - 1); }
+  static V load(M k, const double* p) { return _mm512_maskz_loadu_pd(k, p); }
+  static void store(double* p, M k, V v) { _mm512_mask_storeu_pd(p, k, v); }
+  static V permute(V a, __m512i idx, V b) { return _mm512_permutex2var_pd(a, idx, b); }
+  static __m512i even() { return _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14); }
+  static __m512i odd() { return _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15); }
+  static __m512i low() { return _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11); }
+  static __m512i high() { return _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15); }
+  static V sub(V a, V b) { return _mm512_sub_pd(a, b); }
+  static V add(V a, V b) { return _mm512_add_pd(a, b); }
+  static V zero() { return _mm512_setzero_pd(); }
+  static double sum(V v) { return Simd<double>::sum(v); }
+};
+
+// The lanes [lo, hi) of a vector (clamped to [0, W)) as a mask.
+template <typename T>
+inline typename Pairs<T>::M lanes_between(int64_t lo, int64_t hi) {
+  using P = Pairs<T>;
+  lo = std::clamp<int64_t>(lo, 0, P::kLanes), hi = std::clamp<int64_t>(hi, 0, P::kLanes);
+  return static_cast<typename P::M>(P::first(hi) & ~P::first(lo));
+}
+
+// even[j] = X(2 j), odd[j] = X(2 j + 1) for j < n, where X(i) = x[i - shift] inside [0, width)
+// and zero outside; returns the sum of X - X (zero unless x has an Inf or NaN there).
+template <typename T>
+T split_row(const T* x, int64_t width, int64_t shift, int64_t n, T* even, T* odd) {
+  using P = Pairs<T>;
+  using V = typename P::V;
+  constexpr int W = P::kLanes;
+  const __m512i ie = P::even(), io = P::odd();
+  V check = P::zero();
+  for (int64_t j = 0; j < n; j += W) {
+    const int64_t i0 = 2 * j - shift;  // x index of X(2 j)
+    // masked-off lanes are not read, so the addresses may lie outside x
+    const V a = P::load(lanes_between<T>(-i0, width - i0), x + i0);
+    const V b = P::load(lanes_between<T>(-i0 - W, width - i0 - W), x + i0 + W);
+    check = P::add(check, P::add(P::sub(a, a), P::sub(b, b)));
+    const auto k = P::first(n - j);
+    P::store(even + j, k, P::permute(a, ie, b));
+    P::store(odd + j, k, P::permute(a, io, b));
+  }
+  return P::sum(check);
+}
+
+// out[i] = a[i / 2] for even i, b[i / 2] for odd i, i < n.
+template <typename T>
+void interleave_pairs(const T* a, const T* b, int64_t n, T* out) {
+  using P = Pairs<T>;
+  constexpr int W = P::kLanes;
+  const __m512i lo = P::low(), hi = P::high();
+  for (int64_t i = 0; i < n; i += 2 * W) {
+    const auto k = P::first((n - i + 1) / 2);
+    const typename P::V va = P::load(k, a + i / 2), vb = P::load(k, b + i / 2);
+    P::store(out + i, P::first(n - i), P::permute(va, lo, vb));
+    if (n - i > W) P::store(out + i + W, P::first(n - i - W), P::permute(va, hi, vb));
+  }
+}
+
+}  // namespace
+
+#include "cpu/conv_winograd_kernels.h"
+
+#define FASTRNN_INSTANTIATE_WINOGRAD(T)                                                                          \
+  template bool winograd_phases<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, \
+                                   T*);                                                                          \
+  template void winograd_input<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, T*, int64_t, int64_t);     \
+  template void winograd_output<T>(const T*, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, \
+                                   int64_t, T*, T*);
+FASTRNN_INSTANTIATE_WINOGRAD(float)
+FASTRNN_INSTANTIATE_WINOGRAD(double)
+#undef FASTRNN_INSTANTIATE_WINOGRAD
 
 }  // namespace fastrnn::cpu::isa_avx512
