@@ -245,10 +245,17 @@ namespace {
 
 // The Winograd transforms' row helpers (conv_winograd_kernels.h); plain loops for the compiler
 // to vectorise at AVX2's width.
-// even[j] = X(2 j), odd[j] = X(2 j + 1) for j < n, where X(i) = x[i - shift] inside [0, width)
-// and zero outside; returns the sum of X - X (zero unless x has an Inf or NaN there).
+// A sum of x - x: zero unless some x was Inf or NaN.
 template <typename T>
-T split_row(const T* x, int64_t width, int64_t shift, int64_t n, T* even, T* odd) {
+struct FiniteCheck {
+  T sum = T(0);
+  bool finite() const { return sum == T(0); }
+};
+
+// even[j] = X(2 j), odd[j] = X(2 j + 1) for j < n, where X(i) = x[i - shift] inside [0, width)
+// and zero outside; adds X - X into check.
+template <typename T>
+void split_row(const T* x, int64_t width, int64_t shift, int64_t n, T* even, T* odd, FiniteCheck<T>& finite) {
   T check = T(0);
   // j with 0 <= 2 j - shift < width (even), 0 <= 2 j + 1 - shift < width (odd)
   const auto first = [&](int64_t b) { return std::min(n, std::max<int64_t>(0, (shift - b + 1) / 2)); };
@@ -269,7 +276,7 @@ T split_row(const T* x, int64_t width, int64_t shift, int64_t n, T* even, T* odd
     }
     std::fill(out + hi, out + n, T(0));
   }
-  return check;
+  finite.sum += check;
 }
 
 // out[i] = a[i / 2] for even i, b[i / 2] for odd i, i < n.

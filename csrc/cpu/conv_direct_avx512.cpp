@@ -376,15 +376,22 @@ inline typename Pairs<T>::M lanes_between(int64_t lo, int64_t hi) {
   return static_cast<typename P::M>(P::first(hi) & ~P::first(lo));
 }
 
-// even[j] = X(2 j), odd[j] = X(2 j + 1) for j < n, where X(i) = x[i - shift] inside [0, width)
-// and zero outside; returns the sum of X - X (zero unless x has an Inf or NaN there).
+// A sum of x - x in a vector: zero unless some x was Inf or NaN.
 template <typename T>
-T split_row(const T* x, int64_t width, int64_t shift, int64_t n, T* even, T* odd) {
+struct FiniteCheck {
+  typename Pairs<T>::V sum = Pairs<T>::zero();
+  bool finite() const { return Pairs<T>::sum(sum) == T(0); }
+};
+
+// even[j] = X(2 j), odd[j] = X(2 j + 1) for j < n, where X(i) = x[i - shift] inside [0, width)
+// and zero outside; adds X - X into check.
+template <typename T>
+void split_row(const T* x, int64_t width, int64_t shift, int64_t n, T* even, T* odd, FiniteCheck<T>& finite) {
   using P = Pairs<T>;
   using V = typename P::V;
   constexpr int W = P::kLanes;
   const __m512i ie = P::even(), io = P::odd();
-  V check = P::zero();
+  V check = finite.sum;
   for (int64_t j = 0; j < n; j += W) {
     const int64_t i0 = 2 * j - shift;  // x index of X(2 j)
     // masked-off lanes are not read, so the addresses may lie outside x
@@ -395,7 +402,7 @@ T split_row(const T* x, int64_t width, int64_t shift, int64_t n, T* even, T* odd
     P::store(even + j, k, P::permute(a, ie, b));
     P::store(odd + j, k, P::permute(a, io, b));
   }
-  return P::sum(check);
+  finite.sum = check;
 }
 
 // out[i] = a[i / 2] for even i, b[i / 2] for odd i, i < n.
