@@ -159,7 +159,8 @@ def test_conv2d_inf_and_nan_as_torch(dtype, isa):
     """An Inf in the input stays Inf (or becomes NaN) exactly where torch's does: the Winograd
     forward (these channel counts) would mix it into NaN across its 4x4 patch, so an image with
     an Inf or NaN runs direct; the other images of the batch keep Winograd. The input gradient
-    (a transposed 3x3 conv of dy) likewise with an Inf in dy."""
+    (a transposed 3x3 conv of dy) likewise with an Inf in dy, and the weight gradient (direct)
+    with Inf and NaN in x and dy."""
     torch.manual_seed(7)
     x = torch.randn(5, 16, 9, 10, dtype=dtype, requires_grad=True)
     w = torch.randn(20, 16, 3, 3, dtype=dtype, requires_grad=True)
@@ -173,10 +174,11 @@ def test_conv2d_inf_and_nan_as_torch(dtype, isa):
     assert_close(ours, ref, dtype, "y")
     dy = torch.randn_like(ref)
     dy[2, 7, 3, 3] = float("inf")
-    (dx,) = torch.autograd.grad(ours, x, dy)
-    (dx_ref,) = torch.autograd.grad(ref, x, dy)
-    assert dx.isinf().any()
+    dx, dw = torch.autograd.grad(ours, (x, w), dy)
+    dx_ref, dw_ref = torch.autograd.grad(ref, (x, w), dy)
+    assert dx.isinf().any() and dw.isinf().any()
     assert_close(dx, dx_ref, dtype, "dx")
+    assert_close(dw, dw_ref, dtype, "dw")
 
 
 @pytest.mark.parametrize("wanted", ["x", "w", "b", "wb", "xb"])
