@@ -245,39 +245,46 @@ namespace {
 
 // The Winograd transforms' row helpers (conv_winograd_kernels.h); plain loops for the compiler
 // to vectorise at AVX2's width.
-// A sum of x - x: zero unless some x was Inf or NaN.
+// Splits rows of x into their even and odd columns: even[j] = X(2 j), odd[j] = X(2 j + 1) for
+// j < n, where X(i) = x[i - shift] inside [0, width) and zero outside. finite() says whether
+// every x read was finite (x - x summed).
 template <typename T>
-struct FiniteCheck {
-  T sum = T(0);
-  bool finite() const { return sum == T(0); }
-};
-
-// even[j] = X(2 j), odd[j] = X(2 j + 1) for j < n, where X(i) = x[i - shift] inside [0, width)
-// and zero outside; adds X - X into check.
-template <typename T>
-void split_row(const T* x, int64_t width, int64_t shift, int64_t n, T* even, T* odd, FiniteCheck<T>& finite) {
-  T check = T(0);
-  // j with 0 <= 2 j - shift < width (even), 0 <= 2 j + 1 - shift < width (odd)
-  const auto first = [&](int64_t b) { return std::min(n, std::max<int64_t>(0, (shift - b + 1) / 2)); };
-  const auto last = [&](int64_t b) {
-    const int64_t reach = width - 1 + shift - b;
-    return reach < 0 ? int64_t(0) : std::min(n, reach / 2 + 1);
-  };
-  for (int b = 0; b < 2; ++b) {
-    T* out = b == 0 ? even : odd;
-    const int64_t lo = first(b), hi = std::max(lo, last(b));
-    const T* src = x + b - shift;
-    std::fill(out, out + lo, T(0));
-#pragma omp simd reduction(+ : check)
-    for (int64_t j = lo; j < hi; ++j) {
-      const T v = src[2 * j];
-      out[j] = v;
-      check += v - v;
+class RowSplitter {
+ public:
+  RowSplitter(int64_t width, int64_t shift, int64_t n) : shift_(shift), n_(n) {
+    // j with 0 <= 2 j + b - shift < width
+    for (int b = 0; b < 2; ++b) {
+      lo_[b] = std::min(n, std::max<int64_t>(0, (shift - b + 1) / 2));
+      const int64_t reach = width - 1 + shift - b;
+      hi_[b] = std::max(lo_[b], reach < 0 ? int64_t(0) : std::min(n, reach / 2 + 1));
     }
-    std::fill(out + hi, out + n, T(0));
   }
-  finite.sum += check;
-}
+  void split(const T* x, T* even, T* odd) {
+    T check = T(0);
+    for (int b = 0; b < 2; ++b) {
+      T* out = b == 0 ? even : odd;
+      const T* src = x + b - shift_;
+      std::fill(out, out + lo_[b], T(0));
+#pragma omp simd reduction(+ : check)
+      for (int64_t j = lo_[b]; j < hi_[b]; ++j) {
+        const T v = src[2 * j];
+        out[j] = v;
+        check += v - v;
+      }
+      std::fill(out + hi_[b], out + n_, T(0));
+    }
+    check_ += check;
+  }
+  void zero(T* even, T* odd) {
+    std::fill(even, even + n_, T(0));
+    std::fill(odd, odd + n_, T(0));
+  }
+  bool finite() const { return check_ == T(0); }
+
+ private:
+  int64_t shift_, n_, lo_[2], hi_[2];
+  T check_ = T(0);
+};
 
 // out[i] = a[i / 2] for even i, b[i / 2] for odd i, i < n.
 template <typename T>

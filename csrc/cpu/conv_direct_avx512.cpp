@@ -376,34 +376,58 @@ inline typename Pairs<T>::M lanes_between(int64_t lo, int64_t hi) {
   return static_cast<typename P::M>(P::first(hi) & ~P::first(lo));
 }
 
-// A sum of x - x in a vector: zero unless some x was Inf or NaN.
+// Splits rows of x into their even and odd columns: even[j] = X(2 j), odd[j] = X(2 j + 1) for
+// j < n, where X(i) = x[i - shift] inside [0, width) and zero outside, a vector of j at a time
+// (two masked loads, two permutes); the masks, the same for every row, made once per call
+// (computed per row they cost as much as the copies: 14x14 rows are one vector). finite()
+// says whether every x read was finite (x - x summed in a vector).
 template <typename T>
-struct FiniteCheck {
-  typename Pairs<T>::V sum = Pairs<T>::zero();
-  bool finite() const { return Pairs<T>::sum(sum) == T(0); }
-};
-
-// even[j] = X(2 j), odd[j] = X(2 j + 1) for j < n, where X(i) = x[i - shift] inside [0, width)
-// and zero outside; adds X - X into check.
-template <typename T>
-void split_row(const T* x, int64_t width, int64_t shift, int64_t n, T* even, T* odd, FiniteCheck<T>& finite) {
+class RowSplitter {
   using P = Pairs<T>;
   using V = typename P::V;
-  constexpr int W = P::kLanes;
-  const __m512i ie = P::even(), io = P::odd();
-  V check = finite.sum;
-  for (int64_t j = 0; j < n; j += W) {
-    const int64_t i0 = 2 * j - shift;  // x index of X(2 j)
-    // masked-off lanes are not read, so the addresses may lie outside x
-    const V a = P::load(lanes_between<T>(-i0, width - i0), x + i0);
-    const V b = P::load(lanes_between<T>(-i0 - W, width - i0 - W), x + i0 + W);
-    check = P::add(check, P::add(P::sub(a, a), P::sub(b, b)));
-    const auto k = P::first(n - j);
-    P::store(even + j, k, P::permute(a, ie, b));
-    P::store(odd + j, k, P::permute(a, io, b));
+  using M = typename P::M;
+  static constexpr int W = P::kLanes;
+  static constexpr int kChunks = 8;  // rows of up to 8 vectors of j keep their masks here
+
+ public:
+  RowSplitter(int64_t width, int64_t shift, int64_t n) : width_(width), shift_(shift), n_(n) {
+    chunks_ = (n + W - 1) / W;
+    for (int64_t k = 0; k < std::min<int64_t>(chunks_, kChunks); ++k) masks(k, a_[k], b_[k], store_[k]);
   }
-  finite.sum = check;
-}
+  void split(const T* x, T* even, T* odd) {
+    const __m512i ie = P::even(), io = P::odd();
+    for (int64_t k = 0; k < chunks_; ++k) {
+      M ma, mb, ms;
+      if (k < kChunks) {
+        ma = a_[k], mb = b_[k], ms = store_[k];
+      } else {
+        masks(k, ma, mb, ms);
+      }
+      const T* src = x + 2 * k * W - shift_;  // X(2 j) for the chunk's first j
+      // masked-off lanes are not read, so the addresses may lie outside x
+      const V a = P::load(ma, src), b = P::load(mb, src + W);
+      check_ = P::add(check_, P::add(P::sub(a, a), P::sub(b, b)));
+      P::store(even + k * W, ms, P::permute(a, ie, b));
+      P::store(odd + k * W, ms, P::permute(a, io, b));
+    }
+  }
+  void zero(T* even, T* odd) {
+    std::fill(even, even + n_, T(0));
+    std::fill(odd, odd + n_, T(0));
+  }
+  bool finite() const { return P::sum(check_) == T(0); }
+
+ private:
+  void masks(int64_t k, M& ma, M& mb, M& ms) const {
+    const int64_t i0 = 2 * k * W - shift_;  // x index of the chunk's first lane
+    ma = lanes_between<T>(-i0, width_ - i0);
+    mb = lanes_between<T>(-i0 - W, width_ - i0 - W);
+    ms = P::first(n_ - k * W);
+  }
+  int64_t width_, shift_, n_, chunks_;
+  M a_[kChunks], b_[kChunks], store_[kChunks];
+  V check_ = P::zero();
+};
 
 // out[i] = a[i / 2] for even i, b[i / 2] for odd i, i < n.
 template <typename T>

@@ -14,12 +14,12 @@
 // input (2 r + a, 2 j + b), i.e. x[c][2 r + a - pad_h][2 j + b - pad_w] or zero outside x, for
 // rows r <= th and columns j < tc, then zeros to the end of the plane. Returns false when x has
 // an Inf or NaN (the Winograd sums would turn an Inf into NaN where a direct sum keeps it).
-// Row by row through split_row (the instruction set's file: even and odd columns by vector
-// permutes, masked at the edges), which adds x - x into `check` (zero unless x has an Inf or NaN).
+// Row by row through the instruction set's RowSplitter (even and odd columns by vector
+// permutes, masked at the edges; it also sums x - x, zero unless x has an Inf or NaN).
 template <typename T>
 bool winograd_phases(const T* x, int64_t channels, int64_t height, int64_t width, int64_t pad_h, int64_t pad_w,
                      int64_t th, int64_t tc, int64_t plane, T* phases) {
-  FiniteCheck<T> check;
+  RowSplitter<T> rows(width, pad_w, tc);
   for (int64_t c = 0; c < channels; ++c) {
     T* p = phases + c * 4 * plane;
     for (int64_t r = 0; r <= th; ++r) {
@@ -28,16 +28,15 @@ bool winograd_phases(const T* x, int64_t channels, int64_t height, int64_t width
         T* odd = even + plane;
         const int64_t ih = 2 * r + a - pad_h;
         if (ih < 0 || ih >= height) {
-          std::fill(even, even + tc, T(0));
-          std::fill(odd, odd + tc, T(0));
+          rows.zero(even, odd);
         } else {
-          split_row(x + (c * height + ih) * width, width, pad_w, tc, even, odd, check);
+          rows.split(x + (c * height + ih) * width, even, odd);
         }
       }
     }
     for (int k = 0; k < 4; ++k) std::fill(p + k * plane + (th + 1) * tc, p + (k + 1) * plane, T(0));
   }
-  return check.finite();
+  return rows.finite();
 }
 
 // v[xi * v_xi + c * v_ci + k] for xi = 4 i + j < 16, c < channels, k < count: element (i, j) of
