@@ -157,10 +157,10 @@ def test_conv_relu_pool_nan_and_ties(c_in, dtype, isa):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_conv2d_inf_and_nan_as_torch(dtype, isa):
     """An Inf in the input stays Inf (or becomes NaN) exactly where torch's does: the Winograd
-    forward (these channel counts) would mix it into NaN across its 4x4 patch, so an image with
-    an Inf or NaN runs direct; the other images of the batch keep Winograd. The input gradient
-    (a transposed 3x3 conv of dy) likewise with an Inf in dy, and the weight gradient (direct)
-    with Inf and NaN in x and dy."""
+    forward, plain or pooled (these channel counts), would mix it into NaN across its 4x4
+    patch, so an image with an Inf or NaN runs direct; the other images of the batch keep
+    Winograd. The input gradient (a transposed 3x3 conv of dy) likewise with an Inf in dy, and
+    the weight gradient (direct) with Inf and NaN in x and dy."""
     torch.manual_seed(7)
     x = torch.randn(5, 16, 9, 10, dtype=dtype, requires_grad=True)
     w = torch.randn(20, 16, 3, 3, dtype=dtype, requires_grad=True)
@@ -172,6 +172,9 @@ def test_conv2d_inf_and_nan_as_torch(dtype, isa):
     ours, ref = FF.conv2d(x, w, b, padding=1), F.conv2d(x, w, b, padding=1)
     assert ours.isinf().any()
     assert_close(ours, ref, dtype, "y")
+    pooled = FF.conv_relu_pool2d(x, w, b, padding=1)
+    assert pooled.isinf().any()
+    assert_close(pooled, F.max_pool2d(F.relu(ref), 2, 2), dtype, "pooled")
     dy = torch.randn_like(ref)
     dy[2, 7, 3, 3] = float("inf")
     dx, dw = torch.autograd.grad(ours, (x, w), dy)

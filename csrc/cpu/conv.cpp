@@ -94,6 +94,16 @@ void winograd_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, c
   isa_avx2::winograd_output<T>(m, m_co, m_xi, channels, bias, k0, count, tc, out_h, out_w, y, yab);
 }
 template <typename T>
+void winograd_pool_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, const T* bias, int64_t k0,
+                          int64_t count, int64_t tc, int64_t out_w, int64_t ph, int64_t pw, T* y, int64_t* indices,
+                          T* best, int32_t* code) {
+  if (active_isa() == Isa::Avx512)
+    return isa_avx512::winograd_pool_output<T>(m, m_co, m_xi, channels, bias, k0, count, tc, out_w, ph, pw, y,
+                                               indices, best, code);
+  isa_avx2::winograd_pool_output<T>(m, m_co, m_xi, channels, bias, k0, count, tc, out_w, ph, pw, y, indices, best,
+                                    code);
+}
+template <typename T>
 void conv_dot_weight_grad(const int64_t* offsets, int64_t taps, int64_t channels, int64_t length, const T* xs,
                           const T* dy, int64_t ld, T* dw, int64_t dw_channel, int64_t dw_tap) {
   if (active_isa() == Isa::Avx512)
@@ -136,8 +146,8 @@ struct Plan {
   bool channels;
   int64_t slice_taps;
   int64_t xpad_bytes, dout_bytes, wt_bytes, offsets_bytes, dyb_bytes;
-  // Winograd F(2x2, 3x3) for the plain forward of a 3x3 stride-1 conv with many channels
-  // (conv_avx2.h, 6.): the input's phase planes per image and group (cin_g, 4, wplane), tiles
+  // Winograd F(2x2, 3x3) for the forward (plain or pooled) of a 3x3 stride-1 conv with many
+  // channels (conv_avx2.h, 6.): the input's phase planes per image and group (cin_g, 4, wplane), tiles
   // numbered k = ty * wtc + tx over wlen = wth * wtc, taken in blocks of wkb tiles: the
   // transformed input v (16, cin_g, wkb), the 16 products m (16, cout_g, wkb) through
   // conv_direct with the transformed weights (groups, 16, blocked by 4 channels as the direct
@@ -250,9 +260,9 @@ struct Plan {
       wth = (s.out_height + 1) / 2, wtc = (s.out_width + 1) / 2 + 1, wlen = wth * wtc;
       wplane = (wth + 1) * wtc + 16;
       wphase_bytes = align64(cin_g * 4 * wplane * elem);  // per image
-      winograd = direct && op == ConvOp::Forward && s.kernel_h == 3 && s.kernel_w == 3 && s.dilation_h == 1 &&
-                 s.dilation_w == 1 && cin_g >= kWinogradChannels && cout_g >= kWinogradChannels &&
-                 wphase_bytes <= kDirectInput;
+      winograd = direct && (op == ConvOp::Forward || op == ConvOp::PoolForward) && s.kernel_h == 3 &&
+                 s.kernel_w == 3 && s.dilation_h == 1 && s.dilation_w == 1 && cin_g >= kWinogradChannels &&
+                 cout_g >= kWinogradChannels && wphase_bytes <= kDirectInput;
       // Blocks of at most kWinogradBlock bytes of v or m: whole images (wimages of them, their
       // tiles one after the other) where one fits, else about equal parts of an image's tiles
       // in whole vectors (a short last block ran on one-vector tiles: 14x14 took 48 + 8).
@@ -273,7 +283,8 @@ struct Plan {
       // (64 x 112 floats) were 7 x 4 KiB apart, and the transforms' 16 streams met in one L1 set.
       wv_xi = cin_g * wkb + 64 / elem, wm_xi = cout_g * wkb + 64 / elem;
       wv_bytes = winograd ? align64((16 * wv_xi + kDirectSlack) * elem) : 0;
-      wm_bytes = winograd ? align64((16 * wm_xi + 4 * wkb) * elem) : 0;  // and 4 output phases
+      // and the output stage's scratch: 4 output phases, or the pooled maxima and their codes
+      wm_bytes = winograd ? align64((16 * wm_xi + 4 * wkb) * elem) : 0;
       wu_bytes = winograd ? align64(s.groups * 16 * cin_g * round_up4(cout_g) * elem) : 0;
     }
     const int64_t block = 64 / elem;  // kDirectChannelBlock<T>
@@ -630,21 +641,21 @@ void direct_group(const ConvShape& s, const Plan& p, int64_t g, const T* x_g, co
 // (Plan::winograd), group by group: the phase planes of each image, then per block of tiles
 // (all the images' tiles one after the other, or a part of one image's) the input transform,
 // its 16 products with the transformed weights (conv_direct, one per element of the 4x4 tile)
-// and the output transform into y. Returns false, having computed nothing that counts, when
-// an image has an Inf or NaN.
-template <typename T>
-bool winograd_images(const ConvShape& s, const Plan& p, const T* x, const T* bias, T* y, int64_t images,
-                     const ThreadBuffers<T>& buf) {
+// and out(n, g, k0, count, m, scratch): the output stage of image n's tiles [k0, k0 + count) of
+// group g, their products at m (16 planes wm_xi apart, channels wkb apart). Returns false,
+// having computed nothing that counts, when an image has an Inf or NaN.
+template <typename T, typename Out>
+bool winograd_images(const ConvShape& s, const Plan& p, const T* x, int64_t images, const ThreadBuffers<T>& buf,
+                     const Out& out) {
 #if defined(FASTRNN_X86)
   const int64_t co4 = Plan::round_up4(p.cout_g), v_xi = p.wv_xi, m_xi = p.wm_xi;
-  const int64_t in_numel = s.in_channels * s.height * s.width, out_numel = s.out_channels * p.P;
+  const int64_t in_numel = s.in_channels * s.height * s.width;
   const int64_t phases = p.cin_g * 4 * p.wplane;  // per image
   for (int64_t ci = 0; ci < p.cin_g; ++ci) buf.offsets[ci] = ci * p.wkb;
   DirectConvArgs a;
   a.offsets = buf.offsets, a.taps = p.cin_g, a.channels = p.cout_g, a.ld = p.wkb;
   a.slice_taps = p.wslice < p.cin_g ? p.wslice : 0;
   for (int64_t g = 0; g < s.groups; ++g) {
-    const T* bias_g = bias == nullptr ? nullptr : bias + g * p.cout_g;
     const T* u_g = buf.wu + g * 16 * p.cin_g * co4;
     for (int64_t n = 0; n < images; ++n) {
       const T* x_g = x + n * in_numel + g * p.cin_g * s.height * s.width;
@@ -663,23 +674,30 @@ bool winograd_images(const ConvShape& s, const Plan& p, const T* x, const T* bia
       for (int xi = 0; xi < 16; ++xi)
         conv_direct<T>(a, buf.wv + xi * v_xi, u_g + xi * p.cin_g * co4, static_cast<const T*>(nullptr),
                        buf.wm + xi * m_xi);
-      for (int64_t n = 0; n < images; ++n)
-        winograd_output<T>(buf.wm + n * count, p.wkb, m_xi, p.cout_g, bias_g, k0, count, p.wtc, s.out_height,
-                           s.out_width, y + n * out_numel + g * p.cout_g * p.P, buf.wm + 16 * m_xi);
+      for (int64_t n = 0; n < images; ++n) out(n, g, k0, count, buf.wm + n * count, buf.wm + 16 * m_xi);
     }
   }
   return true;
 #else
-  (void)s, (void)p, (void)x, (void)bias, (void)y, (void)images, (void)buf;
+  (void)s, (void)p, (void)x, (void)images, (void)buf, (void)out;
   return false;
 #endif
+}
+
+// The plain forward's output stage of winograd_images: y (images, out_channels, out_h, out_w).
+template <typename T>
+auto winograd_conv_out(const ConvShape& s, const Plan& p, const T* bias, T* y) {
+  return [&s, &p, bias, y](int64_t n, int64_t g, int64_t k0, int64_t count, const T* m, T* scratch) {
+    winograd_output<T>(m, p.wkb, p.wm_xi, p.cout_g, bias == nullptr ? nullptr : bias + g * p.cout_g, k0, count,
+                       p.wtc, s.out_height, s.out_width, y + (n * s.out_channels + g * p.cout_g) * p.P, scratch);
+  };
 }
 
 // One image's forward: y_n (out_channels, out_h, out_w) = conv(x_n) + bias.
 template <typename T>
 void forward_image(const ConvShape& s, const Plan& p, bool direct, const T* x_n, const T* weight, const T* bias,
                    T* y_n, const ThreadBuffers<T>& buf, const GemmScratch& scratch) {
-  if (direct && p.winograd && winograd_images(s, p, x_n, bias, y_n, 1, buf)) return;
+  if (direct && p.winograd && winograd_images(s, p, x_n, 1, buf, winograd_conv_out(s, p, bias, y_n))) return;
   for (int64_t g = 0; g < s.groups; ++g) {
     const T* x_g = x_n + g * p.cin_g * s.height * s.width;
     const T* w_g = weight + g * p.cout_g * p.K;
@@ -1165,7 +1183,8 @@ void conv2d_forward(const ConvShape& s, const T* x, const T* weight, const T* bi
       const ThreadBuffers<T> buf = buffers<T>(p, ws, t);
       for (int64_t n = r.begin; n < r.end; n += p.wimages) {
         const int64_t images = std::min(p.wimages, r.end - n);
-        if (winograd_images(s, p, x + n * in_numel, bias, y + n * out_numel, images, buf)) continue;
+        if (winograd_images(s, p, x + n * in_numel, images, buf, winograd_conv_out(s, p, bias, y + n * out_numel)))
+          continue;
         for (int64_t i = n; i < n + images; ++i)
           forward_image<T>(s, p, direct, x + i * in_numel, weight, bias, y + i * out_numel, buf, scratch);
       }
@@ -1207,7 +1226,7 @@ void conv_relu_pool2d_forward(const ConvShape& s, const T* x, const T* weight, c
   if (direct) block_direct_weights(s, p, weight, buffers<T>(p, ws, 0), usable_threads(ws));
   // The AVX2 epilogue computes positions in 32 bits.
   [[maybe_unused]] const bool simd_pool = active_isa() != Isa::Generic && p.P < (int64_t(1) << 31);
-  for_each_image(s.batch, usable_threads(ws), [&](int64_t n, int slot) {
+  auto image = [&](int64_t n, int slot) {
     const ThreadBuffers<T> buf = buffers<T>(p, ws, slot);
     const T* x_n = x + n * in_numel;
     for (int64_t g = 0; g < s.groups; ++g) {
@@ -1254,7 +1273,31 @@ void conv_relu_pool2d_forward(const ConvShape& s, const T* x, const T* weight, c
         for (int64_t co = 0; co < p.cout_g; ++co) pool_rows(co, buf.tmp + co * cols, p.cols_c, oh0, rows);
       }
     }
-  });
+  };
+  if (direct && p.winograd) {
+    // Winograd on groups of wimages images per thread, pooling each tile (a 2x2 window) in the
+    // output stage (an image with an Inf or NaN sends its group image by image through image()).
+    const int threads = usable_threads(ws);
+#pragma omp parallel num_threads(static_cast<int>(std::min<int64_t>(threads, s.batch)))
+    {
+      const int t = omp_get_thread_num();
+      const Range r = split(s.batch, t, omp_get_num_threads());
+      const ThreadBuffers<T> buf = buffers<T>(p, ws, t);
+      for (int64_t n = r.begin; n < r.end; n += p.wimages) {
+        const int64_t images = std::min(p.wimages, r.end - n);
+        auto out = [&](int64_t i, int64_t g, int64_t k0, int64_t count, const T* m, T* scratch) {
+          const int64_t at = ((n + i) * s.out_channels + g * p.cout_g) * pooled;
+          winograd_pool_output<T>(m, p.wkb, p.wm_xi, p.cout_g, bias == nullptr ? nullptr : bias + g * p.cout_g, k0,
+                                  count, p.wtc, s.out_width, ph, pw, y + at, indices + at, scratch,
+                                  reinterpret_cast<int32_t*>(scratch + p.wkb));
+        };
+        if (winograd_images(s, p, x + n * in_numel, images, buf, out)) continue;
+        for (int64_t i = n; i < n + images; ++i) image(i, t);
+      }
+    }
+    return;
+  }
+  for_each_image(s.batch, usable_threads(ws), image);
 }
 
 template <typename T>

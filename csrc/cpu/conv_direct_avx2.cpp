@@ -9,6 +9,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "cpu/conv_avx2.h"
 
@@ -304,7 +305,9 @@ void interleave_pairs(const T* a, const T* b, int64_t n, T* out) {
                                    T*);                                                                          \
   template void winograd_input<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, T*, int64_t, int64_t);     \
   template void winograd_output<T>(const T*, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, \
-                                   int64_t, T*, T*);
+                                   int64_t, T*, T*);                                                   \
+  template void winograd_pool_output<T>(const T*, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, int64_t,    \
+                                        int64_t, int64_t, int64_t, T*, int64_t*, T*, int32_t*);
 FASTRNN_INSTANTIATE_WINOGRAD(float)
 FASTRNN_INSTANTIATE_WINOGRAD(double)
 #undef FASTRNN_INSTANTIATE_WINOGRAD

@@ -119,3 +119,55 @@ void winograd_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, c
     }
   }
 }
+
+// The fused block's output stage: a tile's 2x2 outputs are one 2x2 pooling window. For the
+// tiles k in [k0, k0 + count) with ty < ph, tx < pw (the windows; an odd last row or column of
+// tiles is not pooled): y[c][ty][tx] = max over the window of relu(A^T m A + bias[c]) and
+// indices[c][ty][tx] its position (2 ty + a) * out_w + 2 tx + b, scanning (0,0), (0,1), (1,0),
+// (1,1) with torch's rule (a later value wins if greater, or if NaN). best (count values) and
+// code (count values: 2 a + b) are scratch.
+template <typename T>
+void winograd_pool_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, const T* bias, int64_t k0,
+                          int64_t count, int64_t tc, int64_t out_w, int64_t ph, int64_t pw, T* y, int64_t* indices,
+                          T* best, int32_t* code) {
+  const int64_t pooled = ph * pw;
+  for (int64_t c = 0; c < channels; ++c) {
+    const T* mc = m + c * m_co;
+    const T b = bias == nullptr ? T(0) : bias[c];
+#pragma omp simd
+    for (int64_t k = 0; k < count; ++k) {
+      T s0[4], s1[4];
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const T m0 = mc[j * m_xi + k], m1 = mc[(4 + j) * m_xi + k];
+        const T m2 = mc[(8 + j) * m_xi + k], m3 = mc[(12 + j) * m_xi + k];
+        s0[j] = m0 + m1 + m2;
+        s1[j] = m1 - m2 - m3;
+      }
+      const T v[4] = {s0[0] + s0[1] + s0[2] + b, s0[1] - s0[2] - s0[3] + b, s1[0] + s1[1] + s1[2] + b,
+                      s1[1] - s1[2] - s1[3] + b};
+      T top = -std::numeric_limits<T>::infinity();
+      int32_t at = 0;
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        const T r = v[i] <= T(0) ? T(0) : v[i];  // relu that keeps NaN
+        const bool take = r > top || r != r;
+        top = take ? r : top;
+        at = take ? i : at;
+      }
+      best[k] = top;
+      code[k] = at;
+    }
+    for (int64_t ty = k0 / tc; ty * tc < k0 + count && ty < ph; ++ty) {
+      const int64_t row = ty * tc;
+      const int64_t lo = std::max<int64_t>(0, k0 - row), hi = std::min(pw, k0 + count - row);
+      T* yr = y + c * pooled + ty * pw;
+      int64_t* ir = indices + c * pooled + ty * pw;
+      for (int64_t tx = lo; tx < hi; ++tx) {
+        const int32_t q = code[row + tx - k0];
+        yr[tx] = best[row + tx - k0];
+        ir[tx] = (2 * ty + (q >> 1)) * out_w + 2 * tx + (q & 1);
+      }
+    }
+  }
+}
