@@ -96,12 +96,11 @@ void winograd_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, c
 template <typename T>
 void winograd_pool_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, const T* bias, int64_t k0,
                           int64_t count, int64_t tc, int64_t out_w, int64_t ph, int64_t pw, T* y, int64_t* indices,
-                          T* best, int32_t* code) {
+                          T* yab) {
   if (active_isa() == Isa::Avx512)
     return isa_avx512::winograd_pool_output<T>(m, m_co, m_xi, channels, bias, k0, count, tc, out_w, ph, pw, y,
-                                               indices, best, code);
-  isa_avx2::winograd_pool_output<T>(m, m_co, m_xi, channels, bias, k0, count, tc, out_w, ph, pw, y, indices, best,
-                                    code);
+                                               indices, yab);
+  isa_avx2::winograd_pool_output<T>(m, m_co, m_xi, channels, bias, k0, count, tc, out_w, ph, pw, y, indices, yab);
 }
 template <typename T>
 void conv_dot_weight_grad(const int64_t* offsets, int64_t taps, int64_t channels, int64_t length, const T* xs,
@@ -1288,8 +1287,7 @@ void conv_relu_pool2d_forward(const ConvShape& s, const T* x, const T* weight, c
         auto out = [&](int64_t i, int64_t g, int64_t k0, int64_t count, const T* m, T* scratch) {
           const int64_t at = ((n + i) * s.out_channels + g * p.cout_g) * pooled;
           winograd_pool_output<T>(m, p.wkb, p.wm_xi, p.cout_g, bias == nullptr ? nullptr : bias + g * p.cout_g, k0,
-                                  count, p.wtc, s.out_width, ph, pw, y + at, indices + at, scratch,
-                                  reinterpret_cast<int32_t*>(scratch + p.wkb));
+                                  count, p.wtc, s.out_width, ph, pw, y + at, indices + at, scratch);
         };
         if (winograd_images(s, p, x + n * in_numel, images, buf, out)) continue;
         for (int64_t i = n; i < n + images; ++i) image(i, t);

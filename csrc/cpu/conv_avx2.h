@@ -154,7 +154,7 @@ void winograd_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, c
 template <typename T>
 void winograd_pool_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, const T* bias, int64_t k0,
                           int64_t count, int64_t tc, int64_t out_w, int64_t ph, int64_t pw, T* y, int64_t* indices,
-                          T* best, int32_t* code);
+                          T* yab);
 }  // namespace isa_avx2
 
 // 1., 2. and 2b. with AVX-512 (conv_direct_avx512.cpp): the same contracts, in vectors of 16 floats
@@ -199,7 +199,7 @@ void winograd_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, c
 template <typename T>
 void winograd_pool_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, const T* bias, int64_t k0,
                           int64_t count, int64_t tc, int64_t out_w, int64_t ph, int64_t pw, T* y, int64_t* indices,
-                          T* best, int32_t* code);
+                          T* yab);
 }  // namespace isa_avx512
 
 }  // namespace fastrnn::cpu

@@ -287,6 +287,61 @@ class RowSplitter {
   T check_ = T(0);
 };
 
+// The pooling of the fused block's Winograd output stage, in place: y00[k] = the max over
+// i of relu(y_i[k]) (y_0..3 = y00, y01, y10, y11: the window scanned row by row) with torch's
+// rule (a later value wins if greater, or if NaN; relu keeps NaN), y01[k] = its i. GCC does
+// not vectorise this select chain from plain code, hence the compares and blends by hand.
+// The scalar form of window_max for the last values.
+template <typename T>
+inline void window_max_scalar(T* y00, T* y01, const T* y10, const T* y11, int64_t k0, int64_t count) {
+  for (int64_t k = k0; k < count; ++k) {
+    const T v[4] = {y00[k], y01[k], y10[k], y11[k]};
+    T top = -std::numeric_limits<T>::infinity(), at = T(0);
+    for (int i = 0; i < 4; ++i) {
+      const T r = v[i] <= T(0) ? T(0) : v[i];  // relu keeping NaN
+      if (r > top || r != r) top = r, at = T(i);
+    }
+    y00[k] = top;
+    y01[k] = at;
+  }
+}
+inline void window_max(float* y00, float* y01, const float* y10, const float* y11, int64_t count) {
+  int64_t k = 0;
+  const __m256 zero = _mm256_setzero_ps();
+  for (; k + 8 <= count; k += 8) {
+    const __m256 v[4] = {_mm256_loadu_ps(y00 + k), _mm256_loadu_ps(y01 + k), _mm256_loadu_ps(y10 + k),
+                         _mm256_loadu_ps(y11 + k)};
+    __m256 top = _mm256_blendv_ps(v[0], zero, _mm256_cmp_ps(v[0], zero, _CMP_LE_OQ)), at = zero;
+    for (int i = 1; i < 4; ++i) {
+      const __m256 r = _mm256_blendv_ps(v[i], zero, _mm256_cmp_ps(v[i], zero, _CMP_LE_OQ));
+      const __m256 take = _mm256_or_ps(_mm256_cmp_ps(r, top, _CMP_GT_OQ), _mm256_cmp_ps(r, r, _CMP_UNORD_Q));
+      top = _mm256_blendv_ps(top, r, take);
+      at = _mm256_blendv_ps(at, _mm256_set1_ps(static_cast<float>(i)), take);
+    }
+    _mm256_storeu_ps(y00 + k, top);
+    _mm256_storeu_ps(y01 + k, at);
+  }
+  window_max_scalar(y00, y01, y10, y11, k, count);
+}
+inline void window_max(double* y00, double* y01, const double* y10, const double* y11, int64_t count) {
+  int64_t k = 0;
+  const __m256d zero = _mm256_setzero_pd();
+  for (; k + 4 <= count; k += 4) {
+    const __m256d v[4] = {_mm256_loadu_pd(y00 + k), _mm256_loadu_pd(y01 + k), _mm256_loadu_pd(y10 + k),
+                          _mm256_loadu_pd(y11 + k)};
+    __m256d top = _mm256_blendv_pd(v[0], zero, _mm256_cmp_pd(v[0], zero, _CMP_LE_OQ)), at = zero;
+    for (int i = 1; i < 4; ++i) {
+      const __m256d r = _mm256_blendv_pd(v[i], zero, _mm256_cmp_pd(v[i], zero, _CMP_LE_OQ));
+      const __m256d take = _mm256_or_pd(_mm256_cmp_pd(r, top, _CMP_GT_OQ), _mm256_cmp_pd(r, r, _CMP_UNORD_Q));
+      top = _mm256_blendv_pd(top, r, take);
+      at = _mm256_blendv_pd(at, _mm256_set1_pd(static_cast<double>(i)), take);
+    }
+    _mm256_storeu_pd(y00 + k, top);
+    _mm256_storeu_pd(y01 + k, at);
+  }
+  window_max_scalar(y00, y01, y10, y11, k, count);
+}
+
 // out[i] = a[i / 2] for even i, b[i / 2] for odd i, i < n.
 template <typename T>
 void interleave_pairs(const T* a, const T* b, int64_t n, T* out) {
@@ -307,7 +362,7 @@ void interleave_pairs(const T* a, const T* b, int64_t n, T* out) {
   template void winograd_output<T>(const T*, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, \
                                    int64_t, T*, T*);                                                   \
   template void winograd_pool_output<T>(const T*, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, int64_t,    \
-                                        int64_t, int64_t, int64_t, T*, int64_t*, T*, int32_t*);
+                                        int64_t, int64_t, int64_t, T*, int64_t*, T*);
 FASTRNN_INSTANTIATE_WINOGRAD(float)
 FASTRNN_INSTANTIATE_WINOGRAD(double)
 #undef FASTRNN_INSTANTIATE_WINOGRAD

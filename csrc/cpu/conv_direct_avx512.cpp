@@ -349,6 +349,13 @@ struct Pairs<float> {
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
   static V zero() { return _mm512_setzero_ps(); }
   static float sum(V v) { return Simd<float>::sum(v); }
+  static V set1(float x) { return _mm512_set1_ps(x); }
+  // v <= 0 ? 0 : v (NaN stays), r > top or r NaN, lanes of b where m else a
+  static V relu(V v, V zero) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, zero, _CMP_LE_OQ), v, zero); }
+  static M greater_or_nan(V r, V top) {
+    return _mm512_cmp_ps_mask(r, top, _CMP_GT_OQ) | _mm512_cmp_ps_mask(r, r, _CMP_UNORD_Q);
+  }
+  static V blend(M m, V a, V b) { return _mm512_mask_blend_ps(m, a, b); }
 };
 template <>
 struct Pairs<double> {
@@ -367,6 +374,12 @@ struct Pairs<double> {
   static V add(V a, V b) { return _mm512_add_pd(a, b); }
   static V zero() { return _mm512_setzero_pd(); }
   static double sum(V v) { return Simd<double>::sum(v); }
+  static V set1(double x) { return _mm512_set1_pd(x); }
+  static V relu(V v, V zero) { return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(v, zero, _CMP_LE_OQ), v, zero); }
+  static M greater_or_nan(V r, V top) {
+    return _mm512_cmp_pd_mask(r, top, _CMP_GT_OQ) | _mm512_cmp_pd_mask(r, r, _CMP_UNORD_Q);
+  }
+  static V blend(M m, V a, V b) { return _mm512_mask_blend_pd(m, a, b); }
 };
 
 // The lanes [lo, hi) of a vector (clamped to [0, W)) as a mask.
@@ -430,6 +443,32 @@ class RowSplitter {
   V check_ = P::zero();
 };
 
+// The pooling of the fused block's Winograd output stage, in place: y00[k] = the max over
+// i of relu(y_i[k]) (y_0..3 = y00, y01, y10, y11: the window scanned row by row) with torch's
+// rule (a later value wins if greater, or if NaN; relu keeps NaN), y01[k] = its i. GCC does
+// not vectorise this select chain from plain code (16x slower than the transform), hence the
+// compares and blends by hand.
+template <typename T>
+void window_max(T* y00, T* y01, const T* y10, const T* y11, int64_t count) {
+  using P = Pairs<T>;
+  using V = typename P::V;
+  constexpr int W = P::kLanes;
+  const V zero = P::zero();
+  for (int64_t k = 0; k < count; k += W) {
+    const typename P::M all = P::first(count - k);  // the last vector masked
+    const V v[4] = {P::load(all, y00 + k), P::load(all, y01 + k), P::load(all, y10 + k), P::load(all, y11 + k)};
+    V top = P::relu(v[0], zero), at = zero;
+    for (int i = 1; i < 4; ++i) {
+      const V r = P::relu(v[i], zero);
+      const typename P::M take = P::greater_or_nan(r, top);
+      top = P::blend(take, top, r);
+      at = P::blend(take, at, P::set1(T(i)));
+    }
+    P::store(y00 + k, all, top);
+    P::store(y01 + k, all, at);
+  }
+}
+
 // out[i] = a[i / 2] for even i, b[i / 2] for odd i, i < n.
 template <typename T>
 void interleave_pairs(const T* a, const T* b, int64_t n, T* out) {
@@ -455,7 +494,7 @@ void interleave_pairs(const T* a, const T* b, int64_t n, T* out) {
   template void winograd_output<T>(const T*, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, \
                                    int64_t, T*, T*);                                                   \
   template void winograd_pool_output<T>(const T*, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, int64_t,    \
-                                        int64_t, int64_t, int64_t, T*, int64_t*, T*, int32_t*);
+                                        int64_t, int64_t, int64_t, T*, int64_t*, T*);
 FASTRNN_INSTANTIATE_WINOGRAD(float)
 FASTRNN_INSTANTIATE_WINOGRAD(double)
 #undef FASTRNN_INSTANTIATE_WINOGRAD

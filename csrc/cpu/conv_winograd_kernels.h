@@ -76,6 +76,31 @@ void winograd_input(const T* phases, int64_t channels, int64_t plane, int64_t tc
   }
 }
 
+namespace {
+
+// yab[k] = (A^T m A)[a][b] + bias of tiles k < count of one channel, m[xi * m_xi + k], A^T =
+// [1 1 1 0; 0 1 -1 -1]: the output transform over the tiles as one stretch.
+template <typename T>
+inline void winograd_tiles(const T* m, int64_t m_xi, int64_t count, T bias, T* y00, T* y01, T* y10, T* y11) {
+#pragma omp simd
+  for (int64_t k = 0; k < count; ++k) {
+    T s0[4], s1[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const T m0 = m[j * m_xi + k], m1 = m[(4 + j) * m_xi + k];
+      const T m2 = m[(8 + j) * m_xi + k], m3 = m[(12 + j) * m_xi + k];
+      s0[j] = m0 + m1 + m2;
+      s1[j] = m1 - m2 - m3;
+    }
+    y00[k] = s0[0] + s0[1] + s0[2] + bias;
+    y01[k] = s0[1] - s0[2] - s0[3] + bias;
+    y10[k] = s1[0] + s1[1] + s1[2] + bias;
+    y11[k] = s1[1] - s1[2] - s1[3] + bias;
+  }
+}
+
+}  // namespace
+
 // y[c][2 ty + a][2 tx + b] = (A^T m A)[a][b] + bias[c] (bias may be null) for the tiles k =
 // ty * tc + tx in [k0, k0 + count) with tx < tc - 1 (not a row's unused tile), where the output
 // (out_h, out_w) has them; m[xi * m_xi + c * m_co + k - k0] is tile k's product of channel c.
@@ -91,23 +116,7 @@ void winograd_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, c
   T* y10 = yab + 2 * count;
   T* y11 = yab + 3 * count;
   for (int64_t c = 0; c < channels; ++c) {
-    const T* mc = m + c * m_co;
-    const T b = bias == nullptr ? T(0) : bias[c];
-#pragma omp simd
-    for (int64_t k = 0; k < count; ++k) {
-      T s0[4], s1[4];
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) {
-        const T m0 = mc[j * m_xi + k], m1 = mc[(4 + j) * m_xi + k];
-        const T m2 = mc[(8 + j) * m_xi + k], m3 = mc[(12 + j) * m_xi + k];
-        s0[j] = m0 + m1 + m2;
-        s1[j] = m1 - m2 - m3;
-      }
-      y00[k] = s0[0] + s0[1] + s0[2] + b;
-      y01[k] = s0[1] - s0[2] - s0[3] + b;
-      y10[k] = s1[0] + s1[1] + s1[2] + b;
-      y11[k] = s1[1] - s1[2] - s1[3] + b;
-    }
+    winograd_tiles(m + c * m_co, m_xi, count, bias == nullptr ? T(0) : bias[c], y00, y01, y10, y11);
     for (int64_t ty = k0 / tc; ty * tc < k0 + count; ++ty) {
       const int64_t row = ty * tc;
       const int64_t lo = std::max<int64_t>(0, k0 - row), hi = std::min(tw, k0 + count - row);
@@ -124,48 +133,29 @@ void winograd_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, c
 // tiles k in [k0, k0 + count) with ty < ph, tx < pw (the windows; an odd last row or column of
 // tiles is not pooled): y[c][ty][tx] = max over the window of relu(A^T m A + bias[c]) and
 // indices[c][ty][tx] its position (2 ty + a) * out_w + 2 tx + b, scanning (0,0), (0,1), (1,0),
-// (1,1) with torch's rule (a later value wins if greater, or if NaN). best (count values) and
-// code (count values: 2 a + b) are scratch.
+// (1,1) with torch's rule (a later value wins if greater, or if NaN). yab (4 count values) is
+// scratch: winograd_output's transform, then in place (the instruction set's window_max) the
+// maxima and their codes 2 a + b (as T).
 template <typename T>
 void winograd_pool_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, const T* bias, int64_t k0,
                           int64_t count, int64_t tc, int64_t out_w, int64_t ph, int64_t pw, T* y, int64_t* indices,
-                          T* best, int32_t* code) {
+                          T* yab) {
   const int64_t pooled = ph * pw;
+  T* y00 = yab;
+  T* y01 = yab + count;
+  T* y10 = yab + 2 * count;
+  T* y11 = yab + 3 * count;
   for (int64_t c = 0; c < channels; ++c) {
-    const T* mc = m + c * m_co;
-    const T b = bias == nullptr ? T(0) : bias[c];
-#pragma omp simd
-    for (int64_t k = 0; k < count; ++k) {
-      T s0[4], s1[4];
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) {
-        const T m0 = mc[j * m_xi + k], m1 = mc[(4 + j) * m_xi + k];
-        const T m2 = mc[(8 + j) * m_xi + k], m3 = mc[(12 + j) * m_xi + k];
-        s0[j] = m0 + m1 + m2;
-        s1[j] = m1 - m2 - m3;
-      }
-      const T v[4] = {s0[0] + s0[1] + s0[2] + b, s0[1] - s0[2] - s0[3] + b, s1[0] + s1[1] + s1[2] + b,
-                      s1[1] - s1[2] - s1[3] + b};
-      T top = -std::numeric_limits<T>::infinity();
-      int32_t at = 0;
-#pragma GCC unroll 4
-      for (int i = 0; i < 4; ++i) {
-        const T r = v[i] <= T(0) ? T(0) : v[i];  // relu that keeps NaN
-        const bool take = r > top || r != r;
-        top = take ? r : top;
-        at = take ? i : at;
-      }
-      best[k] = top;
-      code[k] = at;
-    }
+    winograd_tiles(m + c * m_co, m_xi, count, bias == nullptr ? T(0) : bias[c], y00, y01, y10, y11);
+    window_max(y00, y01, y10, y11, count);
     for (int64_t ty = k0 / tc; ty * tc < k0 + count && ty < ph; ++ty) {
       const int64_t row = ty * tc;
       const int64_t lo = std::max<int64_t>(0, k0 - row), hi = std::min(pw, k0 + count - row);
       T* yr = y + c * pooled + ty * pw;
       int64_t* ir = indices + c * pooled + ty * pw;
       for (int64_t tx = lo; tx < hi; ++tx) {
-        const int32_t q = code[row + tx - k0];
-        yr[tx] = best[row + tx - k0];
+        const int q = static_cast<int>(y01[row + tx - k0]);
+        yr[tx] = y00[row + tx - k0];
         ir[tx] = (2 * ty + (q >> 1)) * out_w + 2 * tx + (q & 1);
       }
     }
