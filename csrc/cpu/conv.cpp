@@ -687,8 +687,12 @@ bool winograd_images(const ConvShape& s, const Plan& p, const T* x, int64_t imag
 template <typename T>
 auto winograd_conv_out(const ConvShape& s, const Plan& p, const T* bias, T* y) {
   return [&s, &p, bias, y](int64_t n, int64_t g, int64_t k0, int64_t count, const T* m, T* scratch) {
+#if defined(FASTRNN_X86)
     winograd_output<T>(m, p.wkb, p.wm_xi, p.cout_g, bias == nullptr ? nullptr : bias + g * p.cout_g, k0, count,
                        p.wtc, s.out_height, s.out_width, y + (n * s.out_channels + g * p.cout_g) * p.P, scratch);
+#else
+    (void)s, (void)p, (void)bias, (void)y, (void)n, (void)g, (void)k0, (void)count, (void)m, (void)scratch;
+#endif
   };
 }
 
@@ -1286,8 +1290,12 @@ void conv_relu_pool2d_forward(const ConvShape& s, const T* x, const T* weight, c
         const int64_t images = std::min(p.wimages, r.end - n);
         auto out = [&](int64_t i, int64_t g, int64_t k0, int64_t count, const T* m, T* scratch) {
           const int64_t at = ((n + i) * s.out_channels + g * p.cout_g) * pooled;
+#if defined(FASTRNN_X86)
           winograd_pool_output<T>(m, p.wkb, p.wm_xi, p.cout_g, bias == nullptr ? nullptr : bias + g * p.cout_g, k0,
                                   count, p.wtc, s.out_width, ph, pw, y + at, indices + at, scratch);
+#else
+          (void)at, (void)k0, (void)count, (void)m, (void)scratch;
+#endif
         };
         if (winograd_images(s, p, x + n * in_numel, images, buf, out)) continue;
         for (int64_t i = n; i < n + images; ++i) image(i, t);
