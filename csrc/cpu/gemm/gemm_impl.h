@@ -211,8 +211,19 @@ void panel_gemm(int64_t m, int64_t K, const RowFn& row, const T* b, T* c, int64_
       for (int64_t p = 0; p < m; p += MR) {
         const int64_t mr = min_i64(MR, m - p);
         for (int64_t i = 0; i < mr; ++i) rows[i] = row(p + i);
-        micro_kernel<T>(kc, RowsA<T>{rows, k0}, b + q * K * NR + k0 * NR, c + p * ldc + q * NR, ldc, mr,
-                        min_i64(NR, ncols - q * NR), T(1), k0 == 0 ? beta : T(1));
+        // Rows a constant stride apart (all but a step that mixes h0 and earlier outputs) take
+        // StridedA, which keeps the kernel's operands in registers (see StridedA).
+        const int64_t stride = mr > 1 ? rows[1] - rows[0] : 0;
+        bool strided = true;
+        for (int64_t i = 2; i < mr; ++i) strided = strided && rows[i] - rows[i - 1] == stride;
+        const T* bq = b + q * K * NR + k0 * NR;
+        T* cq = c + p * ldc + q * NR;
+        const int64_t nr = min_i64(NR, ncols - q * NR);
+        if (strided) {
+          micro_kernel<T>(kc, StridedA<T>{rows[0] + k0, stride}, bq, cq, ldc, mr, nr, T(1), k0 == 0 ? beta : T(1));
+        } else {
+          micro_kernel<T>(kc, RowsA<T>{rows, k0}, bq, cq, ldc, mr, nr, T(1), k0 == 0 ? beta : T(1));
+        }
       }
     }
   }
