@@ -462,6 +462,16 @@ void for_each_image(int64_t batch, int threads, const F& image) {
   }
 }
 
+// Calls images(n, count, slot) for groups of up to `group` consecutive images, each thread
+// taking a contiguous part of the batch (as for_each_image) in groups.
+template <typename F>
+void for_each_image_group(int64_t batch, int threads, int64_t group, const F& images) {
+  for_each_image(std::min<int64_t>(threads, batch), threads, [&](int64_t part, int slot) {
+    const Range r = split(batch, static_cast<int>(part), static_cast<int>(std::min<int64_t>(threads, batch)));
+    for (int64_t n = r.begin; n < r.end; n += group) images(n, std::min(group, r.end - n), slot);
+  });
+}
+
 int usable_threads(const ConvWorkspace& ws) {
   return omp_in_parallel() ? 1 : std::max(1, std::min(omp_get_max_threads(), ws.threads));
 }
@@ -1174,24 +1184,16 @@ void conv2d_forward(const ConvShape& s, const T* x, const T* weight, const T* bi
   const bool direct = use_direct(s, p, ws);
   if (direct) block_direct_weights(s, p, weight, buffers<T>(p, ws, 0), usable_threads(ws));
   const int64_t in_numel = s.in_channels * s.height * s.width, out_numel = s.out_channels * p.P;
-  if (direct && p.winograd && p.wimages > 1) {
-    // Winograd on groups of wimages images per thread (an image with an Inf or NaN sends its
-    // group image by image through forward_image, which runs it direct).
-    const int threads = usable_threads(ws);
-    const int teams = static_cast<int>(std::min<int64_t>(threads, s.batch));
-#pragma omp parallel num_threads(teams)
-    {
-      const int t = omp_get_thread_num();
-      const Range r = split(s.batch, t, omp_get_num_threads());
-      const ThreadBuffers<T> buf = buffers<T>(p, ws, t);
-      for (int64_t n = r.begin; n < r.end; n += p.wimages) {
-        const int64_t images = std::min(p.wimages, r.end - n);
-        if (winograd_images(s, p, x + n * in_numel, images, buf, winograd_conv_out(s, p, bias, y + n * out_numel)))
-          continue;
-        for (int64_t i = n; i < n + images; ++i)
-          forward_image<T>(s, p, direct, x + i * in_numel, weight, bias, y + i * out_numel, buf, scratch);
-      }
-    }
+  if (direct && p.winograd) {
+    // Winograd on groups of wimages images (an image with an Inf or NaN sends its group image
+    // by image through forward_image, which runs it direct).
+    for_each_image_group(s.batch, usable_threads(ws), p.wimages, [&](int64_t n, int64_t images, int slot) {
+      const ThreadBuffers<T> buf = buffers<T>(p, ws, slot);
+      if (winograd_images(s, p, x + n * in_numel, images, buf, winograd_conv_out(s, p, bias, y + n * out_numel)))
+        return;
+      for (int64_t i = n; i < n + images; ++i)
+        forward_image<T>(s, p, direct, x + i * in_numel, weight, bias, y + i * out_numel, buf, scratch);
+    });
     return;
   }
   for_each_image(s.batch, usable_threads(ws), [&](int64_t n, int slot) {
@@ -1278,29 +1280,21 @@ void conv_relu_pool2d_forward(const ConvShape& s, const T* x, const T* weight, c
     }
   };
   if (direct && p.winograd) {
-    // Winograd on groups of wimages images per thread, pooling each tile (a 2x2 window) in the
-    // output stage (an image with an Inf or NaN sends its group image by image through image()).
-    const int threads = usable_threads(ws);
-#pragma omp parallel num_threads(static_cast<int>(std::min<int64_t>(threads, s.batch)))
-    {
-      const int t = omp_get_thread_num();
-      const Range r = split(s.batch, t, omp_get_num_threads());
-      const ThreadBuffers<T> buf = buffers<T>(p, ws, t);
-      for (int64_t n = r.begin; n < r.end; n += p.wimages) {
-        const int64_t images = std::min(p.wimages, r.end - n);
-        auto out = [&](int64_t i, int64_t g, int64_t k0, int64_t count, const T* m, T* scratch) {
-          const int64_t at = ((n + i) * s.out_channels + g * p.cout_g) * pooled;
+    // Winograd on groups of wimages images, pooling each tile (a 2x2 window) in the output
+    // stage (an image with an Inf or NaN sends its group image by image through image()).
+    for_each_image_group(s.batch, usable_threads(ws), p.wimages, [&](int64_t n, int64_t images, int slot) {
+      auto out = [&](int64_t i, int64_t g, int64_t k0, int64_t count, const T* m, T* scratch) {
+        const int64_t at = ((n + i) * s.out_channels + g * p.cout_g) * pooled;
 #if defined(FASTRNN_X86)
-          winograd_pool_output<T>(m, p.wkb, p.wm_xi, p.cout_g, bias == nullptr ? nullptr : bias + g * p.cout_g, k0,
-                                  count, p.wtc, s.out_width, ph, pw, y + at, indices + at, scratch);
+        winograd_pool_output<T>(m, p.wkb, p.wm_xi, p.cout_g, bias == nullptr ? nullptr : bias + g * p.cout_g, k0,
+                                count, p.wtc, s.out_width, ph, pw, y + at, indices + at, scratch);
 #else
-          (void)at, (void)k0, (void)count, (void)m, (void)scratch;
+        (void)at, (void)k0, (void)count, (void)m, (void)scratch;
 #endif
-        };
-        if (winograd_images(s, p, x + n * in_numel, images, buf, out)) continue;
-        for (int64_t i = n; i < n + images; ++i) image(i, t);
-      }
-    }
+      };
+      if (winograd_images(s, p, x + n * in_numel, images, buffers<T>(p, ws, slot), out)) return;
+      for (int64_t i = n; i < n + images; ++i) image(i, slot);
+    });
     return;
   }
   for_each_image(s.batch, usable_threads(ws), image);

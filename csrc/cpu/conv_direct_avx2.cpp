@@ -29,6 +29,13 @@ struct Simd<float> {
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  // The Winograd pooling's (window_max): v <= 0 ? 0 : v (NaN stays); r > top or r NaN, as a
+  // lane mask; lanes of b where m, else of a.
+  static V relu(V v) { return _mm256_blendv_ps(v, zero(), _mm256_cmp_ps(v, zero(), _CMP_LE_OQ)); }
+  static V greater_or_nan(V r, V top) {
+    return _mm256_or_ps(_mm256_cmp_ps(r, top, _CMP_GT_OQ), _mm256_cmp_ps(r, r, _CMP_UNORD_Q));
+  }
+  static V blend(V m, V a, V b) { return _mm256_blendv_ps(a, b, m); }
   static float sum(V v) {
     __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     r = _mm_add_ps(r, _mm_movehl_ps(r, r));
@@ -57,6 +64,11 @@ struct Simd<double> {
   static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
   static V add(V a, V b) { return _mm256_add_pd(a, b); }
   static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
+  static V relu(V v) { return _mm256_blendv_pd(v, zero(), _mm256_cmp_pd(v, zero(), _CMP_LE_OQ)); }
+  static V greater_or_nan(V r, V top) {
+    return _mm256_or_pd(_mm256_cmp_pd(r, top, _CMP_GT_OQ), _mm256_cmp_pd(r, r, _CMP_UNORD_Q));
+  }
+  static V blend(V m, V a, V b) { return _mm256_blendv_pd(a, b, m); }
   static double sum(V v) {
     const __m128d r = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     return _mm_cvtsd_f64(_mm_add_sd(r, _mm_unpackhi_pd(r, r)));
@@ -305,39 +317,23 @@ inline void window_max_scalar(T* y00, T* y01, const T* y10, const T* y11, int64_
     y01[k] = at;
   }
 }
-inline void window_max(float* y00, float* y01, const float* y10, const float* y11, int64_t count) {
+template <typename T>
+void window_max(T* y00, T* y01, const T* y10, const T* y11, int64_t count) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int W = S::kLanes;
   int64_t k = 0;
-  const __m256 zero = _mm256_setzero_ps();
-  for (; k + 8 <= count; k += 8) {
-    const __m256 v[4] = {_mm256_loadu_ps(y00 + k), _mm256_loadu_ps(y01 + k), _mm256_loadu_ps(y10 + k),
-                         _mm256_loadu_ps(y11 + k)};
-    __m256 top = _mm256_blendv_ps(v[0], zero, _mm256_cmp_ps(v[0], zero, _CMP_LE_OQ)), at = zero;
+  for (; k + W <= count; k += W) {
+    const V v[4] = {S::load(y00 + k), S::load(y01 + k), S::load(y10 + k), S::load(y11 + k)};
+    V top = S::relu(v[0]), at = S::zero();
     for (int i = 1; i < 4; ++i) {
-      const __m256 r = _mm256_blendv_ps(v[i], zero, _mm256_cmp_ps(v[i], zero, _CMP_LE_OQ));
-      const __m256 take = _mm256_or_ps(_mm256_cmp_ps(r, top, _CMP_GT_OQ), _mm256_cmp_ps(r, r, _CMP_UNORD_Q));
-      top = _mm256_blendv_ps(top, r, take);
-      at = _mm256_blendv_ps(at, _mm256_set1_ps(static_cast<float>(i)), take);
+      const V r = S::relu(v[i]);
+      const V take = S::greater_or_nan(r, top);
+      top = S::blend(take, top, r);
+      at = S::blend(take, at, S::set1(T(i)));
     }
-    _mm256_storeu_ps(y00 + k, top);
-    _mm256_storeu_ps(y01 + k, at);
-  }
-  window_max_scalar(y00, y01, y10, y11, k, count);
-}
-inline void window_max(double* y00, double* y01, const double* y10, const double* y11, int64_t count) {
-  int64_t k = 0;
-  const __m256d zero = _mm256_setzero_pd();
-  for (; k + 4 <= count; k += 4) {
-    const __m256d v[4] = {_mm256_loadu_pd(y00 + k), _mm256_loadu_pd(y01 + k), _mm256_loadu_pd(y10 + k),
-                          _mm256_loadu_pd(y11 + k)};
-    __m256d top = _mm256_blendv_pd(v[0], zero, _mm256_cmp_pd(v[0], zero, _CMP_LE_OQ)), at = zero;
-    for (int i = 1; i < 4; ++i) {
-      const __m256d r = _mm256_blendv_pd(v[i], zero, _mm256_cmp_pd(v[i], zero, _CMP_LE_OQ));
-      const __m256d take = _mm256_or_pd(_mm256_cmp_pd(r, top, _CMP_GT_OQ), _mm256_cmp_pd(r, r, _CMP_UNORD_Q));
-      top = _mm256_blendv_pd(top, r, take);
-      at = _mm256_blendv_pd(at, _mm256_set1_pd(static_cast<double>(i)), take);
-    }
-    _mm256_storeu_pd(y00 + k, top);
-    _mm256_storeu_pd(y01 + k, at);
+    S::store(y00 + k, top);
+    S::store(y01 + k, at);
   }
   window_max_scalar(y00, y01, y10, y11, k, count);
 }
@@ -354,17 +350,5 @@ void interleave_pairs(const T* a, const T* b, int64_t n, T* out) {
 }  // namespace
 
 #include "cpu/conv_winograd_kernels.h"
-
-#define FASTRNN_INSTANTIATE_WINOGRAD(T)                                                                          \
-  template bool winograd_phases<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, \
-                                   T*);                                                                          \
-  template void winograd_input<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, T*, int64_t, int64_t);     \
-  template void winograd_output<T>(const T*, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, \
-                                   int64_t, T*, T*);                                                   \
-  template void winograd_pool_output<T>(const T*, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, int64_t,    \
-                                        int64_t, int64_t, int64_t, T*, int64_t*, T*);
-FASTRNN_INSTANTIATE_WINOGRAD(float)
-FASTRNN_INSTANTIATE_WINOGRAD(double)
-#undef FASTRNN_INSTANTIATE_WINOGRAD
 
 }  // namespace fastrnn::cpu::isa_avx2

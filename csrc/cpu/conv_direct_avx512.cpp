@@ -487,16 +487,4 @@ void interleave_pairs(const T* a, const T* b, int64_t n, T* out) {
 
 #include "cpu/conv_winograd_kernels.h"
 
-#define FASTRNN_INSTANTIATE_WINOGRAD(T)                                                                          \
-  template bool winograd_phases<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, \
-                                   T*);                                                                          \
-  template void winograd_input<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, T*, int64_t, int64_t);     \
-  template void winograd_output<T>(const T*, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, \
-                                   int64_t, T*, T*);                                                   \
-  template void winograd_pool_output<T>(const T*, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, int64_t,    \
-                                        int64_t, int64_t, int64_t, T*, int64_t*, T*);
-FASTRNN_INSTANTIATE_WINOGRAD(float)
-FASTRNN_INSTANTIATE_WINOGRAD(double)
-#undef FASTRNN_INSTANTIATE_WINOGRAD
-
 }  // namespace fastrnn::cpu::isa_avx512

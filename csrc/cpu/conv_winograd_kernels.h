@@ -164,3 +164,16 @@ void winograd_pool_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channe
     }
   }
 }
+
+// The instruction set's file includes this once, so its instances are made here.
+#define FASTRNN_INSTANTIATE_WINOGRAD(T)                                                                          \
+  template bool winograd_phases<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, \
+                                   T*);                                                                          \
+  template void winograd_input<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, T*, int64_t, int64_t);     \
+  template void winograd_output<T>(const T*, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, \
+                                   int64_t, T*, T*);                                                             \
+  template void winograd_pool_output<T>(const T*, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, int64_t,    \
+                                        int64_t, int64_t, int64_t, T*, int64_t*, T*);
+FASTRNN_INSTANTIATE_WINOGRAD(float)
+FASTRNN_INSTANTIATE_WINOGRAD(double)
+#undef FASTRNN_INSTANTIATE_WINOGRAD
