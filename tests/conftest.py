@@ -32,7 +32,11 @@ def poisoned_buffers(monkeypatch):
         a.fill(255 if np.dtype(dtype) == np.uint8 else np.nan)
         return a
 
+    def recycled(t):  # a kept reserve handed out again: as if fresh
+        return t.fill_(float("nan"))
+
     monkeypatch.setattr(fastrnn.ops, "_empty", torch_empty)
+    monkeypatch.setattr(fastrnn.ops, "_recycled", recycled)
     monkeypatch.setattr(fastrnn.numpy, "_empty", numpy_empty)
     fastrnn.ops.empty_cache()  # so each test's first workspace is a poisoned one too
 

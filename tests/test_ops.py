@@ -184,3 +184,55 @@ def test_buffer_allocation_itself():
     assert large.shape == (1100, 1000) and large.is_contiguous()
     large.fill_(2.0)
     assert float(large.sum()) == 2.0 * 1100 * 1000
+
+
+def _reserve_models(cell="LSTM", **kw):
+    import fastrnn.nn as fnn
+    torch.manual_seed(0)
+    ref = getattr(torch.nn, cell)(8, 64, **kw).double()
+    ours = getattr(fnn, cell)(8, 64, **kw).double()
+    ours.load_state_dict(ref.state_dict())
+    return ours, ref
+
+
+def _input_grad(model, x, retain_graph=False):
+    x = x.detach().requires_grad_()
+    y, _ = model(x)
+    (y * y).sum().backward(retain_graph=retain_graph)
+    return x.grad
+
+
+def test_training_steps_reuse_their_reserves():
+    # T50 B40 H64 float64: a 5 MB LSTM reserve, above the size that is kept.
+    ours, ref = _reserve_models()
+    x = torch.randn(50, 40, 8, dtype=torch.float64)
+    ops.empty_cache()
+    kept = []
+    for _ in range(3):
+        torch.testing.assert_close(_input_grad(ours, x), _input_grad(ref, x), rtol=0, atol=1e-10)
+        kept.append([t.data_ptr() for t in ops._reserves.buffers])
+    assert len(kept[0]) == 1 and kept[0] == kept[1] == kept[2]
+    ops.empty_cache()
+    assert ops._reserves.buffers == []
+
+
+def test_reserves_still_in_use_are_not_handed_out_again():
+    ours, ref = _reserve_models(num_layers=2, bidirectional=True)
+    x1, x2 = (torch.randn(50, 40, 8, dtype=torch.float64) for _ in range(2))
+    ops.empty_cache()
+    # Two graphs alive at once: the second forward must not take the first one's reserves.
+    a1, a2 = (x.clone().requires_grad_() for x in (x1, x2))
+    y1, _ = ours(a1)
+    y2, _ = ours(a2)
+    assert len({t.data_ptr() for t in ops._reserves.buffers}) == 8  # 2 layers x 2 directions x 2 graphs
+    (y1 * y1).sum().backward()
+    (y2 * y2).sum().backward()
+    torch.testing.assert_close(a1.grad, _input_grad(ref, x1), rtol=0, atol=1e-10)
+    torch.testing.assert_close(a2.grad, _input_grad(ref, x2), rtol=0, atol=1e-10)
+    # A graph kept for a second backward (retain_graph) keeps its reserves through other steps.
+    a = x1.clone().requires_grad_()
+    y, _ = ours(a)
+    (y * y).sum().backward(retain_graph=True)
+    _input_grad(ours, x2)  # a whole training step in between
+    (y * y).sum().backward()
+    torch.testing.assert_close(a.grad, 2 * _input_grad(ref, x1), rtol=0, atol=1e-10)
