@@ -212,6 +212,9 @@ def test_training_steps_reuse_their_reserves():
         torch.testing.assert_close(_input_grad(ours, x), _input_grad(ref, x), rtol=0, atol=1e-10)
         kept.append([t.data_ptr() for t in ops._reserves.buffers])
     assert len(kept[0]) == 1 and kept[0] == kept[1] == kept[2]
+    # Longer sequences than any kept buffer serves: the stale one is let go, not kept beside.
+    _input_grad(ours, torch.randn(80, 40, 8, dtype=torch.float64))
+    assert len(ops._reserves.buffers) == 1 and ops._reserves.buffers[0].numel() == 80 * 40 * 5 * 64
     ops.empty_cache()
     assert ops._reserves.buffers == []
 

@@ -109,12 +109,16 @@ def _reserve_buffer(shape: Tuple[int, int], like: Tensor, dtype: torch.dtype) ->
     if not like.is_cpu or _storage_use_count is None or n * dtype.itemsize < _HUGE_PAGE_BYTES:
         return _empty(shape, like, dtype)
     kept = _reserves.buffers
+    # Free: referenced only by `t` and by the storage object asked for here.
+    free = [_storage_use_count(t.untyped_storage()._cdata) == 2 for t in kept]
     for i, t in enumerate(kept):
-        # Free: referenced only by `t` and by the storage object asked for here. Up to 1.5x
-        # larger buffers serve too, for sequence batches whose total length varies a little.
-        if t.dtype == dtype and n <= t.numel() <= n + n // 2 and _storage_use_count(t.untyped_storage()._cdata) == 2:
+        # Up to 1.5x larger buffers serve too, for batches whose total length varies a little.
+        if free[i] and t.dtype == dtype and n <= t.numel() <= n + n // 2:
             kept.append(kept.pop(i))
             return _recycled(t[:n].view(shape))
+    # A miss: the free buffers are of sizes the caller no longer asks for. Letting them go
+    # bounds what is kept to about one step's reserves, however the sequence lengths vary.
+    kept[:] = [t for t, f in zip(kept, free) if not f]
     t = _empty(n, like, dtype)
     kept.append(t)
     if len(kept) > _RESERVES_KEPT:
