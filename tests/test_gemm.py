@@ -5,7 +5,9 @@ import pytest
 
 from fastrnn import _C
 
-SHAPES = [(1, 1, 1), (7, 13, 37), (37, 7, 13), (97, 130, 300), (64, 1030, 257), (300, 64, 600)]
+# The last two have a small C over a long depth, which the threads split (when there are two).
+SHAPES = [(1, 1, 1), (7, 13, 37), (37, 7, 13), (97, 130, 300), (64, 1030, 257), (300, 64, 600), (37, 29, 700),
+          (61, 45, 1001)]
 
 
 def scratch(dtype):
@@ -34,6 +36,17 @@ def test_gemm_beta_zero_does_not_read_c(isa):
     c = np.full((5, 4), np.nan)
     _C.gemm(False, False, 1.0, a, b, 0.0, c, scratch("float64"))
     np.testing.assert_array_equal(c, np.full((5, 4), 3.0))
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_gemm_split_depth_beta_zero_does_not_read_c(trans_a):
+    # A small C over a long depth: each thread sums part of the depth, the partials are added.
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((1001, 61) if trans_a else (61, 1001))
+    b = rng.standard_normal((1001, 45))
+    c = np.full((61, 45), np.nan)
+    _C.gemm(trans_a, False, 2.0, a, b, 0.0, c, scratch("float64"))
+    np.testing.assert_allclose(c, 2.0 * ((a.T if trans_a else a) @ b), rtol=1e-12, atol=1e-11)
 
 
 def test_gemm_with_empty_inner_dimension_scales_c():

@@ -21,9 +21,14 @@ inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
+// A product whose C has at most this many elements and whose depth is at least 4x C's larger
+// side has its depth split between the threads (parallel_gemm); each thread past the first
+// keeps its partial C in its scratch slot, after the packing buffers.
+constexpr int64_t kSplitDepthElems = 512 * 512;
+
 template <typename T>
 constexpr int64_t gemm_scratch_bytes() {
-  return round_up((kMC<T> * kKC + kKC * kNC<T>) * static_cast<int64_t>(sizeof(T)), 64);
+  return round_up((kMC<T> * kKC + kKC * kNC<T> + kSplitDepthElems) * static_cast<int64_t>(sizeof(T)), 64);
 }
 
 // A read from MR-row packed panels: a(k, i) = p[k * MR + i].
@@ -280,6 +285,42 @@ void parallel_gemm(const GemmArgs<T>& g, const GemmScratch& scratch) {
   const bool nested = omp_in_parallel();
   int threads = nested ? 1 : static_cast<int>(min_i64(omp_get_max_threads(), scratch.threads));
   if (g.M * g.N * g.K < 64 * 64 * 64) threads = 1;  // too small to pay for a parallel region
+  // A small C over a long depth (the weight gradients of small layers: 256 x 256 over 1600
+  // rows): splitting C's rows or columns makes every thread pack all of one operand and
+  // shortens the runs each packed block serves, so 2 threads ran only 1.5x as fast as one.
+  // Split the depth instead: each thread packs its own share of A and B and computes a whole
+  // partial C, and the partials are added in at the end, a share of the rows per thread.
+  if (threads > 1 && g.M * g.N <= kSplitDepthElems && g.K >= 4 * (g.M > g.N ? g.M : g.N)) {
+    const int64_t packed = kMC<T> * kKC + kKC * kNC<T>;  // elements before a slot's partial C
+#pragma omp parallel num_threads(threads)
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      T* a_buf = reinterpret_cast<T*>(scratch.data + t * scratch.bytes_per_thread);
+      const Range depth = split(g.K, t, nt);
+      GemmArgs<T> part = g;
+      part.K = depth.end - depth.begin;  // > 0: K >= 4 * max(M, N) >= threads
+      part.A = g.trans_a ? g.A + depth.begin * g.lda : g.A + depth.begin;
+      part.B = g.trans_b ? g.B + depth.begin : g.B + depth.begin * g.ldb;
+      if (t > 0) {
+        part.C = a_buf + packed;
+        part.ldc = g.N;
+        part.beta = T(0);
+      }
+      gemm_range(part, 0, g.M, 0, g.N, a_buf, a_buf + kMC<T> * kKC);
+#pragma omp barrier
+      const Range rows = split(g.M, t, nt);
+      for (int u = 1; u < nt; ++u) {
+        const T* partial = reinterpret_cast<const T*>(scratch.data + u * scratch.bytes_per_thread) + packed;
+        for (int64_t i = rows.begin; i < rows.end; ++i) {
+          T* c = g.C + i * g.ldc;
+          const T* p = partial + i * g.N;
+#pragma omp simd
+          for (int64_t j = 0; j < g.N; ++j) c[j] += p[j];
+        }
+      }
+    }
+    return;
+  }
   const bool split_columns = g.N >= threads * 4 * NR && g.M <= g.N;
 
   auto run = [&](int slot, int part, int parts) {
