@@ -8,8 +8,8 @@
 
 Each recurrent configuration times fastrnn.nn and torch.nn (same weights) alternately in one
 process, after warm-up, and reports the medians, the speedup, the GFLOP/s fastrnn achieves and
-that as a fraction of the matmul peak (measured at the start and again at the end: the higher). Each optimizer op times one step
-over the parameters of an LSTM language model (~14.4M) against torch.optim's fastest setting
+that as a fraction of the matmul peak (measured at the start and again at the end, the higher
+of the two). Each optimizer op times one step over the parameters of an LSTM language model (~14.4M) against torch.optim's fastest setting
 here, in GB/s against the measured memory bandwidth. `conv` times fastrnn.functional.conv2d and
 the fused conv_relu_pool2d on the layers of a small MNIST-like CNN and a ResNet-style 3x3 block
 against torch (the fused block against torch's conv2d + relu + max_pool2d), in GFLOP/s; `pool`

@@ -299,11 +299,7 @@ class RowSplitter {
   T check_ = T(0);
 };
 
-// The pooling of the fused block's Winograd output stage, in place: y00[k] = the max over
-// i of relu(y_i[k]) (y_0..3 = y00, y01, y10, y11: the window scanned row by row) with torch's
-// rule (a later value wins if greater, or if NaN; relu keeps NaN), y01[k] = its i. GCC does
-// not vectorise this select chain from plain code, hence the compares and blends by hand.
-// The scalar form of window_max for the last values.
+// window_max (below) for the values [k0, count), one at a time.
 template <typename T>
 inline void window_max_scalar(T* y00, T* y01, const T* y10, const T* y11, int64_t k0, int64_t count) {
   for (int64_t k = k0; k < count; ++k) {
@@ -317,6 +313,10 @@ inline void window_max_scalar(T* y00, T* y01, const T* y10, const T* y11, int64_
     y01[k] = at;
   }
 }
+// The pooling of the fused block's Winograd output stage, in place: y00[k] = the max over
+// i of relu(y_i[k]) (y_0..3 = y00, y01, y10, y11: the window scanned row by row) with torch's
+// rule (a later value wins if greater, or if NaN; relu keeps NaN), y01[k] = its i. GCC does
+// not vectorise this select chain from plain code, hence the compares and blends by hand.
 template <typename T>
 void window_max(T* y00, T* y01, const T* y10, const T* y11, int64_t count) {
   using S = Simd<T>;

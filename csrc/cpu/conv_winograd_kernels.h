@@ -102,6 +102,22 @@ inline void winograd_tiles(const T* m, int64_t m_xi, int64_t count, T bias, T* y
   }
 }
 
+// For each channel c < channels: winograd_tiles of its products (m + c * m_co) into the four
+// output phases (count values each, one after the other at yab), then
+// stage(c, y00, y01, y10, y11), the output stage's use of them.
+template <typename T, typename Stage>
+inline void for_each_channel_tiles(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, const T* bias,
+                                   int64_t count, T* yab, const Stage& stage) {
+  T* y00 = yab;
+  T* y01 = yab + count;
+  T* y10 = yab + 2 * count;
+  T* y11 = yab + 3 * count;
+  for (int64_t c = 0; c < channels; ++c) {
+    winograd_tiles(m + c * m_co, m_xi, count, bias == nullptr ? T(0) : bias[c], y00, y01, y10, y11);
+    stage(c, y00, y01, y10, y11);
+  }
+}
+
 }  // namespace
 
 // y[c][2 ty + a][2 tx + b] = (A^T m A)[a][b] + bias[c] (bias may be null) for the tiles k =
@@ -114,12 +130,8 @@ template <typename T>
 void winograd_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, const T* bias, int64_t k0,
                      int64_t count, int64_t tc, int64_t out_h, int64_t out_w, T* y, T* yab) {
   const int64_t tw = tc - 1;
-  T* y00 = yab;
-  T* y01 = yab + count;
-  T* y10 = yab + 2 * count;
-  T* y11 = yab + 3 * count;
-  for (int64_t c = 0; c < channels; ++c) {
-    winograd_tiles(m + c * m_co, m_xi, count, bias == nullptr ? T(0) : bias[c], y00, y01, y10, y11);
+  for_each_channel_tiles(m, m_co, m_xi, channels, bias, count, yab,
+                         [&](int64_t c, const T* y00, const T* y01, const T* y10, const T* y11) {
     for (int64_t ty = k0 / tc; ty * tc < k0 + count; ++ty) {
       const int64_t row = ty * tc;
       const int64_t lo = std::max<int64_t>(0, k0 - row), hi = std::min(tw, k0 + count - row);
@@ -129,7 +141,7 @@ void winograd_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, c
       interleave_pairs(y00 + at, y01 + at, n, top);
       if (2 * ty + 1 < out_h) interleave_pairs(y10 + at, y11 + at, n, top + out_w);
     }
-  }
+  });
 }
 
 // The fused block's output stage: a tile's 2x2 outputs are one 2x2 pooling window. For the
@@ -144,12 +156,7 @@ void winograd_pool_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channe
                           int64_t count, int64_t tc, int64_t out_w, int64_t ph, int64_t pw, T* y, int64_t* indices,
                           T* yab) {
   const int64_t pooled = ph * pw;
-  T* y00 = yab;
-  T* y01 = yab + count;
-  T* y10 = yab + 2 * count;
-  T* y11 = yab + 3 * count;
-  for (int64_t c = 0; c < channels; ++c) {
-    winograd_tiles(m + c * m_co, m_xi, count, bias == nullptr ? T(0) : bias[c], y00, y01, y10, y11);
+  for_each_channel_tiles(m, m_co, m_xi, channels, bias, count, yab, [&](int64_t c, T* y00, T* y01, T* y10, T* y11) {
     window_max(y00, y01, y10, y11, count);
     for (int64_t ty = k0 / tc; ty * tc < k0 + count && ty < ph; ++ty) {
       const int64_t row = ty * tc;
@@ -162,7 +169,7 @@ void winograd_pool_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channe
         ir[tx] = (2 * ty + (q >> 1)) * out_w + 2 * tx + (q & 1);
       }
     }
-  }
+  });
 }
 
 // The instruction set's file includes this once, so its instances are made here.
