@@ -159,11 +159,12 @@ def test_inference_saves_nothing_and_gives_the_training_result(cell, monkeypatch
     assert torch.equal(y_inf, y_tr) and torch.equal(h_inf, h_tr) and torch.equal(c_inf, c_tr)
     # fastrnn.functional asks for a reserve only when a gradient will be needed (through the
     # op's body in an autograd.Function in eager mode, the custom op when traced; without
-    # autograd it calls the op's body directly). Argument 11 is `training`.
+    # autograd it calls rnn_inference, the body without training). Argument 11 is `training`.
     modes = []
     for entry in ("rnn_forward", "rnn_forward_impl"):
         real = getattr(ops, entry)
         monkeypatch.setattr(ops, entry, lambda *a, real=real: modes.append(a[11]) or real(*a))
+    monkeypatch.setattr(ops, "rnn_inference", lambda *a, real=ops.rnn_inference: modes.append(False) or real(*a))
     params = list(layer.parameters())
     with torch.no_grad():
         fastrnn_layer(cell, x, h0, c0, params, False)

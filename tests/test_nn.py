@@ -167,6 +167,57 @@ def test_module_results_follow_dtype_changes():
     assert_close(y, reference(x)[0], torch.float64, "output")
 
 
+class _Doubled(torch.nn.Module):
+    def forward(self, w):
+        return 2 * w
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_swapped_weights_are_used_like_torch(name):
+    """Weights replaced between calls reach the kernels, however they were replaced: a new
+    Parameter set as an attribute, one written into _parameters, torch.func.functional_call and
+    a parametrization (torch's getattr walk; ours reads _parameters unless a weight is missing)."""
+    reference, ours = make_pair(name, 4, 5, num_layers=2)
+    x = torch.randn(3, 2, 4, dtype=torch.float64)
+    ours(x)  # a first call, so later ones compare against the weights it saw
+    for module in (reference, ours):
+        module.weight_hh_l0 = torch.nn.Parameter(torch.full_like(module.weight_hh_l0, 0.05))
+    assert_close(ours(x)[0], reference(x)[0], torch.float64, "attribute")
+    for module in (reference, ours):
+        module._parameters["weight_ih_l1"] = torch.nn.Parameter(torch.full_like(module.weight_ih_l1, -0.03))
+    assert_close(ours(x)[0], reference(x)[0], torch.float64, "_parameters")
+    swapped = {"weight_hh_l1": torch.full_like(ours.weight_hh_l1, 0.02)}
+    assert_close(torch.func.functional_call(ours, swapped, (x,))[0],
+                 torch.func.functional_call(reference, swapped, (x,))[0], torch.float64, "functional_call")
+    assert_close(ours(x)[0], reference(x)[0], torch.float64, "after functional_call")
+    for module in (reference, ours):
+        torch.nn.utils.parametrize.register_parametrization(module, "weight_hh_l0", _Doubled())
+    assert_close(ours(x)[0], reference(x)[0], torch.float64, "parametrization")
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_zero_initial_states_are_shared_safely(name):
+    """Calls without hx share kept zero states: they stay zero, never reach the caller, and a
+    training step through them gives torch's gradients."""
+    reference, ours = make_pair(name, 3, 4, num_layers=2, bidirectional=True)
+    for batch in (2, 5, 2):
+        x = torch.randn(6, batch, 3, dtype=torch.float64)
+        with torch.no_grad():
+            y, hidden = ours(x)
+        for h, h_ref in zip(flat(hidden), flat(reference(x)[1])):
+            assert_close(h, h_ref, torch.float64, "h_n")
+            h.fill_(7.0)  # what the caller does with its states must not reach the next call
+        assert_close(ours(x)[0].detach(), reference(x)[0].detach(), torch.float64, "output")
+    x = torch.randn(6, 2, 3, dtype=torch.float64, requires_grad=True)
+    ours(x)[0].sum().backward()
+    grad = x.grad
+    x.grad = None
+    reference(x)[0].sum().backward()
+    assert_close(grad, x.grad, torch.float64, "dx")
+    for (n, p), p_ref in zip(ours.named_parameters(), reference.parameters()):
+        assert_close(p.grad, p_ref.grad, torch.float64, n)
+
+
 @pytest.mark.parametrize("name", MODULES)
 def test_dropout_between_layers_only_when_training(name):
     x = torch.randn(5, 3, 4, dtype=torch.float64)

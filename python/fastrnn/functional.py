@@ -52,11 +52,12 @@ def run_layer(cell: str, x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih:
     if training and ops.eager(x):
         y, h_n, c_n, _ = ops.rnn_forward_eager(*args, _contiguous(recurrent_mask))
         return y, h_n, c_n
-    # Without autograd or tracing the op's body can be called directly, saving the dispatch.
-    forward = ops.rnn_forward if training or torch.compiler.is_compiling() else ops.rnn_forward_impl
+    if not training and not torch.compiler.is_compiling():
+        # Without autograd or tracing the op's body can be called directly, saving the dispatch.
+        return ops.rnn_inference(*args[:-1], _contiguous(recurrent_mask))
     # The mask goes along only when there is one: the op's plain call is unchanged without it.
     masks = () if recurrent_mask is None else (recurrent_mask.contiguous(),)
-    y, h_n, c_n, _ = forward(*args, *masks)
+    y, h_n, c_n, _ = ops.rnn_forward(*args, *masks)
     return y, h_n, c_n
 
 
@@ -79,10 +80,11 @@ def run_bidirectional_layer(cell: str, x: Tensor, forward: tuple, reverse: tuple
     if training and ops.eager(x):
         y, h_n, c_n, _, h_n_r, c_n_r, _ = ops.rnn_bidirectional_forward_eager(*args, *map(_contiguous, recurrent_masks))
         return y, (h_n, c_n), (h_n_r, c_n_r)
-    op = (ops.rnn_bidirectional_forward if training or torch.compiler.is_compiling()
-          else ops.rnn_bidirectional_forward_impl)
-    y, h_n, c_n, _, h_n_r, c_n_r, _ = op(*args, *(() if all(m is None for m in recurrent_masks) else
-                                                  map(_contiguous, recurrent_masks)))
+    if not training and not torch.compiler.is_compiling():
+        # Without autograd or tracing the op's body can be called directly, saving the dispatch.
+        return ops.rnn_bidirectional_inference(*args[:-1], *map(_contiguous, recurrent_masks))
+    y, h_n, c_n, _, h_n_r, c_n_r, _ = ops.rnn_bidirectional_forward(
+        *args, *(() if all(m is None for m in recurrent_masks) else map(_contiguous, recurrent_masks)))
     return y, (h_n, c_n), (h_n_r, c_n_r)
 
 

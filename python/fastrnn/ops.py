@@ -211,31 +211,43 @@ def _check_masks_on_cpu(directions: List[_Direction]) -> None:
                                       f"kernels so far; got a mask on {d.recurrent_mask.device}")
 
 
-def _forward(x: Tensor, batch_sizes: Optional[Tensor], cell: int, training: bool, directions: List[_Direction]):
+def _forward(x: Tensor, batch_sizes: Optional[Tensor], cell: int, training: bool, directions: List[_Direction],
+             placeholders: bool = True):
     """Runs one direction, or two side by side, in one kernel call. Returns y, whose rows hold
-    the directions' outputs one after the other, and per direction (h_n, c_n, reserve)."""
+    the directions' outputs one after the other, and per direction (h_n, c_n, reserve).
+
+    c_n (unless LSTM) and the reserve (unless training) are empty tensors, as the ops' schemas
+    want; a caller that is not an op (an inference call) passes placeholders=False and gets None
+    for them, which spares two allocations a direction (a batch-1 call notices).
+    """
     _check_masks_on_cpu(directions)
     lstm = cell == _LSTM
-    P = directions[0].h0.shape[1]
-    H = _hidden_size(directions[0].weight_hh, cell)
-    rows = _rows(x, batch_sizes)
-    y = _empty(x.shape[:-1] + (len(directions) * P,), x)
-    y_halves = _per_direction(y, P, len(directions))
-    sizes = [_buffer_sizes(cell, x, d.h0, d.weight_hh, d.weight_hr, batch_sizes)[1] for d in directions]
-    workspaces = _workspaces_for(sizes, x)
+    first = directions[0]
+    B, P = first.h0.shape
+    H = _hidden_size(first.weight_hh, cell)
+    count = len(directions)
+    y = _empty(x.shape[:-1] + (count * P,), x)
+    y_halves = _per_direction(y, P, count)
+    # The directions of one layer have the same sizes (the kernels check that each workspace fits).
+    workspace_bytes = _buffer_sizes(cell, x, first.h0, first.weight_hh, first.weight_hr, batch_sizes)[1]
+    workspaces = _workspaces_for([workspace_bytes] * count, x)
+    width = _reserve_width(cell, H, first.weight_hr is not None, training)
+    rows = _rows(x, batch_sizes) if width else 0
+    launch = _launch(x)
+    x_view, batch_sizes_view = to_dlpack(x), _view(batch_sizes)
     calls, results = [], []
-    for k, (d, workspace) in enumerate(zip(directions, workspaces)):
-        h_n = _empty(d.h0.shape, d.h0)
-        c_n = _empty((d.h0.shape[0], H), d.h0) if lstm else x.new_empty(0)
-        width = _reserve_width(cell, H, d.weight_hr is not None, training)
-        reserve = _reserve_buffer((rows, width), x, _reserve_dtype(x)) if width else x.new_empty(0)
-        calls.append({**_launch(x),
-            "reverse": d.reverse, "x": _view(x), "h0": _view(d.h0), "c0": _view(d.c0 if lstm else None),
-            "weight_ih": _view(d.weight_ih), "weight_hh": _view(d.weight_hh), "bias_ih": _view(d.bias_ih),
-            "bias_hh": _view(d.bias_hh), "weight_hr": _view(d.weight_hr), "batch_sizes": _view(batch_sizes),
-            "recurrent_mask": _view(d.recurrent_mask), "y": _view(y_halves[k]), "h_n": _view(h_n),
-            "c_n": _view(c_n if lstm else None),
-            "reserve": _view(reserve if width else None), "workspace": _view(workspace)})
+    for d, y_half, workspace in zip(directions, y_halves, workspaces):
+        h_n = _empty((B, P), x)
+        c_n = _empty((B, H), x) if lstm else x.new_empty(0) if placeholders else None
+        reserve = (_reserve_buffer((rows, width), x, _reserve_dtype(x)) if width
+                   else x.new_empty(0) if placeholders else None)
+        calls.append({**launch,
+            "reverse": d.reverse, "x": x_view, "h0": to_dlpack(d.h0), "c0": _view(d.c0) if lstm else None,
+            "weight_ih": to_dlpack(d.weight_ih), "weight_hh": to_dlpack(d.weight_hh), "bias_ih": _view(d.bias_ih),
+            "bias_hh": _view(d.bias_hh), "weight_hr": _view(d.weight_hr), "batch_sizes": batch_sizes_view,
+            "recurrent_mask": _view(d.recurrent_mask), "y": to_dlpack(y_half), "h_n": to_dlpack(h_n),
+            "c_n": to_dlpack(c_n) if lstm else None, "reserve": to_dlpack(reserve) if width else None,
+            "workspace": to_dlpack(workspace)})
         results.append((h_n, c_n, reserve))
     _C.rnn_forward(cell, training, calls)
     return y, results
@@ -377,6 +389,17 @@ def rnn_forward_impl(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Ten
 rnn_forward = torch.library.custom_op("fastrnn::rnn_forward", mutates_args=())(rnn_forward_impl)
 
 
+def rnn_inference(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
+                  bias_ih: Optional[Tensor], bias_hh: Optional[Tensor], weight_hr: Optional[Tensor],
+                  batch_sizes: Optional[Tensor], cell: int, reverse: bool,
+                  recurrent_mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """rnn_forward_impl with training=False, called directly (no autograd graph, no tracing):
+    (y, h_n, c_n), c_n None unless LSTM."""
+    direction = _Direction(reverse, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, recurrent_mask)
+    y, [(h_n, c_n, _)] = _forward(x, batch_sizes, cell, False, [direction], placeholders=False)
+    return y, h_n, c_n
+
+
 @rnn_forward.register_fake
 def _(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes, cell, reverse, training,
       recurrent_mask=None):
@@ -464,6 +487,21 @@ def rnn_bidirectional_forward_impl(
 
 rnn_bidirectional_forward = torch.library.custom_op("fastrnn::rnn_bidirectional_forward",
                                                     mutates_args=())(rnn_bidirectional_forward_impl)
+
+
+def rnn_bidirectional_inference(
+        x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[Tensor],
+        bias_hh: Optional[Tensor], weight_hr: Optional[Tensor], h0_reverse: Tensor, c0_reverse: Optional[Tensor],
+        weight_ih_reverse: Tensor, weight_hh_reverse: Tensor, bias_ih_reverse: Optional[Tensor],
+        bias_hh_reverse: Optional[Tensor], weight_hr_reverse: Optional[Tensor], batch_sizes: Optional[Tensor],
+        cell: int, recurrent_mask: Optional[Tensor] = None, recurrent_mask_reverse: Optional[Tensor] = None):
+    """rnn_bidirectional_forward_impl with training=False, called directly (no autograd graph,
+    no tracing): (y, (h_n, c_n), (h_n_reverse, c_n_reverse)), the c_n None unless LSTM."""
+    directions = [_Direction(False, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, recurrent_mask),
+                  _Direction(True, h0_reverse, c0_reverse, weight_ih_reverse, weight_hh_reverse, bias_ih_reverse,
+                             bias_hh_reverse, weight_hr_reverse, recurrent_mask_reverse)]
+    y, [(h_n, c_n, _), (h_n_r, c_n_r, _)] = _forward(x, batch_sizes, cell, False, directions, placeholders=False)
+    return y, (h_n, c_n), (h_n_r, c_n_r)
 
 
 @rnn_bidirectional_forward.register_fake

@@ -21,6 +21,7 @@ The masks come from torch's default generator, so ``torch.manual_seed`` reproduc
 """
 
 import numbers
+import threading
 from typing import Optional, Tuple
 
 import torch
@@ -28,11 +29,16 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
 from .. import functional as _F
+from .. import ops
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
 
-def _cell_name(module) -> str:
-    return {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}[module.mode]
+_CELL_NAMES = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}  # by module.mode
+_MISSING = object()
+
+
+def _new_zeros(like: Tensor, batch: int, width: int) -> Tensor:
+    return like.new_zeros(batch, width)
 
 
 def _check_dtype(input: Tensor, what: str) -> None:  # noqa: A002
@@ -44,11 +50,36 @@ def _check_dtype(input: Tensor, what: str) -> None:  # noqa: A002
 
 def _check_devices(input: Tensor, hidden, params) -> None:  # noqa: A002
     """torch.nn's RNN device checks (hidden states first, then parameters), in its words."""
+    device = input.device
     for kind, tensors in (("hidden", hidden), ("parameter", params)):
         for t in tensors:
-            if t is not None and t.device != input.device:
+            if t is not None and t.device != device:
                 raise RuntimeError(f"Input and {kind} tensors are not at the same device, found input tensor at "
-                                   f"{input.device} and {kind} tensor at {t.device}")
+                                   f"{device} and {kind} tensor at {t.device}")
+
+
+class _ZeroStates(threading.local):
+    """Zero initial states, kept per thread and handed to every call that has no hx.
+
+    The kernels only read h0 and c0, and a zero state is never returned to the caller, so one
+    tensor per (shape, dtype, device) serves every layer, direction and call: a batch-1 call
+    then allocates nothing for its absent state (each allocation costs it microseconds).
+    """
+
+    def __init__(self):
+        self.kept = {}
+
+    def get(self, like: Tensor, batch: int, width: int) -> Tensor:
+        key = (batch, width, like.dtype, like.device)
+        zeros = self.kept.get(key)
+        if zeros is None:
+            if len(self.kept) >= 16:
+                self.kept.clear()
+            zeros = self.kept[key] = like.new_zeros(batch, width)
+        return zeros
+
+
+_zero_states = _ZeroStates()
 
 
 def _probability(name: str, p) -> float:
@@ -85,7 +116,7 @@ class _FusedRNNBase:
         return s
 
     def forward(self, input, hx=None):  # noqa: A002 - torch's argument name
-        self._update_flat_weights()
+        self._sync_flat_weights()
         lstm = self.mode == "LSTM"
         name = type(self).__name__
         packed = isinstance(input, PackedSequence)
@@ -101,20 +132,15 @@ class _FusedRNNBase:
             batched = input.dim() == 3
             if not batched:
                 input = input.unsqueeze(1 if not self.batch_first else 0)  # noqa: A001
-        if hx is not None:
-            hx = self._check_hidden_rank(hx, batched, lstm)
-        num_directions = 2 if self.bidirectional else 1
         batch = int(batch_sizes[0]) if packed else input.size(0 if self.batch_first else 1)
-        out_size = self.proj_size if self.proj_size > 0 else self.hidden_size
         if hx is None:
-            # Zero states are made here in the right shapes, so only the input needs checking.
+            # Zero states: only the input needs checking (_run_layers makes them).
             self.check_input(input, batch_sizes)
-            zeros = input.new_zeros(self.num_layers * num_directions, batch, out_size)
-            hx = (zeros, input.new_zeros(self.num_layers * num_directions, batch, self.hidden_size)) if lstm else zeros
         else:
+            hx = self._check_hidden_rank(hx, batched, lstm)
             self.check_forward_args(input, hx, batch_sizes)
             hx = self.permute_hidden(hx, sorted_indices)
-        _check_devices(input, hx if lstm else (hx,), self._flat_weights)
+        _check_devices(input, () if hx is None else hx if lstm else (hx,), self._flat_weights)
         _check_dtype(input, name)
 
         if self.batch_first and not packed:
@@ -131,6 +157,21 @@ class _FusedRNNBase:
             hidden = tuple(h.squeeze(1) for h in hidden) if lstm else hidden.squeeze(1)
         return output, self.permute_hidden(hidden, unsorted_indices)
 
+    def _sync_flat_weights(self) -> None:
+        """torch.nn's _update_flat_weights: weights swapped in since the last call (as
+        torch.func.functional_call does) are picked up. Reads the registered parameters directly,
+        which gives torch's answer at a fraction of its getattr walk's cost (a batch-1 call
+        notices); a weight that is not a registered parameter (a parametrization) takes torch's walk."""
+        params = self._parameters
+        for ref, name in zip(self._flat_weight_refs, self._flat_weights_names):
+            weight = params.get(name, _MISSING)
+            if weight is _MISSING:
+                self._update_flat_weights()
+                return
+            if weight is not None and ref is not None and ref() is not weight:
+                self._init_flat_weights()
+                return
+
     def _check_hidden_rank(self, hx, batched: bool, lstm: bool):
         """torch.nn's rank checks on a given hx; unbatched states gain their batch dimension."""
         rank = 3 if batched else 2
@@ -145,47 +186,61 @@ class _FusedRNNBase:
         return hx if batched else hx.unsqueeze(1)
 
     def _run_layers(self, x: Tensor, hx, batch_sizes: Optional[Tensor], batch: int):
-        """Every layer, one kernel call each (both directions in one): (output, h_n) or (output, (h_n, c_n))."""
+        """Every layer, one kernel call each (both directions in one): (output, h_n) or (output, (h_n, c_n)).
+        hx None: zero initial states."""
         lstm = self.mode == "LSTM"
-        cell = _cell_name(self)
-        h0, c0 = hx if lstm else (hx, None)
+        cell = _CELL_NAMES[self.mode]
         num_directions = 2 if self.bidirectional else 1
+        out_size = self.proj_size if self.proj_size > 0 else self.hidden_size
         if batch == 0:  # nothing to compute: torch.nn returns empty results too
-            out = x.new_zeros(x.shape[:-1] + (num_directions * h0.shape[-1],))
-            return out, ((h0.clone(), c0.clone()) if lstm else h0.clone())
+            out = x.new_zeros(x.shape[:-1] + (num_directions * out_size,))
+            h = x.new_zeros(self.num_layers * num_directions, 0, out_size)
+            return out, ((h, x.new_zeros(h.shape[:-1] + (self.hidden_size,))) if lstm else h)
+        if hx is None:
+            # Every layer and direction starts from the same zeros (the kernels only read them).
+            zeros = (_zero_states.get if ops.eager(x) else _new_zeros)
+            h0 = [zeros(x, batch, out_size)] * (self.num_layers * num_directions)
+            c0 = [zeros(x, batch, self.hidden_size)] * len(h0) if lstm else None
+        else:
+            h0, c0 = hx if lstm else (hx, None)
         weights = self._flat_weights
         per_direction = len(weights) // (self.num_layers * num_directions)
+        projected = self.proj_size > 0
 
         def direction(k):
             """(h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) of layer-direction k."""
             w = weights[k * per_direction:(k + 1) * per_direction]
             biases = (w[2], w[3]) if self.bias else (None, None)
-            return (h0[k], c0[k] if lstm else None, w[0], w[1], *biases, w[-1] if self.proj_size > 0 else None)
+            return (h0[k], c0[k] if lstm else None, w[0], w[1], *biases, w[-1] if projected else None)
 
-        p_in = getattr(self, "input_dropout", 0.0) if self.training else 0.0
-        p_rec = getattr(self, "recurrent_dropout", 0.0) if self.training else 0.0
+        training = self.training
+        p_in = getattr(self, "input_dropout", 0.0) if training else 0.0
+        p_rec = getattr(self, "recurrent_dropout", 0.0) if training else 0.0
         if p_in > 0 and batch_sizes is not None:  # the batch row of each packed row
             row_batch = torch.cat([torch.arange(int(n), device=x.device) for n in batch_sizes])
         if getattr(self, "_dropout_masks", None) != []:  # (nn.Module.__setattr__ costs microseconds a call)
             self._dropout_masks = []
         h_n, c_n = [], []
         for layer in range(self.num_layers):
-            input_mask = _dropout_mask((batch, x.shape[-1]), p_in, x) if p_in > 0 else None
-            if input_mask is not None:
-                x = x * (input_mask[row_batch] if batch_sizes is not None else input_mask)
-            masks = [_dropout_mask((batch, h0.shape[-1]), p_rec, x) if p_rec > 0 else None
-                     for _ in range(num_directions)]
+            masks = (None, None)
             if p_in > 0 or p_rec > 0:
-                self._dropout_masks.append((input_mask, masks))
+                input_mask = _dropout_mask((batch, x.shape[-1]), p_in, x) if p_in > 0 else None
+                if input_mask is not None:
+                    x = x * (input_mask[row_batch] if batch_sizes is not None else input_mask)
+                masks = tuple(_dropout_mask((batch, out_size), p_rec, x) if p_rec > 0 else None
+                              for _ in range(num_directions))
+                self._dropout_masks.append((input_mask, list(masks)))
             if num_directions == 1:
                 x, h, c = _F.run_layer(cell, x, *direction(layer), batch_sizes, recurrent_mask=masks[0])
-                states = [(h, c)]
+                h_n.append(h)
+                c_n.append(c)
             else:  # both directions side by side, writing the halves of one output
-                x, *states = _F.run_bidirectional_layer(cell, x, direction(2 * layer), direction(2 * layer + 1),
-                                                        batch_sizes, recurrent_masks=tuple(masks))
-            h_n += [h for h, _ in states]
-            c_n += [c for _, c in states]
-            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                x, (h, c), (h_r, c_r) = _F.run_bidirectional_layer(cell, x, direction(2 * layer),
+                                                                   direction(2 * layer + 1), batch_sizes,
+                                                                   recurrent_masks=masks)
+                h_n += [h, h_r]
+                c_n += [c, c_r]
+            if self.dropout > 0 and training and layer < self.num_layers - 1:
                 x = torch.nn.functional.dropout(x, self.dropout, training=True)
         # One layer and direction: its fresh h_n as a view, which costs less than stack's copy.
         stack = (lambda ts: ts[0].unsqueeze(0)) if len(h_n) == 1 else torch.stack
