@@ -50,12 +50,17 @@ int recurrence_threads(const RnnDims& d) {
 // to run full row blocks (a block also ends with the sequence).
 inline int64_t block_steps(const RnnDims& d) { return ceil_div(64, d.B); }
 
-// Whether the forward reads W_ih and W_hh in place (rowdot) instead of packing them. At a few
-// rows per step packing costs more than it saves: each call packs the weights afresh, from
-// memory when they went cold since the last call (a batch-1 GRU's 384 KiB: ~100 us, as much as
-// 15 of its steps), and the one-row panel product loads 3 values per 2 FMAs where rowdot's
-// 8-unit tile loads 9 per 8.
+// Whether the forward reads W_hh (and, for a short call, W_ih) in place (rowdot) instead of
+// packing them. At a few rows per step packing costs more than it saves: each call packs the
+// weights afresh, from memory when they went cold since the last call (a batch-1 GRU's 384 KiB:
+// ~100 us, as much as 15 of its steps), and the one-row panel product loads 3 values per 2 FMAs
+// where rowdot's 8-unit tile loads 9 per 8.
 inline bool weights_in_place(const RnnDims& d) { return kHasRowDot && d.B <= 4; }
+// W_ih the same way only for a call of few rows: the projection runs on blocks of up to 64 rows
+// (block_steps), where the packed panel product's 12-row blocks beat rowdot once the call has
+// rows enough to repay packing W_ih (B1 H128, in one process against rowdot: T100 1.03-1.045x,
+// T64 1.036x, T48 1.012x, T32 0.99-1.01x, T10 0.96x, T1 0.91x; B4 T100 1.05-1.135x).
+inline bool input_weights_in_place(const RnnDims& d) { return weights_in_place(d) && d.rows < 64; }
 
 template <typename T>
 struct ThreadSpace {
@@ -76,9 +81,8 @@ ThreadSpace<T> thread_space(char* base, const RnnDims& d, int n, bool backward, 
   Carver c(base);
   ThreadSpace<T> s;
   if (!backward) {
-    const bool packed = !weights_in_place(d);
-    s.wi_pack = c.take<T>(packed ? h_chunks * d.G * d.I * NR : 0);
-    s.w_pack = c.take<T>(packed ? h_chunks * d.G * d.P * NR : 0);
+    s.wi_pack = c.take<T>(input_weights_in_place(d) ? 0 : h_chunks * d.G * d.I * NR);
+    s.w_pack = c.take<T>(weights_in_place(d) ? 0 : h_chunks * d.G * d.P * NR);
     if (d.proj) s.wr_pack = c.take<T>(p_chunks * d.H * NR);
     s.x_block = c.take<T>(h_chunks * block_steps(d) * d.B * d.G * NR);
     s.tile = c.take<T>(mpad * d.G * NR);
@@ -270,16 +274,18 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
   // W_ih and W_hh rows of those units, used transposed), and for the projection its output
   // columns.
   const int64_t I = d.I;
-  const bool in_place = weights_in_place(d);
-  for (int64_t c = hc.begin; c < hc.end && !in_place; ++c) {
+  const bool in_place = weights_in_place(d), wi_in_place = input_weights_in_place(d);
+  for (int64_t c = hc.begin; c < hc.end; ++c) {
     const int64_t j0 = c * NR, cols = min_i64(NR, H - j0);
     for (int k = 0; k < G; ++k) {
       const T* wi = job.weight_ih + (k * H + j0) * I;
-      pack_b_columns<T>(I, cols, [&](int64_t j) { return wi + j * I; },
-                        ts.wi_pack + ((c - hc.begin) * G + k) * I * NR);
+      if (!wi_in_place)
+        pack_b_columns<T>(I, cols, [&](int64_t j) { return wi + j * I; },
+                          ts.wi_pack + ((c - hc.begin) * G + k) * I * NR);
       const T* wh = job.weight_hh + (k * H + j0) * P;
-      pack_b_columns<T>(P, cols, [&](int64_t j) { return wh + j * P; },
-                        ts.w_pack + ((c - hc.begin) * G + k) * P * NR);
+      if (!in_place)
+        pack_b_columns<T>(P, cols, [&](int64_t j) { return wh + j * P; },
+                          ts.w_pack + ((c - hc.begin) * G + k) * P * NR);
     }
   }
   if (d.proj) {
@@ -307,7 +313,7 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
       auto x_row = [&](int64_t r) { return job.x + (lo + r) * I; };
       for (int64_t c = hc.begin; c < hc.end; ++c) {
         T* out = ts.x_block + (c - hc.begin) * x_block_chunk;
-        if (in_place) {
+        if (wi_in_place) {
           gates_in_place<T>(hi - lo, I, x_row, job.weight_ih, H, c * NR, min_i64(NR, H - c * NR), G, out);
         } else {
           const T* wi = ts.wi_pack + (c - hc.begin) * G * I * NR;
