@@ -59,11 +59,12 @@ def _check_devices(input: Tensor, hidden, params) -> None:  # noqa: A002
 
 
 class _ZeroStates(threading.local):
-    """Zero initial states, kept per thread and handed to every call that has no hx.
+    """Zero initial states, kept per thread and handed to every CPU call that has no hx.
 
     The kernels only read h0 and c0, and a zero state is never returned to the caller, so one
     tensor per (shape, dtype, device) serves every layer, direction and call: a batch-1 call
-    then allocates nothing for its absent state (each allocation costs it microseconds).
+    then allocates nothing for its absent state (each allocation costs it microseconds). States
+    over 1 MiB, whose allocation a call does not notice, are not kept.
     """
 
     def __init__(self):
@@ -73,9 +74,11 @@ class _ZeroStates(threading.local):
         key = (batch, width, like.dtype, like.device)
         zeros = self.kept.get(key)
         if zeros is None:
-            if len(self.kept) >= 16:
-                self.kept.clear()
-            zeros = self.kept[key] = like.new_zeros(batch, width)
+            zeros = like.new_zeros(batch, width)
+            if zeros.nbytes <= 1 << 20:
+                if len(self.kept) >= 16:
+                    self.kept.clear()
+                self.kept[key] = zeros
         return zeros
 
 
@@ -197,8 +200,9 @@ class _FusedRNNBase:
             h = x.new_zeros(self.num_layers * num_directions, 0, out_size)
             return out, ((h, x.new_zeros(h.shape[:-1] + (self.hidden_size,))) if lstm else h)
         if hx is None:
-            # Every layer and direction starts from the same zeros (the kernels only read them).
-            zeros = (_zero_states.get if ops.eager(x) else _new_zeros)
+            # Every layer and direction starts from the same zeros (the kernels only read them). On
+            # CUDA fresh ones: kept zeros made on one stream could be read on another too early.
+            zeros = _zero_states.get if x.is_cpu and ops.eager(x) else _new_zeros
             h0 = [zeros(x, batch, out_size)] * (self.num_layers * num_directions)
             c0 = [zeros(x, batch, self.hidden_size)] * len(h0) if lstm else None
         else:
