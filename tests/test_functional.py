@@ -16,7 +16,8 @@ from conftest import CELLS, DTYPES, assert_close, torch_layer, torch_reference
 # its row pairs and single rows, 8-unit groups and a depth left over from the vectors.
 SIZES = [(1, 1, 1, 1), (7, 3, 13, 7), (13, 9, 37, 13), (40, 5, 7, 64), (23, 1, 64, 37), (9, 11, 19, 97),
          (17, 3, 33, 24), (3, 6, 5, 521), (4, 29, 6, 23),
-         (70, 2, 21, 45)]  # batch <= 4 over >= 64 rows: W_ih packed, W_hh read in place (CPU)
+         (70, 2, 21, 45),  # batch <= 4 over >= 64 rows: W_ih packed, W_hh read in place (CPU)
+         (2, 11, 13, 40)]  # two steps at batch 11: both weights read in place (CPU)
 
 
 def fastrnn_layer(cell, x, h0, c0, params, reverse):

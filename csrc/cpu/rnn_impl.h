@@ -54,8 +54,13 @@ inline int64_t block_steps(const RnnDims& d) { return ceil_div(64, d.B); }
 // packing them. At a few rows per step packing costs more than it saves: each call packs the
 // weights afresh, from memory when they went cold since the last call (a batch-1 GRU's 384 KiB:
 // ~100 us, as much as 15 of its steps), and the one-row panel product loads 3 values per 2 FMAs
-// where rowdot's 8-unit tile loads 9 per 8.
-inline bool weights_in_place(const RnnDims& d) { return kHasRowDot && d.B <= 4; }
+// where rowdot's 8-unit tile loads 9 per 8. A call of one or two steps (a cell, a short chunk)
+// reads each packed weight only once or twice, so packing does not pay there either up to a
+// batch of 64: against packing, in one process, LSTM T1 B16 H256 1.74x, T1 B64 H512 1.10-1.13x,
+// T2 B16 1.34x, T2 B64 1.02x; at T1 B128 0.996x and B256 0.95x, at T4 B32 0.97x.
+inline bool weights_in_place(const RnnDims& d) {
+  return kHasRowDot && (d.B <= 4 || (d.B <= 64 && d.rows <= 2 * d.B));
+}
 // W_ih the same way only for a call of few rows: the projection runs on blocks of up to 64 rows
 // (block_steps), where the packed panel product's 12-row blocks beat rowdot once the call has
 // rows enough to repay packing W_ih (B1 H128, in one process against rowdot: T100 1.03-1.045x,
