@@ -291,23 +291,25 @@ class _FusedCellBase:
             input = input.unsqueeze(0)  # noqa: A001
             states = None if states is None else tuple(s.unsqueeze(0) for s in states)
         batch = input.size(0)
-        if states is None:
-            zeros = input.new_zeros(batch, self.hidden_size)
+        if states is None:  # kept zeros on the CPU, as the layers use (see _ZeroStates)
+            zeros = (_zero_states.get if input.is_cpu and ops.eager(input) else _new_zeros)(input, batch,
+                                                                                          self.hidden_size)
             states = (zeros, zeros) if lstm else (zeros,)
-        self._check_cell_args(input, states)
+        weight_ih, weight_hh = self.weight_ih, self.weight_hh  # (each attribute read costs a module lookup)
+        self._check_cell_args(input, states, weight_ih, weight_hh)
         if batch == 0:
             out = tuple(input.new_zeros(0, self.hidden_size) for _ in states)
         else:
             cell = "lstm" if lstm else "gru" if isinstance(self, torch.nn.GRUCell) else f"rnn_{self.nonlinearity}"
             bias = (self.bias_ih, self.bias_hh) if self.bias else (None, None)
-            y, h, c = _F.run_layer(cell, input.unsqueeze(0), states[0], states[1] if lstm else None, self.weight_ih,
-                                   self.weight_hh, *bias)
+            y, h, c = _F.run_layer(cell, input.unsqueeze(0), states[0], states[1] if lstm else None, weight_ih,
+                                   weight_hh, *bias)
             out = (h, c) if lstm else (h,)
         if not batched:
             out = tuple(o.squeeze(0) for o in out)
         return out if lstm else out[0]
 
-    def _check_cell_args(self, input: Tensor, states) -> None:
+    def _check_cell_args(self, input: Tensor, states, weight_ih: Tensor, weight_hh: Tensor) -> None:
         """The checks torch's cells make, with their messages."""
         if input.size(1) != self.input_size:
             raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} expected {self.input_size}")
@@ -318,15 +320,16 @@ class _FusedCellBase:
                 raise RuntimeError(f"hidden{k} has inconsistent hidden_size: got {s.size(1)}, "
                                    f"expected {self.hidden_size}")
         # torch's matmuls report (left operand, weight) in its scalar-type names.
-        for t, weight in ((input, self.weight_ih), *((s, self.weight_hh) for s in states)):
+        for t, weight in ((input, weight_ih), *((s, weight_hh) for s in states)):
             if t.dtype != weight.dtype:
                 a, b = (_TORCH_TYPE_NAMES.get(d, str(d)) for d in (t.dtype, weight.dtype))
                 raise RuntimeError(f"mat1 and mat2 must have the same dtype, but got {a} and {b}")
         # torch's matmuls name the first two devices they meet.
-        for t in (self.weight_ih, *states, self.weight_hh):
-            if t.device != input.device:
+        device = input.device
+        for t in (weight_ih, *states, weight_hh):
+            if t.device != device:
                 raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
-                                   f"{input.device} and {t.device}!")
+                                   f"{device} and {t.device}!")
         _check_dtype(input, type(self).__name__)
 
 
