@@ -280,7 +280,7 @@ void forward_thread(const ForwardJob<T>& job, const ThreadSpace<T>& ts, int tid,
   // columns.
   const int64_t I = d.I;
   const bool in_place = weights_in_place(d), wi_in_place = input_weights_in_place(d);
-  for (int64_t c = hc.begin; c < hc.end; ++c) {
+  for (int64_t c = hc.begin; c < hc.end && !wi_in_place; ++c) {  // (W_ih in place: W_hh too)
     const int64_t j0 = c * NR, cols = min_i64(NR, H - j0);
     for (int k = 0; k < G; ++k) {
       const T* wi = job.weight_ih + (k * H + j0) * I;

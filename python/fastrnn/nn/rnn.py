@@ -37,8 +37,6 @@ _CELL_NAMES = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU":
 _MISSING = object()
 
 
-def _new_zeros(like: Tensor, batch: int, width: int) -> Tensor:
-    return like.new_zeros(batch, width)
 
 
 def _check_dtype(input: Tensor, what: str) -> None:  # noqa: A002
@@ -83,6 +81,15 @@ class _ZeroStates(threading.local):
 
 
 _zero_states = _ZeroStates()
+
+
+def _zero_state(like: Tensor, batch: int, width: int) -> Tensor:
+    """A (batch, width) zero initial state like `like`: kept zeros for a plain eager CPU call;
+    fresh ones on CUDA (kept zeros made on one stream could be read on another too early) and
+    under tracing or functorch (a kept tensor must not outlive the transform that made it)."""
+    if like.is_cpu and ops.eager(like):
+        return _zero_states.get(like, batch, width)
+    return like.new_zeros(batch, width)
 
 
 def _probability(name: str, p) -> float:
@@ -200,11 +207,9 @@ class _FusedRNNBase:
             h = x.new_zeros(self.num_layers * num_directions, 0, out_size)
             return out, ((h, x.new_zeros(h.shape[:-1] + (self.hidden_size,))) if lstm else h)
         if hx is None:
-            # Every layer and direction starts from the same zeros (the kernels only read them). On
-            # CUDA fresh ones: kept zeros made on one stream could be read on another too early.
-            zeros = _zero_states.get if x.is_cpu and ops.eager(x) else _new_zeros
-            h0 = [zeros(x, batch, out_size)] * (self.num_layers * num_directions)
-            c0 = [zeros(x, batch, self.hidden_size)] * len(h0) if lstm else None
+            # Every layer and direction starts from the same zeros (the kernels only read them).
+            h0 = [_zero_state(x, batch, out_size)] * (self.num_layers * num_directions)
+            c0 = [_zero_state(x, batch, self.hidden_size)] * len(h0) if lstm else None
         else:
             h0, c0 = hx if lstm else (hx, None)
         weights = self._flat_weights
@@ -291,9 +296,8 @@ class _FusedCellBase:
             input = input.unsqueeze(0)  # noqa: A001
             states = None if states is None else tuple(s.unsqueeze(0) for s in states)
         batch = input.size(0)
-        if states is None:  # kept zeros on the CPU, as the layers use (see _ZeroStates)
-            zeros = (_zero_states.get if input.is_cpu and ops.eager(input) else _new_zeros)(input, batch,
-                                                                                          self.hidden_size)
+        if states is None:
+            zeros = _zero_state(input, batch, self.hidden_size)
             states = (zeros, zeros) if lstm else (zeros,)
         weight_ih, weight_hh = self.weight_ih, self.weight_hh  # (each attribute read costs a module lookup)
         self._check_cell_args(input, states, weight_ih, weight_hh)
