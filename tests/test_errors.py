@@ -123,6 +123,33 @@ def test_core_refuses_overlapping_outputs():
         run_core(call)
 
 
+def test_core_h_n_may_be_left_out_only_of_a_one_step_call():
+    """A one-step call's y is its final state, so it may leave h_n out (the cells' entry); a
+    longer call may not."""
+    call = core_call()
+    del call["h_n"]
+    with pytest.raises(RuntimeError, match="h_n"):
+        run_core(call)
+    call = {**core_call(T=1), "h_n": None}
+    run_core(call)
+    expected = core_call(T=1)
+    run_core(expected)
+    np.testing.assert_array_equal(call["y"], expected["y"])
+    np.testing.assert_array_equal(call["y"][0], expected["h_n"])
+
+
+def test_cell_entry_refuses_wrong_shapes():
+    f = lambda *s: np.zeros(s)  # noqa: E731
+    _, ws_bytes, _ = _C.rnn_buffer_sizes(3, "float64", 2, 2, 4, 5)
+    args = dict(x=f(2, 4), h0=f(2, 5), c0=None, weight_ih=f(15, 4), weight_hh=f(15, 5), bias_ih=None, bias_hh=None,
+                h=f(2, 5), c=None, workspace=np.empty(ws_bytes, np.uint8))
+    _C.rnn_cell_forward(3, **args)
+    for name, value, match in (("x", f(1, 2, 4), "expected x of 2 dimensions"), ("h", f(2, 6), "y"),
+                               ("weight_hh", f(15, 4), "weight_hh"), ("workspace", np.empty(8, np.uint8), "workspace")):
+        with pytest.raises(RuntimeError, match=match):
+            _C.rnn_cell_forward(3, **{**args, name: value})
+
+
 def test_core_refuses_small_workspace_and_wrong_shapes():
     def refused(exc, match, **changes):
         call = {**core_call(), **changes}

@@ -1,5 +1,6 @@
 """fastrnn.nn against torch.nn: same interface, same results, same errors."""
 
+import contextlib
 import copy
 import io
 import pickle
@@ -286,6 +287,49 @@ def test_cells_match_torch(name, batched):
                 assert_close(p.grad, p_ref.grad, dtype, f"grad {pname}")
             reference.zero_grad()
             ours.zero_grad()
+
+
+CELL_CONFIGS = [("RNNCell", {"nonlinearity": "tanh"}), ("RNNCell", {"nonlinearity": "relu", "bias": False}),
+                ("LSTMCell", {}), ("LSTMCell", {"bias": False}), ("GRUCell", {}), ("GRUCell", {"bias": False})]
+
+
+@pytest.mark.parametrize("name,kwargs", CELL_CONFIGS, ids=lambda v: str(v))
+@pytest.mark.parametrize("batch", [1, 3, 16, 70])  # rowdot (<= 4), weights in place (<= 64), packed
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode", "frozen"])
+def test_cell_inference_matches_torch(name, kwargs, batch, mode):
+    """The cells' inference path (the kernel's one-step entry): batched and unbatched, with and
+    without hx, non-contiguous inputs, and parameters that do not require grad under grad mode."""
+    for dtype in (torch.float64, torch.float32):
+        reference, ours = make_pair(name, 13, 21, dtype=dtype, seed=batch, **kwargs)
+        if mode == "frozen":
+            for module in (reference, ours):
+                module.requires_grad_(False)
+        context = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode}.get(mode, contextlib.nullcontext)
+        g = torch.Generator().manual_seed(batch)
+        x = torch.randn(13, batch, dtype=dtype, generator=g).t()  # a transposed (non-contiguous) view
+        h = torch.randn(batch, 21, dtype=dtype, generator=g)
+        hx = (h, torch.randn(batch, 21, dtype=dtype, generator=g)) if name == "LSTMCell" else h
+        for args in ((x, hx), (x, None), (x[0], tuple(t[0] for t in flat(hx)) if name == "LSTMCell" else h[0])):
+            with context():
+                got, expected = ours(*args), reference(*args)
+            for a, b in zip(flat(got), flat(expected)):
+                assert a.shape == b.shape and not a.requires_grad
+                assert_close(a, b, dtype, f"{name} {mode}")
+
+
+@pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell"])
+def test_cell_swapped_weights_are_used_like_torch(name):
+    """A cell reads its registered parameters directly, and a parametrized weight through the
+    attribute: both reach the kernel, with and without grad."""
+    reference, ours = make_pair(name, 4, 5)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    for module in (reference, ours):
+        module.weight_hh = torch.nn.Parameter(torch.full_like(module.weight_hh, 0.05))
+        torch.nn.utils.parametrize.register_parametrization(module, "weight_ih", _Doubled())
+    for context in (torch.no_grad, contextlib.nullcontext):
+        with context():
+            for a, b in zip(flat(ours(x)), flat(reference(x))):
+                assert_close(a, b, torch.float64, "swapped cell weights")
 
 
 def test_empty_batch_gives_empty_results_like_torch():

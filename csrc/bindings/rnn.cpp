@@ -229,6 +229,43 @@ void register_rnn(py::module_& m) {
       "Runs 1 or 2 forward calls (dicts of arrays: reverse, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, "
       "weight_hr, batch_sizes, recurrent_mask, y, h_n, c_n, reserve, workspace; CUDA calls also stream, allow_tf32).");
 
+  // One step of a cell, positional: a dict's build and reading cost a batch-1 cell call a good
+  // part of its time. x (B, I) and h (B, P) are taken as the step's (1, B, I) input and
+  // (1, B, P) output, and h, written once, is also the final state.
+  m.def(
+      "rnn_cell_forward",
+      [](int cell, py::handle x, py::handle h0, py::handle c0, py::handle weight_ih, py::handle weight_hh,
+         py::handle bias_ih, py::handle bias_hh, py::handle h, py::handle c, py::handle workspace) {
+        auto one_step = [](TensorView v, const char* name) {
+          FASTRNN_CHECK(v.defined() && v.ndim == 2, "rnn_cell_forward: expected ", name, " of 2 dimensions");
+          v.ndim = 3;
+          v.sizes[2] = v.sizes[1], v.strides[2] = v.strides[1];
+          v.sizes[1] = v.sizes[0], v.strides[1] = v.strides[0];
+          v.sizes[0] = 1, v.strides[0] = v.sizes[1] * v.strides[1];
+          return v;
+        };
+        RnnForwardParams p;
+        p.cell = static_cast<CellKind>(cell);
+        p.x = one_step(to_view(x, "x"), "x");
+        p.h0 = to_view(h0, "h0");
+        p.c0 = to_view(c0, "c0");
+        p.weight_ih = to_view(weight_ih, "weight_ih");
+        p.weight_hh = to_view(weight_hh, "weight_hh");
+        p.bias_ih = to_view(bias_ih, "bias_ih");
+        p.bias_hh = to_view(bias_hh, "bias_hh");
+        p.y = one_step(to_view(h, "h"), "h");
+        p.c_n = to_view(c, "c");
+        p.workspace = to_view(workspace, "workspace");
+        require_cpu("rnn_cell_forward", {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.bias_ih, &p.bias_hh, &p.y,
+                                         &p.c_n, &p.workspace});
+        py::gil_scoped_release release;
+        cpu::rnn_forward(&p, 1);
+      },
+      py::arg("cell"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("weight_ih"), py::arg("weight_hh"),
+      py::arg("bias_ih"), py::arg("bias_hh"), py::arg("h"), py::arg("c"), py::arg("workspace"),
+      "One inference step of a cell on the CPU: h (and c) from x (B, I), h0 (and c0), the weights and biases (or "
+      "None); the workspace as rnn_buffer_sizes gives it for one step of batch B.");
+
   m.def(
       "rnn_backward",
       [](int cell, const py::list& calls) {

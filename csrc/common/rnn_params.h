@@ -44,7 +44,7 @@ struct RnnForwardParams {
   // (0 or 1/(1-p)); other uses of h_prev (GRU's blend) stay unmasked. Row b is batch row b.
   TensorView recurrent_mask;
   TensorView y;            // out (T, B, P)
-  TensorView h_n;          // out (B, P)
+  TensorView h_n;          // out (B, P); a one-step unpacked CPU call may leave it out (y is h_n)
   TensorView c_n;          // out (B, H), LSTM only
   TensorView reserve;      // out (T*B, reserve_blocks*H) when training
   TensorView workspace;    // scratch bytes, see rnn_buffer_sizes

@@ -527,7 +527,9 @@ void forward(const RnnForwardParams* params, const RnnDims* dims, int count) {
   run_calls<T>(calls, dim_ptrs, count, [](const ForwardCall<T>& call, int tid, int nt, SpinBarrier& barrier) {
     run_forward_team<Cell, T>(call, tid, nt, barrier);
   });
-  for (int k = 0; k < count; ++k) finish_forward(calls[k]);
+  for (int k = 0; k < count; ++k) {
+    if (params[k].h_n.defined()) finish_forward(calls[k]);
+  }
 }
 
 // ---- Backward ----------------------------------------------------------------------------------

@@ -400,6 +400,20 @@ def rnn_inference(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor
     return y, h_n, c_n
 
 
+def cell_inference(cell: int, x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
+                   bias_ih: Optional[Tensor], bias_hh: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+    """One step of a cell, x (B, I), on contiguous CPU tensors, without autograd or tracing (as
+    rnn_inference): (h, c), c None unless LSTM. The kernel checks the shapes and dtypes."""
+    B, H = h0.shape
+    h = x.new_empty((B, H))
+    c = x.new_empty((B, H)) if cell == _LSTM else None
+    size = _sizes_of(cell, x.dtype, B, B, x.shape[1], H, 0, "cpu", _C.max_threads())[1]
+    workspace = _workspaces_for([size], x)[0]
+    _C.rnn_cell_forward(cell, to_dlpack(x), to_dlpack(h0), _view(c0), to_dlpack(weight_ih), to_dlpack(weight_hh),
+                        _view(bias_ih), _view(bias_hh), to_dlpack(h), _view(c), to_dlpack(workspace))
+    return h, c
+
+
 @rnn_forward.register_fake
 def _(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes, cell, reverse, training,
       recurrent_mask=None):

@@ -299,19 +299,40 @@ class _FusedCellBase:
         if states is None:
             zeros = _zero_state(input, batch, self.hidden_size)
             states = (zeros, zeros) if lstm else (zeros,)
-        weight_ih, weight_hh = self.weight_ih, self.weight_hh  # (each attribute read costs a module lookup)
+        weight_ih, weight_hh, bias_ih, bias_hh = self._cell_weights()
         self._check_cell_args(input, states, weight_ih, weight_hh)
+        cell = _CELL_CODES[self._cell_name(lstm)]
         if batch == 0:
             out = tuple(input.new_zeros(0, self.hidden_size) for _ in states)
+        elif (input.is_cpu and not torch.compiler.is_compiling()
+              and not (torch.is_grad_enabled() and _any_requires_grad(input, states, weight_ih, weight_hh, bias_ih,
+                                                                      bias_hh))):
+            # Inference on the CPU: the kernel's one-step entry, called directly (a batch-1 call's
+            # Python is most of its time).
+            h, c = ops.cell_inference(cell, input.contiguous(), states[0].contiguous(),
+                                      states[1].contiguous() if lstm else None, weight_ih.contiguous(),
+                                      weight_hh.contiguous(), _contiguous(bias_ih), _contiguous(bias_hh))
+            out = (h, c) if lstm else (h,)
         else:
-            cell = "lstm" if lstm else "gru" if isinstance(self, torch.nn.GRUCell) else f"rnn_{self.nonlinearity}"
-            bias = (self.bias_ih, self.bias_hh) if self.bias else (None, None)
-            y, h, c = _F.run_layer(cell, input.unsqueeze(0), states[0], states[1] if lstm else None, weight_ih,
-                                   weight_hh, *bias)
+            y, h, c = _F.run_layer(self._cell_name(lstm), input.unsqueeze(0), states[0], states[1] if lstm else None,
+                                   weight_ih, weight_hh, bias_ih, bias_hh)
             out = (h, c) if lstm else (h,)
         if not batched:
             out = tuple(o.squeeze(0) for o in out)
         return out if lstm else out[0]
+
+    def _cell_name(self, lstm: bool) -> str:
+        return "lstm" if lstm else "gru" if isinstance(self, torch.nn.GRUCell) else f"rnn_{self.nonlinearity}"
+
+    def _cell_weights(self):
+        """(weight_ih, weight_hh, bias_ih, bias_hh), the biases None without bias. The registered
+        parameters are read directly (a module attribute read costs a microsecond); a weight that
+        is not one (a parametrization) comes through the attribute."""
+        params = self._parameters
+        try:
+            return params["weight_ih"], params["weight_hh"], params["bias_ih"], params["bias_hh"]
+        except KeyError:
+            return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
 
     def _check_cell_args(self, input: Tensor, states, weight_ih: Tensor, weight_hh: Tensor) -> None:
         """The checks torch's cells make, with their messages."""
@@ -328,13 +349,28 @@ class _FusedCellBase:
             if t.dtype != weight.dtype:
                 a, b = (_TORCH_TYPE_NAMES.get(d, str(d)) for d in (t.dtype, weight.dtype))
                 raise RuntimeError(f"mat1 and mat2 must have the same dtype, but got {a} and {b}")
-        # torch's matmuls name the first two devices they meet.
-        device = input.device
-        for t in (weight_ih, *states, weight_hh):
-            if t.device != device:
-                raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
-                                   f"{device} and {t.device}!")
-        _check_dtype(input, type(self).__name__)
+        # torch's matmuls name the first two devices they meet (all on the CPU: nothing to compare).
+        if not (input.is_cpu and weight_ih.is_cpu and weight_hh.is_cpu and all(s.is_cpu for s in states)):
+            device = input.device
+            for t in (weight_ih, *states, weight_hh):
+                if t.device != device:
+                    raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two "
+                                       f"devices, {device} and {t.device}!")
+        if input.dtype not in _CPU_DTYPES or not input.is_cpu:
+            _check_dtype(input, type(self).__name__)
+
+
+_CELL_CODES = ops.CELLS
+_CPU_DTYPES = (torch.float32, torch.float64)
+
+
+def _contiguous(t: Optional[Tensor]) -> Optional[Tensor]:
+    return None if t is None else t.contiguous()
+
+
+def _any_requires_grad(input: Tensor, states, *weights) -> bool:  # noqa: A002
+    return (input.requires_grad or any(s.requires_grad for s in states)
+            or any(w is not None and w.requires_grad for w in weights))
 
 
 class RNNCell(_FusedCellBase, torch.nn.RNNCell):
