@@ -173,6 +173,37 @@ class _Doubled(torch.nn.Module):
         return 2 * w
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("seed", range(24))
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN:UserWarning")  # torch's own
+def test_random_configurations_match_torch_without_grad(seed, dtype):
+    """The inference path (no autograd: the kernels' positional entry for one direction),
+    with and without initial states, padded and packed."""
+    rng = random.Random(1000 + seed)
+    name, config = random_config(rng)
+    reference, ours = make_pair(name, dtype=dtype, seed=seed, **config)
+    gen = torch.Generator().manual_seed(seed)
+    T, B = rng.randint(1, 12), rng.randint(1, 6)
+    shape = (B, T, config["input_size"]) if config["batch_first"] else (T, B, config["input_size"])
+    x = torch.randn(*shape, dtype=dtype, generator=gen)
+    hx = states_like(reference, B, dtype, gen) if seed % 2 else None
+    lengths = torch.randint(1, T + 1, (B,), generator=gen) if seed % 3 == 0 else None
+    outs = []
+    with torch.no_grad():
+        for module in (reference, ours):
+            inp = x
+            if lengths is not None:
+                inp = pack_padded_sequence(x, lengths, batch_first=config["batch_first"], enforce_sorted=False)
+            y, h = module(inp, hx)
+            if lengths is not None:
+                y, _ = pad_packed_sequence(y, batch_first=config["batch_first"])
+            outs.append((y, h))
+    (yr, hr), (yo, ho) = outs
+    assert_close(yo, yr, dtype, "output")
+    for k, (a, b) in enumerate(zip(flat(ho), flat(hr))):
+        assert_close(a, b, dtype, f"state {k}")
+
+
 @pytest.mark.parametrize("name", MODULES)
 def test_swapped_weights_are_used_like_torch(name):
     """Weights replaced between calls reach the kernels, however they were replaced: a new

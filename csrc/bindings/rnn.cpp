@@ -229,6 +229,42 @@ void register_rnn(py::module_& m) {
       "Runs 1 or 2 forward calls (dicts of arrays: reverse, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, "
       "weight_hr, batch_sizes, recurrent_mask, y, h_n, c_n, reserve, workspace; CUDA calls also stream, allow_tf32).");
 
+  // One direction's inference call, positional (the dict form's build and reading cost a
+  // batch-1 call several percent of its time).
+  m.def(
+      "rnn_inference",
+      [](int cell, bool reverse, py::handle x, py::handle h0, py::handle c0, py::handle weight_ih, py::handle weight_hh,
+         py::handle bias_ih, py::handle bias_hh, py::handle weight_hr, py::handle batch_sizes,
+         py::handle recurrent_mask, py::handle y, py::handle h_n, py::handle c_n, py::handle workspace) {
+        RnnForwardParams p;
+        p.cell = static_cast<CellKind>(cell);
+        p.reverse = reverse;
+        p.x = to_view(x, "x");
+        p.h0 = to_view(h0, "h0");
+        p.c0 = to_view(c0, "c0");
+        p.weight_ih = to_view(weight_ih, "weight_ih");
+        p.weight_hh = to_view(weight_hh, "weight_hh");
+        p.bias_ih = to_view(bias_ih, "bias_ih");
+        p.bias_hh = to_view(bias_hh, "bias_hh");
+        p.weight_hr = to_view(weight_hr, "weight_hr");
+        p.batch_sizes = to_view(batch_sizes, "batch_sizes");
+        p.recurrent_mask = to_view(recurrent_mask, "recurrent_mask");
+        p.y = to_view(y, "y");
+        p.h_n = to_view(h_n, "h_n");
+        p.c_n = to_view(c_n, "c_n");
+        p.workspace = to_view(workspace, "workspace");
+        require_cpu("rnn_inference", {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.bias_ih, &p.bias_hh,
+                                      &p.weight_hr, &p.batch_sizes, &p.recurrent_mask, &p.y, &p.h_n, &p.c_n,
+                                      &p.workspace});
+        py::gil_scoped_release release;
+        cpu::rnn_forward(&p, 1);
+      },
+      py::arg("cell"), py::arg("reverse"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("weight_ih"),
+      py::arg("weight_hh"), py::arg("bias_ih"), py::arg("bias_hh"), py::arg("weight_hr"), py::arg("batch_sizes"),
+      py::arg("recurrent_mask"), py::arg("y"), py::arg("h_n"), py::arg("c_n"), py::arg("workspace"),
+      "One direction's inference forward on the CPU, the arguments of an rnn_forward call in order (None for an "
+      "absent one).");
+
   // One step of a cell, positional: a dict's build and reading cost a batch-1 cell call a good
   // part of its time. x (B, I) and h (B, P) are taken as the step's (1, B, I) input and
   // (1, B, P) output, and h, written once, is also the final state.

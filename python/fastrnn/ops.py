@@ -395,8 +395,20 @@ def rnn_inference(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor
                   recurrent_mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """rnn_forward_impl with training=False, called directly (no autograd graph, no tracing):
     (y, h_n, c_n), c_n None unless LSTM."""
-    direction = _Direction(reverse, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, recurrent_mask)
-    y, [(h_n, c_n, _)] = _forward(x, batch_sizes, cell, False, [direction], placeholders=False)
+    if not x.is_cpu or recurrent_mask is not None:
+        direction = _Direction(reverse, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, recurrent_mask)
+        y, [(h_n, c_n, _)] = _forward(x, batch_sizes, cell, False, [direction], placeholders=False)
+        return y, h_n, c_n
+    # On the CPU the kernel's positional entry: _forward's dict costs a batch-1 call a few percent.
+    B, P = h0.shape
+    lstm = cell == _LSTM
+    y = _empty(x.shape[:-1] + (P,), x)
+    h_n = _empty((B, P), x)
+    c_n = _empty((B, _hidden_size(weight_hh, cell)), x) if lstm else None
+    workspace = _workspaces_for([_buffer_sizes(cell, x, h0, weight_hh, weight_hr, batch_sizes)[1]], x)[0]
+    _C.rnn_inference(cell, reverse, to_dlpack(x), to_dlpack(h0), _view(c0) if lstm else None, to_dlpack(weight_ih),
+                     to_dlpack(weight_hh), _view(bias_ih), _view(bias_hh), _view(weight_hr), _view(batch_sizes), None,
+                     to_dlpack(y), to_dlpack(h_n), _view(c_n), to_dlpack(workspace))
     return y, h_n, c_n
 
 

@@ -40,6 +40,8 @@ _MISSING = object()
 
 
 def _check_dtype(input: Tensor, what: str) -> None:  # noqa: A002
+    if input.dtype in _F._SUPPORTED_DTYPES and input.is_cpu:  # (the common case, quickly)
+        return
     supported = _F.supported_dtypes(input)
     if input.dtype not in supported:
         names = " and ".join(", ".join(str(d).replace("torch.", "") for d in supported).rsplit(", ", 1))
@@ -48,6 +50,8 @@ def _check_dtype(input: Tensor, what: str) -> None:  # noqa: A002
 
 def _check_devices(input: Tensor, hidden, params) -> None:  # noqa: A002
     """torch.nn's RNN device checks (hidden states first, then parameters), in its words."""
+    if input.is_cpu and all(t is None or t.is_cpu for t in hidden) and all(t is None or t.is_cpu for t in params):
+        return  # (a device object per tensor costs a batch-1 call microseconds)
     device = input.device
     for kind, tensors in (("hidden", hidden), ("parameter", params)):
         for t in tensors:
@@ -356,12 +360,10 @@ class _FusedCellBase:
                 if t.device != device:
                     raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two "
                                        f"devices, {device} and {t.device}!")
-        if input.dtype not in _CPU_DTYPES or not input.is_cpu:
-            _check_dtype(input, type(self).__name__)
+        _check_dtype(input, type(self).__name__)
 
 
 _CELL_CODES = ops.CELLS
-_CPU_DTYPES = (torch.float32, torch.float64)
 
 
 def _contiguous(t: Optional[Tensor]) -> Optional[Tensor]:
