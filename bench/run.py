@@ -5,6 +5,7 @@
     python bench/run.py --ops lstm,gru --sizes default,b1_h128 --device cuda
     python bench/run.py --ops adam,sgd,adam+clip   # optimizer steps only
     python bench/run.py --ops conv,pool            # Conv2d (and the fused block) and pooling only
+    python bench/run.py --ops cell                 # LSTMCell, GRUCell and RNNCell only
 
 Each recurrent configuration times fastrnn.nn and torch.nn (same weights) alternately in one
 process, after warm-up, and reports the medians, the speedup, the GFLOP/s fastrnn achieves and
@@ -13,7 +14,8 @@ of the two). Each optimizer op times one step over the parameters of an LSTM lan
 here, in GB/s against the measured memory bandwidth. `conv` times fastrnn.functional.conv2d and
 the fused conv_relu_pool2d on the layers of a small MNIST-like CNN and a ResNet-style 3x3 block
 against torch (the fused block against torch's conv2d + relu + max_pool2d), in GFLOP/s; `pool`
-times max and average pooling, in GB/s. Results go to
+times max and average pooling, in GB/s; `cell` times one call of each cell at batch 1, 16 and 64,
+in GFLOP/s. Results go to
 bench/results/<device>-<date>.json.
 """
 
@@ -25,6 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import cell_cases  # noqa: E402
 import conv_cases  # noqa: E402
 import optim_cases  # noqa: E402
 import pool_cases  # noqa: E402
@@ -33,7 +36,7 @@ import rnn_cases  # noqa: E402
 from timing import compare, matmul_peak_gflops, memory_bandwidth_gbps  # noqa: E402
 
 RNN_OPS = ["lstm", "gru", "rnn"]
-OPS = RNN_OPS + list(optim_cases.OPTIMIZERS) + ["conv", "pool"]
+OPS = RNN_OPS + list(optim_cases.OPTIMIZERS) + ["cell", "conv", "pool"]
 MODES = ["train", "inference"]
 
 
@@ -73,10 +76,12 @@ def optimizer_result(op, args, budget, bandwidth):
 
 
 def layer_results(op, mode, args, budget, peak, bandwidth):
-    """The conv or pooling cases in one mode, in the suite's result format."""
+    """The cell, conv or pooling cases in one mode, in the suite's result format."""
     repeats = 3 if args.quick else 5
     if op == "conv":
         rows = conv_cases.run(mode=mode, budget_s=budget, min_repeats=repeats, device=args.device)
+    elif op == "cell":
+        rows = cell_cases.run(mode=mode, budget_s=budget, min_repeats=repeats, device=args.device)
     else:
         rows = pool_cases.run(mode=mode, budget_s=budget, min_repeats=repeats, device=args.device)
     out = []
@@ -84,7 +89,7 @@ def layer_results(op, mode, args, budget, peak, bandwidth):
         result = {"op": r["op"], "mode": mode, "dtype": "float32", "config": f"{r.get('name', r['op'])} {r['shape']}",
                   "fastrnn_ms": round(r["fastrnn_ms"], 4), "torch_ms": round(r["torch_ms"], 4),
                   "speedup": round(r["speedup"], 3)}
-        if op == "conv":
+        if op in ("conv", "cell"):
             result.update(gflops=round(r["fastrnn_gflops"], 1), torch_gflops=round(r["torch_gflops"], 1),
                           peak_fraction=round(r["fastrnn_gflops"] / peak, 3))
         else:
@@ -117,13 +122,13 @@ def main(argv=None):
     cases = [(op, mode, rnn_cases.SIZES[s]) for s in args.sizes for op in args.ops if op in RNN_OPS
              for mode in args.modes]
     cases += [(op, "step", None) for op in optim_ops]
-    cases += [(op, mode, None) for op in ("conv", "pool") if op in args.ops for mode in args.modes]
+    cases += [(op, mode, None) for op in ("cell", "conv", "pool") if op in args.ops for mode in args.modes]
     budget = 0.5 if args.quick else 2.0
     results = []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("benchmarking", total=len(cases))
         for op, mode, size in cases:
-            if op in ("conv", "pool"):
+            if op in ("cell", "conv", "pool"):
                 progress.update(task, description=f"{op} {mode}")
                 results += layer_results(op, mode, args, budget, peak, bandwidth)
                 progress.advance(task)

@@ -23,3 +23,20 @@ def test_ab_builds_compares_two_loaded_builds():
     assert len(lines) == 2
     assert re.match(r"rnn B2 H16 train: base \d+\.\d+ ms, new \d+\.\d+ ms, new is \d+\.\d+x as fast", lines[0])
     assert lines[1].startswith("lstm B1 H8 inference:")
+
+
+def test_cell_cases_run_both_sides():
+    """bench/cell_cases.py builds runnable fastrnn and torch steps for every cell and mode."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import cell_cases
+    finally:
+        sys.path.remove(str(BENCH))
+    for name, _gates in cell_cases.CELLS.values():
+        for mode in cell_cases.MODES:
+            fast, ref, setup = cell_cases.build(name, 2, 8, mode)
+            if setup is not None:
+                setup()
+            fast()
+            ref()
+    assert cell_cases.flops(4, 2, 8, "train") == 3 * cell_cases.flops(4, 2, 8, "inference") == 3 * 2 * 2 * 4 * 8 * 16
