@@ -178,6 +178,25 @@ RnnBackwardParams read_backward(const py::dict& call) {
   return p;
 }
 
+// The initial states, weights and biases of a positional forward entry.
+void read_states_and_weights(RnnForwardParams& p, py::handle h0, py::handle c0, py::handle weight_ih,
+                             py::handle weight_hh, py::handle bias_ih, py::handle bias_hh) {
+  p.h0 = to_view(h0, "h0");
+  p.c0 = to_view(c0, "c0");
+  p.weight_ih = to_view(weight_ih, "weight_ih");
+  p.weight_hh = to_view(weight_hh, "weight_hh");
+  p.bias_ih = to_view(bias_ih, "bias_ih");
+  p.bias_hh = to_view(bias_hh, "bias_hh");
+}
+
+// One inference call on the CPU, every array there too, with the GIL released.
+void run_cpu_inference(const char* op, const RnnForwardParams& p) {
+  require_cpu(op, {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.bias_ih, &p.bias_hh, &p.weight_hr,
+                   &p.batch_sizes, &p.recurrent_mask, &p.y, &p.h_n, &p.c_n, &p.workspace});
+  py::gil_scoped_release release;
+  cpu::rnn_forward(&p, 1);
+}
+
 }  // namespace
 
 void register_rnn(py::module_& m) {
@@ -240,12 +259,7 @@ void register_rnn(py::module_& m) {
         p.cell = static_cast<CellKind>(cell);
         p.reverse = reverse;
         p.x = to_view(x, "x");
-        p.h0 = to_view(h0, "h0");
-        p.c0 = to_view(c0, "c0");
-        p.weight_ih = to_view(weight_ih, "weight_ih");
-        p.weight_hh = to_view(weight_hh, "weight_hh");
-        p.bias_ih = to_view(bias_ih, "bias_ih");
-        p.bias_hh = to_view(bias_hh, "bias_hh");
+        read_states_and_weights(p, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh);
         p.weight_hr = to_view(weight_hr, "weight_hr");
         p.batch_sizes = to_view(batch_sizes, "batch_sizes");
         p.recurrent_mask = to_view(recurrent_mask, "recurrent_mask");
@@ -253,11 +267,7 @@ void register_rnn(py::module_& m) {
         p.h_n = to_view(h_n, "h_n");
         p.c_n = to_view(c_n, "c_n");
         p.workspace = to_view(workspace, "workspace");
-        require_cpu("rnn_inference", {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.bias_ih, &p.bias_hh,
-                                      &p.weight_hr, &p.batch_sizes, &p.recurrent_mask, &p.y, &p.h_n, &p.c_n,
-                                      &p.workspace});
-        py::gil_scoped_release release;
-        cpu::rnn_forward(&p, 1);
+        run_cpu_inference("rnn_inference", p);
       },
       py::arg("cell"), py::arg("reverse"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("weight_ih"),
       py::arg("weight_hh"), py::arg("bias_ih"), py::arg("bias_hh"), py::arg("weight_hr"), py::arg("batch_sizes"),
@@ -283,19 +293,11 @@ void register_rnn(py::module_& m) {
         RnnForwardParams p;
         p.cell = static_cast<CellKind>(cell);
         p.x = one_step(to_view(x, "x"), "x");
-        p.h0 = to_view(h0, "h0");
-        p.c0 = to_view(c0, "c0");
-        p.weight_ih = to_view(weight_ih, "weight_ih");
-        p.weight_hh = to_view(weight_hh, "weight_hh");
-        p.bias_ih = to_view(bias_ih, "bias_ih");
-        p.bias_hh = to_view(bias_hh, "bias_hh");
+        read_states_and_weights(p, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh);
         p.y = one_step(to_view(h, "h"), "h");
         p.c_n = to_view(c, "c");
         p.workspace = to_view(workspace, "workspace");
-        require_cpu("rnn_cell_forward", {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.bias_ih, &p.bias_hh, &p.y,
-                                         &p.c_n, &p.workspace});
-        py::gil_scoped_release release;
-        cpu::rnn_forward(&p, 1);
+        run_cpu_inference("rnn_cell_forward", p);
       },
       py::arg("cell"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("weight_ih"), py::arg("weight_hh"),
       py::arg("bias_ih"), py::arg("bias_hh"), py::arg("h"), py::arg("c"), py::arg("workspace"),
