@@ -138,6 +138,30 @@ def test_core_h_n_may_be_left_out_only_of_a_one_step_call():
     np.testing.assert_array_equal(call["y"][0], expected["h_n"])
 
 
+def test_core_backward_takes_absent_state_gradients_as_zeros():
+    """dh_n and dc_n may be left out of a backward call (zeros), and give what zeros give."""
+    T, B, I, H = 3, 2, 4, 5
+    rng = np.random.default_rng(1)
+    _, fwd_bytes, bwd_bytes = _C.rnn_buffer_sizes(2, "float64", T * B, B, I, H)
+    fwd = dict(reverse=False, x=rng.standard_normal((T, B, I)), h0=rng.standard_normal((B, H)),
+               c0=rng.standard_normal((B, H)), weight_ih=rng.standard_normal((4 * H, I)),
+               weight_hh=rng.standard_normal((4 * H, H)), y=np.empty((T, B, H)), h_n=np.empty((B, H)),
+               c_n=np.empty((B, H)), reserve=np.empty((T * B, 5 * H)), workspace=np.empty(fwd_bytes, np.uint8))
+    _C.rnn_forward(2, True, [fwd])
+    results = []
+    for given in (True, False):
+        out = dict(dx=np.empty((T, B, I)), dh0=np.empty((B, H)), dc0=np.empty((B, H)),
+                   dweight_ih=np.empty((4 * H, I)), dweight_hh=np.empty((4 * H, H)))
+        call = dict(reverse=False, **{k: fwd[k] for k in ("x", "h0", "c0", "weight_ih", "weight_hh", "y", "reserve")},
+                    dy=np.ones((T, B, H)), workspace=np.empty(bwd_bytes, np.uint8), **out)
+        if given:
+            call.update(dh_n=np.zeros((B, H)), dc_n=np.zeros((B, H)))
+        _C.rnn_backward(2, [call])
+        results.append(out)
+    for name in results[0]:
+        np.testing.assert_array_equal(results[0][name], results[1][name])
+
+
 def test_cell_entry_refuses_wrong_shapes():
     f = lambda *s: np.zeros(s)  # noqa: E731
     _, ws_bytes, _ = _C.rnn_buffer_sizes(3, "float64", 2, 2, 4, 5)

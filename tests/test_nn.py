@@ -348,6 +348,66 @@ def test_cell_inference_matches_torch(name, kwargs, batch, mode):
                 assert_close(a, b, dtype, f"{name} {mode}")
 
 
+@pytest.mark.parametrize("name,kwargs", CELL_CONFIGS, ids=lambda v: str(v))
+@pytest.mark.parametrize("batch", [1, 3, 16, 70])
+def test_cell_training_matches_torch(name, kwargs, batch):
+    """The cells' training step (the kernel's one-step entries both ways): outputs and every
+    gradient, with the loss on h only, on c only (LSTM) and on both, with and without hx."""
+    for dtype in (torch.float64, torch.float32):
+        reference, ours = make_pair(name, 13, 21, dtype=dtype, seed=batch, **kwargs)
+        g = torch.Generator().manual_seed(batch)
+        x = torch.randn(batch, 13, dtype=dtype, generator=g)
+        h = torch.randn(batch, 21, dtype=dtype, generator=g)
+        hx = (h, torch.randn(batch, 21, dtype=dtype, generator=g)) if name == "LSTMCell" else h
+        weights = [torch.randn(batch, 21, dtype=dtype, generator=g) for _ in range(2)]
+        for uses in ((0,), (1,), (0, 1)) if name == "LSTMCell" else ((0,),):
+            for state in (hx, None):
+                grads = []
+                for module in (reference, ours):
+                    module.zero_grad()
+                    xi, si = leaves(x), leaves(state)
+                    out = flat(module(xi, si))
+                    sum((out[k] * weights[k]).sum() for k in uses).backward()
+                    grads.append((out, xi.grad, [s.grad for s in flat(si)],
+                                  [p.grad for p in module.parameters()]))
+                (out_r, dx_r, ds_r, dp_r), (out_o, dx_o, ds_o, dp_o) = grads
+                for a, b in zip(out_o, out_r):
+                    assert_close(a, b, dtype, "cell output")
+                assert_close(dx_o, dx_r, dtype, "grad input")
+                for a, b in zip(ds_o + dp_o, ds_r + dp_r):
+                    if b is None:
+                        assert a is None or not a.any()
+                    else:
+                        assert_close(a, b, dtype, "grad state or parameter")
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+def test_cell_training_step_passes_gradcheck(cell):
+    from fastrnn import ops
+    lstm = cell == "lstm"
+    G = {"lstm": 4, "gru": 3}.get(cell, 1)
+    g = torch.Generator().manual_seed(3)
+
+    def t(*shape):
+        return torch.randn(*shape, dtype=torch.float64, generator=g).mul_(0.5).requires_grad_(True)
+
+    x, h0, c0 = t(3, 5), t(3, 4), t(3, 4) if lstm else None
+    weights = (t(G * 4, 5), t(G * 4, 4), t(G * 4), t(G * 4))
+    code = ops.CELLS[cell]
+    if lstm:
+        assert torch.autograd.gradcheck(lambda *a: ops.cell_training(code, *a), (x, h0, c0, *weights))
+        assert torch.autograd.gradcheck(lambda *a: ops.cell_training(code, *a)[1], (x, h0, c0, *weights))
+    else:
+        assert torch.autograd.gradcheck(lambda x, h0, *w: ops.cell_training(code, x, h0, None, *w), (x, h0, *weights))
+    # create_graph: the first derivative as without it; a second backward raises, as for the layers.
+    out = flat(ops.cell_training(code, x, h0, c0, *weights))[0]
+    (dx,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    (expected,) = torch.autograd.grad(flat(ops.cell_training(code, x, h0, c0, *weights))[0].sum(), x)
+    assert_close(dx, expected, torch.float64, "create_graph")
+    with pytest.raises(RuntimeError, match="no autograd formula"):
+        (dx.pow(2).sum() + out.sum()).backward()
+
+
 @pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell"])
 def test_cell_swapped_weights_are_used_like_torch(name):
     """A cell reads its registered parameters directly, and a parametrized weight through the

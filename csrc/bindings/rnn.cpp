@@ -178,6 +178,16 @@ RnnBackwardParams read_backward(const py::dict& call) {
   return p;
 }
 
+// A cell's (B, width) array as the (1, B, width) rows of its single step.
+TensorView one_step(TensorView v, const char* op, const char* name) {
+  FASTRNN_CHECK(v.defined() && v.ndim == 2, op, ": expected ", name, " of 2 dimensions");
+  v.ndim = 3;
+  v.sizes[2] = v.sizes[1], v.strides[2] = v.strides[1];
+  v.sizes[1] = v.sizes[0], v.strides[1] = v.strides[0];
+  v.sizes[0] = 1, v.strides[0] = v.sizes[1] * v.strides[1];
+  return v;
+}
+
 // The initial states, weights and biases of a positional forward entry.
 void read_states_and_weights(RnnForwardParams& p, py::handle h0, py::handle c0, py::handle weight_ih,
                              py::handle weight_hh, py::handle bias_ih, py::handle bias_hh) {
@@ -189,10 +199,10 @@ void read_states_and_weights(RnnForwardParams& p, py::handle h0, py::handle c0, 
   p.bias_hh = to_view(bias_hh, "bias_hh");
 }
 
-// One inference call on the CPU, every array there too, with the GIL released.
-void run_cpu_inference(const char* op, const RnnForwardParams& p) {
+// One forward call on the CPU, every array there too, with the GIL released.
+void run_cpu_forward(const char* op, const RnnForwardParams& p) {
   require_cpu(op, {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.bias_ih, &p.bias_hh, &p.weight_hr,
-                   &p.batch_sizes, &p.recurrent_mask, &p.y, &p.h_n, &p.c_n, &p.workspace});
+                   &p.batch_sizes, &p.recurrent_mask, &p.y, &p.h_n, &p.c_n, &p.reserve, &p.workspace});
   py::gil_scoped_release release;
   cpu::rnn_forward(&p, 1);
 }
@@ -267,7 +277,7 @@ void register_rnn(py::module_& m) {
         p.h_n = to_view(h_n, "h_n");
         p.c_n = to_view(c_n, "c_n");
         p.workspace = to_view(workspace, "workspace");
-        run_cpu_inference("rnn_inference", p);
+        run_cpu_forward("rnn_inference", p);
       },
       py::arg("cell"), py::arg("reverse"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("weight_ih"),
       py::arg("weight_hh"), py::arg("bias_ih"), py::arg("bias_hh"), py::arg("weight_hr"), py::arg("batch_sizes"),
@@ -281,28 +291,64 @@ void register_rnn(py::module_& m) {
   m.def(
       "rnn_cell_forward",
       [](int cell, py::handle x, py::handle h0, py::handle c0, py::handle weight_ih, py::handle weight_hh,
-         py::handle bias_ih, py::handle bias_hh, py::handle h, py::handle c, py::handle workspace) {
-        auto one_step = [](TensorView v, const char* name) {
-          FASTRNN_CHECK(v.defined() && v.ndim == 2, "rnn_cell_forward: expected ", name, " of 2 dimensions");
-          v.ndim = 3;
-          v.sizes[2] = v.sizes[1], v.strides[2] = v.strides[1];
-          v.sizes[1] = v.sizes[0], v.strides[1] = v.strides[0];
-          v.sizes[0] = 1, v.strides[0] = v.sizes[1] * v.strides[1];
-          return v;
-        };
+         py::handle bias_ih, py::handle bias_hh, py::handle h, py::handle c, py::handle workspace,
+         py::handle reserve) {
         RnnForwardParams p;
         p.cell = static_cast<CellKind>(cell);
-        p.x = one_step(to_view(x, "x"), "x");
+        p.x = one_step(to_view(x, "x"), "rnn_cell_forward", "x");
         read_states_and_weights(p, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh);
-        p.y = one_step(to_view(h, "h"), "h");
+        p.y = one_step(to_view(h, "h"), "rnn_cell_forward", "h");
         p.c_n = to_view(c, "c");
         p.workspace = to_view(workspace, "workspace");
-        run_cpu_inference("rnn_cell_forward", p);
+        p.reserve = to_view(reserve, "reserve");
+        p.training = p.reserve.defined();
+        run_cpu_forward("rnn_cell_forward", p);
       },
       py::arg("cell"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("weight_ih"), py::arg("weight_hh"),
       py::arg("bias_ih"), py::arg("bias_hh"), py::arg("h"), py::arg("c"), py::arg("workspace"),
-      "One inference step of a cell on the CPU: h (and c) from x (B, I), h0 (and c0), the weights and biases (or "
-      "None); the workspace as rnn_buffer_sizes gives it for one step of batch B.");
+      py::arg("reserve") = py::none(),
+      "One step of a cell on the CPU: h (and c) from x (B, I), h0 (and c0), the weights and biases (or None); the "
+      "workspace as rnn_buffer_sizes gives it for one step of batch B. With a reserve (B, reserve width) it is a "
+      "training step, whose saved gates rnn_cell_backward reads.");
+
+  // Its backward: dh (B, P) is the gradient of h (the step's output and final state), dc that of
+  // c (LSTM; None counts as zeros).
+  m.def(
+      "rnn_cell_backward",
+      [](int cell, py::handle x, py::handle h0, py::handle c0, py::handle weight_ih, py::handle weight_hh,
+         py::handle h, py::handle reserve, py::handle dh, py::handle dc, py::handle dx, py::handle dh0,
+         py::handle dc0, py::handle dweight_ih, py::handle dweight_hh, py::handle dbias_ih, py::handle dbias_hh,
+         py::handle workspace) {
+        const char* op = "rnn_cell_backward";
+        RnnBackwardParams p;
+        p.cell = static_cast<CellKind>(cell);
+        p.x = one_step(to_view(x, "x"), op, "x");
+        p.h0 = to_view(h0, "h0");
+        p.c0 = to_view(c0, "c0");
+        p.weight_ih = to_view(weight_ih, "weight_ih");
+        p.weight_hh = to_view(weight_hh, "weight_hh");
+        p.y = one_step(to_view(h, "h"), op, "h");
+        p.reserve = to_view(reserve, "reserve");
+        p.dy = one_step(to_view(dh, "dh"), op, "dh");
+        p.dc_n = to_view(dc, "dc");
+        p.dx = one_step(to_view(dx, "dx"), op, "dx");
+        p.dh0 = to_view(dh0, "dh0");
+        p.dc0 = to_view(dc0, "dc0");
+        p.dweight_ih = to_view(dweight_ih, "dweight_ih");
+        p.dweight_hh = to_view(dweight_hh, "dweight_hh");
+        p.dbias_ih = to_view(dbias_ih, "dbias_ih");
+        p.dbias_hh = to_view(dbias_hh, "dbias_hh");
+        p.workspace = to_view(workspace, "workspace");
+        require_cpu(op, {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.y, &p.reserve, &p.dy, &p.dc_n, &p.dx,
+                         &p.dh0, &p.dc0, &p.dweight_ih, &p.dweight_hh, &p.dbias_ih, &p.dbias_hh, &p.workspace});
+        py::gil_scoped_release release;
+        cpu::rnn_backward(&p, 1);
+      },
+      py::arg("cell"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("weight_ih"), py::arg("weight_hh"),
+      py::arg("h"), py::arg("reserve"), py::arg("dh"), py::arg("dc"), py::arg("dx"), py::arg("dh0"), py::arg("dc0"),
+      py::arg("dweight_ih"), py::arg("dweight_hh"), py::arg("dbias_ih"), py::arg("dbias_hh"), py::arg("workspace"),
+      "The backward of a training rnn_cell_forward: dx, dh0 (dc0), the weight gradients and (or None) the bias "
+      "gradients; the workspace as rnn_buffer_sizes gives the backward's for one step of batch B.");
 
   m.def(
       "rnn_backward",

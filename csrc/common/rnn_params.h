@@ -57,8 +57,8 @@ struct RnnBackwardParams {
   TensorView recurrent_mask;  // (B, P), optional, as given to the forward
   TensorView y, reserve;   // the training forward's outputs
   TensorView dy;           // (T, B, P)
-  TensorView dh_n;         // (B, P)
-  TensorView dc_n;         // (B, H), LSTM only
+  TensorView dh_n;         // (B, P); a CPU call may leave it out (zeros)
+  TensorView dc_n;         // (B, H), LSTM only; a CPU call may leave it out (zeros)
   TensorView dx;           // out (T, B, I)
   TensorView dh0;          // out (B, P)
   TensorView dc0;          // out (B, H), LSTM only

@@ -255,13 +255,14 @@ RnnDims check_backward(const RnnBackwardParams& p) {
   check_rows(op, "dx", p.dx, dt, d, packed, d.I);
   check_spaced_rows(op, "y", p.y, dt, d, packed, d.P);
   check_spaced_rows(op, "dy", p.dy, dt, d, packed, d.P);
-  for (auto [name, view] : {std::make_pair("h0", &p.h0), std::make_pair("dh_n", &p.dh_n), std::make_pair("dh0", &p.dh0)}) {
-    check_cpu_array(op, name, *view, dt, {d.B, d.P});
-  }
+  // An absent dh_n or dc_n is zero (a cell's step has only its output's gradient).
+  check_cpu_array(op, "h0", p.h0, dt, {d.B, d.P});
+  check_optional_cpu_array(op, "dh_n", p.dh_n, dt, {d.B, d.P});
+  check_cpu_array(op, "dh0", p.dh0, dt, {d.B, d.P});
   if (p.cell == CellKind::Lstm) {
-    for (auto [name, view] : {std::make_pair("c0", &p.c0), std::make_pair("dc_n", &p.dc_n), std::make_pair("dc0", &p.dc0)}) {
-      check_cpu_array(op, name, *view, dt, {d.B, d.H});
-    }
+    check_cpu_array(op, "c0", p.c0, dt, {d.B, d.H});
+    check_optional_cpu_array(op, "dc_n", p.dc_n, dt, {d.B, d.H});
+    check_cpu_array(op, "dc0", p.dc0, dt, {d.B, d.H});
   }
   check_weights(op, p.weight_ih, p.weight_hh, p.weight_hr, dt, d);
   check_cpu_array(op, "dweight_ih", p.dweight_ih, dt, {d.G * d.H, d.I});

@@ -711,8 +711,15 @@ BackwardCall<T> prepare_backward(const RnnBackwardParams& p, const RnnDims& d) {
   job.dh_total = call.ws.dh_total;
   job.mask = data_or_null<T>(p.recurrent_mask);
   // The running state gradients live in dh0 (and dc0), as the states do in the forward.
-  std::memcpy(job.dh, p.dh_n.data, d.B * d.P * sizeof(T));
-  if (job.dc) std::memcpy(job.dc, p.dc_n.data, d.B * d.H * sizeof(T));
+  auto start = [](T* running, const TensorView& given, int64_t n) {
+    if (given.defined()) {
+      std::memcpy(running, given.data, n * sizeof(T));
+    } else {
+      std::memset(running, 0, n * sizeof(T));
+    }
+  };
+  start(job.dh, p.dh_n, d.B * d.P);
+  if (job.dc) start(job.dc, p.dc_n, d.B * d.H);
   return call;
 }
 

@@ -412,18 +412,79 @@ def rnn_inference(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor
     return y, h_n, c_n
 
 
+def _cell_forward(cell: int, x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
+                  bias_ih: Optional[Tensor], bias_hh: Optional[Tensor], training: bool):
+    """One step of a cell on the CPU: (h, c, reserve); c None unless LSTM, reserve None unless
+    training and the cell saves gates (Elman's backward reads h instead)."""
+    B, H = h0.shape
+    h = x.new_empty((B, H))
+    c = x.new_empty((B, H)) if cell == _LSTM else None
+    width = _reserve_width(cell, H, False, training)
+    reserve = x.new_empty((B, width)) if width else None
+    size = _sizes_of(cell, x.dtype, B, B, x.shape[1], H, 0, "cpu", _C.max_threads())[1]
+    workspace = _workspaces_for([size], x)[0]
+    _C.rnn_cell_forward(cell, to_dlpack(x), to_dlpack(h0), _view(c0), to_dlpack(weight_ih), to_dlpack(weight_hh),
+                        _view(bias_ih), _view(bias_hh), to_dlpack(h), _view(c), to_dlpack(workspace), _view(reserve))
+    return h, c, reserve
+
+
 def cell_inference(cell: int, x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
                    bias_ih: Optional[Tensor], bias_hh: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
     """One step of a cell, x (B, I), on contiguous CPU tensors, without autograd or tracing (as
     rnn_inference): (h, c), c None unless LSTM. The kernel checks the shapes and dtypes."""
-    B, H = h0.shape
-    h = x.new_empty((B, H))
-    c = x.new_empty((B, H)) if cell == _LSTM else None
-    size = _sizes_of(cell, x.dtype, B, B, x.shape[1], H, 0, "cpu", _C.max_threads())[1]
-    workspace = _workspaces_for([size], x)[0]
-    _C.rnn_cell_forward(cell, to_dlpack(x), to_dlpack(h0), _view(c0), to_dlpack(weight_ih), to_dlpack(weight_hh),
-                        _view(bias_ih), _view(bias_hh), to_dlpack(h), _view(c), to_dlpack(workspace))
+    h, c, _ = _cell_forward(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, False)
     return h, c
+
+
+class _CellStep(torch.autograd.Function):
+    """A cell's training step on the CPU in eager mode: the kernel's one-step entries both ways.
+    Leaner than a layer's op for a call this small: h is the step's only output (no y beside it,
+    no placeholders), and nothing is zero-filled for an output gradient autograd did not send."""
+
+    @staticmethod
+    def forward(ctx, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh):
+        h, c, reserve = _cell_forward(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, True)
+        ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, h, reserve)
+        ctx.cell, ctx.has_bias = cell, (bias_ih is not None, bias_hh is not None)
+        ctx.set_materialize_grads(False)
+        return (h, c) if cell == _LSTM else h
+
+    @staticmethod
+    def backward(ctx, dh, dc=None):
+        x, h0, c0, weight_ih, weight_hh, h, reserve = ctx.saved_tensors
+        if dh is None:  # only c reached the loss
+            dh = torch.zeros_like(h)
+        lstm = ctx.cell == _LSTM
+        if torch.is_grad_enabled():
+            # create_graph: through the layers' op, which has no derivative of its own, so that a
+            # second backward raises (as for the layers) instead of giving zeros.
+            dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, _ = rnn_backward(
+                x.unsqueeze(0), h0, c0, weight_ih, weight_hh, None, None, h.unsqueeze(0),
+                x.new_empty(0) if reserve is None else reserve, dh.contiguous().unsqueeze(0), torch.zeros_like(h0),
+                (torch.zeros_like(c0) if dc is None else dc.contiguous()) if lstm else None, ctx.cell, False,
+                *ctx.has_bias)
+            return (None, dx[0], dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if ctx.has_bias[0] else None,
+                    db_hh if ctx.has_bias[1] else None)
+        B, H = h0.shape
+        dx, dh0 = _empty(x.shape, x), _empty(h0.shape, h0)
+        dc0 = _empty(c0.shape, c0) if lstm else None
+        dw_ih, dw_hh = _empty(weight_ih.shape, weight_ih), _empty(weight_hh.shape, weight_hh)
+        db_ih, db_hh = (_empty(weight_ih.shape[0], x) if has else None for has in ctx.has_bias)
+        size = _sizes_of(ctx.cell, x.dtype, B, B, x.shape[1], H, 0, "cpu", _C.max_threads())[2]
+        workspace = _workspaces_for([size], x)[0]
+        _C.rnn_cell_backward(ctx.cell, to_dlpack(x), to_dlpack(h0), _view(c0), to_dlpack(weight_ih),
+                             to_dlpack(weight_hh), to_dlpack(h), _view(reserve), to_dlpack(dh.contiguous()),
+                             _view(None if dc is None else dc.contiguous()), to_dlpack(dx), to_dlpack(dh0),
+                             _view(dc0), to_dlpack(dw_ih), to_dlpack(dw_hh), _view(db_ih), _view(db_hh),
+                             to_dlpack(workspace))
+        return None, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh
+
+
+def cell_training(cell: int, x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
+                  bias_ih: Optional[Tensor], bias_hh: Optional[Tensor]):
+    """One differentiable step of a cell, x (B, I), on contiguous CPU tensors in eager mode (see
+    eager()): h, or (h, c) for an LSTM."""
+    return _CellStep.apply(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh)
 
 
 @rnn_forward.register_fake

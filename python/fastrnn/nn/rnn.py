@@ -317,6 +317,12 @@ class _FusedCellBase:
                                       states[1].contiguous() if lstm else None, weight_ih.contiguous(),
                                       weight_hh.contiguous(), _contiguous(bias_ih), _contiguous(bias_hh))
             out = (h, c) if lstm else (h,)
+        elif input.is_cpu and ops.eager(input):
+            # Training on the CPU, eagerly: the one-step entries both ways, in a lean autograd.Function.
+            out = ops.cell_training(cell, input.contiguous(), states[0].contiguous(),
+                                    states[1].contiguous() if lstm else None, weight_ih.contiguous(),
+                                    weight_hh.contiguous(), _contiguous(bias_ih), _contiguous(bias_hh))
+            out = out if lstm else (out,)
         else:
             y, h, c = _F.run_layer(self._cell_name(lstm), input.unsqueeze(0), states[0], states[1] if lstm else None,
                                    weight_ih, weight_hh, bias_ih, bias_hh)
