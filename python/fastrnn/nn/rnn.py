@@ -306,23 +306,22 @@ class _FusedCellBase:
         weight_ih, weight_hh, bias_ih, bias_hh = self._cell_weights()
         self._check_cell_args(input, states, weight_ih, weight_hh)
         cell = _CELL_CODES[self._cell_name(lstm)]
+        inference = not (torch.is_grad_enabled()
+                         and _any_requires_grad(input, states, weight_ih, weight_hh, bias_ih, bias_hh))
+        # On the CPU the kernel's one-step entries: called directly for inference, inside a lean
+        # autograd.Function for eager training (a batch-1 call's Python is most of its time).
+        direct = input.is_cpu and not torch.compiler.is_compiling() and (inference or ops.eager(input))
         if batch == 0:
             out = tuple(input.new_zeros(0, self.hidden_size) for _ in states)
-        elif (input.is_cpu and not torch.compiler.is_compiling()
-              and not (torch.is_grad_enabled() and _any_requires_grad(input, states, weight_ih, weight_hh, bias_ih,
-                                                                      bias_hh))):
-            # Inference on the CPU: the kernel's one-step entry, called directly (a batch-1 call's
-            # Python is most of its time).
-            h, c = ops.cell_inference(cell, input.contiguous(), states[0].contiguous(),
-                                      states[1].contiguous() if lstm else None, weight_ih.contiguous(),
-                                      weight_hh.contiguous(), _contiguous(bias_ih), _contiguous(bias_hh))
-            out = (h, c) if lstm else (h,)
-        elif input.is_cpu and ops.eager(input):
-            # Training on the CPU, eagerly: the one-step entries both ways, in a lean autograd.Function.
-            out = ops.cell_training(cell, input.contiguous(), states[0].contiguous(),
-                                    states[1].contiguous() if lstm else None, weight_ih.contiguous(),
-                                    weight_hh.contiguous(), _contiguous(bias_ih), _contiguous(bias_hh))
-            out = out if lstm else (out,)
+        elif direct:
+            args = (cell, input.contiguous(), states[0].contiguous(), states[1].contiguous() if lstm else None,
+                    weight_ih.contiguous(), weight_hh.contiguous(), _contiguous(bias_ih), _contiguous(bias_hh))
+            if inference:
+                h, c = ops.cell_inference(*args)
+                out = (h, c) if lstm else (h,)
+            else:
+                out = ops.cell_training(*args)
+                out = out if lstm else (out,)
         else:
             y, h, c = _F.run_layer(self._cell_name(lstm), input.unsqueeze(0), states[0], states[1] if lstm else None,
                                    weight_ih, weight_hh, bias_ih, bias_hh)
@@ -370,10 +369,7 @@ class _FusedCellBase:
 
 
 _CELL_CODES = ops.CELLS
-
-
-def _contiguous(t: Optional[Tensor]) -> Optional[Tensor]:
-    return None if t is None else t.contiguous()
+_contiguous = _F._contiguous
 
 
 def _any_requires_grad(input: Tensor, states, *weights) -> bool:  # noqa: A002
