@@ -7,7 +7,9 @@ from fastrnn import _C
 
 # The last two have a small C over a long depth, which the threads split (when there are two).
 SHAPES = [(1, 1, 1), (7, 13, 37), (37, 7, 13), (97, 130, 300), (64, 1030, 257), (300, 64, 600), (37, 29, 700),
-          (61, 45, 1001)]
+          (61, 45, 1001),
+          # One or two rows read B in place (two threads from N*K = 256K, column blocks of 512).
+          (1, 130, 300), (2, 1030, 257), (2, 7, 13), (3, 45, 50)]
 
 
 def scratch(dtype):
@@ -30,12 +32,13 @@ def test_gemm_matches_numpy(isa, dtype, tol, m, n, k, trans_a, trans_b):
         assert err < tol * max(1.0, np.abs(expected).max()), (alpha, beta, err)
 
 
-def test_gemm_beta_zero_does_not_read_c(isa):
-    a = np.ones((5, 3))
+@pytest.mark.parametrize("m", [1, 5])
+def test_gemm_beta_zero_does_not_read_c(isa, m):
+    a = np.ones((m, 3))
     b = np.ones((3, 4))
-    c = np.full((5, 4), np.nan)
+    c = np.full((m, 4), np.nan)
     _C.gemm(False, False, 1.0, a, b, 0.0, c, scratch("float64"))
-    np.testing.assert_array_equal(c, np.full((5, 4), 3.0))
+    np.testing.assert_array_equal(c, np.full((m, 4), 3.0))
 
 
 @pytest.mark.parametrize("trans_a", [False, True])

@@ -606,8 +606,10 @@ void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int ti
   const int64_t H = d.H, P = d.P, GH = d.G * d.H;
   const Range hc = split(ceil_div(H, NR), tid, n), pc = split(ceil_div(P, NR), tid, n);
   // Pack once: the W_hh columns of this thread's outputs of dh_prev, and (projection) the
-  // W_hr columns of its units of dm.
-  for (int64_t c = pc.begin; c < pc.end; ++c) {
+  // W_hr columns of its units of dm. A one-step call of a few rows (a cell at batch 1) reads
+  // W_hh in place instead: packing would copy all of it for a single use.
+  const bool wh_in_place = d.rows == d.B && d.B <= kFewRows && !job.mask;
+  for (int64_t c = pc.begin; c < pc.end && !wh_in_place; ++c) {
     pack_b_block<T>(GH, min_i64(NR, P - c * NR), job.weight_hh + c * NR, P, ts.w_pack + (c - pc.begin) * GH * NR);
   }
   if (d.proj) {
@@ -652,7 +654,13 @@ void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int ti
     // with a mask, mask * (dgates_hh W_hh) + the direct term.
     auto dg_row = [&](int64_t b) { return job.dgates_hh + (row0 + b) * GH; };
     if (!job.mask) {
-      if (pc.end > pc.begin) {
+      if (pc.end > pc.begin && wh_in_place) {
+        GemmArgs<T> g;
+        g.M = bt, g.N = P, g.K = GH;
+        g.A = dg_row(0), g.lda = GH, g.B = job.weight_hh, g.ldb = P;
+        g.C = job.dh, g.ldc = P, g.beta = Cell::kDirectHiddenGrad ? T(1) : T(0);
+        few_rows_gemm(g, pc.begin * NR, min_i64(pc.end * NR, P));
+      } else if (pc.end > pc.begin) {
         panel_gemm<T>(bt, GH, dg_row, ts.w_pack, job.dh + pc.begin * NR, P, min_i64(pc.end * NR, P) - pc.begin * NR,
                       Cell::kDirectHiddenGrad ? T(1) : T(0));
       }
