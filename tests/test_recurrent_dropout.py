@@ -56,13 +56,13 @@ def reference(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, reve
     return torch.stack(ys), h, c
 
 
-def make_direction(case, dtype, gen, out=P, inputs=I, bias=True):
+def make_direction(case, dtype, gen, out=P, inputs=I, bias=True, batch=B):
     """(h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) of one direction."""
     cell = cell_of(case)
     p = out if case == "lstm_proj" else H
     G = GATES[cell]
     rand = lambda *s, scale=1.0: (torch.randn(*s, generator=gen, dtype=torch.float64) * scale).to(dtype)  # noqa
-    return (rand(B, p), rand(B, H) if cell == "lstm" else None, rand(G * H, inputs, scale=0.3),
+    return (rand(batch, p), rand(batch, H) if cell == "lstm" else None, rand(G * H, inputs, scale=0.3),
             rand(G * H, p, scale=0.3), rand(G * H) if bias else None, rand(G * H) if bias else None,
             rand(p, H, scale=0.3) if case == "lstm_proj" else None)
 
@@ -119,6 +119,24 @@ def test_op_matches_reference(case, dtype, reverse, packed, isa):
     if cell == "lstm":
         outs.append(c_n), outs_ref.append(c_ref)
     check_all(outs, outs_ref, ours, ref, dtype, case)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("case", CASES)
+def test_one_step_of_few_rows_matches_reference(case, batch):
+    """A one-step call of one or two rows: the backward reads W_hh in place, mask included."""
+    cell = cell_of(case)
+    gen = torch.Generator().manual_seed(50 + CASES.index(case) * 2 + batch)
+    x = torch.randn(1, batch, I, generator=gen, dtype=torch.float64)
+    direction = make_direction(case, torch.float64, gen, batch=batch)
+    mask = make_mask(direction[0].shape, 0.3, gen, torch.float64)
+    ours, ref = leaves((x, *direction)), leaves((x, *direction))
+    y, h_n, c_n, _ = ops.rnn_forward(*ours, None, CELL_CODES[cell], False, True, mask)
+    y_ref, h_ref, c_ref = reference(cell, ref[0], None, *ref[1:], mask, False)
+    outs, outs_ref = [y, h_n], [y_ref, h_ref]
+    if cell == "lstm":
+        outs.append(c_n), outs_ref.append(c_ref)
+    check_all(outs, outs_ref, ours, ref, torch.float64, case)
 
 
 @pytest.mark.parametrize("packed", [False, True])

@@ -66,6 +66,9 @@ inline bool weights_in_place(const RnnDims& d) {
 // rows enough to repay packing W_ih (B1 H128, in one process against rowdot: T100 1.03-1.045x,
 // T64 1.036x, T48 1.012x, T32 0.99-1.01x, T10 0.96x, T1 0.91x; B4 T100 1.05-1.135x).
 inline bool input_weights_in_place(const RnnDims& d) { return weights_in_place(d) && d.rows < 64; }
+// Whether the backward reads W_hh in place for dh_prev (few_rows_gemm) instead of packing W_hh^T:
+// a one-step call of one or two rows (a cell at batch 1) would copy all of W_hh for one use.
+inline bool backward_weights_in_place(const RnnDims& d) { return d.rows == d.B && d.B <= kFewRows; }
 
 template <typename T>
 struct ThreadSpace {
@@ -92,7 +95,7 @@ ThreadSpace<T> thread_space(char* base, const RnnDims& d, int n, bool backward, 
     s.x_block = c.take<T>(h_chunks * block_steps(d) * d.B * d.G * NR);
     s.tile = c.take<T>(mpad * d.G * NR);
   } else {
-    s.w_pack = c.take<T>(p_chunks * GH * NR);
+    s.w_pack = c.take<T>(backward_weights_in_place(d) ? 0 : p_chunks * GH * NR);
     if (d.proj) s.wr_pack = c.take<T>(h_chunks * d.P * NR);
     s.tile = c.take<T>(mpad * NR);  // the projection's dm, or a masked step's dgates_hh W_hh
   }
@@ -605,10 +608,9 @@ void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int ti
   const RnnDims& d = *job.d;
   const int64_t H = d.H, P = d.P, GH = d.G * d.H;
   const Range hc = split(ceil_div(H, NR), tid, n), pc = split(ceil_div(P, NR), tid, n);
-  // Pack once: the W_hh columns of this thread's outputs of dh_prev, and (projection) the
-  // W_hr columns of its units of dm. A one-step call of a few rows (a cell at batch 1) reads
-  // W_hh in place instead: packing would copy all of it for a single use.
-  const bool wh_in_place = d.rows == d.B && d.B <= kFewRows && !job.mask;
+  // Pack once (unless W_hh is read in place): the W_hh columns of this thread's outputs of
+  // dh_prev, and (projection) the W_hr columns of its units of dm.
+  const bool wh_in_place = backward_weights_in_place(d);
   for (int64_t c = pc.begin; c < pc.end && !wh_in_place; ++c) {
     pack_b_block<T>(GH, min_i64(NR, P - c * NR), job.weight_hh + c * NR, P, ts.w_pack + (c - pc.begin) * GH * NR);
   }
@@ -653,23 +655,28 @@ void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int ti
     // dh_prev = dgates_hh W_hh (+ the cell's direct term already in dh) for this thread's columns;
     // with a mask, mask * (dgates_hh W_hh) + the direct term.
     auto dg_row = [&](int64_t b) { return job.dgates_hh + (row0 + b) * GH; };
-    if (!job.mask) {
-      if (pc.end > pc.begin && wh_in_place) {
+    // out (row stride ld) = dgates_hh W_hh (+ beta out) for columns [j0, j0 + cols) of this thread's.
+    auto hh_product = [&](int64_t j0, int64_t cols, T* out, int64_t ld, T beta) {
+      if (wh_in_place) {
         GemmArgs<T> g;
-        g.M = bt, g.N = P, g.K = GH;
-        g.A = dg_row(0), g.lda = GH, g.B = job.weight_hh, g.ldb = P;
-        g.C = job.dh, g.ldc = P, g.beta = Cell::kDirectHiddenGrad ? T(1) : T(0);
-        few_rows_gemm(g, pc.begin * NR, min_i64(pc.end * NR, P));
-      } else if (pc.end > pc.begin) {
-        panel_gemm<T>(bt, GH, dg_row, ts.w_pack, job.dh + pc.begin * NR, P, min_i64(pc.end * NR, P) - pc.begin * NR,
-                      Cell::kDirectHiddenGrad ? T(1) : T(0));
+        g.M = bt, g.N = cols, g.K = GH;
+        g.A = dg_row(0), g.lda = GH, g.B = job.weight_hh + j0, g.ldb = P;
+        g.C = out, g.ldc = ld, g.beta = beta;
+        few_rows_gemm(g, 0, cols);
+      } else {
+        panel_gemm<T>(bt, GH, dg_row, ts.w_pack + (j0 / NR - pc.begin) * GH * NR, out, ld, cols, beta);
+      }
+    };
+    if (!job.mask) {
+      if (pc.end > pc.begin) {
+        const int64_t j0 = pc.begin * NR;
+        hh_product(j0, min_i64(pc.end * NR, P) - j0, job.dh + j0, P, Cell::kDirectHiddenGrad ? T(1) : T(0));
       }
       continue;
     }
     for (int64_t c = pc.begin; c < pc.end; ++c) {
       const int64_t j0 = c * NR, cols = min_i64(NR, P - j0);
-      const T* wh = ts.w_pack + (c - pc.begin) * GH * NR;
-      panel_gemm<T>(bt, GH, dg_row, wh, ts.tile, NR, cols, T(0));
+      hh_product(j0, cols, ts.tile, NR, T(0));
       for (int64_t b = 0; b < bt; ++b) {
         const T* prod = ts.tile + b * NR;
         const T* m = job.mask + b * P + j0;

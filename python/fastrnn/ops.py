@@ -412,17 +412,22 @@ def rnn_inference(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor
     return y, h_n, c_n
 
 
+def _one_step_sizes(cell: int, x: Tensor, hidden_size: int):
+    """_buffer_sizes of one step of a cell, x (B, I) on the CPU."""
+    B = x.shape[0]
+    return _sizes_of(cell, x.dtype, B, B, x.shape[1], hidden_size, 0, "cpu", _C.max_threads())
+
+
 def _cell_forward(cell: int, x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
                   bias_ih: Optional[Tensor], bias_hh: Optional[Tensor], training: bool):
     """One step of a cell on the CPU: (h, c, reserve); c None unless LSTM, reserve None unless
     training and the cell saves gates (Elman's backward reads h instead)."""
     B, H = h0.shape
-    h = x.new_empty((B, H))
-    c = x.new_empty((B, H)) if cell == _LSTM else None
+    h = _empty((B, H), x)
+    c = _empty((B, H), x) if cell == _LSTM else None
     width = _reserve_width(cell, H, False, training)
-    reserve = x.new_empty((B, width)) if width else None
-    size = _sizes_of(cell, x.dtype, B, B, x.shape[1], H, 0, "cpu", _C.max_threads())[1]
-    workspace = _workspaces_for([size], x)[0]
+    reserve = _empty((B, width), x) if width else None
+    workspace = _workspaces_for([_one_step_sizes(cell, x, H)[1]], x)[0]
     _C.rnn_cell_forward(cell, to_dlpack(x), to_dlpack(h0), _view(c0), to_dlpack(weight_ih), to_dlpack(weight_hh),
                         _view(bias_ih), _view(bias_hh), to_dlpack(h), _view(c), to_dlpack(workspace), _view(reserve))
     return h, c, reserve
@@ -465,13 +470,12 @@ class _CellStep(torch.autograd.Function):
                 *ctx.has_bias)
             return (None, dx[0], dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if ctx.has_bias[0] else None,
                     db_hh if ctx.has_bias[1] else None)
-        B, H = h0.shape
+        H = h0.shape[1]
         dx, dh0 = _empty(x.shape, x), _empty(h0.shape, h0)
         dc0 = _empty(c0.shape, c0) if lstm else None
         dw_ih, dw_hh = _empty(weight_ih.shape, weight_ih), _empty(weight_hh.shape, weight_hh)
         db_ih, db_hh = (_empty(weight_ih.shape[0], x) if has else None for has in ctx.has_bias)
-        size = _sizes_of(ctx.cell, x.dtype, B, B, x.shape[1], H, 0, "cpu", _C.max_threads())[2]
-        workspace = _workspaces_for([size], x)[0]
+        workspace = _workspaces_for([_one_step_sizes(ctx.cell, x, H)[2]], x)[0]
         _C.rnn_cell_backward(ctx.cell, to_dlpack(x), to_dlpack(h0), _view(c0), to_dlpack(weight_ih),
                              to_dlpack(weight_hh), to_dlpack(h), _view(reserve), to_dlpack(dh.contiguous()),
                              _view(None if dc is None else dc.contiguous()), to_dlpack(dx), to_dlpack(dh0),

@@ -332,7 +332,8 @@ void parallel_gemm(const GemmArgs<T>& g, const GemmScratch& scratch) {
   int threads = nested ? 1 : static_cast<int>(min_i64(omp_get_max_threads(), scratch.threads));
   if (g.M <= kFewRows && !g.trans_b) {
     // Threads take column ranges of whole cache lines, once each has enough of B to read.
-    const int64_t lines = ceil_div(g.N, 16);
+    constexpr int64_t kLine = 64 / sizeof(T);
+    const int64_t lines = ceil_div(g.N, kLine);
     if (g.N * g.K < 256 * 1024) threads = 1;
     if (threads > lines) threads = static_cast<int>(lines);
     if (threads <= 1) {
@@ -342,7 +343,7 @@ void parallel_gemm(const GemmArgs<T>& g, const GemmScratch& scratch) {
 #pragma omp parallel num_threads(threads)
     {
       const Range r = split(lines, omp_get_thread_num(), omp_get_num_threads());
-      few_rows_gemm(g, r.begin * 16, min_i64(r.end * 16, g.N));
+      few_rows_gemm(g, r.begin * kLine, min_i64(r.end * kLine, g.N));
     }
     return;
   }

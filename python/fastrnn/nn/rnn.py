@@ -37,8 +37,6 @@ _CELL_NAMES = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU":
 _MISSING = object()
 
 
-
-
 def _check_dtype(input: Tensor, what: str) -> None:  # noqa: A002
     if input.dtype in _F._SUPPORTED_DTYPES and input.is_cpu:  # (the common case, quickly)
         return
