@@ -110,6 +110,24 @@ def test_random_configurations_match_torch(seed, dtype):
     run_and_compare(reference, ours, x, hx, dtype, lengths, enforce_sorted=mode != "packed_unsorted")
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("name", MODULES)
+def test_packed_batch_of_several_row_panels(name, dtype):
+    """A batch of 27 spans two full 12-row panels of AVX-512's micro-kernel and a partial one; the
+    forward packs those rows once per step (and x's once per block of steps), and as sequences
+    end the batch falls to a single partial panel. Reversed too (bidirectional), in a depth
+    with a partial 8-column transpose block (I = 70, H = 29)."""
+    reference, ours = make_pair(name, 70, 29, num_layers=2, bidirectional=True, dtype=dtype, seed=5)
+    gen = torch.Generator().manual_seed(11)
+    T, B = 9, 27
+    x = torch.randn(T, B, 70, dtype=dtype, generator=gen)
+    hx = states_like(reference, B, dtype, gen)
+    lengths = torch.randint(1, T + 1, (B,), generator=gen)
+    lengths[:14] = T  # more than one full panel at every step before the others end
+    run_and_compare(reference, ours, x, None, dtype)
+    run_and_compare(reference, ours, x, hx, dtype, lengths, enforce_sorted=False)
+
+
 @pytest.mark.parametrize("name", MODULES)
 def test_unbatched_input(name):
     reference, ours = make_pair(name, 5, 4, num_layers=2, bidirectional=True)
@@ -322,6 +340,24 @@ def test_cells_match_torch(name, batched):
 
 CELL_CONFIGS = [("RNNCell", {"nonlinearity": "tanh"}), ("RNNCell", {"nonlinearity": "relu", "bias": False}),
                 ("LSTMCell", {}), ("LSTMCell", {"bias": False}), ("GRUCell", {}), ("GRUCell", {"bias": False})]
+
+
+@pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU"])
+def test_training_after_inference_mode_without_hx(name):
+    """A call without hx under inference_mode, then a training call of the same shape: the zero
+    state kept between calls must not be an inference tensor, which autograd cannot save."""
+    reference, ours = make_pair(name, 5, 7)
+    x = torch.randn(3, 5, dtype=torch.float64)
+    with torch.inference_mode():
+        ours(x)
+    x_ours, x_ref = leaves(x), leaves(x)
+
+    def total(out):  # every output of a cell or a layer, states included
+        return out.sum() if isinstance(out, torch.Tensor) else sum(total(o) for o in out)
+
+    total(ours(x_ours)).backward()
+    total(reference(x_ref)).backward()
+    assert_close(x_ours.grad, x_ref.grad, torch.float64, "grad input")
 
 
 @pytest.mark.parametrize("name,kwargs", CELL_CONFIGS, ids=lambda v: str(v))

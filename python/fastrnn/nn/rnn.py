@@ -74,7 +74,10 @@ class _ZeroStates(threading.local):
         key = (batch, width, like.dtype, like.device)
         zeros = self.kept.get(key)
         if zeros is None:
-            zeros = like.new_zeros(batch, width)
+            # Made outside inference mode even when called in it: an inference tensor kept here
+            # would reach a later training call, and autograd refuses to save one.
+            with torch.inference_mode(False):
+                zeros = like.new_zeros(batch, width)
             if zeros.nbytes <= 1 << 20:
                 if len(self.kept) >= 16:
                     self.kept.clear()
