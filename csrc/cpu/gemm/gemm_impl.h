@@ -46,12 +46,12 @@ struct RowsA {
   T operator()(int64_t k, int i) const { return rows[i][k0 + k]; }
 };
 
-// A as stored with a uniform row stride: a(k, i) = base[i * lda + k]. The general GEMM's A
-// as stored goes through this rather than RowsA's 12 row pointers, which GCC could not keep in
-// registers with the kernel's other operands (perf annotate: a row pointer reloaded from the
-// stack and one moved from a vector register every k step). In-process A/B over 15 calls:
-// 2048^3 1.10-1.11x faster, 6400 x 2048 x 512 1.13x, 6400 x 4096 x 1024 1.12-1.13x,
-// 6400 x 512 x 2048 1.05x, 2048 x 512 x 6400 1.01x.
+// A as stored with a uniform row stride: a(k, i) = base[i * lda + k]. The recurrence's rows
+// read in place go through this rather than RowsA's 12 row pointers, which GCC could not keep
+// in registers with the kernel's other operands (perf annotate: a row pointer reloaded from the
+// stack and one moved from a vector register every k step). In-process A/B over 15 calls of the
+// general GEMM, when it still read A in place: 2048^3 1.10-1.11x faster, 6400 x 2048 x 512
+// 1.13x, 6400 x 4096 x 1024 1.12-1.13x (it now packs A, see pack_a).
 template <typename T>
 struct StridedA {
   const T* base;
@@ -145,15 +145,52 @@ void pack_b_block(int64_t K, int64_t cols, const T* b, int64_t ldb, T* FASTRNN_R
   }
 }
 
-// Rows [i0, i0+mc) x depth [k0, k0+kc) of op(A) = A^T as MR-row panels of depth kc: MR
-// contiguous values per k. Walked k-outer: each k reads one contiguous run of mc values of a
-// row of A and deals it out to the panels. (Panel-outer read MR values from each of kc rows
-// lda apart; with lda a multiple of 4 KiB those rows share one L1 set and every panel
-// re-fetched them from L2.)
+// One MR-row panel of depth kc from `rows` <= MR rows contiguous in k (src[i] for i < rows):
+// out[k * MR + i] = src[i][k], rows past `rows` zero.
+template <typename T>
+void pack_row_panel(const T* const* src, int64_t rows, int64_t kc, T* FASTRNN_RESTRICT out) {
+  constexpr int MR = Tile<T>::MR;
+  int64_t k = 0;
+#ifdef __AVX2__
+  // A full float panel of 12 rows as two 8x8 transposes per 8 columns of depth, rows 0-7 and
+  // rows 4-11 (the 4 rows in both are written twice, alike).
+  if constexpr (sizeof(T) == 4 && MR == 12) {
+    if (rows == MR) {
+      for (; k + 8 <= kc; k += 8) {
+        transpose_8x8(src, k, out + k * MR, MR);
+        transpose_8x8(src + 4, k, out + k * MR + 4, MR);
+      }
+    }
+  }
+#endif
+  for (; k < kc; ++k) {
+    for (int i = 0; i < MR; ++i) out[k * MR + i] = i < rows ? src[i][k] : T(0);
+  }
+}
+
+// Rows [i0, i0+mc) x depth [k0, k0+kc) of op(A) as MR-row panels of depth kc: MR contiguous
+// values per k, so the micro-kernel's MR broadcasts per k step come from one address and need no
+// address arithmetic. A as stored (rows contiguous in k) is transposed panel by panel; A^T is
+// walked k-outer: each k reads one contiguous run of mc values of a row of A and deals it out
+// to the panels. (Panel-outer read MR values from each of kc rows lda apart; with lda a multiple
+// of 4 KiB those rows share one L1 set and every panel re-fetched them from L2.)
+// A as stored used to be read in place (StridedA), which spared this copy but cost the kernel
+// 11 integer adds per k step for the row addresses; packed, against in place, in one process
+// (_C.gemm, 2 threads, medians of 11): 2048^3 1.15x, 6400 x 512 x 1536 1.12x, 6400 x 2048 x 512
+// 1.13x, 64 x 2048 x 512 1.08x.
 template <typename T>
 void pack_a(const GemmArgs<T>& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* FASTRNN_RESTRICT out) {
   constexpr int MR = Tile<T>::MR;
   const int64_t full = mc / MR, rest = mc - full * MR;
+  if (!g.trans_a) {
+    for (int64_t p = 0; p * MR < mc; ++p) {
+      const T* src[MR];
+      const int64_t rows = min_i64(MR, mc - p * MR);
+      for (int64_t i = 0; i < rows; ++i) src[i] = g.A + (i0 + p * MR + i) * g.lda + k0;
+      pack_row_panel(src, rows, kc, out + p * kc * MR);
+    }
+    return;
+  }
   for (int64_t k = 0; k < kc; ++k) {
     const T* src = g.A + (k0 + k) * g.lda + i0;
     T* dst = out + k * MR;
@@ -234,6 +271,35 @@ void panel_gemm(int64_t m, int64_t K, const RowFn& row, const T* b, T* c, int64_
   }
 }
 
+// m rows of A (row(i): K values each) as MR-row panels of depth K for panel_gemm_packed:
+// panel p at out + p * K * MR, m rounded up to MR with zero rows.
+template <typename T, typename RowFn>
+void pack_rows(int64_t m, int64_t K, const RowFn& row, T* FASTRNN_RESTRICT out) {
+  constexpr int MR = Tile<T>::MR;
+  const T* src[MR];
+  for (int64_t p = 0; p < m; p += MR) {
+    const int64_t rows = min_i64(MR, m - p);
+    for (int64_t i = 0; i < rows; ++i) src[i] = row(p + i);
+    pack_row_panel(src, rows, K, out + p * K);
+  }
+}
+
+// panel_gemm with A packed by pack_rows: the same loops, the kernel's broadcasts from one
+// contiguous panel instead of MR strided rows (no address arithmetic per k step).
+template <typename T>
+void panel_gemm_packed(int64_t m, int64_t K, const T* a, const T* b, T* c, int64_t ldc, int64_t ncols, T beta) {
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
+  for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+    const int64_t kc = min_i64(kKC, K - k0);
+    for (int64_t q = 0; q * NR < ncols; ++q) {
+      for (int64_t p = 0; p < m; p += MR) {
+        micro_kernel<T>(kc, PackedA<T>{a + p * K + k0 * MR}, b + q * K * NR + k0 * NR, c + p * ldc + q * NR, ldc,
+                        min_i64(MR, m - p), min_i64(NR, ncols - q * NR), T(1), k0 == 0 ? beta : T(1));
+      }
+    }
+  }
+}
+
 // ---- General GEMM (gemm.h) ----------------------------------------------------------------------
 
 // C[m0:m1, n0:n1] on the calling thread: for each NC-column block and KC slice, B is packed
@@ -249,20 +315,13 @@ void gemm_range(const GemmArgs<T>& g, int64_t m0, int64_t m1, int64_t n0, int64_
       pack_b(g, pc, kc, jc, nc, b_buf);
       for (int64_t ic = m0; ic < m1; ic += kMC<T>) {
         const int64_t mc = min_i64(kMC<T>, m1 - ic);
-        // A transposed is packed (a contiguous copy of MR values per k); A as stored is read
-        // in place, its rows contiguous in k, which spares a transposing pack.
-        if (g.trans_a) pack_a(g, ic, mc, pc, kc, a_buf);
+        pack_a(g, ic, mc, pc, kc, a_buf);
         // A B micro-panel stays in L1 while the A panels of the block (in L2) pass over it.
         for (int64_t q = 0; q < nc; q += NR) {
           for (int64_t p = 0; p < mc; p += MR) {
             const int64_t mr = min_i64(MR, mc - p), nr = min_i64(NR, nc - q);
             T* c = g.C + (ic + p) * g.ldc + jc + q;
-            if (g.trans_a) {
-              micro_kernel<T>(kc, PackedA<T>{a_buf + p * kc}, b_buf + q * kc, c, g.ldc, mr, nr, g.alpha, beta);
-            } else {
-              micro_kernel<T>(kc, StridedA<T>{g.A + (ic + p) * g.lda + pc, g.lda}, b_buf + q * kc, c, g.ldc, mr, nr,
-                              g.alpha, beta);
-            }
+            micro_kernel<T>(kc, PackedA<T>{a_buf + p * kc}, b_buf + q * kc, c, g.ldc, mr, nr, g.alpha, beta);
           }
         }
       }
