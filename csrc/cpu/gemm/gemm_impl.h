@@ -145,26 +145,28 @@ void pack_b_block(int64_t K, int64_t cols, const T* b, int64_t ldb, T* FASTRNN_R
   }
 }
 
-// One MR-row panel of depth kc from `rows` <= MR rows contiguous in k (src[i] for i < rows):
-// out[k * MR + i] = src[i][k], rows past `rows` zero.
+// One MR-row panel of depth kc from 1 <= `rows` <= MR rows contiguous in k (row[i], i < rows):
+// out[k * MR + i] = row[i][k]. A partial panel's missing rows repeat its last row (the kernel
+// runs mr-row code and never reads them), so every panel takes the vector transpose.
 template <typename T>
-void pack_row_panel(const T* const* src, int64_t rows, int64_t kc, T* FASTRNN_RESTRICT out) {
+void pack_row_panel(const T* const* row, int64_t rows, int64_t kc, T* FASTRNN_RESTRICT out) {
   constexpr int MR = Tile<T>::MR;
+  const T* src[MR];
+  for (int i = 0; i < MR; ++i) src[i] = row[i < rows ? i : rows - 1];
   int64_t k = 0;
 #ifdef __AVX2__
-  // A full float panel of 12 rows as two 8x8 transposes per 8 columns of depth, rows 0-7 and
-  // rows 4-11 (the 4 rows in both are written twice, alike).
+  // A float panel of 12 rows as two 8x8 transposes per 8 columns of depth, rows 0-7 and rows
+  // 4-11 (the 4 rows in both are written twice, alike).
   if constexpr (sizeof(T) == 4 && MR == 12) {
-    if (rows == MR) {
-      for (; k + 8 <= kc; k += 8) {
-        transpose_8x8(src, k, out + k * MR, MR);
-        transpose_8x8(src + 4, k, out + k * MR + 4, MR);
-      }
+    for (; k + 8 <= kc; k += 8) {
+      transpose_8x8(src, k, out + k * MR, MR);
+      transpose_8x8(src + 4, k, out + k * MR + 4, MR);
     }
   }
 #endif
   for (; k < kc; ++k) {
-    for (int i = 0; i < MR; ++i) out[k * MR + i] = i < rows ? src[i][k] : T(0);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) out[k * MR + i] = src[i][k];
   }
 }
 
