@@ -77,7 +77,7 @@ inline bool backward_weights_in_place(const RnnDims& d) { return d.rows == d.B &
 // noise (0.99-1.02x). Below a full row panel there is nothing to gain.
 template <typename T>
 inline bool pack_shared_rows(const RnnDims& d) {
-  return !weights_in_place(d) && d.B >= Tile<T>::MR;
+  return kVectorRowPack<T> && !weights_in_place(d) && d.B >= Tile<T>::MR;
 }
 
 template <typename T>

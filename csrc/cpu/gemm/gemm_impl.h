@@ -46,12 +46,13 @@ struct RowsA {
   T operator()(int64_t k, int i) const { return rows[i][k0 + k]; }
 };
 
-// A as stored with a uniform row stride: a(k, i) = base[i * lda + k]. The recurrence's rows
-// read in place go through this rather than RowsA's 12 row pointers, which GCC could not keep
+// A as stored with a uniform row stride: a(k, i) = base[i * lda + k]. Rows read in place (the
+// recurrence's, and the general GEMM's A where it is not packed) go through this rather than
+// RowsA's 12 row pointers, which GCC could not keep
 // in registers with the kernel's other operands (perf annotate: a row pointer reloaded from the
 // stack and one moved from a vector register every k step). In-process A/B over 15 calls of the
-// general GEMM, when it still read A in place: 2048^3 1.10-1.11x faster, 6400 x 2048 x 512
-// 1.13x, 6400 x 4096 x 1024 1.12-1.13x (it now packs A, see pack_a).
+// general GEMM reading A in place: 2048^3 1.10-1.11x faster, 6400 x 2048 x 512 1.13x,
+// 6400 x 4096 x 1024 1.12-1.13x (on AVX-512 in float it now packs A, see pack_a).
 template <typename T>
 struct StridedA {
   const T* base;
@@ -145,6 +146,18 @@ void pack_b_block(int64_t K, int64_t cols, const T* b, int64_t ldb, T* FASTRNN_R
   }
 }
 
+// Whether pack_row_panel has a vector path for this type and row block (float on AVX-512).
+// Without one, the general GEMM reads A as stored in place (StridedA) and the recurrence reads
+// its rows in place: a scalar pack costs more than it saves, and on AVX2 (6-row blocks, 5
+// address adds per k step) a transposing pack measured 0.97-1.03x against reading in place.
+template <typename T>
+constexpr bool kVectorRowPack =
+#ifdef __AVX2__
+    sizeof(T) == 4 && Tile<T>::MR == 12;
+#else
+    false;
+#endif
+
 // One MR-row panel of depth kc from 1 <= `rows` <= MR rows contiguous in k (row[i], i < rows):
 // out[k * MR + i] = row[i][k]. A partial panel's missing rows repeat its last row (the kernel
 // runs mr-row code and never reads them), so every panel takes the vector transpose.
@@ -155,9 +168,9 @@ void pack_row_panel(const T* const* row, int64_t rows, int64_t kc, T* FASTRNN_RE
   for (int i = 0; i < MR; ++i) src[i] = row[i < rows ? i : rows - 1];
   int64_t k = 0;
 #ifdef __AVX2__
-  // A float panel of 12 rows as two 8x8 transposes per 8 columns of depth, rows 0-7 and rows
-  // 4-11 (the 4 rows in both are written twice, alike).
   if constexpr (sizeof(T) == 4 && MR == 12) {
+    // Two 8x8 transposes per 8 columns of depth, rows 0-7 and rows 4-11 (the 4 rows in both
+    // are written twice, alike).
     for (; k + 8 <= kc; k += 8) {
       transpose_8x8(src, k, out + k * MR, MR);
       transpose_8x8(src + 4, k, out + k * MR + 4, MR);
@@ -176,10 +189,10 @@ void pack_row_panel(const T* const* row, int64_t rows, int64_t kc, T* FASTRNN_RE
 // walked k-outer: each k reads one contiguous run of mc values of a row of A and deals it out
 // to the panels. (Panel-outer read MR values from each of kc rows lda apart; with lda a multiple
 // of 4 KiB those rows share one L1 set and every panel re-fetched them from L2.)
-// A as stored used to be read in place (StridedA), which spared this copy but cost the kernel
-// 11 integer adds per k step for the row addresses; packed, against in place, in one process
-// (_C.gemm, 2 threads, medians of 11): 2048^3 1.15x, 6400 x 512 x 1536 1.12x, 6400 x 2048 x 512
-// 1.13x, 64 x 2048 x 512 1.08x.
+// A as stored is packed only where pack_row_panel has a vector path (kVectorRowPack); read in
+// place (StridedA) the AVX-512 kernel spends 11 integer adds per k step on row addresses.
+// Packed against in place, in one process (_C.gemm, 2 threads, medians of 11): 2048^3 1.15x,
+// 6400 x 512 x 1536 1.12x, 6400 x 2048 x 512 1.13x, 64 x 2048 x 512 1.08x.
 template <typename T>
 void pack_a(const GemmArgs<T>& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* FASTRNN_RESTRICT out) {
   constexpr int MR = Tile<T>::MR;
@@ -317,13 +330,19 @@ void gemm_range(const GemmArgs<T>& g, int64_t m0, int64_t m1, int64_t n0, int64_
       pack_b(g, pc, kc, jc, nc, b_buf);
       for (int64_t ic = m0; ic < m1; ic += kMC<T>) {
         const int64_t mc = min_i64(kMC<T>, m1 - ic);
-        pack_a(g, ic, mc, pc, kc, a_buf);
+        const bool packed = g.trans_a || kVectorRowPack<T>;
+        if (packed) pack_a(g, ic, mc, pc, kc, a_buf);
         // A B micro-panel stays in L1 while the A panels of the block (in L2) pass over it.
         for (int64_t q = 0; q < nc; q += NR) {
           for (int64_t p = 0; p < mc; p += MR) {
             const int64_t mr = min_i64(MR, mc - p), nr = min_i64(NR, nc - q);
             T* c = g.C + (ic + p) * g.ldc + jc + q;
-            micro_kernel<T>(kc, PackedA<T>{a_buf + p * kc}, b_buf + q * kc, c, g.ldc, mr, nr, g.alpha, beta);
+            if (packed) {
+              micro_kernel<T>(kc, PackedA<T>{a_buf + p * kc}, b_buf + q * kc, c, g.ldc, mr, nr, g.alpha, beta);
+            } else {
+              micro_kernel<T>(kc, StridedA<T>{g.A + (ic + p) * g.lda + pc, g.lda}, b_buf + q * kc, c, g.ldc, mr, nr,
+                              g.alpha, beta);
+            }
           }
         }
       }

@@ -37,10 +37,12 @@ inline __attribute__((always_inline)) void accumulate(int64_t kc, const A& a, co
   for (int u = 0; u < U; ++u)
 #pragma GCC unroll 16
     for (int i = 0; i < M; ++i) sum0[u][i] = sum1[u][i] = S::set1(T(0));
-  // B's panel streams from L2 whenever it outgrows L1 (a 512-deep float panel is 64 KiB), and
+  // B's panel streams from L2 when it outgrows L1 (AVX-512's 512-deep panels are 64 KiB), and
   // the hardware prefetchers bring its lines too late for a loop that eats two of them every
-  // 12 cycles: each k step asks for the lines of the row kPrefetchRows ahead.
-  constexpr int kLines = NR * sizeof(T) / 64, kPrefetchRows = 2048 / (NR * sizeof(T));
+  // 12 cycles: each k step asks for the lines of the row kPrefetchRows ahead. (AVX2's 256-deep
+  // panels, 16 KiB, stay in L1.)
+  constexpr bool kPrefetchB = kDepth * NR * sizeof(T) > 32 * 1024;
+  constexpr int kLines = kPrefetchB ? NR * sizeof(T) / 64 : 0, kPrefetchRows = 2048 / (NR * sizeof(T));
   int64_t k = 0;
   for (; k + U <= kc; k += U) {
 #pragma GCC unroll 16
