@@ -246,48 +246,55 @@ void rowdot(int64_t, int64_t, const RowFn&, int64_t, const WeightFn&, T*, int64_
 
 // ---- The panel product of the recurrence ------------------------------------------------------
 
-// C[m x ncols] = A . B + beta * C on the calling thread, A's row i being row(i) (K values) and
-// B one or more NR-column panels side by side (panel q at b + q * K * NR, each K x NR, the last
-// ncols - q * NR wide). A is read in place, with no packing. K is walked in kKC slices, outermost:
-// each A slice (m x kKC) is fetched once into L2 and read there by every panel, and a B slice
-// (kKC x NR) stays in L1 while the row blocks pass over it. (With the panels outside, the
-// backward's A over K = 4H ~ 2048 no longer fit in L2 beside its weights and every panel
-// re-read it from L3.)
-template <typename T, typename RowFn>
-void panel_gemm(int64_t m, int64_t K, const RowFn& row, const T* b, T* c, int64_t ldc, int64_t ncols, T beta) {
+// The loops of the recurrence's panel products: C[m x ncols] = A . B + beta * C on the calling
+// thread, B one or more NR-column panels side by side (panel q at b + q * K * NR, each K x NR,
+// the last ncols - q * NR wide). K is walked in kKC slices, outermost: each A slice (m x kKC)
+// is fetched once into L2 and read there by every panel, and a B slice (kKC x NR) stays near
+// the core while the row blocks pass over it. (With the panels outside, the backward's A over
+// K = 4H ~ 2048 no longer fit in L2 beside its weights and every panel re-read it from L3.)
+// block(p, mr, k0, kc, bq, cq, nr, beta) runs the micro-kernel on rows [p, p + mr) of A.
+template <typename T, typename BlockFn>
+void panel_loops(int64_t m, int64_t K, const T* b, T* c, int64_t ldc, int64_t ncols, T beta, const BlockFn& block) {
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
   if (K <= 0) {  // an empty sum
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < ncols; ++j) c[i * ldc + j] = beta == T(0) ? T(0) : beta * c[i * ldc + j];
     return;
   }
-  const T* rows[MR];
   for (int64_t k0 = 0; k0 < K; k0 += kKC) {
     const int64_t kc = min_i64(kKC, K - k0);
     for (int64_t q = 0; q * NR < ncols; ++q) {
       for (int64_t p = 0; p < m; p += MR) {
-        const int64_t mr = min_i64(MR, m - p);
-        for (int64_t i = 0; i < mr; ++i) rows[i] = row(p + i);
-        // Rows a constant stride apart (all but a step that mixes h0 and earlier outputs) take
-        // StridedA, which keeps the kernel's operands in registers (see StridedA).
-        const int64_t stride = mr > 1 ? rows[1] - rows[0] : 0;
-        bool strided = true;
-        for (int64_t i = 2; i < mr; ++i) strided = strided && rows[i] - rows[i - 1] == stride;
-        const T* bq = b + q * K * NR + k0 * NR;
-        T* cq = c + p * ldc + q * NR;
-        const int64_t nr = min_i64(NR, ncols - q * NR);
-        if (strided) {
-          micro_kernel<T>(kc, StridedA<T>{rows[0] + k0, stride}, bq, cq, ldc, mr, nr, T(1), k0 == 0 ? beta : T(1));
-        } else {
-          micro_kernel<T>(kc, RowsA<T>{rows, k0}, bq, cq, ldc, mr, nr, T(1), k0 == 0 ? beta : T(1));
-        }
+        block(p, min_i64(MR, m - p), k0, kc, b + q * K * NR + k0 * NR, c + p * ldc + q * NR,
+              min_i64(NR, ncols - q * NR), k0 == 0 ? beta : T(1));
       }
     }
   }
 }
 
-// m rows of A (row(i): K values each) as MR-row panels of depth K for panel_gemm_packed:
-// panel p at out + p * K * MR, m rounded up to MR with zero rows.
+// The panel product with A's row i being row(i) (K values), read in place, with no packing.
+template <typename T, typename RowFn>
+void panel_gemm(int64_t m, int64_t K, const RowFn& row, const T* b, T* c, int64_t ldc, int64_t ncols, T beta) {
+  constexpr int MR = Tile<T>::MR;
+  const T* rows[MR];
+  panel_loops<T>(m, K, b, c, ldc, ncols, beta,
+                 [&](int64_t p, int64_t mr, int64_t k0, int64_t kc, const T* bq, T* cq, int64_t nr, T bk) {
+                   for (int64_t i = 0; i < mr; ++i) rows[i] = row(p + i);
+                   // Rows a constant stride apart (all but a step that mixes h0 and earlier
+                   // outputs) take StridedA, which keeps the kernel's operands in registers.
+                   const int64_t stride = mr > 1 ? rows[1] - rows[0] : 0;
+                   bool strided = true;
+                   for (int64_t i = 2; i < mr; ++i) strided = strided && rows[i] - rows[i - 1] == stride;
+                   if (strided) {
+                     micro_kernel<T>(kc, StridedA<T>{rows[0] + k0, stride}, bq, cq, ldc, mr, nr, T(1), bk);
+                   } else {
+                     micro_kernel<T>(kc, RowsA<T>{rows, k0}, bq, cq, ldc, mr, nr, T(1), bk);
+                   }
+                 });
+}
+
+// m rows of A (row(i): K values each) as MR-row panels of depth K for panel_gemm_packed: panel
+// p at out + p * K (pack_row_panel's layout; a last partial panel's missing rows are filler).
 template <typename T, typename RowFn>
 void pack_rows(int64_t m, int64_t K, const RowFn& row, T* FASTRNN_RESTRICT out) {
   constexpr int MR = Tile<T>::MR;
@@ -299,20 +306,15 @@ void pack_rows(int64_t m, int64_t K, const RowFn& row, T* FASTRNN_RESTRICT out) 
   }
 }
 
-// panel_gemm with A packed by pack_rows: the same loops, the kernel's broadcasts from one
-// contiguous panel instead of MR strided rows (no address arithmetic per k step).
+// The panel product with A packed by pack_rows: the kernel's broadcasts from one contiguous
+// panel instead of MR strided rows (no address arithmetic per k step).
 template <typename T>
 void panel_gemm_packed(int64_t m, int64_t K, const T* a, const T* b, T* c, int64_t ldc, int64_t ncols, T beta) {
-  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
-  for (int64_t k0 = 0; k0 < K; k0 += kKC) {
-    const int64_t kc = min_i64(kKC, K - k0);
-    for (int64_t q = 0; q * NR < ncols; ++q) {
-      for (int64_t p = 0; p < m; p += MR) {
-        micro_kernel<T>(kc, PackedA<T>{a + p * K + k0 * MR}, b + q * K * NR + k0 * NR, c + p * ldc + q * NR, ldc,
-                        min_i64(MR, m - p), min_i64(NR, ncols - q * NR), T(1), k0 == 0 ? beta : T(1));
-      }
-    }
-  }
+  constexpr int MR = Tile<T>::MR;
+  panel_loops<T>(m, K, b, c, ldc, ncols, beta,
+                 [&](int64_t p, int64_t mr, int64_t k0, int64_t kc, const T* bq, T* cq, int64_t nr, T bk) {
+                   micro_kernel<T>(kc, PackedA<T>{a + p * K + k0 * MR}, bq, cq, ldc, mr, nr, T(1), bk);
+                 });
 }
 
 // ---- General GEMM (gemm.h) ----------------------------------------------------------------------
