@@ -69,6 +69,13 @@ inline bool input_weights_in_place(const RnnDims& d) { return weights_in_place(d
 // Whether the backward reads W_hh in place for dh_prev (few_rows_gemm) instead of packing W_hh^T:
 // a one-step call of one or two rows (a cell at batch 1) would copy all of W_hh for one use.
 inline bool backward_weights_in_place(const RnnDims& d) { return d.rows == d.B && d.B <= kFewRows; }
+// Whether a one-step backward (a cell, a T1 chunk) leaves dh_prev = dgates_hh W_hh to the
+// products after the recurrence (finish_backward) instead of packing all of W_hh^T for one use
+// in the step loop: the general GEMM packs W_hh in cache-sized blocks and splits the work over
+// every thread. (A mask or a projection keeps the step's own product, which those need.)
+inline bool backward_hh_after(const RnnDims& d, bool masked) {
+  return d.rows == d.B && !backward_weights_in_place(d) && !d.proj && !masked;
+}
 
 // Whether the forward packs the rows its products share (x of a block of steps, h_prev of a
 // step) once per thread, for panel_gemm_packed, instead of every unit chunk's product reading
@@ -630,8 +637,8 @@ void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int ti
   const Range hc = split(ceil_div(H, NR), tid, n), pc = split(ceil_div(P, NR), tid, n);
   // Pack once (unless W_hh is read in place): the W_hh columns of this thread's outputs of
   // dh_prev, and (projection) the W_hr columns of its units of dm.
-  const bool wh_in_place = backward_weights_in_place(d);
-  for (int64_t c = pc.begin; c < pc.end && !wh_in_place; ++c) {
+  const bool wh_in_place = backward_weights_in_place(d), hh_after = backward_hh_after(d, job.mask != nullptr);
+  for (int64_t c = pc.begin; c < pc.end && !wh_in_place && !hh_after; ++c) {
     pack_b_block<T>(GH, min_i64(NR, P - c * NR), job.weight_hh + c * NR, P, ts.w_pack + (c - pc.begin) * GH * NR);
   }
   if (d.proj) {
@@ -671,6 +678,7 @@ void backward_thread(const BackwardJob<T>& job, const ThreadSpace<T>& ts, int ti
                                          [&](int64_t b) { return ts.tile + b * NR; });
       }
     }
+    if (hh_after) continue;  // one step: the product is finish_backward's, after the team's end
     barrier.wait();
     // dh_prev = dgates_hh W_hh (+ the cell's direct term already in dh) for this thread's columns;
     // with a mask, mask * (dgates_hh W_hh) + the direct term.
@@ -716,6 +724,7 @@ struct BackwardCall {
   const RnnDims* d;
   BackwardJob<T> job;
   BackwardSpace<T> ws;
+  T hh_beta = T(0);  // 1 when the cell wrote a direct term into dh that the product adds to
 };
 
 template <class Cell, typename T>
@@ -745,6 +754,7 @@ BackwardCall<T> prepare_backward(const RnnBackwardParams& p, const RnnDims& d) {
   job.h_prev = call.ws.h_prev;
   job.dh_total = call.ws.dh_total;
   job.mask = data_or_null<T>(p.recurrent_mask);
+  call.hh_beta = Cell::kDirectHiddenGrad ? T(1) : T(0);
   // The running state gradients live in dh0 (and dc0), as the states do in the forward.
   auto start = [](T* running, const TensorView& given, int64_t n) {
     if (given.defined()) {
@@ -774,6 +784,10 @@ void finish_backward(const BackwardCall<T>& call, T dx_beta) {
   const RnnDims& d = *call.d;
   const int64_t GH = d.G * d.H;
   const BackwardSpace<T>& ws = call.ws;
+  if (backward_hh_after(d, call.job.mask != nullptr)) {
+    gemm_call<T>(false, false, d.B, d.P, GH, ws.dgates_hh, GH, call.job.weight_hh, d.P, call.hh_beta, call.job.dh, d.P,
+                 ws.scratch);
+  }
   gemm_call<T>(false, false, d.rows, d.I, GH, ws.dgates_ih, GH, p.weight_ih.data_as<T>(), d.I, dx_beta,
                p.dx.data_as<T>(), d.I, ws.scratch);
   gemm_call<T>(true, false, GH, d.I, d.rows, ws.dgates_ih, GH, p.x.data_as<T>(), d.I, T(0),
