@@ -128,6 +128,19 @@ def test_packed_batch_of_several_row_panels(name, dtype):
     run_and_compare(reference, ours, x, hx, dtype, lengths, enforce_sorted=False)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("name", MODULES)
+def test_batch_of_several_row_panels_over_several_unit_chunks(name, dtype):
+    """B = 27 over H = 70 (three 32-unit chunks, the last partial): two threads share the
+    recurrence, each packing the whole step's rows for its own products, with given and with
+    absent initial states."""
+    reference, ours = make_pair(name, 33, 70, num_layers=2, bidirectional=True, dtype=dtype, seed=6)
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(11, 27, 33, dtype=dtype, generator=gen)
+    run_and_compare(reference, ours, x, states_like(reference, 27, dtype, gen), dtype)
+    run_and_compare(reference, ours, x, None, dtype)
+
+
 @pytest.mark.parametrize("name", MODULES)
 def test_unbatched_input(name):
     reference, ours = make_pair(name, 5, 4, num_layers=2, bidirectional=True)

@@ -121,6 +121,26 @@ def test_op_matches_reference(case, dtype, reverse, packed, isa):
     check_all(outs, outs_ref, ours, ref, dtype, case)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", CASES)
+def test_batch_of_several_row_panels_matches_reference(case, dtype, reverse):
+    """B = 27: full and partial 12-row panels of mask * h, which the float forward packs for
+    its products (H = 37: two threads, one with a partial chunk)."""
+    cell = cell_of(case)
+    gen = torch.Generator().manual_seed(40 + CASES.index(case) * 2 + reverse)
+    x = torch.randn(9, 27, I, generator=gen, dtype=torch.float64)
+    direction = make_direction(case, torch.float64, gen, batch=27)
+    mask = make_mask(direction[0].shape, 0.3, gen, torch.float64)
+    ours, ref = leaves((x, *direction), dtype), leaves((x, *direction))
+    y, h_n, c_n, _ = ops.rnn_forward(ours[0], *ours[1:], None, CELL_CODES[cell], reverse, True, mask.to(dtype))
+    y_ref, h_ref, c_ref = reference(cell, ref[0], None, *ref[1:], mask, reverse)
+    outs, outs_ref = [y, h_n], [y_ref, h_ref]
+    if cell == "lstm":
+        outs.append(c_n), outs_ref.append(c_ref)
+    check_all(outs, outs_ref, ours, ref, dtype, case)
+
+
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("case", CASES)
 def test_one_step_of_few_rows_matches_reference(case, batch):
