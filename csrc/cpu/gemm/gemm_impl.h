@@ -135,9 +135,9 @@ void pack_b_columns(int64_t K, int64_t cols, const ColFn& col, T* FASTRNN_RESTRI
 // One NR-column panel over depth K from a row-major block: op(B)[k][j] = b[k*ldb + j].
 // GCC turns the full-width row copy into a memcpy call of NR values per k (a library call for
 // two vector loads and two stores: perf put memmove at 17% of a 16 x 256 x 256 product);
-// no-tree-loop-distribute-patterns keeps it an inline vector copy.
+// FASTRNN_NO_LIBCALL_LOOPS keeps it an inline vector copy.
 template <typename T>
-__attribute__((optimize("no-tree-loop-distribute-patterns"))) void pack_b_block(int64_t K, int64_t cols, const T* b, int64_t ldb, T* FASTRNN_RESTRICT out) {
+FASTRNN_NO_LIBCALL_LOOPS void pack_b_block(int64_t K, int64_t cols, const T* b, int64_t ldb, T* FASTRNN_RESTRICT out) {
   constexpr int NR = Tile<T>::NR;
   for (int64_t k = 0; k < K; ++k) {
     if (cols == NR) {
