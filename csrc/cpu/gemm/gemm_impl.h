@@ -48,9 +48,9 @@ struct RowsA {
 
 // A as stored with a uniform row stride: a(k, i) = base[i * lda + k]. Rows read in place (the
 // recurrence's, and the general GEMM's A where it is not packed) go through this rather than
-// RowsA's 12 row pointers, which GCC could not keep
-// in registers with the kernel's other operands (perf annotate: a row pointer reloaded from the
-// stack and one moved from a vector register every k step). In-process A/B over 15 calls of the
+// RowsA's 12 row pointers, which GCC could not keep in registers with the kernel's other
+// operands (perf annotate: a row pointer reloaded from the stack and one moved from a vector
+// register every k step). In-process A/B over 15 calls of the
 // general GEMM reading A in place: 2048^3 1.10-1.11x faster, 6400 x 2048 x 512 1.13x,
 // 6400 x 4096 x 1024 1.12-1.13x (on AVX-512 in float it now packs A, see pack_a).
 template <typename T>
