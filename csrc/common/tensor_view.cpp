@@ -39,6 +39,8 @@ int64_t TensorView::numel() const {
 }
 
 bool TensorView::is_contiguous() const {
+  // An empty array holds no element to misplace, whatever its strides (torch says so too).
+  if (numel() == 0) return true;
   int64_t expected = 1;
   for (int d = ndim - 1; d >= 0; --d) {
     // Strides of size-1 dimensions do not matter, as in torch.
