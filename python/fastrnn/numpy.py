@@ -11,7 +11,12 @@ of the outputs to the matching ``*_backward``, which returns a dict of gradients
     grads = fastrnn.numpy.lstm_backward(ctx, dy, dh_n, dc_n)   # grads["weight_ih"], ...
 
 The context keeps references to the inputs: do not modify them before the backward call.
-Gradients given as None count as zeros; so do h0 and c0.
+Gradients given as None count as zeros; so do h0 and c0. x and the weights are required.
+
+Arguments may be anything NumPy turns into an array of numbers (lists, torch CPU tensors) and
+arrays of any layout: strided, reversed, Fortran-order, read-only or big-endian ones are copied
+into the dense native layout the kernels read (as np.dot and friends accept any layout), dense
+ones are used in place. The dtype is never converted: float32 or float64, the same for all.
 """
 
 import numpy as np
@@ -43,16 +48,49 @@ def _empty(shape, dtype):
     return np.empty(shape, dtype)
 
 
-def _array(a):
-    return None if a is None else np.ascontiguousarray(a)
+def _array(op, name, a, optional=False):
+    """``a`` as an ndarray for the checks: anything NumPy turns into numbers (lists, torch CPU
+    tensors), in native byte order. Layout is fixed later, by :func:`_for_kernel`."""
+    if a is None:
+        if optional:
+            return None
+        raise TypeError(f"{op}: expected {name} to be a float32 or float64 array, got None")
+    try:
+        array = np.asarray(a)
+    except (TypeError, ValueError, RuntimeError) as e:  # ragged lists, torch tensors needing grad or on a GPU
+        raise TypeError(f"{op}: expected {name} to be a float32 or float64 array; "
+                        f"NumPy cannot convert the {type(a).__name__} given: {e}") from e
+    if array.dtype.kind not in "biufc":  # strings, objects, records, dates: nothing to compute on
+        raise TypeError(f"{op}: expected {name} to be a float32 or float64 array, "
+                        f"got {type(a).__name__} of dtype {array.dtype}")
+    if not array.dtype.isnative:  # big-endian data read from a file: NumPy users expect it to just work
+        array = array.astype(array.dtype.newbyteorder("="))
+    return array
+
+
+def _for_kernel(a):
+    """The kernels read dense row-major aligned memory: a copy only where ``a`` is not that."""
+    return None if a is None else np.require(a, requirements=("C", "A"))
+
+
+def _flag(op, name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: expected {name} to be a bool, got {type(value).__name__}")
+    return bool(value)
 
 
 def _forward(op, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, reverse, training):
     lstm = cell == "lstm"
-    x, h0, weight_ih, weight_hh, bias_ih, bias_hh = map(_array, (x, h0, weight_ih, weight_hh, bias_ih, bias_hh))
-    c0 = _array(c0) if lstm else None
+    reverse, training = _flag(op, "reverse", reverse), _flag(op, "training", training)
+    x, weight_ih, weight_hh = (_array(op, name, a) for name, a in
+                               (("x", x), ("weight_ih", weight_ih), ("weight_hh", weight_hh)))
+    h0, c0, bias_ih, bias_hh = (_array(op, name, a, optional=True) for name, a in
+                                (("h0", h0), ("c0", c0 if lstm else None), ("bias_ih", bias_ih),
+                                 ("bias_hh", bias_hh)))
     T, B, _, H = _checks.check_rnn_arguments(op, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh,
                                              _SUPPORTED_DTYPES)
+    x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh = map(_for_kernel, (x, h0, c0, weight_ih, weight_hh,
+                                                                           bias_ih, bias_hh))
     dtype = weight_ih.dtype
     if h0 is None:
         h0 = np.zeros((B, H), dtype)
@@ -65,26 +103,26 @@ def _forward(op, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, revers
     c_n = _empty((B, H), dtype) if lstm else None
     reserve = _empty((T * B, reserve_elements // (T * B)), dtype) if training and reserve_elements else None
     workspace = _empty(workspace_bytes, np.uint8)
-    _C.rnn_forward(_checks.CELLS[cell], bool(training), [dict(
-        reverse=bool(reverse), x=x, h0=h0, c0=c0, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih,
+    _C.rnn_forward(_checks.CELLS[cell], training, [dict(
+        reverse=reverse, x=x, h0=h0, c0=c0, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih,
         bias_hh=bias_hh, y=y, h_n=h_n, c_n=c_n, reserve=reserve, workspace=workspace)])
     outputs = (y, h_n, c_n) if lstm else (y, h_n)
     if not training:
         return outputs
-    ctx = RnnContext(cell=cell, reverse=bool(reverse), x=x, h0=h0, c0=c0, weight_ih=weight_ih, weight_hh=weight_hh,
+    ctx = RnnContext(cell=cell, reverse=reverse, x=x, h0=h0, c0=c0, weight_ih=weight_ih, weight_hh=weight_hh,
                      has_bias_ih=bias_ih is not None, has_bias_hh=bias_hh is not None, y=y, reserve=reserve)
     return outputs + (ctx,)
 
 
 def _gradient(op, name, g, shape, dtype):
+    g = _array(op, name, g, optional=True)
     if g is None:
         return np.zeros(shape, dtype)
-    g = np.ascontiguousarray(g)
     if tuple(g.shape) != tuple(shape):
         raise RuntimeError(f"{op}: Expected {name} of size {tuple(shape)}, got {tuple(g.shape)}")
     if g.dtype != dtype:
         raise RuntimeError(f"{op}: expected {name} of dtype {dtype}, got {g.dtype}")
-    return g
+    return _for_kernel(g)
 
 
 def _backward(op, cell_family, ctx, dy, dh_n, dc_n):
@@ -133,7 +171,8 @@ def gru(x, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, reverse=Fals
 def rnn(x, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, nonlinearity="tanh", reverse=False,
         training=False):
     """Elman RNN layer (tanh or relu) over a whole sequence: returns (y, h_n), plus a context if training."""
-    cell = _checks.elman_cell(nonlinearity)
+    # torch.nn.RNN's ValueError for any other value, unhashable ones (a list) included.
+    cell = _checks.elman_cell(nonlinearity if isinstance(nonlinearity, str) else str(nonlinearity))
     return _forward("rnn", cell, x, h0, None, weight_ih, weight_hh, bias_ih, bias_hh, reverse, training)
 
 
