@@ -430,3 +430,163 @@ def test_clip_grad_value_matches_torch(foreach):
 def test_docstring_examples():
     results = doctest.testmod(U, extraglobs={"np": np, "torch": torch, "WindowDataset": U.WindowDataset}, optionflags=doctest.ELLIPSIS)
     assert results.attempted > 15 and results.failed == 0
+
+
+# ---- Bad arguments: the exception NumPy, torch or range() raises for the same mistake ---------------
+
+def lstm_module():
+    return torch.nn.LSTM(3, 4)
+
+
+def gradient_parameter():
+    p = torch.nn.Parameter(torch.zeros(3))
+    p.grad = torch.tensor([-5.0, 0.5, 5.0])
+    return p
+
+
+SERIES = np.arange(10.0)
+BAD_ARGUMENTS = [
+    # (name, call, exception, message fragment)
+    ("tbptt negative target_shift", lambda: U.tbptt_chunks(SERIES, 3, target_shift=-1), ValueError,
+     "target_shift must be non-negative, got -1"),
+    ("tbptt targets past the end", lambda: U.tbptt_chunks(SERIES, 3, target_shift=10), ValueError,
+     "a chunk with targets 10 steps ahead needs at least 11 steps along dim 0, got 10"),
+    ("tbptt no steps", lambda: U.tbptt_chunks(np.zeros((0, 2)), 3), ValueError, "needs at least 1 step along dim 0"),
+    ("tbptt float k", lambda: U.tbptt_chunks(SERIES, 2.5), TypeError, "k must be an integer, got float"),
+    ("tbptt str k", lambda: U.tbptt_chunks(SERIES, "3"), TypeError, "k must be an integer, got str"),
+    ("tbptt float target_shift", lambda: U.tbptt_chunks(SERIES, 3, target_shift=1.5), TypeError,
+     "target_shift must be an integer"),
+    ("tbptt dim out of range", lambda: U.tbptt_chunks(SERIES, 3, dim=1), np.exceptions.AxisError,
+     "axis 1 is out of bounds for array of dimension 1"),
+    ("tbptt None", lambda: U.tbptt_chunks(None, 3), TypeError, "data must be a NumPy array or a torch tensor, got None"),
+    ("stateful zero k", lambda: U.StatefulBatches(SERIES, 0), ValueError, "k must be positive, got 0"),
+    ("stateful float k", lambda: U.StatefulBatches(SERIES, 2.5), TypeError, "k must be an integer"),
+    ("stateful negative target_shift", lambda: U.StatefulBatches(SERIES, 3, target_shift=-1), ValueError,
+     "target_shift must be non-negative"),
+    ("stateful dim", lambda: U.StatefulBatches(SERIES, 3, dim=-2), IndexError, "out of bounds"),
+    ("stateful state of ints", lambda: U.StatefulBatches(SERIES, 3, initial_state=5), TypeError,
+     "expected a recurrent state"),
+    ("detach a dict", lambda: U.detach_state({"h": torch.zeros(1)}), TypeError, "got dict"),
+    ("window float length", lambda: U.sliding_windows(SERIES, 2.5), TypeError, "length must be an integer"),
+    ("window float step", lambda: U.sliding_windows(SERIES, 2, step=0.5), TypeError, "step must be an integer"),
+    ("window axis out of range", lambda: U.sliding_windows(SERIES, 2, axis=1), ValueError, "out of bounds"),
+    ("window negative axis out of range", lambda: U.sliding_windows(torch.arange(5), 2, axis=-2), ValueError,
+     "axis -2 is out of bounds for array of dimension 1"),
+    ("window 0-d", lambda: U.sliding_windows(np.float64(3.0), 1), ValueError, "out of bounds for array of dimension 0"),
+    ("window None", lambda: U.sliding_windows(None, 2), TypeError, "x must be a NumPy array or a torch tensor"),
+    ("window ragged list", lambda: U.sliding_windows([[1], [2, 3]], 1), TypeError, "NumPy cannot convert the list"),
+    ("shift float length", lambda: U.shift_split(SERIES, 2.5), TypeError, "length must be an integer"),
+    ("shift float shift", lambda: U.shift_split(SERIES, 2, shift=1.5), TypeError, "shift must be an integer"),
+    ("shift axis out of range", lambda: U.shift_split(SERIES, 2, axis=3), IndexError, "out of bounds"),
+    ("shift targets lack the axis", lambda: U.shift_split(np.zeros((3, 10)), 2, axis=-1, targets=np.zeros(10)),
+     ValueError, "targets: axis 1 is out of bounds for array of dimension 1"),
+    ("reshape float length", lambda: U.reshape_split(SERIES, 2.0), TypeError, "length must be an integer"),
+    ("dataset float length", lambda: U.WindowDataset(SERIES, 2.5), TypeError, "length must be an integer"),
+    ("batchify float size", lambda: U.batchify(SERIES, 2.5), TypeError, "batch_size must be an integer, got float"),
+    ("batchify 0-d", lambda: U.batchify(np.float64(1.0), 2), ValueError, "0-d sequence"),
+    ("init float gates", lambda: U.xavier_uniform_(torch.empty(8, 4), gates=2.5), TypeError,
+     "gates must be an integer"),
+    ("init zero gates", lambda: U.he_normal_(torch.empty(8, 4), gates=0), ValueError, "gates must be positive, got 0"),
+    ("init NumPy weight", lambda: U.orthogonal_(np.zeros((8, 4))), TypeError,
+     "expected a torch tensor as the weight, got ndarray"),
+    ("init str gain", lambda: U.xavier_normal_(torch.empty(8, 4), gain="2"), TypeError,
+     "gain must be a real number, got str"),
+    ("identity None gain", lambda: U.identity_(torch.empty(4, 4), gain=None), TypeError, "gain must be a real number"),
+    ("forget bias without biases", lambda: U.forget_gate_bias_(torch.nn.LSTM(3, 4, bias=False)), ValueError,
+     "needs an LSTM with biases; this LSTM has bias=False"),
+    ("forget bias str", lambda: U.forget_gate_bias_(lstm_module(), "1"), TypeError, "value must be a real number"),
+    ("init_rnn_ list name", lambda: U.init_rnn_(lstm_module(), weight_hh=["orthogonal"]), ValueError,
+     "unknown initialiser for weight_hh"),
+    ("init_rnn_ str gain", lambda: U.init_rnn_(lstm_module(), gain="1"), TypeError, "gain must be a real number"),
+    ("init_rnn_ str bias", lambda: U.init_rnn_(lstm_module(), bias="0"), TypeError, "bias must be a real number"),
+    ("select from a non-module", lambda: U.select_parameters({"w": torch.zeros(1)}, "*"), TypeError,
+     "expected a torch.nn.Module, got dict"),
+    ("select without patterns", lambda: U.select_parameters(lstm_module()), TypeError,
+     "needs at least one glob pattern"),
+    ("select int pattern", lambda: U.select_parameters(lstm_module(), 0), TypeError, "patterns must be strings"),
+    ("penalty of an int", lambda: U.l1_penalty(3), TypeError,
+     "expected a tensor, an iterable of tensors or a torch.nn.Module, got int"),
+    ("penalty of NumPy arrays", lambda: U.l2_penalty([np.ones(3)]), TypeError, "an iterable holding ndarray"),
+    ("penalty of None", lambda: U.l1_penalty(None), TypeError, "got NoneType"),
+    ("clip negative", lambda: U.clip_grad_value_([gradient_parameter()], -1.0), ValueError,
+     "clip_value must be a non-negative number, got -1.0"),
+    ("clip NaN", lambda: U.clip_grad_value_([gradient_parameter()], float("nan")), ValueError, "got nan"),
+    ("clip str", lambda: U.clip_grad_value_([gradient_parameter()], "1.0"), TypeError,
+     "clip_value must be a real number, got str"),
+    ("clip NumPy arrays", lambda: U.clip_grad_value_([np.ones(3)], 1.0), TypeError, "an iterable holding ndarray"),
+]
+
+
+@pytest.mark.parametrize("call,exception,message", [c[1:] for c in BAD_ARGUMENTS], ids=[c[0] for c in BAD_ARGUMENTS])
+def test_bad_arguments_raise_clearly_where_they_are_given(call, exception, message):
+    # Raised by the call itself: tbptt_chunks checks before returning its iterator.
+    with pytest.raises(exception) as info:
+        call()
+    assert message in str(info.value)
+
+
+def test_tbptt_chunks_never_pairs_misaligned_targets():
+    # target_shift=-1 used to pair x[3:6] with x[2:5] and the first chunk with an empty target.
+    with pytest.raises(ValueError, match="non-negative"):
+        U.tbptt_chunks(np.arange(10), 3, target_shift=-1)
+    walk = U.StatefulBatches(np.arange(10), 3, target_shift=1)
+    walk.target_shift = -1  # changed after construction: checked again when walked
+    with pytest.raises(ValueError, match="non-negative"):
+        iter(walk)
+    with pytest.raises(ValueError, match="non-negative"):
+        len(walk)
+
+
+def test_array_likes_are_taken_as_numpy_arrays():
+    series = list(range(10))
+    np.testing.assert_array_equal(U.sliding_windows(series, 3, 2), U.sliding_windows(np.array(series), 3, 2))
+    inputs, targets = U.shift_split(series, 3, targets=[10 * v for v in series])
+    assert targets[0].tolist() == [10, 20, 30] and inputs[-1].tolist() == [6, 7, 8]
+    assert U.batchify(series, 2).tolist() == U.batchify(np.array(series), 2).tolist()
+    assert [c.tolist() for c in U.tbptt_chunks(series, 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert U.WindowDataset(series, 3)[1][1].tolist() == [4, 5, 6]
+    # NumPy integer types are integers too
+    assert U.sliding_windows(np.arange(5), np.int64(2), step=np.int32(3)).tolist() == [[0, 1], [3, 4]]
+
+
+def test_states_of_numpy_arrays_and_namedtuples():
+    import collections
+
+    h = np.ones((1, 2, 3))
+    walk = U.StatefulBatches(np.arange(10.0), 3, initial_state=h)
+    assert walk.state is h  # nothing to detach
+    State = collections.namedtuple("State", "h c")
+    state = State(torch.ones(2, requires_grad=True) * 2, torch.zeros(2, requires_grad=True) * 1)
+    detached = U.detach_state(state)
+    assert type(detached) is State and not detached.h.requires_grad and detached.h.tolist() == [2.0, 2.0]
+
+
+@pytest.mark.parametrize("init", [U.xavier_uniform_, U.xavier_normal_, U.he_uniform_, U.he_normal_, U.orthogonal_,
+                                  U.identity_])
+@pytest.mark.parametrize("shape", [(0, 0), (8, 0), (0, 5)])
+def test_initialisers_leave_empty_weights_alone(init, shape):
+    # torch.nn.init divides by a zero fan here; an empty block has nothing to draw.
+    weight = torch.empty(shape)
+    assert init(weight, 4 if shape[0] else 1) is weight
+
+
+def test_init_rnn_checks_every_argument_before_changing_a_weight():
+    gru = torch.nn.GRU(3, 4)
+    before = {k: v.clone() for k, v in gru.state_dict().items()}
+    with pytest.raises(ValueError, match="forget_bias needs an LSTM or LSTMCell, got GRU"):
+        U.init_rnn_(gru, forget_bias=1.0)
+    with pytest.raises(TypeError, match="bias must be a real number"):
+        U.init_rnn_(gru, bias=None)
+    for k, v in gru.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_clip_grad_value_refuses_a_negative_value_and_leaves_the_gradients():
+    # torch clamps to [1, -1] for clip_value=-1, which sets every gradient to -1.
+    p = gradient_parameter()
+    with pytest.raises(ValueError, match="non-negative"):
+        U.clip_grad_value_([p], -1)
+    assert p.grad.tolist() == [-5.0, 0.5, 5.0]
+    U.clip_grad_value_([p], np.float32(1.0))  # NumPy scalars and one-element tensors are numbers
+    U.clip_grad_value_([p], torch.tensor(0.5))
+    assert p.grad.tolist() == [-0.5, 0.5, 0.5]

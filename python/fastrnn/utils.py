@@ -1,7 +1,8 @@
 """Training utilities for recurrent networks: windows over long series, truncated BPTT with
 stateful batches, per-gate initialisers, penalties and gradient clipping by value.
 
-Windows (NumPy arrays or torch tensors, returned as views of the series, no copy):
+Windows (NumPy arrays or torch tensors, returned as views of the series, no copy; other
+array-likes such as lists are taken as NumPy arrays):
 
     >>> x = np.arange(10)
     >>> inputs, targets = shift_split(x, length=4, shift=2, target_shift=1)
@@ -28,6 +29,7 @@ The NumPy parts never import torch; the torch parts import it when first called.
 
 import fnmatch
 import math
+import operator
 import sys
 
 import numpy as np
@@ -47,6 +49,51 @@ def _is_torch(x) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+# ---- Argument checks: the exception NumPy, torch or range() raises for the same mistake ------------
+
+_AxisError = getattr(np, "exceptions", np).AxisError  # a ValueError and an IndexError
+
+
+def _integer(name, value) -> int:
+    """A size, step or count: an integer (or anything with __index__), never a float to truncate."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+
+
+def _real(name, value) -> float:
+    """A gain, bias or clipping value: a real number (Python, NumPy or a one-element tensor)."""
+    if not isinstance(value, (str, bytes)):
+        try:
+            return float(value)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+
+
+def _axis(name, axis, ndim: int) -> int:
+    """``axis`` made non-negative; out of range is NumPy's AxisError, not a silent wrap-around."""
+    axis = _integer(name, axis)
+    if not -ndim <= axis < ndim:
+        raise _AxisError(axis, ndim, None if name == "axis" else name)
+    return axis % ndim
+
+
+def _series(name, x):
+    """A NumPy array or a torch tensor as given (windows are views of it); other array-likes
+    (lists) as NumPy arrays."""
+    if _is_torch(x) or isinstance(x, np.ndarray):
+        return x
+    if x is None:
+        raise TypeError(f"{name} must be a NumPy array or a torch tensor, got None")
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be a NumPy array or a torch tensor; "
+                        f"NumPy cannot convert the {type(x).__name__} given: {e}") from e
+
+
 # ---- Windows over long series -------------------------------------------------------------------
 
 def sliding_windows(x, length: int, step: int = 1, axis: int = 0):
@@ -59,11 +106,12 @@ def sliding_windows(x, length: int, step: int = 1, axis: int = 0):
     >>> sliding_windows(np.arange(7), 3, step=2).tolist()
     [[0, 1, 2], [2, 3, 4], [4, 5, 6]]
     """
-    length, step = int(length), int(step)
+    x = _series("x", x)
+    length, step = _integer("length", length), _integer("step", step)
     if length < 1 or step < 1:
         raise ValueError(f"length and step must be positive, got length={length}, step={step}")
-    axis = axis % x.ndim if x.ndim else 0
-    if x.ndim == 0 or x.shape[axis] < length:
+    axis = _axis("axis", axis, x.ndim)
+    if x.shape[axis] < length:
         raise ValueError(f"a window of {length} elements needs at least {length} along axis {axis}, "
                          f"got shape {tuple(x.shape)}")
     if _is_torch(x):
@@ -94,12 +142,15 @@ def shift_split(x, length: int, shift: int = 1, target_shift: int = 1, axis: int
     >>> i.tolist(), t.tolist()
     ([[0, 1, 2], [2, 3, 4], [4, 5, 6]], [[1, 2, 3], [3, 4, 5], [5, 6, 7]])
     """
-    length, shift, target_shift = int(length), int(shift), int(target_shift)
+    x = _series("x", x)
+    length, shift = _integer("length", length), _integer("shift", shift)
+    target_shift = _integer("target_shift", target_shift)
     if length < 1 or shift < 1 or target_shift < 0:
         raise ValueError(f"length and shift must be positive and target_shift non-negative, got length={length}, "
                          f"shift={shift}, target_shift={target_shift}")
-    source = x if targets is None else targets
-    axis = axis % x.ndim if x.ndim else 0
+    source = x if targets is None else _series("targets", targets)
+    axis = _axis("axis", axis, x.ndim)
+    _axis("targets", axis, source.ndim)  # the same axis must exist in targets
     n_steps = x.shape[axis]
     if source.shape[axis] != n_steps:
         raise ValueError(f"targets must have as many steps as x along axis {axis}: "
@@ -143,9 +194,11 @@ def _make_window_dataset():
         """
 
         def __init__(self, series, length, shift=None, target_shift=1, targets=None):
+            series = _series("series", series)
             series = torch.from_numpy(series) if isinstance(series, np.ndarray) else series
-            if isinstance(targets, np.ndarray):
-                targets = torch.from_numpy(targets)
+            if targets is not None:
+                targets = _series("targets", targets)
+                targets = torch.from_numpy(targets) if isinstance(targets, np.ndarray) else targets
             self.inputs, self.targets = shift_split(series, length, length if shift is None else shift,
                                                     target_shift, 0, targets)
 
@@ -183,7 +236,10 @@ def batchify(sequence, batch_size: int, batch_first: bool = False):
     >>> batchify(np.arange(7), 2).tolist()
     [[0, 3], [1, 4], [2, 5]]
     """
-    batch_size = int(batch_size)
+    sequence = _series("sequence", sequence)
+    batch_size = _integer("batch_size", batch_size)
+    if sequence.ndim == 0:
+        raise ValueError("cannot make streams of a 0-d sequence; expected at least one dimension (time)")
     steps = sequence.shape[0] // batch_size if batch_size > 0 else 0
     if steps == 0:
         raise ValueError(f"cannot make {batch_size} streams of at least one step from {sequence.shape[0]} steps")
@@ -199,22 +255,42 @@ def tbptt_chunks(data, k: int, target_shift=None, dim: int = 0):
 
     With ``target_shift`` (e.g. 1 for next-step prediction) it yields ``(inputs, targets)``:
     ``data[t:t+k]`` and ``data[t+s:t+s+k]``, stopping where the targets run out.
+    ``target_shift`` is a non-negative integer and ``data`` must hold at least one chunk with its
+    targets, as in :func:`shift_split`; bad arguments raise here, not at the first ``next()``.
 
     >>> [c.tolist() for c in tbptt_chunks(np.arange(7), 3)]
     [[0, 1, 2], [3, 4, 5], [6]]
     >>> [(x.tolist(), y.tolist()) for x, y in tbptt_chunks(np.arange(7), 3, target_shift=1)]
     [([0, 1, 2], [1, 2, 3]), ([3, 4, 5], [4, 5, 6])]
     """
-    k = int(k)
+    # Checked here, not on the first next(): a bad argument fails where it is given.
+    data, k, shift, dim, steps = _tbptt_walk(data, k, target_shift, dim)
+    return _chunks(data, k, None if target_shift is None else shift, dim, steps)
+
+
+def _tbptt_walk(data, k, target_shift, dim):
+    """The checked arguments of a TBPTT walk and its number of input steps."""
+    data = _series("data", data)
+    k = _integer("k", k)
     if k < 1:
         raise ValueError(f"k must be positive, got {k}")
-    dim = dim % data.ndim
-    shift = 0 if target_shift is None else int(target_shift)
+    shift = 0 if target_shift is None else _integer("target_shift", target_shift)
+    if shift < 0:
+        raise ValueError(f"target_shift must be non-negative, got {shift}")
+    dim = _axis("dim", dim, data.ndim)
     steps = data.shape[dim] - shift
-    for start in range(0, max(steps, 0), k):
+    if steps < 1:
+        what = "a chunk" if target_shift is None else f"a chunk with targets {shift} steps ahead"
+        need = f"{shift + 1} step" + ("s" if shift else "")
+        raise ValueError(f"{what} needs at least {need} along dim {dim}, got {data.shape[dim]}")
+    return data, k, shift, dim, steps
+
+
+def _chunks(data, k, target_shift, dim, steps):
+    for start in range(0, steps, k):
         stop = min(start + k, steps)
         chunk = _take(data, start, stop, dim)
-        yield chunk if target_shift is None else (chunk, _take(data, start + shift, stop + shift, dim))
+        yield chunk if target_shift is None else (chunk, _take(data, start + target_shift, stop + target_shift, dim))
 
 
 def detach_state(state):
@@ -228,8 +304,15 @@ def detach_state(state):
     """
     if state is None:
         return None
+    if isinstance(state, tuple) and hasattr(state, "_fields"):  # a namedtuple takes its fields one by one
+        return type(state)(*(detach_state(s) for s in state))
     if isinstance(state, (tuple, list)):
         return type(state)(detach_state(s) for s in state)
+    if isinstance(state, np.ndarray):  # fastrnn.numpy's states: no graph to cut
+        return state
+    if not _is_torch(state):
+        raise TypeError(f"expected a recurrent state: a tensor or NumPy array, a tuple or list of them, or None; "
+                        f"got {type(state).__name__}")
     return state.detach()
 
 
@@ -252,7 +335,8 @@ class StatefulBatches:
     """
 
     def __init__(self, data, k: int, target_shift=None, dim: int = 0, initial_state=None):
-        self.data, self.k, self.target_shift, self.dim = data, int(k), target_shift, dim
+        data, k, _, dim, _ = _tbptt_walk(data, k, target_shift, dim)
+        self.data, self.k, self.target_shift, self.dim = data, k, target_shift, dim
         self.initial_state = initial_state
         self._state = detach_state(initial_state)
 
@@ -270,9 +354,8 @@ class StatefulBatches:
         self._state = detach_state(self.initial_state)
 
     def __len__(self):
-        shift = 0 if self.target_shift is None else int(self.target_shift)
-        steps = max(self.data.shape[self.dim % self.data.ndim] - shift, 0)
-        return -(-steps // self.k)
+        _, k, _, _, steps = _tbptt_walk(self.data, self.k, self.target_shift, self.dim)
+        return -(-steps // k)
 
     def __iter__(self):
         self.reset()
@@ -284,17 +367,23 @@ class StatefulBatches:
 # block is one linear map, so the fan-out of a gate is H, not G*H as torch.nn.init would take.
 
 def _blocks(weight, gates: int):
-    gates = int(gates)
-    if weight.dim() != 2 or gates < 1 or weight.shape[0] % gates:
+    if not _is_torch(weight):
+        raise TypeError(f"expected a torch tensor as the weight, got {type(weight).__name__}")
+    gates = _integer("gates", gates)
+    if gates < 1:
+        raise ValueError(f"gates must be positive, got {gates}")
+    if weight.dim() != 2 or weight.shape[0] % gates:
         raise ValueError(f"expected a 2-D weight of {gates} stacked gate blocks, got shape {tuple(weight.shape)}")
     return weight.chunk(gates, 0) if gates > 1 else (weight,)
 
 
-def _fill(weight, gates, draw):
+def _fill(weight, gates, gain, draw):
     import torch
+    gain = _real("gain", gain)
     with torch.no_grad():
         for block in _blocks(weight, gates):
-            draw(block, block.shape[1], block.shape[0])  # (block, fan_in, fan_out)
+            if block.numel():  # an empty block has nothing to draw (and fan 0 would divide by zero)
+                draw(block, block.shape[1], block.shape[0], gain)  # (block, fan_in, fan_out, gain)
     return weight
 
 
@@ -304,10 +393,10 @@ def xavier_uniform_(weight, gates: int = 1, gain: float = 1.0, generator=None):
 
     >>> w = xavier_uniform_(torch.empty(4 * 16, 8), gates=4)   # an LSTM weight_ih
     """
-    def draw(block, fan_in, fan_out):
+    def draw(block, fan_in, fan_out, gain):
         bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
         block.uniform_(-bound, bound, generator=generator)
-    return _fill(weight, gates, draw)
+    return _fill(weight, gates, gain, draw)
 
 
 def xavier_normal_(weight, gates: int = 1, gain: float = 1.0, generator=None):
@@ -315,9 +404,9 @@ def xavier_normal_(weight, gates: int = 1, gain: float = 1.0, generator=None):
 
     >>> w = xavier_normal_(torch.empty(3 * 16, 16), gates=3)   # a GRU weight_hh
     """
-    def draw(block, fan_in, fan_out):
+    def draw(block, fan_in, fan_out, gain):
         block.normal_(0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), generator=generator)
-    return _fill(weight, gates, draw)
+    return _fill(weight, gates, gain, draw)
 
 
 def he_uniform_(weight, gates: int = 1, gain: float = math.sqrt(2.0), generator=None):
@@ -326,10 +415,10 @@ def he_uniform_(weight, gates: int = 1, gain: float = math.sqrt(2.0), generator=
 
     >>> w = he_uniform_(torch.empty(16, 8))
     """
-    def draw(block, fan_in, fan_out):
+    def draw(block, fan_in, fan_out, gain):
         bound = gain * math.sqrt(3.0 / fan_in)
         block.uniform_(-bound, bound, generator=generator)
-    return _fill(weight, gates, draw)
+    return _fill(weight, gates, gain, draw)
 
 
 def he_normal_(weight, gates: int = 1, gain: float = math.sqrt(2.0), generator=None):
@@ -337,9 +426,9 @@ def he_normal_(weight, gates: int = 1, gain: float = math.sqrt(2.0), generator=N
 
     >>> w = he_normal_(torch.empty(16, 8))
     """
-    def draw(block, fan_in, fan_out):
+    def draw(block, fan_in, fan_out, gain):
         block.normal_(0.0, gain / math.sqrt(fan_in), generator=generator)
-    return _fill(weight, gates, draw)
+    return _fill(weight, gates, gain, draw)
 
 
 def orthogonal_(weight, gates: int = 1, gain: float = 1.0, generator=None):
@@ -351,13 +440,13 @@ def orthogonal_(weight, gates: int = 1, gain: float = 1.0, generator=None):
     """
     import torch
 
-    def draw(block, fan_in, fan_out):
+    def draw(block, fan_in, fan_out, gain):
         rows, cols = block.shape
         gaussian = torch.randn(max(rows, cols), min(rows, cols), dtype=torch.float64, generator=generator)
         q, r = torch.linalg.qr(gaussian)
         q = q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(()))
         block.copy_(gain * (q if rows >= cols else q.T))
-    return _fill(weight, gates, draw)
+    return _fill(weight, gates, gain, draw)
 
 
 def identity_(weight, gates: int = 1, gain: float = 1.0):
@@ -369,9 +458,9 @@ def identity_(weight, gates: int = 1, gain: float = 1.0):
     """
     import torch
 
-    def draw(block, fan_in, fan_out):
+    def draw(block, fan_in, fan_out, gain):
         block.copy_(gain * torch.eye(*block.shape, dtype=block.dtype, device=block.device))
-    return _fill(weight, gates, draw)
+    return _fill(weight, gates, gain, draw)
 
 
 _INITIALISERS = {"xavier_uniform": xavier_uniform_, "xavier_normal": xavier_normal_, "he_uniform": he_uniform_,
@@ -409,6 +498,9 @@ def forget_gate_bias_(module, value: float = 1.0):
     import torch
     if not _is_lstm(module):
         raise ValueError(f"forget_gate_bias_ needs an LSTM or LSTMCell, got {type(module).__name__}")
+    value = _real("value", value)
+    if not any(name.startswith("bias_ih") for name, _ in module.named_parameters()):
+        raise ValueError(f"forget_gate_bias_ needs an LSTM with biases; this {type(module).__name__} has bias=False")
     hidden = module.hidden_size
     with torch.no_grad():
         for name, p in module.named_parameters():
@@ -437,11 +529,17 @@ def init_rnn_(module, weight_ih="xavier_uniform", weight_hh="orthogonal", bias: 
     """
     import torch
     gates = _gates(module)
+    # Every argument checked before the first weight changes.
+    bias, gain = _real("bias", bias), _real("gain", gain)
+    if forget_bias is not None:
+        forget_bias = _real("forget_bias", forget_bias)
+        if gates != 4:
+            raise ValueError(f"forget_bias needs an LSTM or LSTMCell, got {type(module).__name__}")
 
     def method(spec, what):
         if callable(spec):
             return lambda w, g: spec(w, g)
-        if spec not in _INITIALISERS:
+        if not isinstance(spec, str) or spec not in _INITIALISERS:
             raise ValueError(f"unknown initialiser for {what}: {spec!r}; expected a callable or one of "
                              f"{sorted(_INITIALISERS)}")
         fn = _INITIALISERS[spec]
@@ -478,6 +576,14 @@ def select_parameters(module, *patterns: str):
     >>> len(select_parameters(model, "weight_hh_*"))
     2
     """
+    import torch
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"expected a torch.nn.Module, got {type(module).__name__}")
+    if not patterns:
+        raise TypeError("select_parameters needs at least one glob pattern, e.g. '*weight_hh*'")
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise TypeError(f"patterns must be strings, got {type(pattern).__name__}")
     return [p for name, p in module.named_parameters() if any(fnmatch.fnmatchcase(name, pat) for pat in patterns)]
 
 
@@ -487,7 +593,17 @@ def _tensors(params):
         return [params]
     if isinstance(params, torch.nn.Module):
         return list(params.parameters())
-    return list(params)
+    expected = "a tensor, an iterable of tensors or a torch.nn.Module"
+    try:
+        tensors = list(params) if not isinstance(params, (str, bytes, np.ndarray)) else None
+    except TypeError:
+        tensors = None
+    if tensors is None:
+        raise TypeError(f"expected {expected}, got {type(params).__name__}")
+    for t in tensors:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"expected {expected}, got an iterable holding {type(t).__name__}")
+    return tensors
 
 
 def l1_penalty(params):
@@ -531,7 +647,10 @@ def clip_grad_value_(parameters, clip_value: float, foreach=None) -> None:
     [-1.0, 0.5, 1.0]
     """
     import torch
-    clip_value = float(clip_value)
+    clip_value = _real("clip_value", clip_value)
+    # torch clamps to [1, -1] for -1, setting every gradient to -1: never what was meant.
+    if not clip_value >= 0:
+        raise ValueError(f"clip_value must be a non-negative number, got {clip_value}")
     grads = [p.grad for p in _tensors(parameters) if p.grad is not None]
     groups = {}
     for g in grads:
