@@ -20,8 +20,8 @@ device take one multi-tensor launch per 16 parameters on the current stream, mat
 torch's default, and ``max_grad_norm`` reads the norm on the device.
 
 A group the kernels do not take (other devices or dtypes, sparse gradients, ``differentiable``
-or ``capturable``, step counters on the device, a tensor ``lr``) runs torch's own step, with
-the same results.
+or ``capturable``, step counters on the device, a tensor ``lr``, state that does not fit its
+parameter) runs torch's own step, with the same results, or torch's own error.
 """
 
 import math
@@ -106,13 +106,46 @@ class _Fused:
             dtypes = _CPU_DTYPES if p.device.type == "cpu" else _CUDA_DTYPES if p.device.type == "cuda" else ()
             if p.device.type == "cuda" and not _CUDA_KERNELS:
                 return False
-            step = self.state[p].get("step") if p in self.state else None
             return (p.dtype in dtypes and p.is_contiguous() and p.grad.layout == torch.strided and
                     p.grad.dtype == p.dtype and p.grad.device == p.device and p.grad.is_contiguous() and
-                    (step is None or step.device.type == "cpu") and
-                    not (p.device.type == "cuda" and group.get("fused")))
+                    not (p.device.type == "cuda" and group.get("fused")) and self._state_fits(group, p))
 
         return all(takes(p) for p in params)
+
+    def _state_fits(self, group, p: Tensor) -> bool:
+        """Whether p's state is what the kernel reads and writes: absent (the step creates it as
+        torch does), or every tensor the rule uses present, dense and contiguous, with p's shape,
+        dtype and device, and a float step counter on the CPU. Anything else (state loaded from
+        a parameter of another shape, a key missing after amsgrad or centered was switched on,
+        tensors edited by hand) runs torch's step, which raises or copes as torch does."""
+        if not self._keeps_state(group) or p not in self.state or self._fresh(self.state[p]):
+            return True
+        state = self.state[p]
+
+        def fits(t):
+            return (isinstance(t, Tensor) and t.layout == torch.strided and t.shape == p.shape and
+                    t.dtype == p.dtype and t.device == p.device and t.is_contiguous())
+
+        if not all(fits(state.get(key)) for key in self._used_keys(group)):
+            return False
+        if self._kind == _SGD:
+            return True
+        step = state.get("step")
+        return (isinstance(step, Tensor) and step.device.type == "cpu" and step.numel() == 1 and
+                step.dtype in _CPU_DTYPES)
+
+    def _keeps_state(self, group) -> bool:
+        """Whether torch's step keeps any state for this group's parameters."""
+        return True
+
+    def _used_keys(self, group) -> tuple:
+        """The state tensors (of _state_keys) the kernel reads and writes for this group."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _fresh(state) -> bool:
+        """Whether torch's step would create this state from scratch."""
+        return len(state) == 0
 
     def _torch_step(self, group, params, clip):
         """torch's implementation on this group alone; the additions are applied to temporary
@@ -150,15 +183,17 @@ class _Fused:
         elif clip is not None:
             hyper["grad_scale"] = float(clip_coefficient(*clip))
         tensors = []
+        keeps_state, used = self._keeps_state(group), self._used_keys(group)
         for p in params:
-            state = self.state[p]
-            fresh = self._init_state(group, p, state)
-            entry = {"param": to_dlpack(p), "grad": to_dlpack(p.grad), "fresh_buffer": fresh}
-            for k, key in enumerate(self._state_keys):
-                if state.get(key) is not None:
-                    entry[f"state{k}"] = to_dlpack(state[key])
-            if "step" in state:
-                entry["step"] = to_dlpack(state["step"])
+            entry = {"param": to_dlpack(p), "grad": to_dlpack(p.grad)}
+            if keeps_state:  # (touching self.state[p] would create an entry)
+                state = self.state[p]
+                entry["fresh_buffer"] = self._init_state(group, p, state)
+                for k, key in enumerate(self._state_keys):
+                    if key in used:
+                        entry[f"state{k}"] = to_dlpack(state[key])
+                if self._kind != _SGD:
+                    entry["step"] = to_dlpack(state["step"])
             tensors.append(entry)
         _C.optimizer_step(hyper, tensors)
 
@@ -187,9 +222,19 @@ class SGD(_Fused, torch.optim.SGD):
                     momentum=float(group["momentum"]), dampening=float(group["dampening"]),
                     nesterov=bool(group["nesterov"]))
 
+    def _keeps_state(self, group):
+        return group["momentum"] != 0  # torch's SGD keeps no entry at all without momentum
+
+    @staticmethod
+    def _fresh(state):
+        return state.get("momentum_buffer") is None
+
+    def _used_keys(self, group):
+        return ("momentum_buffer",) if group["momentum"] != 0 else ()
+
     def _init_state(self, group, p, state):
         # torch's rule: the momentum buffer is created at the first step, as the gradient.
-        if group["momentum"] != 0 and state.get("momentum_buffer") is None:
+        if state.get("momentum_buffer") is None:
             state["momentum_buffer"] = torch.empty_like(p, memory_format=torch.preserve_format)
             return True
         return False
@@ -213,6 +258,9 @@ class Adam(_Fused, torch.optim.Adam):
         return dict(kind=_ADAM, lr=float(group["lr"]), beta1=float(beta1), beta2=float(beta2), eps=float(group["eps"]),
                     weight_decay=float(group["weight_decay"]), amsgrad=bool(group["amsgrad"]),
                     decoupled_weight_decay=bool(group.get("decoupled_weight_decay", False)))
+
+    def _used_keys(self, group):
+        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
 
     def _init_state(self, group, p, state):
         if len(state) == 0:
@@ -257,6 +305,10 @@ class RMSprop(_Fused, torch.optim.RMSprop):
                     weight_decay=float(group["weight_decay"]), momentum=float(group["momentum"]),
                     centered=bool(group["centered"]))
 
+    def _used_keys(self, group):
+        return (("square_avg",) + (("momentum_buffer",) if group["momentum"] > 0 else ()) +
+                (("grad_avg",) if group["centered"] else ()))
+
     def _init_state(self, group, p, state):
         if len(state) == 0:
             state["step"] = self._new_step(group, p)
@@ -283,6 +335,9 @@ class Adagrad(_Fused, torch.optim.Adagrad):
     def _hyper(self, group):
         return dict(kind=_ADAGRAD, lr=float(group["lr"]), lr_decay=float(group["lr_decay"]),
                     weight_decay=float(group["weight_decay"]), eps=float(group["eps"]))
+
+    def _used_keys(self, group):
+        return ("sum",)
 
     def _init_state(self, group, p, state):
         # torch fills this state in its constructor; a group added later gets it here.
