@@ -1,5 +1,6 @@
 """fastrnn.optim against torch.optim on unusual inputs: state that does not fit its parameter,
-options switched on after a step, zero-element parameters, and state_dict contents key by key.
+options switched on after a step, zero-element parameters, GradScaler's fused-step contract,
+and state_dict contents key by key.
 torch is the oracle: the same results, or the same exception type and message."""
 
 import copy
@@ -255,6 +256,36 @@ def test_zero_element_parameters_step_as_in_torch(config, max_grad_norm, dtype):
             opt.step()
         results.append((opt, params))
     (ref, ref_params), (ours, our_params) = results
+    assert_same_params(our_params, ref_params, dtype)
+    assert_same_state_dict(ours, ref, dtype)
+
+
+# --- what torch's step does besides the update -----------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "Adagrad"])
+def test_grad_scaler_with_a_fused_step(name, dtype):
+    """GradScaler hands a fused optimizer its scale and found_inf instead of unscaling the
+    gradients itself: the step must divide by the scale and skip a step with an infinite
+    gradient, as torch's fused step does."""
+    kwargs = dict(lr=0.05, momentum=0.9) if name == "SGD" else dict(lr=0.05)
+    results = []
+    for module in (torch.optim, fo):
+        gen = torch.Generator().manual_seed(5)
+        params = [torch.randn(s, generator=gen, dtype=dtype).requires_grad_() for s in ((7,), (3, 5))]
+        opt = getattr(module, name)(params, fused=True, **kwargs)
+        scaler = torch.amp.GradScaler("cpu", init_scale=64.0, growth_interval=2)
+        for step in range(5):
+            opt.zero_grad()
+            loss = sum((p * torch.randn(p.shape, generator=gen, dtype=dtype)).sum() for p in params)
+            if step == 2:
+                loss = loss * math.inf  # an overflowing step: skipped, and the scale backs off
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        results.append((opt, params, scaler.get_scale()))
+    (ref, ref_params, ref_scale), (ours, our_params, our_scale) = results
+    assert our_scale == ref_scale
     assert_same_params(our_params, ref_params, dtype)
     assert_same_state_dict(ours, ref, dtype)
 

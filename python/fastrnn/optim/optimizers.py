@@ -21,7 +21,8 @@ torch's default, and ``max_grad_norm`` reads the norm on the device.
 
 A group the kernels do not take (other devices or dtypes, sparse gradients, ``differentiable``
 or ``capturable``, step counters on the device, a tensor ``lr``, state that does not fit its
-parameter) runs torch's own step, with the same results, or torch's own error.
+parameter, the ``grad_scale``/``found_inf`` that GradScaler gives a ``fused`` optimizer) runs
+torch's own step, with the same results, or torch's own error.
 """
 
 import math
@@ -100,6 +101,9 @@ class _Fused:
         if group.get("differentiable") or group.get("capturable") or isinstance(group["lr"], Tensor):
             return False
         if any(isinstance(b, Tensor) for b in group.get("betas", ())):
+            return False
+        # GradScaler hands a fused optimizer its scale and found_inf to apply inside the step.
+        if getattr(self, "grad_scale", None) is not None or getattr(self, "found_inf", None) is not None:
             return False
 
         def takes(p):
