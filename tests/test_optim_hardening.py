@@ -290,6 +290,25 @@ def test_grad_scaler_with_a_fused_step(name, dtype):
     assert_same_state_dict(ours, ref, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_adagrad_group_added_later_starts_from_the_constructors_accumulator(dtype):
+    """torch fills a later group's state from self.defaults['initial_accumulator_value'], not
+    from the group's own value."""
+    results = []
+    for module in (torch.optim, fo):
+        gen = torch.Generator().manual_seed(6)
+        first, later = (torch.randn(s, generator=gen, dtype=dtype).requires_grad_() for s in ((7,), (5, 3)))
+        opt = module.Adagrad([first], lr=0.1, initial_accumulator_value=0.1)
+        opt.add_param_group({"params": [later], "initial_accumulator_value": 2.5, "lr": 0.2})
+        for _ in range(3):
+            random_grads([first, later], gen)
+            opt.step()
+        results.append((opt, [first, later]))
+    (ref, ref_params), (ours, our_params) = results
+    assert_same_params(our_params, ref_params, dtype)
+    assert_same_state_dict(ours, ref, dtype)
+
+
 # --- state_dict, key by key ------------------------------------------------------------------
 
 def grid(**options):

@@ -344,8 +344,10 @@ class Adagrad(_Fused, torch.optim.Adagrad):
         return ("sum",)
 
     def _init_state(self, group, p, state):
-        # torch fills this state in its constructor; a group added later gets it here.
+        # torch fills this state in its constructor; a group added later gets it here, from
+        # the constructor's value as in torch (not the group's own).
         if len(state) == 0:
             state["step"] = self._new_step(group, p)
-            state["sum"] = torch.full_like(p, group["initial_accumulator_value"], memory_format=torch.preserve_format)
+            state["sum"] = torch.full_like(p, self.defaults["initial_accumulator_value"],
+                                           memory_format=torch.preserve_format)
         return False
