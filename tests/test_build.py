@@ -41,13 +41,48 @@ def test_cuda_build_imports_and_reports_itself():
     assert all(arch.isdigit() for arch in info["cuda_archs"].split(","))
 
 
-def test_instruction_set_follows_the_environment():
+ISAS = ["generic", "avx2", "avx512"]  # each one's instructions include the previous one's
+
+
+def import_with_isa(value, *warning_flags):
+    """Imports fastrnn in a child process with FASTRNN_ISA=value: (return code, ISA in use, stderr)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("FASTRNN_ISA", "PYTHONWARNINGS")}
+    if value is not None:
+        env["FASTRNN_ISA"] = value
+    out = subprocess.run([sys.executable, *warning_flags, "-c", "import fastrnn; print(fastrnn.build_info()['isa'])"],
+                         capture_output=True, text=True, env=env)
+    return out.returncode, out.stdout.strip(), out.stderr
+
+
+@pytest.mark.parametrize("value", ISAS + ["AVX2", "Generic"])
+def test_instruction_set_follows_the_environment_as_a_ceiling(value):
+    # FASTRNN_ISA caps the set: the best this CPU supports at or below the one named (any case),
+    # so a set the CPU lacks (avx512 on an AVX2 CPU) gives the best it has, never an illegal
+    # instruction, and no warning: one setting suits every machine.
     assert "generic" in fastrnn._C.supported_isas()
-    out = run_python("import fastrnn; print(fastrnn.build_info()['isa'])", FASTRNN_ISA="generic")
-    assert out == "generic"
-    # A set the CPU lacks is ignored rather than crashing on an illegal instruction.
-    out = run_python("import fastrnn; print(fastrnn.build_info()['isa'])", FASTRNN_ISA="no-such-isa")
-    assert out == fastrnn.build_info()["isa_best"]
+    ceiling = ISAS.index(value.lower())
+    expected = [isa for isa in fastrnn._C.supported_isas() if ISAS.index(isa) <= ceiling][-1]
+    assert import_with_isa(value, "-W", "error") == (0, expected, "")
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_unset_or_empty_environment_gives_the_best_set(value):
+    assert import_with_isa(value, "-W", "error") == (0, fastrnn.build_info()["isa_best"], "")
+
+
+@pytest.mark.parametrize("value", ["bogus", "avx-512", "sse4"])
+def test_unknown_instruction_set_in_the_environment_warns_at_import(value):
+    # Ignored, as torch ignores a bad ATEN_CPU_CAPABILITY, but said: a warning naming the valid
+    # values, and the import still works.
+    code, isa, stderr = import_with_isa(value)
+    assert code == 0 and isa == fastrnn.build_info()["isa_best"], stderr
+    assert stderr.count("RuntimeWarning") == 1, stderr
+    assert (f"FASTRNN_ISA='{value}' names no instruction set; expected generic, avx2 or avx512 (any case), "
+            f"or unset. Using {isa}, the best this CPU supports.") in stderr
+    assert import_with_isa(value, "-W", "ignore::RuntimeWarning:fastrnn._C") == (0, isa, "")
+    # With warnings as errors the import fails, with the same message.
+    code, _, stderr = import_with_isa(value, "-W", "error::RuntimeWarning")
+    assert code != 0 and f"RuntimeWarning: FASTRNN_ISA='{value}' names no instruction set" in stderr
 
 
 def test_set_isa_rejects_unknown_names():

@@ -99,6 +99,20 @@ void register_info(py::module_& m) {
       },
       py::arg("buffer"));
   m.def("set_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); }, py::arg("name"));
+
+  // A FASTRNN_ISA that names no instruction set is ignored, as torch ignores a bad
+  // ATEN_CPU_CAPABILITY, and said so once, at import: a typo must not pass for a choice, nor
+  // make `import fastrnn` fail (unless warnings are errors, where this one is too).
+  if (const char* value = unknown_isa_environment()) {
+    const std::string message = std::string("FASTRNN_ISA='") + value +
+                                "' names no instruction set; expected generic, avx2 or avx512 (any case), or unset. "
+                                "Using " + isa_name(active_isa()) + ", the best this CPU supports.";
+    // Attributed to fastrnn._C (so `-W ignore::RuntimeWarning:fastrnn._C` silences it), not to
+    // whichever importlib frame happens to be running the import.
+    if (PyErr_WarnExplicit(PyExc_RuntimeWarning, message.c_str(), "fastrnn._C", 0, "fastrnn._C", nullptr) != 0) {
+      throw py::error_already_set();
+    }
+  }
 }
 
 }  // namespace fastrnn::bindings
