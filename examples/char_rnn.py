@@ -53,6 +53,7 @@ def main():
     p.add_argument("--compare-torch", action="store_true", help="also time the same model on torch.nn.LSTM")
     p.add_argument("--compare-steps", type=int, default=40)
     args = p.parse_args()
+    common.require_extras()  # a missing plotting library fails here, not after training
     if args.quick:
         args.steps, args.hidden, args.compare_steps = 30, 32, 3
     common.set_threads(args.threads)

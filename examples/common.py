@@ -1,9 +1,36 @@
-"""What the examples share: command-line flags, thread count, progress display, loss plots."""
+"""What the examples share: command-line flags, their optional dependencies, thread count,
+progress display, loss plots."""
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
+
+# What the examples import beyond fastrnn and NumPy: the `examples` extra in pyproject.toml
+# (`pip install "fastrnn[examples]"`). tqdm and rich only dress the progress bar, and are optional.
+REQUIREMENTS = ("torch", "matplotlib")
+
+
+def _installed(name: str) -> bool:
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require_extras(modules=REQUIREMENTS) -> None:
+    """Stops the example at once, naming the extra to install, when a module it needs is missing,
+    instead of after training, at the plot. The modules are looked up, not imported: importing
+    torch here would start OpenMP before --threads sets OMP_NUM_THREADS."""
+    missing = [name for name in modules if not _installed(name)]
+    if missing:
+        script = os.path.basename(sys.argv[0])
+        raise SystemExit(f"{script} needs {' and '.join(missing)}, not installed here. Install what the examples "
+                         f"use with\n    pip install \"fastrnn[examples]\"\n"
+                         f"(or pip install \".[examples]\" in a checkout of fastrnn).")
 
 
 def parser(description: str, out_default: str) -> argparse.ArgumentParser:

@@ -62,6 +62,7 @@ def main():
     p.add_argument("--train-size", type=int, default=10000)
     p.add_argument("--batch-size", type=int, default=64)
     args = p.parse_args()
+    common.require_extras()  # a missing plotting library fails here, not after training
     if args.quick:
         args.epochs, args.train_size = 1, 1000
     common.set_threads(args.threads)

@@ -37,6 +37,7 @@ def main():
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=64)
     args = p.parse_args()
+    common.require_extras()  # a missing plotting library fails here, not after training
     if args.quick:
         args.epochs, args.train_size = 1, 800
     common.set_threads(args.threads)
