@@ -260,6 +260,41 @@ def test_zero_element_parameters_step_as_in_torch(config, max_grad_norm, dtype):
     assert_same_state_dict(ours, ref, dtype)
 
 
+# --- max_grad_norm ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("float16", [False, True], ids=["fused", "float16-torch-step"])
+@pytest.mark.parametrize("overflow", [False, True])
+@pytest.mark.parametrize("config", FULL_STATE, ids=config_id)
+def test_max_grad_norm_clips_as_clip_grad_norm_does(config, overflow, float16):
+    """float32 and float64 parameters in one group: the norm is clip_grad_norm_'s (float64,
+    from float32 norms rounded as torch keeps them), and a float32 gradient whose squares
+    overflow float32 gives an infinite norm, so clipped gradients of zero. With a float16
+    parameter the group runs torch's step on gradients clipped as clip_grad_norm_ clips them."""
+    name, kwargs = config
+    results = []
+    for module in (torch.optim, fo):
+        gen = torch.Generator().manual_seed(9)
+        shapes = [((7,), torch.float32), ((5, 3), torch.float64), ((13,), torch.float32)]
+        params = [torch.randn(s, generator=gen, dtype=dtype).requires_grad_()
+                  for s, dtype in shapes + ([((3, 3), torch.float16)] if float16 else [])]
+        extra = {} if module is torch.optim else dict(max_grad_norm=0.5)
+        opt = getattr(module, name)(params, **kwargs, **extra)
+        for step in range(3):
+            random_grads(params, gen)
+            if overflow and step == 1:
+                params[0].grad[2] = 1e30
+            grads = [p.grad.clone() for p in params]
+            if module is torch.optim:
+                torch.nn.utils.clip_grad_norm_(params, 0.5)
+            opt.step()
+            if module is fo:  # the step clips without writing the gradients back
+                assert all(torch.equal(g, p.grad) for g, p in zip(grads, params))
+        results.append((opt, params))
+    (ref, ref_params), (ours, our_params) = results
+    assert_same_params(our_params, ref_params, torch.float32)
+    assert_same_state_dict(ours, ref, torch.float32)
+
+
 # --- what torch's step does besides the update -----------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

@@ -131,6 +131,18 @@ void register_optim(py::module_& m) {
       },
       py::arg("grads"), py::arg("norm_type"));
   m.def(
+      "gradient_norms",
+      [](const py::list& grads, double norm_type) {
+        const std::vector<TensorView> views = read_views(grads, "grad");
+        require_cpu("gradient_norms", views);
+        std::vector<double> norms(views.size());
+        py::gil_scoped_release release;
+        for (size_t k = 0; k < views.size(); ++k) norms[k] = cpu::gradient_norm(&views[k], 1, norm_type);
+        return norms;
+      },
+      py::arg("grads"), py::arg("norm_type"),
+      "The norm of each gradient (float64 accumulation), as torch.nn.utils.clip_grad_norm_ stacks them.");
+  m.def(
       "scale_gradients",
       [](const py::list& grads, double scale) {
         const std::vector<TensorView> views = read_views(grads, "grad");

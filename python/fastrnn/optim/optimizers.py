@@ -81,8 +81,9 @@ class _Fused:
                 loss = closure()
         groups = [(g, [p for p in g["params"] if p.grad is not None]) for g in self.param_groups]
         groups = [(g, params) for g, params in groups if params]
-        # One norm for all gradients, read once, if any group clips: a float when every
-        # gradient is on the CPU, else a float32 tensor on the first gradient's device (no sync).
+        # One norm for all gradients, read once, if any group clips: when every gradient is on
+        # the CPU, clip_grad_norm_'s (in the gradients' promoted dtype), else a float32 tensor
+        # on the first gradient's device (no sync).
         norm = None
         if any(g.get("max_grad_norm") is not None for g, _ in groups):
             grads = [p.grad for _, params in groups for p in params]
@@ -155,16 +156,12 @@ class _Fused:
         """torch's implementation on this group alone; the additions are applied to temporary
         gradients, so p.grad is left as it was."""
         l1 = group.get("l1_decay", 0.0)
-        scale = 1.0
-        if clip is not None:
-            norm, max_norm = clip
-            scale = (clip_coefficient(norm, max_norm) if not isinstance(norm, Tensor)
-                     else torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+        scale = None if clip is None else clip_coefficient(*clip)
         originals = [p.grad for p in params]
-        if isinstance(scale, Tensor) or scale != 1.0 or l1:
+        if scale is not None or l1:
             for p in params:
-                s = scale.to(p.grad.device, p.grad.dtype) if isinstance(scale, Tensor) else scale
-                p.grad = p.grad * s + (l1 * torch.sign(p) if l1 else 0)
+                g = p.grad if scale is None else p.grad * scale.to(p.grad.device)  # as clip_grad_norm_ scales
+                p.grad = g + l1 * torch.sign(p) if l1 else g
         saved = self.param_groups
         self.param_groups = [group]
         try:
@@ -185,7 +182,7 @@ class _Fused:
                 norm, max_norm = clip
                 hyper.update(clip_norm=to_dlpack(norm.to(device)), max_norm=max_norm)
         elif clip is not None:
-            hyper["grad_scale"] = float(clip_coefficient(*clip))
+            hyper["grad_scale"] = clip_coefficient(*clip).item()
         tensors = []
         keeps_state, used = self._keeps_state(group), self._used_keys(group)
         for p in params:
