@@ -408,3 +408,21 @@ def test_momentum_free_sgd_keeps_no_state():
         opt.step()
         assert opt.state_dict()["state"] == {}
         assert len(opt.state) == 0
+
+
+def test_the_kernel_refuses_state_of_another_shape():
+    """The core's own check, for callers of _C below the Python classes."""
+    from torch.utils.dlpack import to_dlpack
+
+    from fastrnn import _C
+
+    p, g = torch.zeros(3, 4), torch.ones(3, 4)
+    for state in (torch.zeros(2, 6), torch.zeros(12), torch.zeros(5)):
+        with pytest.raises(RuntimeError, match=re.escape(f"optimizer_step: state has shape {tuple(state.shape)} "
+                                                         "but its parameter has shape (3, 4)")):
+            _C.optimizer_step(dict(kind=0, lr=0.1, momentum=0.9),
+                              [dict(param=to_dlpack(p), grad=to_dlpack(g), state0=to_dlpack(state))])
+    with pytest.raises(RuntimeError, match=re.escape("optimizer_step: grad has shape (4, 3) but its parameter has "
+                                                     "shape (3, 4)")):
+        _C.optimizer_step(dict(kind=0, lr=0.1), [dict(param=to_dlpack(p), grad=to_dlpack(g.reshape(4, 3)))])
+    assert torch.equal(p, torch.zeros(3, 4))  # nothing was written
