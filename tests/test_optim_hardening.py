@@ -344,6 +344,32 @@ def test_adagrad_group_added_later_starts_from_the_constructors_accumulator(dtyp
     assert_same_state_dict(ours, ref, dtype)
 
 
+@pytest.mark.parametrize("default_dtype", [torch.float16, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("config", [c for c in FULL_STATE if c[0] != "SGD"], ids=config_id)
+def test_step_counter_dtype_under_another_default_dtype(config, default_dtype):
+    """torch keeps the step counter in float64 under a float64 default dtype, else in float32
+    (a float16 or bfloat16 default too)."""
+    name, kwargs = config
+    results = []
+    previous = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(default_dtype)
+        for module in (torch.optim, fo):
+            gen = torch.Generator().manual_seed(10)
+            params = [torch.randn(s, generator=gen, dtype=dtype).requires_grad_()
+                      for s, dtype in (((7,), torch.float32), ((5, 3), torch.float64))]
+            opt = getattr(module, name)(params, **kwargs)
+            for _ in range(3):
+                random_grads(params, gen)
+                opt.step()
+            results.append((opt, params))
+    finally:
+        torch.set_default_dtype(previous)
+    (ref, ref_params), (ours, our_params) = results
+    assert_same_params(our_params, ref_params, torch.float32)
+    assert_same_state_dict(ours, ref, torch.float32)
+
+
 # --- state_dict, key by key ------------------------------------------------------------------
 
 def grid(**options):

@@ -200,11 +200,13 @@ class _Fused:
 
     @staticmethod
     def _new_step(group, p) -> Tensor:
-        """The step counter torch keeps for a parameter: on the CPU in the default dtype, or on
-        the parameter's device for fused/capturable groups."""
+        """The step counter torch keeps for a parameter: on the CPU in float64 if that is the
+        default dtype, else float32 (a float16 default too), or on the parameter's device in
+        float32 for fused/capturable groups."""
         if group.get("fused") or group.get("capturable"):
             return torch.zeros((), dtype=torch.float32, device=p.device)
-        return torch.tensor(0.0, dtype=torch.get_default_dtype())
+        dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+        return torch.tensor(0.0, dtype=dtype)
 
 
 class SGD(_Fused, torch.optim.SGD):
