@@ -29,9 +29,8 @@ def _fused_grads(grads: List[Tensor], norm_type: float) -> bool:
 def _as_torch_keeps(norm: float, dtype: torch.dtype, norm_type: float) -> float:
     """A gradient's norm from the kernels (float64 accumulation) as torch has it: a float32
     gradient's sum of |g|^p is accumulated in float32, so past float32's range it is infinite."""
-    if dtype == torch.float32 and not math.isinf(norm_type) and norm > 0 and norm_type * math.log(norm) > _LOG_FLOAT32_MAX:
-        return math.inf
-    return norm
+    overflows = norm > 0 and not math.isinf(norm_type) and norm_type * math.log(norm) > _LOG_FLOAT32_MAX
+    return math.inf if dtype == torch.float32 and overflows else norm
 
 
 def total_norm(grads: List[Tensor], norm_type: float) -> Tensor:

@@ -25,7 +25,6 @@ parameter, the ``grad_scale``/``found_inf`` that GradScaler gives a ``fused`` op
 torch's own step, with the same results, or torch's own error.
 """
 
-import math
 from typing import List
 
 import torch
