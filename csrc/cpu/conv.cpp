@@ -266,7 +266,7 @@ struct Plan {
       // tiles one after the other) where one fits, else about equal parts of an image's tiles
       // in whole vectors (a short last block ran on one-vector tiles: 14x14 took 48 + 8).
       const int64_t most = std::max<int64_t>(48, kWinogradBlock / (16 * std::max(cin_g, cout_g) * elem));
-      wimages = std::max<int64_t>(1, std::min(most / wlen, s.batch));
+      wimages = std::max<int64_t>(1, std::min(most / std::max<int64_t>(1, wlen), s.batch));
       if (wimages > 1 || wlen <= most) {
         wkb = wimages * wlen;
       } else {
@@ -472,15 +472,41 @@ void for_each_image_group(int64_t batch, int threads, int64_t group, const F& im
   });
 }
 
+// The shapes the plan and the kernels are written for; the Python layer sends torch the
+// degenerate ones (no channels, an empty kernel), so here they are only refused.
+void check_shape(const ConvShape& s, const char* name) {
+  FASTRNN_CHECK(s.groups > 0, name, ": groups must be positive, got ", s.groups);
+  FASTRNN_CHECK(s.in_channels >= s.groups && s.in_channels % s.groups == 0 && s.out_channels >= s.groups &&
+                    s.out_channels % s.groups == 0,
+                name, ": in_channels (", s.in_channels, ") and out_channels (", s.out_channels,
+                ") must be positive multiples of groups (", s.groups, ")");
+  FASTRNN_CHECK(s.kernel_h > 0 && s.kernel_w > 0, name, ": kernel size must be positive, got ", s.kernel_h, "x",
+                s.kernel_w);
+  FASTRNN_CHECK(s.stride_h > 0 && s.stride_w > 0 && s.dilation_h > 0 && s.dilation_w > 0, name,
+                ": stride and dilation must be positive");
+  FASTRNN_CHECK(s.pad_h >= 0 && s.pad_w >= 0, name, ": padding must be non-negative");
+  FASTRNN_CHECK(s.batch >= 0 && s.height >= 0 && s.width >= 0, name, ": sizes must be non-negative");
+  // The output is the conv's over the input padded pad_h at the top and pad_h or pad_h + 1 at the
+  // bottom (torch's 'same' padding of an even kernel), likewise across.
+  auto fits = [](int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation) {
+    const int64_t span = dilation * (kernel - 1) + 1;
+    for (int64_t extra = 0; extra <= 1; ++extra)
+      if (in + 2 * pad + extra >= span && out == (in + 2 * pad + extra - span) / stride + 1) return true;
+    return false;
+  };
+  FASTRNN_CHECK(fits(s.height, s.out_height, s.kernel_h, s.stride_h, s.pad_h, s.dilation_h) &&
+                    fits(s.width, s.out_width, s.kernel_w, s.stride_w, s.pad_w, s.dilation_w),
+                name, ": output size ", s.out_height, "x", s.out_width, " does not match input size ", s.height, "x",
+                s.width, " (kernel ", s.kernel_h, "x", s.kernel_w, ", stride ", s.stride_h, "x", s.stride_w,
+                ", padding ", s.pad_h, "x", s.pad_w, ", dilation ", s.dilation_h, "x", s.dilation_w, ")");
+}
+
 int usable_threads(const ConvWorkspace& ws) {
   return omp_in_parallel() ? 1 : std::max(1, std::min(omp_get_max_threads(), ws.threads));
 }
 
 void check_workspace(const ConvShape& s, DType dtype, ConvOp op, const ConvWorkspace& ws, const char* name) {
-  FASTRNN_CHECK(s.groups > 0 && s.in_channels % s.groups == 0 && s.out_channels % s.groups == 0, name,
-                ": channels must divide into groups");
-  FASTRNN_CHECK(s.stride_h > 0 && s.stride_w > 0 && s.dilation_h > 0 && s.dilation_w > 0, name,
-                ": stride and dilation must be positive");
+  check_shape(s, name);
   FASTRNN_CHECK(ws.threads > 0 && ws.data != nullptr && ws.bytes >= conv_workspace_bytes(s, dtype, op, ws.threads),
                 name, ": workspace too small");
 }
@@ -1167,6 +1193,7 @@ void backward_batch(const ConvShape& s, const Plan& p, const DyOf& dy_of, const 
 }  // namespace
 
 int64_t conv_workspace_bytes(const ConvShape& s, DType dtype, ConvOp op, int threads) {
+  check_shape(s, "conv_workspace_bytes");
   const Plan p(s, dtype, op);
   threads = std::max(1, threads);
   ConvShape t;

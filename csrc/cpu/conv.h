@@ -11,8 +11,9 @@ namespace fastrnn::cpu {
 
 // x (batch, in_channels, height, width), weight (out_channels, in_channels / groups, kernel_h,
 // kernel_w), y (batch, out_channels, out_height, out_width). pad_h/pad_w pad the top/left;
-// the bottom/right padding is whatever out_height/out_width imply (so torch's asymmetric
-// 'same' padding for even kernels is expressed by the output size alone).
+// the bottom/right padding is whatever out_height/out_width imply, the same or one more (so
+// torch's asymmetric 'same' padding for even kernels is expressed by the output size alone).
+// Every entry point refuses other sizes, and channels or kernels that are empty.
 struct ConvShape {
   int64_t batch = 0, in_channels = 0, height = 0, width = 0;
   int64_t out_channels = 0, out_height = 0, out_width = 0;

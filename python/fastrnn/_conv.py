@@ -312,7 +312,12 @@ def _resolve(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding,
     return s, [pads[0][0], pads[1][0]], d, out
 
 
-def _fast_path(x: Tensor) -> bool:
+def _fast_path(x: Tensor, weight: Tensor) -> bool:
+    """Whether fastrnn's kernels take the call. Empty inputs and weights go to torch, which has
+    its own results for them (an input with no channels gives an output with none) and its own
+    errors (no output channels, an empty kernel), whose types and words differ case by case."""
+    if x.numel() == 0 or not isinstance(weight, Tensor) or weight.numel() == 0:
+        return False
     if x.device.type == "cuda":
         return _CUDA_BUILT and x.dtype in _CUDA_DTYPES
     return x.device.type == "cpu" and x.dtype in _SUPPORTED_DTYPES
@@ -346,7 +351,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,  # noqa
            stride: Union[int, Sequence[int]] = 1, padding: Union[str, int, Sequence[int]] = 0,
            dilation: Union[int, Sequence[int]] = 1, groups: int = 1) -> Tensor:
     """torch.nn.functional.conv2d on fastrnn's kernels: same arguments, results and errors."""
-    if not _fast_path(input) or input.dim() != 3 and input.dim() != 4:
+    if not _fast_path(input, weight) or input.dim() not in (3, 4):
         if input.dim() not in (3, 4):
             _raise_like_torch(input, weight, bias, stride, padding, dilation, groups)
         return _fallback_conv2d(input, weight, bias, stride, padding, dilation, groups)
@@ -365,7 +370,7 @@ def conv_relu_pool2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = Non
                      dilation: Union[int, Sequence[int]] = 1, groups: int = 1) -> Tensor:
     """max_pool2d(relu(conv2d(input, weight, bias, ...)), 2, 2) in one fused pass: the conv
     output is pooled block by block while in cache and never stored whole."""
-    if not _fast_path(input) or input.dim() not in (3, 4):
+    if not _fast_path(input, weight) or input.dim() not in (3, 4):
         if input.dim() not in (3, 4):
             _raise_like_torch(input, weight, bias, stride, padding, dilation, groups)
         return F.max_pool2d(F.relu(_fallback_conv2d(input, weight, bias, stride, padding, dilation, groups)), 2, 2)

@@ -1,0 +1,191 @@
+"""Conv2d and the fused conv + ReLU + 2x2 max-pool at the edges torch defines too: zero-size
+inputs and weights (torch's result or torch's error, never a crash) and the C++ core's own
+checks."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.dlpack import to_dlpack
+
+import fastrnn
+import fastrnn.functional as FF
+import fastrnn.nn
+
+from conftest import assert_close
+
+pytestmark = pytest.mark.filterwarnings(
+    # torch.nn.Conv2d with no output channels initialises an empty weight
+    "ignore:Initializing zero-element tensors is a no-op:UserWarning",
+    "ignore:Using padding='same' with even kernel",
+)
+
+
+def _torch_fused(x, w, b=None, **kw):
+    return F.max_pool2d(F.relu(F.conv2d(x, w, b, **kw)), 2, 2)
+
+
+def _outcome(fn, *tensors, **kw):
+    """('ok', y, gradients of every tensor given dy = 1.5) or ('error', type, message)."""
+    tensors = [t if t is None else t.detach().clone().requires_grad_() for t in tensors]
+    try:
+        y = fn(*tensors, **kw)
+    except Exception as error:  # noqa: BLE001 - the type is what is compared
+        return "error", type(error), str(error)
+    live = [t for t in tensors if t is not None]
+    grads = torch.autograd.grad(y, live, torch.full_like(y, 1.5), allow_unused=True)
+    return "ok", y, [torch.zeros_like(t) if g is None else g for t, g in zip(live, grads)]
+
+
+def _assert_same(ours, theirs, dtype=torch.float64):
+    assert ours[0] == theirs[0], f"fastrnn: {ours[:3]}, torch: {theirs[:3]}"
+    if ours[0] == "error":
+        assert ours[1:] == theirs[1:]
+        return
+    assert_close(ours[1], theirs[1], dtype, "y")
+    for i, (g, r) in enumerate(zip(ours[2], theirs[2])):
+        assert_close(g, r, dtype, f"gradient {i}")
+
+
+# ---- Zero-size inputs and weights ----------------------------------------------------------------
+
+# (x shape, weight shape, bias, conv2d keywords): batch 0, no channels, empty planes, empty
+# kernels, with groups and padding; torch accepts some (with its own output shapes) and refuses
+# the others, with a RuntimeError or an IndexError.
+ZERO_SIZE = [
+    ((0, 3, 8, 8), (4, 3, 3, 3), True, {}),
+    ((0, 3, 8, 8), (4, 3, 3, 3), False, {"padding": 1}),
+    ((0, 4, 8, 8), (6, 2, 3, 3), True, {"groups": 2}),
+    ((2, 0, 8, 8), (4, 0, 3, 3), True, {}),
+    ((2, 0, 8, 8), (4, 0, 3, 3), False, {"groups": 2}),
+    ((0, 0, 8, 8), (4, 0, 3, 3), True, {}),
+    ((2, 0, 8, 8), (4, 0, 0, 3), False, {}),
+    ((0, 3, 8, 8), (4, 3, 0, 3), True, {}),
+    ((2, 3, 8, 8), (4, 3, 0, 3), True, {}),
+    ((2, 3, 8, 8), (4, 3, 3, 0), False, {}),
+    ((3, 8, 8), (4, 3, 0, 0), False, {}),
+    ((2, 3, 0, 8), (4, 3, 1, 1), False, {}),
+    ((2, 3, 0, 8), (4, 3, 1, 1), True, {"padding": 1}),
+    ((2, 3, 8, 0), (4, 3, 3, 3), False, {"padding": 2}),
+    ((0, 3, 0, 8), (4, 3, 1, 1), False, {}),
+    ((0, 8, 8), (4, 0, 3, 3), True, {}),
+]
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("case", ZERO_SIZE)
+def test_zero_size_as_torch(case, fused):
+    """torch's output and gradients, or its exception type and message (an empty kernel:
+    RuntimeError batched, IndexError for an empty batch; no channels: torch's own output
+    shape). Before, fastrnn's kernels ran these: outputs of other shapes, other errors."""
+    x_shape, w_shape, bias, kw = case
+    torch.manual_seed(0)
+    x, w = torch.randn(x_shape, dtype=torch.float64), torch.randn(w_shape, dtype=torch.float64)
+    b = torch.randn(w_shape[0], dtype=torch.float64) if bias else None
+    ours, theirs = (FF.conv_relu_pool2d, _torch_fused) if fused else (FF.conv2d, F.conv2d)
+    _assert_same(_outcome(ours, x, w, b, **kw), _outcome(theirs, x, w, b, **kw))
+
+
+@pytest.mark.parametrize("module", [fastrnn.nn.Conv2d, fastrnn.nn.ConvReLUPool2d])
+@pytest.mark.parametrize("args", [(0, 4, 3), (3, 4, (0, 3)), (3, 4, 0)])
+def test_zero_size_modules_as_torch(module, args):
+    """Modules with no input channels or an empty kernel: torch.nn.Conv2d's result or error
+    (before, ConvReLUPool2d(3, 4, (0, 3)) returned a conv over an empty kernel)."""
+    torch.manual_seed(1)
+    ref = torch.nn.Conv2d(*args).double()
+    ours = module(*args).double()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(2, args[0], 7, 8, dtype=torch.float64)
+    theirs = ref if module is fastrnn.nn.Conv2d else (lambda x: F.max_pool2d(F.relu(ref(x)), 2, 2))
+    _assert_same(_outcome(ours, x), _outcome(theirs, x))
+
+
+def _run_child(code: str) -> None:
+    """Runs code in a fresh python: a crash (SIGFPE, SIGSEGV) fails the test, not pytest."""
+    child = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                           timeout=300)
+    assert child.returncode == 0, f"child exited with {child.returncode}:\n{child.stdout}\n{child.stderr}"
+
+
+def test_zero_output_channels_refused_as_torch_in_a_child():
+    """No output channels: torch's RuntimeError ("expected weight to be at least 1 at dimension
+    0"), from the functions, the modules and the fused block (before: SIGFPE, a division by the
+    per-group output channels in the workspace query; ConvReLUPool2d(3, 0, 3) returned an empty
+    tensor). The C++ entries refuse it too, and an empty output plane, which divided by zero
+    in the same query."""
+    _run_child("""
+        import warnings
+        import torch, torch.nn.functional as F
+        import fastrnn, fastrnn.functional as FF, fastrnn.nn
+        from torch.utils.dlpack import to_dlpack
+        warnings.simplefilter("ignore")
+
+        def error(fn, *args):
+            try:
+                fn(*args)
+            except Exception as e:
+                return type(e), str(e)
+            raise AssertionError(f"{fn} raised nothing")
+
+        x = torch.randn(2, 3, 8, 8)
+        for w_shape, groups in (((0, 3, 3, 3), 1), ((0, 1, 3, 3), 3), ((0, 0, 3, 3), 1)):
+            w = torch.randn(w_shape)
+            xx = x if w_shape[1] else torch.randn(2, 0, 8, 8)
+            theirs = error(F.conv2d, xx, w, None, 1, 0, 1, groups)
+            assert "expected weight to be at least" in theirs[1], theirs
+            for fn in (FF.conv2d, FF.conv_relu_pool2d):
+                assert error(fn, xx, w, None, 1, 0, 1, groups) == theirs, (fn, w_shape)
+        theirs = error(torch.nn.Conv2d(3, 0, 3), x)
+        for module in (fastrnn.nn.Conv2d, fastrnn.nn.ConvReLUPool2d):
+            assert error(module(3, 0, 3), x) == theirs, module
+
+        C = fastrnn._C
+        for op in range(4):
+            kind, message = error(C.conv_workspace_bytes, op, "float32", [2, 3, 8, 8], [0, 3, 3, 3], 6, 6,
+                                  [1, 1], [0, 0], [1, 1], 1)
+            assert kind is RuntimeError and "out_channels (0)" in message, message
+            kind, message = error(C.conv_workspace_bytes, op, "float32", [2, 3, 8, 8], [4, 3, 3, 3], 0, 6,
+                                  [1, 1], [0, 0], [1, 1], 1)
+            assert kind is RuntimeError and "output size 0x6" in message, message
+        y, work = torch.empty(2, 0, 6, 6), torch.empty(1 << 16, dtype=torch.uint8)
+        kind, message = error(C.conv2d_forward, to_dlpack(x), to_dlpack(torch.randn(0, 3, 3, 3)), None, to_dlpack(y),
+                              to_dlpack(work), [1, 1], [0, 0], [1, 1], 1)
+        assert kind is RuntimeError and "out_channels (0)" in message, message
+    """)
+
+
+def _core_error(fn, *args) -> str:
+    with pytest.raises(RuntimeError) as info:
+        fn(*[to_dlpack(a) if isinstance(a, torch.Tensor) else a for a in args])
+    return str(info.value)
+
+
+def test_core_checks_its_own_shapes():
+    """The C++ entries refuse what their plan does not cover: an empty kernel, no input
+    channels, and an output size the geometry does not give (before: a conv over an empty
+    kernel, and the top-left corner of a larger output computed without complaint)."""
+    C = fastrnn._C
+    x, work = torch.randn(2, 3, 8, 8), torch.empty(1 << 22, dtype=torch.uint8)
+    geometry = ([1, 1], [0, 0], [1, 1], 1)
+    assert "kernel size must be positive, got 0x3" in _core_error(
+        C.conv2d_forward, x, torch.randn(4, 3, 0, 3), None, torch.empty(2, 4, 9, 6), work, *geometry)
+    assert "in_channels (0)" in _core_error(
+        C.conv2d_forward, torch.randn(2, 0, 8, 8), torch.randn(4, 0, 3, 3), None, torch.empty(2, 4, 6, 6), work,
+        *geometry)
+    assert "output size 5x6 does not match input size 8x8" in _core_error(
+        C.conv2d_forward, x, torch.randn(4, 3, 3, 3), None, torch.empty(2, 4, 5, 6), work, *geometry)
+    assert "output size 5x5 does not match input size 8x8" in _core_error(
+        C.conv2d_backward, torch.randn(2, 4, 5, 5), x, torch.randn(4, 3, 3, 3), torch.empty_like(x), None, None, work,
+        *geometry)
+    w = torch.randn(4, 3, 3, 3)
+    assert "output size 10x6 does not match" in _core_error(
+        C.conv_relu_pool2d_forward, x, w, None, torch.empty(2, 4, 5, 3), torch.empty(2, 4, 5, 3, dtype=torch.int64),
+        work, 10, 6, *geometry)
+    # torch's 'same' padding of an even kernel: one more row and column at the bottom/right
+    w = torch.randn(4, 3, 2, 2)
+    y = torch.empty(2, 4, 8, 8)
+    C.conv2d_forward(to_dlpack(x), to_dlpack(w), None, to_dlpack(y), to_dlpack(work), *geometry)
+    assert_close(y, F.conv2d(x, w, padding="same"), torch.float32, "y")
