@@ -1,6 +1,6 @@
 """Conv2d and the fused conv + ReLU + 2x2 max-pool at the edges torch defines too: zero-size
-inputs and weights (torch's result or torch's error, never a crash) and the C++ core's own
-checks."""
+inputs and weights (torch's result or torch's error, never a crash), NaN and Inf in the fused
+backward, and the C++ core's own checks."""
 
 import subprocess
 import sys
@@ -15,7 +15,7 @@ import fastrnn
 import fastrnn.functional as FF
 import fastrnn.nn
 
-from conftest import assert_close
+from conftest import DTYPES, assert_close
 
 pytestmark = pytest.mark.filterwarnings(
     # torch.nn.Conv2d with no output channels initialises an empty weight
@@ -189,3 +189,55 @@ def test_core_checks_its_own_shapes():
     y = torch.empty(2, 4, 8, 8)
     C.conv2d_forward(to_dlpack(x), to_dlpack(w), None, to_dlpack(y), to_dlpack(work), *geometry)
     assert_close(y, F.conv2d(x, w, padding="same"), torch.float32, "y")
+
+
+# ---- NaN and Inf in the fused backward -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c_in", [1, 3, 9, 16])
+@pytest.mark.parametrize("where", ["x", "x_inf", "weight", "dy"])
+def test_conv_relu_pool_backward_nan_as_torch(where, c_in, dtype, isa):
+    """torch's ReLU backward zeroes the gradient where its output is <= 0, so at a NaN it
+    passes; and torch's backward is dense: the zeros of the conv's gradient times a NaN or Inf
+    of x (weight gradient) or of the weights (input gradient) are NaN. Before, the fused
+    backward gated on y > 0 (the input gradient at a NaN input was 0), its sparse paths (8 or
+    more input channels) summed over the windows' maxima alone, and the input gradient as a
+    transposed conv made NaN where no output reaches. Compared with NaN positions exact."""
+    torch.manual_seed(11)
+    x = torch.randn(2, c_in, 9, 11, dtype=dtype)
+    w = torch.randn(5, c_in, 3, 3, dtype=dtype)
+    b = torch.randn(5, dtype=dtype)
+    dy = torch.randn(2, 5, 3, 5, dtype=dtype)
+    if where == "x":
+        x[0, 0, 3, 4] = float("nan")
+    elif where == "x_inf":
+        x[1, c_in - 1, 5, 6] = float("inf")
+    elif where == "weight":
+        w[2, c_in // 2, 1, 1] = float("nan")
+    else:
+        dy[1, 3, 2, 2] = float("nan")
+    results = []
+    for fn in (FF.conv_relu_pool2d, _torch_fused):
+        leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+        y = fn(*leaves, padding=(0, 1))
+        results.append((y, *torch.autograd.grad(y, leaves, dy)))
+    for name, ours, theirs in zip(["y", "dx", "dw", "db"], *results):
+        assert_close(ours, theirs, dtype, name)
+    if where == "x":
+        assert not results[0][1][0, 0, 3, 4].isnan() and results[0][1][0, 0, 3, 4] != 0
+
+
+@pytest.mark.parametrize("c_in", [4, 16])
+def test_conv2d_input_gradient_with_nan_weight_as_torch(c_in, isa):
+    """A NaN weight makes the input gradient NaN only where an output reaches, as torch's
+    (before: the transposed-conv path multiplied its zero padding by it, NaN everywhere)."""
+    torch.manual_seed(12)
+    x = torch.randn(2, c_in, 10, 9, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, c_in, 3, 3, dtype=torch.float64)
+    w[1, 0, 1, 1] = float("nan")
+    w.requires_grad_()
+    ours, theirs = FF.conv2d(x, w), F.conv2d(x, w)
+    dy = torch.randn_like(theirs)
+    for name, g, r in zip(["dx", "dw"], torch.autograd.grad(ours, (x, w), dy), torch.autograd.grad(theirs, (x, w), dy)):
+        assert_close(g, r, torch.float64, name)

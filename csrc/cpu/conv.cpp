@@ -879,7 +879,7 @@ void direct_weight_grad_image(const ConvShape& s, const Plan& p, const T* dy_n, 
 
 // The entries of the conv's gradient of group g of one image from its pooled gradient dy_n (and
 // the forward's y_n, indices_n; each (out_channels, out_h / 2, out_w / 2)): per output channel
-// co of the group, the windows the ReLU passed (y > 0), entry e < buf.counts[co] at
+// co of the group, the windows the ReLU passed (not y <= 0: NaN too), entry e < buf.counts[co] at
 // co * pooled + e as its maximum's padded position oh * wp + ow (buf.positions) and dy
 // (buf.values). Branch-free: the window's corner gives oh and ow (the index is one of its four
 // positions; a 64-bit division per entry cost more than the sparse kernels), and every window
@@ -901,7 +901,7 @@ void sparse_entries(const ConvShape& s, const Plan& p, int64_t g, const T* dy_n,
         const int64_t bottom = -((s.out_width - 1 - d) >> 63);  // d >= out_width: the window's bottom row
         positions[count] = (2 * py + bottom) * p.wp + 2 * px + d - bottom * s.out_width;
         values[count] = dy_c[i];
-        count += y_c[i] > T(0) ? 1 : 0;
+        count += y_c[i] <= T(0) ? 0 : 1;  // as torch's ReLU backward: a NaN passes
       }
     }
     buf.counts[co] = count;
@@ -1087,18 +1087,35 @@ int64_t transposed_bytes(const ConvShape& s, const ConvShape& t, DType dtype, in
 }
 
 
+// Whether every element of v is finite (x * 0 is 0 for finite x, NaN for Inf and NaN), summed
+// in independent lanes so that the loop vectorises: a pass at memory speed, one thread enough.
+template <typename T>
+bool all_finite(const T* v, int64_t n) {
+  constexpr int64_t kLanes = 16;
+  T lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int64_t j = 0; j < kLanes; ++j) lanes[j] += v[i + j] * T(0);
+  for (; i < n; ++i) lanes[0] += v[i] * T(0);
+  T sum = T(0);
+  for (int64_t j = 0; j < kLanes; ++j) sum += lanes[j];
+  return sum == T(0);
+}
+
 // Runs backward_image over the batch with per-thread accumulators, then sums them. dy_of(n,
 // buffers) returns image n's (out_channels, out_h, out_w) output gradient. With the AVX2
 // kernels and whole images per thread, dx is the direct forward of the transposed conv and dw
 // the direct weight gradient, image by image while its dy is in cache; where p.sparse,
-// sparse_grad(n, buffers, dx_n, dw, db) gives all three instead (the fused block).
+// sparse_grad(n, buffers, dx_n, dw, db) gives all three instead (the fused block), unless
+// `dense`.
 template <typename T, typename DyOf, typename SparseGrad>
 void backward_batch(const ConvShape& s, const Plan& p, const DyOf& dy_of, const SparseGrad& sparse_grad,
-                    const T* x, const T* weight, T* dx, T* dweight, T* dbias, const ConvWorkspace& ws) {
+                    const T* x, const T* weight, T* dx, T* dweight, T* dbias, const ConvWorkspace& ws,
+                    bool dense = false) {
   const int threads = usable_threads(ws);
   const int teams = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, s.batch)));
   const bool simd = active_isa() != Isa::Generic && s.batch >= threads;
-  const bool sparse = p.sparse && simd;
+  const bool sparse = p.sparse && simd && !dense;
   const bool direct = p.direct && simd && !sparse;
   const int64_t w_numel = s.out_channels * p.K;
   const int64_t dw_numel = sparse   ? s.out_channels * s.kernel_h * s.kernel_w * p.cl
@@ -1119,8 +1136,11 @@ void backward_batch(const ConvShape& s, const Plan& p, const DyOf& dy_of, const 
         for (int64_t k = 0; k < spatial; ++k)
           w_cl[(c * spatial + k) * p.cl + ci] = weight[(c * p.cin_g + ci) * spatial + k];
   }
+  // The transposed conv multiplies its zero padding by every tap too: an Inf or NaN weight would
+  // make NaN at inputs no output reaches, where torch's input gradient (and the GEMM's) has none.
   ConvShape t;
-  const bool transposed = dx != nullptr && simd && !sparse && transposed_direct(s, dtype_of<T>(), t);
+  const bool transposed = dx != nullptr && simd && !sparse && transposed_direct(s, dtype_of<T>(), t) &&
+                          all_finite(weight, w_numel);
   const Plan pt(transposed ? t : s, dtype_of<T>(), ConvOp::Forward);
   ConvWorkspace tw;
   T* w_t = reinterpret_cast<T*>(ws.data + p.total(ws.threads));
@@ -1340,13 +1360,14 @@ void conv_relu_pool2d_backward(const ConvShape& s, const T* dy, const T* y, cons
     return;
   }
   // dconv: the pooled gradient at each window's maximum where the ReLU passed it, else 0.
+  // torch's ReLU backward zeroes the gradient where its output is <= 0, so a NaN passes it.
   auto dconv_of = [&](int64_t n, const ThreadBuffers<T>& b) -> const T* {
     std::fill(b.dconv, b.dconv + s.out_channels * p.P, T(0));
     for (int64_t c = 0; c < s.out_channels; ++c) {
       const int64_t base = (n * s.out_channels + c) * pooled;
       T* plane = b.dconv + c * p.P;
       for (int64_t i = 0; i < pooled; ++i)
-        if (y[base + i] > T(0)) plane[indices[base + i]] += dy[base + i];
+        if (!(y[base + i] <= T(0))) plane[indices[base + i]] += dy[base + i];
     }
     return b.dconv;
   };
@@ -1355,7 +1376,12 @@ void conv_relu_pool2d_backward(const ConvShape& s, const T* dy, const T* y, cons
     sparse_backward_image(s, p, dy + at, y + at, indices + at, x + n * s.in_channels * s.height * s.width, dx_n,
                           dw, db, b);
   };
-  backward_batch<T>(s, p, dconv_of, sparse_grad, x, weight, dx, dweight, dbias, ws);
+  // torch's backward is dense: the zeros of dconv times an Inf or NaN of x (in dw) or of the
+  // weights (in dx) make NaN, which sums over the entries alone would miss.
+  const int64_t x_numel = s.batch * s.in_channels * s.height * s.width;
+  const bool dense = p.sparse && ((dweight != nullptr && !all_finite(x, x_numel)) ||
+                                  (dx != nullptr && !all_finite(weight, s.out_channels * p.K)));
+  backward_batch<T>(s, p, dconv_of, sparse_grad, x, weight, dx, dweight, dbias, ws, dense);
 }
 
 #define FASTRNN_INSTANTIATE_CONV(T)                                                                               \
