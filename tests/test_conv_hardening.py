@@ -1,7 +1,9 @@
-"""Conv2d and the fused conv + ReLU + 2x2 max-pool at the edges torch defines too: zero-size
-inputs and weights (torch's result or torch's error, never a crash), NaN and Inf in the fused
-backward, and the C++ core's own checks."""
+"""Conv2d, the fused conv + ReLU + 2x2 max-pool and pooling at the edges torch defines too:
+zero-size inputs and weights (torch's result or torch's error, never a crash), NaN and Inf in
+the fused backward, the C++ core's own checks, and torch.jit (trace runs fastrnn's kernels,
+script says what to use instead)."""
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -18,6 +20,9 @@ import fastrnn.nn
 from conftest import DTYPES, assert_close
 
 pytestmark = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.trace` is deprecated:DeprecationWarning",
+    "ignore:`torch.jit.trace_method` is deprecated:DeprecationWarning",
+    "ignore:`torch.jit.script` is deprecated:DeprecationWarning",
     # torch.nn.Conv2d with no output channels initialises an empty weight
     "ignore:Initializing zero-element tensors is a no-op:UserWarning",
     "ignore:Using padding='same' with even kernel",
@@ -241,3 +246,64 @@ def test_conv2d_input_gradient_with_nan_weight_as_torch(c_in, isa):
     dy = torch.randn_like(theirs)
     for name, g, r in zip(["dx", "dw"], torch.autograd.grad(ours, (x, w), dy), torch.autograd.grad(theirs, (x, w), dy)):
         assert_close(g, r, torch.float64, name)
+
+
+# ---- torch.jit -----------------------------------------------------------------------------------------
+
+
+def _jit_modules():
+    """(fastrnn module, torch reference, the reference's parameters in the module's order)."""
+    torch.manual_seed(13)
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1).double()
+    ours_conv, ours_fused = fastrnn.nn.Conv2d(3, 4, 3, padding=1), fastrnn.nn.ConvReLUPool2d(3, 4, 3, padding=1)
+    for module in (ours_conv, ours_fused):
+        module.double().load_state_dict(conv.state_dict())
+    return [(ours_conv, conv, list(conv.parameters())),
+            (ours_fused, lambda x: F.max_pool2d(F.relu(conv(x)), 2, 2), list(conv.parameters())),
+            (fastrnn.nn.MaxPool2d(2), torch.nn.MaxPool2d(2), []),
+            (fastrnn.nn.MaxPool2d(3, 2, 1, return_indices=True), torch.nn.MaxPool2d(3, 2, 1, return_indices=True), []),
+            (fastrnn.nn.AvgPool2d(2, ceil_mode=True), torch.nn.AvgPool2d(2, ceil_mode=True), [])]
+
+
+@pytest.mark.parametrize("no_grad", [False, True])
+@pytest.mark.parametrize("index", range(5))
+def test_jit_trace_runs_the_kernels(index, no_grad):
+    """torch.jit.trace records fastrnn's custom op (before: Conv2d failed with
+    'unordered_map::at', and the pools' graph held only the output's allocation, returning
+    uninitialised memory); the traced module matches torch, forward and backward (traced under
+    no_grad too), at another batch size as well, and the convs refuse another spatial size
+    (the graph holds the traced one) instead of computing garbage."""
+    ours, ref, ref_params = _jit_modules()[index]
+    x = torch.randn(2, 3, 8, 10, dtype=torch.float64)
+    with torch.no_grad() if no_grad else torch.enable_grad():
+        traced = torch.jit.trace(ours, x)
+    assert any(node.kind().startswith("fastrnn::") for node in traced.graph.nodes())
+    for batch in (2, 5):
+        torch.manual_seed(batch)
+        x = torch.randn(batch, 3, 8, 10, dtype=torch.float64)
+        mine, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+        y, r = traced(mine), ref(theirs)
+        if isinstance(r, tuple):
+            assert torch.equal(y[1], r[1])
+            y, r = y[0], r[0]
+        assert_close(y, r, torch.float64, "y")
+        dy = torch.randn_like(r)
+        grads = torch.autograd.grad(y, [mine, *ours.parameters()], dy)
+        for name, g, e in zip(["dx", "dw", "db"], grads, torch.autograd.grad(r, [theirs, *ref_params], dy)):
+            assert_close(g, e, torch.float64, name)
+    if index < 2:
+        with pytest.raises(RuntimeError, match="does not match input size 9x10"):
+            traced(torch.randn(2, 3, 9, 10, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_jit_script_names_the_alternatives(index):
+    """torch.jit.script of the modules, alone or inside a model, raises one error naming what
+    to use (before: an error about typing.Sequence annotations or nested functions)."""
+    ours = _jit_modules()[index][0]
+    message = f"fastrnn.nn.{type(ours).__name__} cannot be compiled by torch.jit.script: its forward calls " \
+              "fastrnn's kernels from Python, which TorchScript cannot compile. Use torch.jit.trace, torch.compile " \
+              "or torch.export instead"
+    for module in (ours, torch.nn.Sequential(torch.nn.Identity(), ours)):
+        with pytest.raises(RuntimeError, match=re.escape(message)):
+            torch.jit.script(module)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _C, _conv_cuda, ops
+from ._pool import untraced
 
 __all__ = ["conv2d", "conv_relu_pool2d"]
 
@@ -110,6 +111,13 @@ def _(dy, x, weight, stride, padding, dilation, groups, output_mask):
                       weight.new_empty(weight.shape[0]) if output_mask[2] else None)
 
 
+def _eager_backward(saved: Tensor) -> bool:
+    # The backward body runs without the op only when no graph of the backward itself is being
+    # recorded (create_graph) or traced: the op has no derivative of its own, and through the op a
+    # double backward fails loudly instead of silently giving zeros.
+    return not torch.is_grad_enabled() and ops.eager(saved) and not torch.jit.is_tracing()
+
+
 def _conv2d_setup(ctx, inputs, output):
     x, weight, bias, stride, padding, dilation, groups, _ = inputs
     ctx.geometry = (stride, padding, dilation, groups)
@@ -120,7 +128,7 @@ def _conv2d_setup(ctx, inputs, output):
 def _conv2d_autograd(ctx, dy):
     x, weight = ctx.saved_tensors
     mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-    backward = conv2d_backward_impl if ops._eager_backward(x) else conv2d_backward
+    backward = conv2d_backward_impl if _eager_backward(x) else conv2d_backward
     dx, dw, db = backward(dy.contiguous(), x, weight, *ctx.geometry, mask)
     return (dx if mask[0] else None, dw if mask[1] else None, db if mask[2] else None, None, None, None, None, None)
 
@@ -203,7 +211,7 @@ def _pool_autograd(ctx, dy, _dindices):
     mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
     if dy is None:
         dy = torch.zeros_like(y)
-    backward = conv_relu_pool2d_backward_impl if ops._eager_backward(x) else conv_relu_pool2d_backward
+    backward = conv_relu_pool2d_backward_impl if _eager_backward(x) else conv_relu_pool2d_backward
     dx, dw, db = backward(dy.contiguous(), y, indices, x, weight, *ctx.geometry, mask)
     return (dx if mask[0] else None, dw if mask[1] else None, db if mask[2] else None, None, None, None, None, None)
 
@@ -246,8 +254,10 @@ class _ConvReluPool2dFunction(torch.autograd.Function):
 
 
 def _choose(x: Tensor, weight: Tensor, bias: Optional[Tensor], impl, function, op):
-    """The op body (no graph needed), an autograd.Function (eager training), or the custom op."""
-    if torch.compiler.is_compiling():
+    """The op body (no graph needed), an autograd.Function (eager training), or the custom op.
+    torch.jit.trace records only dispatcher calls: the body would leave its output's allocation
+    in the graph without the kernel, and an autograd.Function fails to trace."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return op
     if not _needs_graph(x, weight, bias):
         return impl
@@ -312,6 +322,14 @@ def _resolve(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding,
     return s, [pads[0][0], pads[1][0]], d, out
 
 
+def _geometry_of(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding, dilation, groups):
+    """_resolve's (stride, padding, dilation, output size) and whether torch must run the call
+    (_asymmetric_on_cuda). Run untraced: a torch.jit.trace graph holds the output size of the
+    call it traced, and the kernels refuse inputs of another height or width."""
+    s, p, d, out = _resolve(x, weight, bias, stride, padding, dilation, groups)
+    return s, p, d, out, _asymmetric_on_cuda(x, weight, s, p, d, out)
+
+
 def _fast_path(x: Tensor, weight: Tensor) -> bool:
     """Whether fastrnn's kernels take the call. Empty inputs and weights go to torch, which has
     its own results for them (an input with no channels gives an output with none) and its own
@@ -351,14 +369,15 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,  # noqa
            stride: Union[int, Sequence[int]] = 1, padding: Union[str, int, Sequence[int]] = 0,
            dilation: Union[int, Sequence[int]] = 1, groups: int = 1) -> Tensor:
     """torch.nn.functional.conv2d on fastrnn's kernels: same arguments, results and errors."""
-    if not _fast_path(input, weight) or input.dim() not in (3, 4):
+    if not untraced(_fast_path, input, weight) or input.dim() not in (3, 4):
         if input.dim() not in (3, 4):
             _raise_like_torch(input, weight, bias, stride, padding, dilation, groups)
         return _fallback_conv2d(input, weight, bias, stride, padding, dilation, groups)
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
-    s, p, d, out = _resolve(x, weight, bias, stride, padding, dilation, groups)
-    if _asymmetric_on_cuda(x, weight, s, p, d, out):
+    s, p, d, out, asymmetric_on_cuda = untraced(_geometry_of, x, weight, bias, stride, padding, dilation,
+                                                         groups)
+    if asymmetric_on_cuda:
         return _fallback_conv2d(input, weight, bias, stride, padding, dilation, groups)
     op = _choose(x, weight, bias, conv2d_impl, _Conv2dFunction, conv2d_op)
     y = op(x.contiguous(), weight.contiguous(), _contiguous(bias), s, p, d, groups, out)
@@ -370,14 +389,15 @@ def conv_relu_pool2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = Non
                      dilation: Union[int, Sequence[int]] = 1, groups: int = 1) -> Tensor:
     """max_pool2d(relu(conv2d(input, weight, bias, ...)), 2, 2) in one fused pass: the conv
     output is pooled block by block while in cache and never stored whole."""
-    if not _fast_path(input, weight) or input.dim() not in (3, 4):
+    if not untraced(_fast_path, input, weight) or input.dim() not in (3, 4):
         if input.dim() not in (3, 4):
             _raise_like_torch(input, weight, bias, stride, padding, dilation, groups)
         return F.max_pool2d(F.relu(_fallback_conv2d(input, weight, bias, stride, padding, dilation, groups)), 2, 2)
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
-    s, p, d, out = _resolve(x, weight, bias, stride, padding, dilation, groups)
-    if out[0] < 2 or out[1] < 2 or _asymmetric_on_cuda(x, weight, s, p, d, out):
+    s, p, d, out, asymmetric_on_cuda = untraced(_geometry_of, x, weight, bias, stride, padding, dilation,
+                                                         groups)
+    if out[0] < 2 or out[1] < 2 or asymmetric_on_cuda:
         # torch's max_pool2d error for a too-small conv output; torch's ops for what CUDA lacks
         return F.max_pool2d(F.relu(F.conv2d(input, weight, bias, stride, padding, dilation, groups)), 2, 2)
     op = _choose(x, weight, bias, conv_relu_pool2d_impl, _ConvReluPool2dFunction, conv_relu_pool2d_op)

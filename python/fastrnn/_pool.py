@@ -338,9 +338,38 @@ def _needs_autograd(x: Tensor) -> bool:
 
 def _direct(x: Tensor, training: bool) -> bool:
     """Whether the op's body may be called without the dispatcher: no autograd, no tracing
-    (a plain tensor, no dispatch mode active, not compiling)."""
+    (a plain tensor, no dispatch mode active, not compiling, not in torch.jit.trace, which
+    records only dispatcher calls and would keep the output's allocation without the kernel)."""
     return (not training and type(x) is Tensor and x.device.type in ("cpu", "cuda")
-            and not torch.compiler.is_compiling() and _current_dispatch_mode() is None)
+            and not torch.compiler.is_compiling() and _current_dispatch_mode() is None
+            and not torch.jit.is_tracing())
+
+
+def untraced(fn, *args):
+    """fn(*args) with torch.jit.trace paused, for argument checks: under trace a tensor's sizes
+    are tensors, each comparison of them a TracerWarning, and int[] op arguments refuse them.
+    (The checks record nothing a traced graph needs; the ops they lead to are traced.)"""
+    if not torch.jit.is_tracing():
+        return fn(*args)
+    state = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)
+    try:
+        return fn(*args)
+    finally:
+        torch._C._set_tracing_state(state)
+
+
+def script_error(module) -> RuntimeError:
+    """What torch.jit.script of a fastrnn.nn module raises (from __prepare_scriptable__, which
+    it calls on every submodule first): their forwards are Python that TorchScript cannot compile."""
+    return RuntimeError(f"fastrnn.nn.{type(module).__name__} cannot be compiled by torch.jit.script: its forward "
+                        f"calls fastrnn's kernels from Python, which TorchScript cannot compile. Use torch.jit.trace, "
+                        f"torch.compile or torch.export instead")
+
+
+def _eager(x: Tensor) -> bool:
+    """Whether a training call may take the autograd.Function (torch.jit.trace cannot record one)."""
+    return ops.eager(x) and not torch.jit.is_tracing()
 
 
 # ---- Functions ---------------------------------------------------------------------------------------
@@ -361,9 +390,10 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, c
     ceil_mode = _flag(op, "ceil_mode", 6, ceil_mode)
     if input.ndim not in (3, 4):
         raise RuntimeError("non-empty 3D or 4D (batch mode) tensor expected for input")
-    _check_shape(input, kernel, strides, pads, dilations, ceil_mode)
+    untraced(_check_shape, input, kernel, strides, pads, dilations, ceil_mode)
     _check_dtype("max_pool2d", input)
-    training = _needs_autograd(input)
+    # A traced graph may be run for training: it keeps the indices a backward needs.
+    training = _needs_autograd(input) or torch.jit.is_tracing()
     x = input.contiguous()
     # Indices kept only for the backward are window slots where they fit in a byte (CPU kernels).
     window_slots = (training and not return_indices and x.device.type == "cpu"
@@ -371,7 +401,7 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, c
     args = (kernel, strides, pads, dilations, ceil_mode, bool(return_indices or training), window_slots)
     if _direct(x, training):
         y, indices = max_pool2d_impl(x, *args)
-    elif training and ops.eager(x):
+    elif training and _eager(x):
         y, indices = _MaxPool2dFunction.apply(x, *args[:5], window_slots)
     else:
         y, indices = max_pool2d_op(x, *args)
@@ -401,13 +431,13 @@ def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bo
     if input.ndim < 3:
         raise IndexError(f"Dimension out of range (expected to be in range of [{-max(input.ndim, 1)}, "
                          f"{max(input.ndim, 1) - 1}], but got -3)")
-    _check_shape(input, kernel, strides, pads, (1, 1), ceil_mode)
+    untraced(_check_shape, input, kernel, strides, pads, (1, 1), ceil_mode)
     _check_dtype("avg_pool2d", input)
     x = input.contiguous()
     args = (kernel, strides, pads, ceil_mode, count_include_pad, divisor_override)
     training = _needs_autograd(x)
     if _direct(x, training):
         return avg_pool2d_impl(x, *args)
-    if training and ops.eager(x):
+    if training and _eager(x):
         return _AvgPool2dFunction.apply(x, *args)
     return avg_pool2d_op(x, *args)

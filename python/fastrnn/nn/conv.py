@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import _conv
+from .. import _conv, _pool
 
 __all__ = ["Conv2d", "ConvReLUPool2d"]
 
@@ -20,6 +20,9 @@ class Conv2d(torch.nn.Conv2d):
     """torch.nn.Conv2d running fastrnn's convolution kernels."""
 
     _conv_function = staticmethod(_conv.conv2d)
+
+    def __prepare_scriptable__(self):
+        raise _pool.script_error(self)
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias):  # noqa: A002 - torch's name
         if self.padding_mode != "zeros":

@@ -12,6 +12,9 @@ class MaxPool2d(torch.nn.MaxPool2d):
     """torch.nn.MaxPool2d (kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
     ceil_mode=False), computed by fastrnn."""
 
+    def __prepare_scriptable__(self):
+        raise _pool.script_error(self)
+
     def forward(self, input):
         return _pool.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
                                 ceil_mode=self.ceil_mode, return_indices=self.return_indices)
@@ -20,6 +23,9 @@ class MaxPool2d(torch.nn.MaxPool2d):
 class AvgPool2d(torch.nn.AvgPool2d):
     """torch.nn.AvgPool2d (kernel_size, stride=None, padding=0, ceil_mode=False,
     count_include_pad=True, divisor_override=None), computed by fastrnn."""
+
+    def __prepare_scriptable__(self):
+        raise _pool.script_error(self)
 
     def forward(self, input):
         return _pool.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
