@@ -50,6 +50,14 @@ bool TensorView::is_contiguous() const {
   return true;
 }
 
+bool TensorView::same_shape(const TensorView& other) const {
+  if (ndim != other.ndim) return false;
+  for (int d = 0; d < ndim; ++d) {
+    if (sizes[d] != other.sizes[d]) return false;
+  }
+  return true;
+}
+
 std::string TensorView::shape_str() const {
   std::ostringstream out;
   out << "(";

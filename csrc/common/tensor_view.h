@@ -34,6 +34,7 @@ struct TensorView {
   int64_t numel() const;
   int64_t nbytes() const { return numel() * static_cast<int64_t>(dtype_size(dtype)); }
   bool is_contiguous() const;
+  bool same_shape(const TensorView& other) const;
   std::string shape_str() const;  // "(5, 3, 10)"
 
   template <typename T> T* data_as() const { return static_cast<T*>(data); }

@@ -75,9 +75,7 @@ void check_tensor(const char* op, const OptimizerHyper& h, const OptimizerTensor
     FASTRNN_CHECK(v.defined() && v.device == DeviceType::CPU && v.dtype == dtype && v.is_contiguous(), op, ": ",
                   name, " must be a contiguous CPU tensor like its parameter");
     // Elements are paired by position: one of another shape would pair them in flat order.
-    bool same_shape = v.ndim == t.param.ndim;
-    for (int d = 0; same_shape && d < v.ndim; ++d) same_shape = v.sizes[d] == t.param.sizes[d];
-    FASTRNN_CHECK(same_shape, op, ": ", name, " has shape ", v.shape_str(), " but its parameter has shape ",
+    FASTRNN_CHECK(v.same_shape(t.param), op, ": ", name, " has shape ", v.shape_str(), " but its parameter has shape ",
                   t.param.shape_str());
   };
   same("param", t.param);

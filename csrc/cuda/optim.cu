@@ -123,8 +123,11 @@ void check_tensor(const OptimizerHyper& h, const OptimizerTensor& t, const Tenso
   const char* op = "optimizer_step";
   auto same = [&](const char* name, const TensorView& v) {
     FASTRNN_CHECK(v.defined() && v.device == DeviceType::CUDA && v.device_index == first.device_index &&
-                      v.dtype == first.dtype && v.numel() == t.param.numel() && v.is_contiguous(),
-                  op, ": ", name, " must be a contiguous CUDA tensor of its parameter's dtype, size and device");
+                      v.dtype == first.dtype && v.is_contiguous(),
+                  op, ": ", name, " must be a contiguous CUDA tensor of its parameter's dtype and device");
+    // Elements are paired by position: one of another shape would pair them in flat order.
+    FASTRNN_CHECK(v.same_shape(t.param), op, ": ", name, " has shape ", v.shape_str(), " but its parameter has shape ",
+                  t.param.shape_str());
   };
   same("param", t.param);
   same("grad", t.grad);
