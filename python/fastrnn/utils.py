@@ -647,10 +647,9 @@ def clip_grad_value_(parameters, clip_value: float, foreach=None) -> None:
     [-1.0, 0.5, 1.0]
     """
     import torch
-    clip_value = _real("clip_value", clip_value)
-    # torch clamps to [1, -1] for -1, setting every gradient to -1: never what was meant.
-    if not clip_value >= 0:
-        raise ValueError(f"clip_value must be a non-negative number, got {clip_value}")
+    # As torch reads it, so every value gives torch's result (a negative one clamps to
+    # [|v|, -|v|], setting every gradient to clip_value; NaN makes them NaN).
+    clip_value = float(clip_value)
     grads = [p.grad for p in _tensors(parameters) if p.grad is not None]
     groups = {}
     for g in grads:
