@@ -1,10 +1,13 @@
 """Bad input: the exception torch.nn raises for the same mistake, never a crash."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
 
 import fastrnn.functional as F
+import fastrnn.nn as fnn
 import fastrnn.numpy as frn
 from fastrnn import _C
 
@@ -207,3 +210,44 @@ def test_core_checks_calls_run_together():
         run_core(a, {**b, "workspace": a["workspace"]})
     with pytest.raises(RuntimeError, match="between 1 and 2 calls"):
         run_core(a, b, b)
+
+
+# ---- torch.nn's modules: torch's exception (type and message) for each mistake -----------------
+# Every expected error is computed here from torch.nn itself, called with the same arguments.
+
+I, H, B, T = 5, 7, 3, 5  # odd sizes: the input's features, hidden units, batch, steps
+
+
+def module_pair(name, *args, **kwargs):
+    """A torch.nn module and its fastrnn twin holding the same float32 weights."""
+    torch.manual_seed(0)
+    reference = getattr(torch.nn, name)(*args, **kwargs)
+    ours = getattr(fnn, name)(*args, **kwargs)
+    ours.load_state_dict(reference.state_dict())
+    return reference, ours
+
+
+def torch_error(call):
+    with pytest.raises(Exception) as info:
+        call()
+    return info.value
+
+
+def raises_like(expected, call):
+    """call() raises expected's type (exactly) with expected's message (exactly)."""
+    with pytest.raises(type(expected), match=re.escape(str(expected))) as got:
+        call()
+    assert type(got.value) is type(expected) and str(got.value) == str(expected)
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("argument", ["input_dropout", "recurrent_dropout"])
+def test_dropout_arguments_are_checked_like_torchs_dropout(name, argument):
+    """None once raised ValueError where torch's `dropout=None` raises TypeError (its float());
+    each value is refused as torch refuses it for `dropout`, in its words with our name."""
+    for value in [None, 1j, "abc", "0.5", True, False, -0.1, 1.5, float("nan"), torch.tensor(0.5), [0.5]]:
+        expected = torch_error(lambda: getattr(torch.nn, name)(I, H, num_layers=2, dropout=value))
+        message = str(expected).replace("dropout should", f"{argument} should")
+        raises_like(type(expected)(message), lambda: getattr(fnn, name)(I, H, **{argument: value}))
+    for value in [0, 0.0, 0.25, 1, np.float64(0.5)]:
+        assert getattr(getattr(fnn, name)(I, H, **{argument: value}), argument) == float(value)

@@ -396,7 +396,7 @@ def test_arguments_repr_and_state_dict():
     assert repr(module) == "LSTM(4, 5, num_layers=2, bidirectional=True, input_dropout=0.25, recurrent_dropout=0.5)"
     assert repr(fnn.GRU(4, 5)) == "GRU(4, 5)"
     assert module.state_dict().keys() == torch.nn.LSTM(4, 5, 2, bidirectional=True).state_dict().keys()
-    for bad in (-0.1, 1.5, True, "0.5", None):
+    for bad in (-0.1, 1.5, True, "0.5"):  # None: TypeError, as for dropout (test_errors.py)
         for name in ("input_dropout", "recurrent_dropout"):
             with pytest.raises(ValueError, match=f"^{name} should be a number in range \\[0, 1\\] representing the "
                                                  "probability of an element being zeroed$"):

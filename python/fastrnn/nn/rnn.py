@@ -98,11 +98,14 @@ def _zero_state(like: Tensor, batch: int, width: int) -> Tensor:
 
 
 def _probability(name: str, p) -> float:
-    """A dropout probability checked as torch.nn checks `dropout`."""
+    """A dropout probability checked as torch.nn checks `dropout`: float() first (its TypeError
+    for None or a complex, its ValueError for a string that is no number), then a number in
+    [0, 1] that is not a bool, in torch's words with this argument's name."""
+    value = float(p)
     if not isinstance(p, numbers.Number) or isinstance(p, bool) or not 0 <= p <= 1:
         raise ValueError(f"{name} should be a number in range [0, 1] representing the probability of an element "
                          f"being zeroed")
-    return float(p)
+    return value
 
 
 def _dropout_mask(shape, p: float, like: Tensor) -> Tensor:
