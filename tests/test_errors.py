@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn.functional as F
 import fastrnn.nn as fnn
@@ -240,6 +241,146 @@ def raises_like(expected, call):
     assert type(got.value) is type(expected) and str(got.value) == str(expected)
 
 
+def same_error(reference, ours):
+    raises_like(torch_error(reference), ours)
+
+
+def same_outcome(reference, ours):
+    """torch's error as same_error, or, where torch takes the arguments, results of its shapes."""
+    try:
+        expected = reference()
+    except Exception as e:  # noqa: BLE001 - whatever torch raises
+        raises_like(e, ours)
+        return
+    def shapes(out):
+        return [tuple(t.shape) for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+
+    assert shapes(ours()) == shapes(expected)
+
+
+def packed(x, lengths=(5, 4, 2), enforce_sorted=True):
+    return pack_padded_sequence(x, list(lengths), enforce_sorted=enforce_sorted)
+
+
+def layer_state_cases(lstm):
+    """(description, hx) for states of the wrong kind, count, rank or dtype, for a (T, B, I)
+    input into a one-layer module of hidden size H."""
+    h = torch.zeros(1, B, H)
+    f64 = h.double()
+    cases = [("a tuple of one", (h,)), ("a list", [h, h] if lstm else [h]), ("None inside", (h, None)),
+             ("None first", (None, h)), ("an int", 3), ("a string", "abc"), ("an empty tuple", ()),
+             ("float64", (f64, f64) if lstm else f64), ("int64", (h.long(), h.long()) if lstm else h.long()),
+             ("half", (h.half(), h.half()) if lstm else h.half()),
+             ("bool", (h.bool(), h.bool()) if lstm else h.bool())]
+    if lstm:
+        cases += [("three tensors", (h, h, h)), ("three tensors, one float64", (h, f64, h)),
+                  ("three, the third a string", (h, h, "abc")), ("three, the third wrong", (h, h, torch.zeros(2))),
+                  ("a tensor", h), ("a tensor of two layers", torch.zeros(2, 1, B, H)),
+                  ("h float64", (f64, h)), ("c float64", (h, f64))]
+    else:
+        cases += [("a tuple of two", (h, h))]
+    return cases
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+def test_layer_states_of_the_wrong_kind_raise_like_torch(name):
+    """LSTM with three states once raised ValueError (unpacking) where torch raises
+    RuntimeError('lstm expects two hidden states'); every other wrong hx, each as torch."""
+    reference, ours = module_pair(name, I, H)
+    x = torch.randn(T, B, I)
+    for description, hx in layer_state_cases(name == "LSTM"):
+        try:
+            same_outcome(lambda: reference(x, hx), lambda: ours(x, hx))
+            same_outcome(lambda: reference(packed(x), hx), lambda: ours(packed(x), hx))
+        except AssertionError as e:
+            raise AssertionError(f"{name}, hx {description}: {e}") from e
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+def test_unsorted_packed_states_are_permuted_before_any_check_like_torch(name):
+    """torch.nn permutes a packed input's hx (index_select) before checking it: a non-tensor
+    hx fails there, a 2-D one is checked after its columns were permuted, and an LSTM's third
+    state is dropped by the permutation (accepted)."""
+    reference, ours = module_pair(name, I, H)
+    x = torch.randn(T, B, I)
+    h = torch.zeros(1, B, H)
+    cases = [(h, None), 3, [h], (h, None) if name == "LSTM" else (h,), torch.zeros(B, H), (h[0], h[0])]
+    for hx in cases:
+        same_error(lambda: reference(packed(x, (4, 5, 2), False), hx), lambda: ours(packed(x, (4, 5, 2), False), hx))
+    if name == "LSTM":
+        y, (h_n, c_n) = ours(packed(x, (4, 5, 2), False), (h, h, h))
+        y_ref, (h_ref, c_ref) = reference(packed(x, (4, 5, 2), False), (h, h))
+        torch.testing.assert_close(h_n, h_ref)
+        torch.testing.assert_close(c_n, c_ref)
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+def test_input_and_state_dtypes_raise_like_torch(name):
+    """A packed float64 input into a float32 LSTM once raised ValueError where torch raises
+    RuntimeError (torch.nn checks nothing of a packed LSTM's arguments: ATen's matmul refuses
+    it); states of another dtype than the input: what ATen raises (LSTM: in oneDNN's words)."""
+    lstm = name == "LSTM"
+    reference, ours = module_pair(name, I, H)
+    x = torch.randn(T, B, I)
+
+    def state(dtype):
+        h = torch.zeros(1, B, H, dtype=dtype)
+        return (h, h) if lstm else h
+
+    dtypes = [torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.bool, torch.complex64]
+    for dtype in dtypes:
+        for description, args in [("input", (x.to(dtype),)), ("packed input", (packed(x.to(dtype)),)),
+                                  ("packed input, hx", (packed(x.to(dtype)), state(torch.float32))),
+                                  ("unbatched input", (x[:, 0].to(dtype),)), ("hx", (x, state(dtype))),
+                                  ("packed hx", (packed(x), state(dtype)))]:
+            try:
+                same_error(lambda: reference(*args), lambda: ours(*args))
+            except AssertionError as e:
+                raise AssertionError(f"{name}, {description} of {dtype}: {e}") from e
+
+
+def test_packed_lstm_states_of_the_wrong_shape_get_torch_nn_words():
+    """torch.nn checks no state of a packed LSTM, and ATen refuses a wrong one only by accident
+    (a matmul's or a broadcast's message, some shapes crash the process): fastrnn raises what
+    torch.nn raises for the same states with the input unpacked."""
+    reference, ours = module_pair("LSTM", I, H)
+    x = torch.randn(T, B, I)
+    h, c = torch.zeros(1, B, H), torch.zeros(1, B, H)
+    for hx in [(torch.zeros(1, B, H - 2), c), (h, torch.zeros(1, B + 1, H)), (torch.zeros(2, B, H), c),
+               (h, torch.zeros(2, B, H)), (torch.zeros(1, 1, B, H), c), (h, torch.zeros(1, B, H, 1))]:
+        raises_like(torch_error(lambda: reference(x, hx)), lambda: ours(packed(x), hx))
+    raises_like(torch_error(lambda: reference(torch.randn(T, B, I + 2))), lambda: ours(packed(torch.randn(T, B, I + 2))))
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+def test_zero_length_sequence_raises_like_torch(name):
+    """torch's words, not the kernel's ('rnn_forward: expected sequence length ...'), before
+    the state's dtype is looked at and before a batch of 0 returns empty results."""
+    reference, ours = module_pair(name, I, H)
+    reference_bf, ours_bf = module_pair(name, I, H, batch_first=True)
+    h = torch.zeros(1, B, H)
+    f64 = h.double()
+    cases = [(reference, ours, (torch.randn(0, B, I),)), (reference, ours, (torch.randn(0, I),)),
+             (reference_bf, ours_bf, (torch.randn(B, 0, I),)), (reference, ours, (torch.randn(0, 0, I),)),
+             (reference, ours, (torch.randn(0, B, I), (h, h) if name == "LSTM" else h)),
+             (reference, ours, (torch.randn(0, B, I), (f64, f64) if name == "LSTM" else f64))]
+    for module_ref, module_ours, args in cases:
+        for mode in ("train", "eval"):
+            getattr(module_ref, mode)(), getattr(module_ours, mode)()
+            same_error(lambda: module_ref(*args), lambda: module_ours(*args))
+            with torch.no_grad():
+                same_error(lambda: module_ref(*args), lambda: module_ours(*args))
+
+
+def test_functional_zero_length_sequence_names_the_function():
+    """fastrnn.functional has no torch counterpart: torch's words, prefixed by the function."""
+    args = lstm_args(T=0)
+    with pytest.raises(RuntimeError, match=re.escape("lstm: Expected sequence length to be larger than 0 in RNN")):
+        F.lstm(**args)
+    with pytest.raises(RuntimeError, match=re.escape("gru: Expected sequence length to be larger than 0 in RNN")):
+        F.gru(torch.randn(0, 2, 4), None, torch.randn(15, 4), torch.randn(15, 5))
+
+
 @pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
 @pytest.mark.parametrize("argument", ["input_dropout", "recurrent_dropout"])
 def test_dropout_arguments_are_checked_like_torchs_dropout(name, argument):
@@ -251,3 +392,10 @@ def test_dropout_arguments_are_checked_like_torchs_dropout(name, argument):
         raises_like(type(expected)(message), lambda: getattr(fnn, name)(I, H, **{argument: value}))
     for value in [0, 0.0, 0.25, 1, np.float64(0.5)]:
         assert getattr(getattr(fnn, name)(I, H, **{argument: value}), argument) == float(value)
+
+
+def test_non_tensor_inputs_raise_like_torch():
+    for name in ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]:
+        reference, ours = module_pair(name, I, H)
+        for x in ([[0.0] * I], None, np.zeros((T, B, I), np.float32), 1.5):
+            same_error(lambda: reference(x), lambda: ours(x))

@@ -3,7 +3,9 @@
 Each class subclasses its torch.nn counterpart, so the constructor, the parameters (names,
 shapes, registration order, initialisation), ``state_dict``, ``repr``, pickling, ``.to()`` and
 ``flatten_parameters()`` are torch's own; only ``forward`` is replaced. Shape errors come from
-torch's own checks (``check_forward_args``), so they carry torch's exception types and messages.
+torch's own checks (``check_forward_args``), so they carry torch's exception types and messages;
+what ATen refuses past those (a state's count or dtype, an empty sequence) is raised by torch.nn's
+own forward run on the same arguments.
 
 Each layer and direction is one kernel call over the whole sequence (no Python loop over time);
 a PackedSequence goes to the kernels as it is, so padding is never computed on.
@@ -22,7 +24,7 @@ The masks come from torch's default generator, so ``torch.manual_seed`` reproduc
 
 import numbers
 import threading
-from typing import Optional, Tuple
+from typing import NoReturn, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -37,13 +39,17 @@ _CELL_NAMES = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU":
 _MISSING = object()
 
 
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
 def _check_dtype(input: Tensor, what: str) -> None:  # noqa: A002
     if input.dtype in _F._SUPPORTED_DTYPES and input.is_cpu:  # (the common case, quickly)
         return
     supported = _F.supported_dtypes(input)
     if input.dtype not in supported:
-        names = " and ".join(", ".join(str(d).replace("torch.", "") for d in supported).rsplit(", ", 1))
-        raise RuntimeError(f"{what}: fastrnn's kernels support {names}, got {input.dtype}")
+        names = " and ".join(", ".join(_dtype_name(d) for d in supported).rsplit(", ", 1))
+        raise RuntimeError(f"{what}: fastrnn's kernels support {names}, got {_dtype_name(input.dtype)}")
 
 
 def _check_devices(input: Tensor, hidden, params) -> None:  # noqa: A002
@@ -108,6 +114,22 @@ def _probability(name: str, p) -> float:
     return value
 
 
+def _two_states(hx) -> bool:
+    """hx is what ATen's LSTM takes: a tuple or list of two tensors."""
+    return isinstance(hx, (tuple, list)) and len(hx) == 2 and isinstance(hx[0], Tensor) and isinstance(hx[1], Tensor)
+
+
+def _raise_torchs_error(module, given: tuple, refusal: str) -> NoReturn:
+    """Raises torch's own error for arguments fastrnn refuses past torch.nn's Python checks,
+    where ATen raises it (a state's count or dtype, an empty sequence): torch.nn's forward runs
+    on the same arguments, so the type and words are torch's, whichever ATen path words them
+    (oneDNN's LSTM words a state's dtype its own way). Only arguments torch refuses before
+    computing much, and never crashes on, come here. Should torch take them after all, fastrnn's
+    kernels still cannot: RuntimeError with the refusal."""
+    module._torch_forward(*given)
+    raise RuntimeError(f"{type(module).__name__}: {refusal}")
+
+
 def _dropout_mask(shape, p: float, like: Tensor) -> Tensor:
     """A variational dropout mask: 0 with probability p, else 1/(1-p) (all zeros when p is 1)."""
     if p == 1:
@@ -140,8 +162,17 @@ class _FusedRNNBase:
         packed = isinstance(input, PackedSequence)
         batch_sizes = sorted_indices = unsorted_indices = None
         batched = True
+        given = (input, hx)  # for torch.nn's own forward, which words what ATen refuses (_raise_torchs_error)
         if packed:
             input, batch_sizes, sorted_indices, unsorted_indices = input  # noqa: A001
+            if hx is not None:  # torch.nn permutes a packed input's state before any check of it
+                hx = self.permute_hidden(hx, sorted_indices)
+            if lstm:  # torch.nn checks none of a packed LSTM's arguments
+                self._check_packed_lstm_args(input, hx, batch_sizes, given)
+            elif hx is None:  # zero states: only the input needs checking (_run_layers makes them)
+                self.check_input(input, batch_sizes)
+            else:
+                self.check_forward_args(input, hx, batch_sizes)
         else:
             if input.dim() not in (2, 3):
                 # torch.nn.RNN words it with "tensor", LSTM and GRU without.
@@ -150,15 +181,18 @@ class _FusedRNNBase:
             batched = input.dim() == 3
             if not batched:
                 input = input.unsqueeze(1 if not self.batch_first else 0)  # noqa: A001
+            if hx is None:
+                self.check_input(input, batch_sizes)
+            else:
+                hx = self._check_hidden_rank(hx, batched, lstm)
+                self.check_forward_args(input, hx, batch_sizes)
+                if lstm and not _two_states(hx):  # ATen's first check ("lstm expects two hidden states")
+                    _raise_torchs_error(self, given, "expected hx to be a tuple of two tensors (h_0, c_0)")
         batch = int(batch_sizes[0]) if packed else input.size(0 if self.batch_first else 1)
-        if hx is None:
-            # Zero states: only the input needs checking (_run_layers makes them).
-            self.check_input(input, batch_sizes)
-        else:
-            hx = self._check_hidden_rank(hx, batched, lstm)
-            self.check_forward_args(input, hx, batch_sizes)
-            hx = self.permute_hidden(hx, sorted_indices)
         _check_devices(input, () if hx is None else hx if lstm else (hx,), self._flat_weights)
+        refusal = self._kernel_refusal(input, hx, batch_sizes)
+        if refusal is not None:
+            _raise_torchs_error(self, given, refusal)
         _check_dtype(input, name)
 
         if self.batch_first and not packed:
@@ -189,6 +223,41 @@ class _FusedRNNBase:
             if weight is not None and ref is not None and ref() is not weight:
                 self._init_flat_weights()
                 return
+
+    def _torch_forward(self, input, hx):  # noqa: A002
+        return super().forward(input, hx)  # torch.nn's own
+
+    def _check_packed_lstm_args(self, data: Tensor, hx, batch_sizes: Tensor, given) -> None:
+        """A packed LSTM's checks. torch.nn makes none; ATen refuses a state that is no pair of
+        tensors, or of rank below 3, before it computes (its own error, from torch.nn's forward),
+        but a state of another shape only where the shapes first clash mid-computation, and some
+        ranks and layer counts crash it or are taken (extra c layers): such a state gets
+        torch.nn's message for the same state with the input unpacked."""
+        if hx is not None:
+            if not _two_states(hx) or hx[0].dim() < 3 or hx[1].dim() < 3:
+                _raise_torchs_error(self, given, "expected hx to be a tuple of two 3-D tensors (h_0, c_0)")
+            self._check_hidden_rank(hx, True, True)
+            self.check_hidden_size(hx[0], self.get_expected_hidden_size(data, batch_sizes),
+                                   "Expected hidden[0] size {}, got {}")
+            self.check_hidden_size(hx[1], self.get_expected_cell_size(data, batch_sizes),
+                                   "Expected hidden[1] size {}, got {}")
+        if data.dtype == self._flat_weights[0].dtype:  # (another dtype: ATen's error, _kernel_refusal)
+            self.check_input(data, batch_sizes)
+
+    def _kernel_refusal(self, input: Tensor, hx, batch_sizes: Optional[Tensor]) -> Optional[str]:  # noqa: A002
+        """Why ATen refuses arguments that passed torch.nn's checks (an empty sequence, a state or a
+        packed LSTM's data of another dtype than the weights), or None."""
+        if batch_sizes is None and input.size(1 if self.batch_first else 0) == 0:
+            return "Expected sequence length to be larger than 0 in RNN"
+        dtype = self._flat_weights[0].dtype
+        if input.dtype != dtype:
+            return f"expected input of dtype {_dtype_name(dtype)} like the weights, got {_dtype_name(input.dtype)}"
+        if hx is None:
+            return None
+        for k, state in enumerate(hx if self.mode == "LSTM" else (hx,)):
+            if state.dtype != dtype:
+                return f"expected hx[{k}] of dtype {_dtype_name(dtype)} like the input, got {_dtype_name(state.dtype)}"
+        return None
 
     def _check_hidden_rank(self, hx, batched: bool, lstm: bool):
         """torch.nn's rank checks on a given hx; unbatched states gain their batch dimension."""
