@@ -394,6 +394,97 @@ def test_dropout_arguments_are_checked_like_torchs_dropout(name, argument):
         assert getattr(getattr(fnn, name)(I, H, **{argument: value}), argument) == float(value)
 
 
+CELLS_NN = ["RNNCell", "LSTMCell", "GRUCell"]
+
+
+def cell_state_cases(lstm):
+    h = torch.zeros(B, H)
+    cases = [("a tuple of three", (h, h, h)), ("a tuple of one", (h,)), ("a list", [h, h] if lstm else [h]),
+             ("None inside", (h, None)), ("None first", (None, h)), ("an int", 3), ("a string", "ab"),
+             ("a tensor", h), ("a stacked tensor", torch.zeros(2, B, H)), ("an empty tuple", ()),
+             ("three, the third an int", (h, h, 5)), ("wrong batch", (torch.zeros(B + 1, H),) * 2 if lstm else
+                                                                  torch.zeros(B + 1, H))]
+    if lstm:
+        cases += [("c of the wrong batch", (h, torch.zeros(B + 1, H))),
+                  ("c of the wrong size", (h, torch.zeros(B, H + 1))),
+                  ("h of the wrong size", (torch.zeros(B, H + 1), h))]
+    return cases
+
+
+@pytest.mark.parametrize("name", CELLS_NN)
+def test_cell_states_of_the_wrong_kind_raise_like_torch(name):
+    """LSTMCell with three states or one once raised nothing or IndexError where torch raises
+    'lstm_cell expects two hidden states'; a c of the wrong size is torch's 'hidden0'."""
+    reference, ours = module_pair(name, I, H)
+    x = torch.randn(B, I)
+    for description, hx in cell_state_cases(name == "LSTMCell"):
+        for inp in (x, x[0]):
+            try:
+                same_outcome(lambda: reference(inp, hx), lambda: ours(inp, hx))
+            except AssertionError as e:
+                raise AssertionError(f"{name}, hx {description}, input {tuple(inp.shape)}: {e}") from e
+
+
+@pytest.mark.parametrize("name", CELLS_NN)
+def test_cell_dtype_errors_name_dtypes_like_torch(name):
+    """torch's matmul names dtypes by its scalar types (Long, Bool, ComplexFloat, ...); fastrnn
+    once printed torch.int64 for every dtype outside float32 and float64."""
+    lstm = name == "LSTMCell"
+    x, h = torch.randn(B, I), torch.zeros(B, H)
+    dtypes = [torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16, torch.int8,
+              torch.uint8, torch.bool, torch.complex64, torch.complex128]
+    for module_dtype in (torch.float32, torch.float64):
+        reference, ours = module_pair(name, I, H)
+        reference.to(module_dtype), ours.to(module_dtype)
+        for dtype in dtypes:
+            if dtype == module_dtype:
+                continue
+            cases = [(x.to(dtype), None), (x.to(module_dtype), (h.to(dtype), h.to(module_dtype)) if lstm else
+                                           h.to(dtype)), (x.to(dtype)[0], None)]
+            for args in cases:
+                try:
+                    same_error(lambda: reference(*args), lambda: ours(*args))
+                except AssertionError as e:
+                    raise AssertionError(f"{name} {module_dtype}, {dtype}: {e}") from e
+
+
+def test_lstm_cell_state_c_of_another_dtype_is_promoted_like_torch():
+    """torch's LSTMCell takes c of another dtype (c' = f * c + i * g promotes): so does ours."""
+    reference, ours = module_pair("LSTMCell", I, H)
+    x, h = torch.randn(B, I), torch.randn(B, H)
+    for dtype in (torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.bool):
+        c = torch.randn(B, H).to(dtype)
+        expected, got = reference(x, (h, c)), ours(x, (h, c))
+        for a, b in zip(got, expected):
+            assert a.dtype == b.dtype
+            torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5, check_dtype=True)
+    c = torch.randn(B, H, dtype=torch.float64, requires_grad=True)
+    sum(t.sum() for t in ours(x, (h, c))).backward()
+    c_ref = c.detach().clone().requires_grad_(True)
+    sum(t.sum() for t in reference(x, (h, c_ref))).backward()
+    torch.testing.assert_close(c.grad, c_ref.grad, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("name", CELLS_NN)
+def test_cell_unbatched_input_with_a_2d_state_of_hidden_size_rows(name):
+    """torch.nn's cells pass such a state to ATen, which computes on it: LSTMCell crashes the
+    process, GRUCell raises RuntimeError by accident, RNNCell returns (H, H). fastrnn raises
+    RuntimeError in the words torch.nn's layers use for the same mistake."""
+    lstm = name == "LSTMCell"
+    _, ours = module_pair(name, I, H)
+    hx = (torch.zeros(H, 2), torch.zeros(H, 2)) if lstm else torch.zeros(H, 2)
+    message = ("For unbatched 1-D input, hx and cx should also be 1-D but got (2-D, 2-D) tensors" if lstm
+               else "For unbatched 1-D input, hx should also be 1-D but got 2-D tensor")
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        ours(torch.randn(I), hx)
+
+
+def test_rnn_cell_checks_the_input_before_the_nonlinearity_like_torch():
+    reference, ours = module_pair("RNNCell", I, H, nonlinearity="sigmoid")
+    for x, hx in [(torch.randn(2, B, I), None), (torch.randn(B, I), torch.zeros(2, B, H)), (torch.randn(B, I), None)]:
+        same_error(lambda: reference(x, hx), lambda: ours(x, hx))
+
+
 def test_non_tensor_inputs_raise_like_torch():
     for name in ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]:
         reference, ours = module_pair(name, I, H)

@@ -348,36 +348,35 @@ class GRU(_FusedRNNBase, torch.nn.GRU):
 
 # ---- Cells --------------------------------------------------------------------------------------
 
-_TORCH_TYPE_NAMES = {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half",
-                     torch.bfloat16: "BFloat16"}
-
-
 class _FusedCellBase:
     """forward() for the cells: one step of the same kernels, (B, I) or unbatched (I)."""
 
     def forward(self, input: Tensor, hx=None):  # noqa: A002
         name = type(self).__name__
         lstm = isinstance(self, torch.nn.LSTMCell)
-        if isinstance(self, torch.nn.RNNCell) and self.nonlinearity not in ("tanh", "relu"):
-            raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")  # torch checks it here too
+        given = (input, hx)  # for torch.nn's own forward, which words what ATen refuses (_raise_torchs_error)
         if input.dim() not in (1, 2):
             raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
-        states = None if hx is None else (tuple(hx) if lstm else (hx,))
-        if states is not None:
-            for k, s in enumerate(states):
+        if hx is not None:
+            for k, s in enumerate(hx if lstm else (hx,)):  # (torch.nn iterates whatever an LSTM's hx is)
                 if s.dim() not in (1, 2):
                     what = f"hx[{k}]" if lstm else "hidden"
                     raise ValueError(f"{name}: Expected {what} to be 1D or 2D, got {s.dim()}D instead")
         batched = input.dim() == 2
         if not batched:
             input = input.unsqueeze(0)  # noqa: A001
-            states = None if states is None else tuple(s.unsqueeze(0) for s in states)
         batch = input.size(0)
-        if states is None:
+        if hx is None:
             zeros = _zero_state(input, batch, self.hidden_size)
             states = (zeros, zeros) if lstm else (zeros,)
+        elif batched:
+            states = hx if lstm else (hx,)
+        else:
+            states = (hx[0].unsqueeze(0), hx[1].unsqueeze(0)) if lstm else (hx.unsqueeze(0),)
+        if isinstance(self, torch.nn.RNNCell) and self.nonlinearity not in ("tanh", "relu"):
+            raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")  # where torch.nn checks it
         weight_ih, weight_hh, bias_ih, bias_hh = self._cell_weights()
-        self._check_cell_args(input, states, weight_ih, weight_hh)
+        states, promoted = self._check_cell_args(input, states, weight_ih, weight_hh, given)
         cell = _CELL_CODES[self._cell_name(lstm)]
         inference = not (torch.is_grad_enabled()
                          and _any_requires_grad(input, states, weight_ih, weight_hh, bias_ih, bias_hh))
@@ -399,6 +398,8 @@ class _FusedCellBase:
             y, h, c = _F.run_layer(self._cell_name(lstm), input.unsqueeze(0), states[0], states[1] if lstm else None,
                                    weight_ih, weight_hh, bias_ih, bias_hh)
             out = (h, c) if lstm else (h,)
+        if promoted is not None:
+            out = tuple(o.to(promoted) for o in out)
         if not batched:
             out = tuple(o.squeeze(0) for o in out)
         return out if lstm else out[0]
@@ -416,29 +417,49 @@ class _FusedCellBase:
         except KeyError:
             return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
 
-    def _check_cell_args(self, input: Tensor, states, weight_ih: Tensor, weight_hh: Tensor) -> None:
-        """The checks torch's cells make, with their messages."""
-        if input.size(1) != self.input_size:
-            raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} expected {self.input_size}")
-        for k, s in enumerate(states):
-            if s.size(0) != input.size(0):
-                raise RuntimeError(f"Input batch size {input.size(0)} doesn't match hidden{k} batch size {s.size(0)}")
-            if s.size(1) != self.hidden_size:
-                raise RuntimeError(f"hidden{k} has inconsistent hidden_size: got {s.size(1)}, "
-                                   f"expected {self.hidden_size}")
-        # torch's matmuls report (left operand, weight) in its scalar-type names.
-        for t, weight in ((input, weight_ih), *((s, weight_hh) for s in states)):
-            if t.dtype != weight.dtype:
-                a, b = (_TORCH_TYPE_NAMES.get(d, str(d)) for d in (t.dtype, weight.dtype))
-                raise RuntimeError(f"mat1 and mat2 must have the same dtype, but got {a} and {b}")
-        # torch's matmuls name the first two devices they meet (all on the CPU: nothing to compare).
-        if not (input.is_cpu and weight_ih.is_cpu and weight_hh.is_cpu and all(s.is_cpu for s in states)):
-            device = input.device
-            for t in (weight_ih, *states, weight_hh):
-                if t.device != device:
-                    raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two "
-                                       f"devices, {device} and {t.device}!")
+    def _torch_forward(self, input, hx):  # noqa: A002
+        return super().forward(input, hx)  # torch.nn's own
+
+    def _check_cell_args(self, input: Tensor, states, weight_ih: Tensor, weight_hh: Tensor, given):  # noqa: A002
+        """ATen's checks of a cell's arguments, past torch.nn's: the state count, sizes, dtypes and
+        devices; on a refusal torch.nn's own forward raises its error (_raise_torchs_error).
+        Returns the states as a tuple and the dtype of the results: torch's LSTMCell takes a c of
+        another real dtype (c' = f * c + i * g promotes), here converted to the weights' dtype and
+        the results to the promoted one (None: the weights' dtype)."""
+        refusal = promoted = None
+        dtype = weight_ih.dtype
+        if isinstance(self, torch.nn.LSTMCell) and not _two_states(states):
+            refusal = "expected hx to be a tuple of two tensors (h, c)"
+        elif input.size(1) != weight_ih.size(1) or input.dtype != dtype:
+            refusal = f"expected input of size ({input.size(0)}, {weight_ih.size(1)}) and dtype " \
+                      f"{_dtype_name(dtype)}, got {tuple(input.shape)} and {_dtype_name(input.dtype)}"
+        else:
+            shape = (input.size(0), weight_hh.size(1))
+            cpu = input.is_cpu and weight_ih.is_cpu and weight_hh.is_cpu
+            for k, s in enumerate(states):
+                cpu = cpu and s.is_cpu
+                if s.shape != shape:
+                    if s.dim() == 3 and s.size(1) == shape[1]:
+                        # An unbatched input's 2-D state of H rows passes ATen's checks, which then
+                        # computes on it (LSTMCell crashes): torch.nn's layers' words for the mistake.
+                        ranks = ", ".join(f"{t.dim() - 1}-D" for t in states)
+                        raise RuntimeError(f"For unbatched 1-D input, hx should also be 1-D but got {ranks} tensor"
+                                           if len(states) == 1 else f"For unbatched 1-D input, hx and cx should "
+                                           f"also be 1-D but got ({ranks}) tensors")
+                    refusal = f"expected hx[{k}] of size {shape}, got {tuple(s.shape)}"
+                    break
+                if s.dtype != dtype:
+                    promoted = torch.promote_types(dtype, s.dtype)
+                    if k == 0 or promoted.is_complex:  # (only c enters elementwise, where torch promotes)
+                        refusal = f"expected hx[{k}] of dtype {_dtype_name(dtype)}, got {_dtype_name(s.dtype)}"
+            if not cpu and refusal is None and any(t.device != input.device for t in (weight_ih, weight_hh, *states)):
+                refusal = f"expected every tensor on {input.device}"
+        if refusal is not None:
+            _raise_torchs_error(self, given, refusal)
         _check_dtype(input, type(self).__name__)
+        if promoted is not None:
+            states = (states[0], states[1].to(dtype))
+        return tuple(states), (promoted if promoted != dtype else None)
 
 
 _CELL_CODES = ops.CELLS
