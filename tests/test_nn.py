@@ -500,6 +500,89 @@ def test_empty_batch_gives_empty_results_like_torch():
     assert cell_o(torch.zeros(0, 3)).shape == cell_r(torch.zeros(0, 3)).shape
 
 
+
+def outputs_and_grads(module, x, hx):
+    """module(x, hx)'s outputs (shape, dtype, requires_grad), then every gradient of a backward
+    through all of them (None where there is none), or the error backward raised."""
+    xi, hi = leaves(x), leaves(hx)
+    out = flat(module(xi, hi) if hx is not None else module(xi))
+    out = [o for t in out for o in flat(t)]  # a layer's (y, h_n) or (y, (h_n, c_n)), a cell's states
+    described = [(tuple(o.shape), o.dtype, o.requires_grad) for o in out]
+    if not any(o.requires_grad for o in out):
+        return described, None
+    sum(o.sum() for o in out).backward()
+    tensors = [xi] + flat(hi) + list(module.parameters())
+    return described, [None if t.grad is None else t.grad.clone() for t in tensors]
+
+
+def assert_same_outputs_and_grads(got, expected):
+    (shapes, grads), (shapes_ref, grads_ref) = got, expected
+    assert shapes == shapes_ref
+    assert (grads is None) == (grads_ref is None)
+    for k, (a, b) in enumerate(zip(grads or [], grads_ref or [])):
+        assert (a is None) == (b is None), f"gradient {k}: {a} against torch's {b}"
+        if a is not None:
+            assert_close(a, b, torch.float64, f"gradient {k}")
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_empty_batch_is_attached_to_the_graph_like_torch(name):
+    """A batch of 0 once returned detached zeros, so y.sum().backward() failed; torch's outputs
+    hang off the graph and backward gives every parameter a zero gradient (not None)."""
+    configs = [{}, {"num_layers": 2, "bidirectional": True}, {"batch_first": True}]
+    if name == "LSTM":
+        configs.append({"proj_size": 3, "num_layers": 2})
+    for kwargs in configs:
+        reference, ours = make_pair(name, 5, 7, **kwargs)
+        x = torch.randn(*((0, 9, 5) if kwargs.get("batch_first") else (9, 0, 5)), dtype=torch.float64)
+        for hx in (None, states_like(reference, 0, torch.float64, torch.Generator())):
+            for mode in ("train", "eval", "no_grad"):
+                for module in (reference, ours):
+                    module.train(mode == "train")
+                    module.zero_grad(set_to_none=True)
+                context = torch.no_grad if mode == "no_grad" else contextlib.nullcontext
+                with context():
+                    expected = outputs_and_grads(reference, x, hx)
+                    got = outputs_and_grads(ours, x, hx)
+                assert_same_outputs_and_grads(got, expected)
+
+
+CELL_NAMES = ["RNNCell", "LSTMCell", "GRUCell"]
+
+
+@pytest.mark.parametrize("name", CELL_NAMES)
+@pytest.mark.parametrize("sizes", [(5, 7, 0), (5, 0, 3), (0, 7, 3), (0, 0, 3), (0, 0, 0), (5, 0, None)],
+                         ids=lambda s: "I{}-H{}-B{}".format(*s))
+def test_cells_with_empty_dimensions_run_like_torch(name, sizes):
+    """A batch of 0 (once detached), a hidden size of 0 (once the kernel's 'expected
+    hidden_size > 0'; torch returns (B, 0) states) and an input size of 0 (the kernel takes
+    I = 0): outputs and every gradient as torch's, with and without hx. B None: unbatched."""
+    input_size, hidden_size, batch = sizes
+    reference, ours = make_pair(name, input_size, hidden_size)
+    shape = (input_size,) if batch is None else (batch, input_size)
+    x = torch.randn(*shape, dtype=torch.float64)
+    h = torch.randn(*shape[:-1], hidden_size, dtype=torch.float64)
+    for hx in (None, (h, h.clone()) if name == "LSTMCell" else h):
+        for mode in ("train", "no_grad"):
+            for module in (reference, ours):
+                module.zero_grad(set_to_none=True)
+            context = torch.no_grad if mode == "no_grad" else contextlib.nullcontext
+            with context():
+                expected = outputs_and_grads(reference, x, hx)
+                got = outputs_and_grads(ours, x, hx)
+            assert_same_outputs_and_grads(got, expected)
+            with context():
+                for a, b in zip(flat(ours(x, hx)), flat(reference(x, hx))):
+                    assert_close(a, b, torch.float64, "cell output")
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_layers_with_empty_sizes_are_refused_like_torch(name):
+    """torch.nn's layers refuse an input or hidden size of 0 in the constructor (the cells take them)."""
+    for args in ((0, 7), (5, 0), (0, 0)):
+        same_error(lambda: getattr(torch.nn, name)(*args), lambda: getattr(fnn, name)(*args))
+
+
 # ---- errors: the same exception type and message as torch.nn ----------------------------------
 
 def same_error(call_reference, call_ours):

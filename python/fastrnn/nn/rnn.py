@@ -130,6 +130,19 @@ def _raise_torchs_error(module, given: tuple, refusal: str) -> NoReturn:
     raise RuntimeError(f"{type(module).__name__}: {refusal}")
 
 
+def _empty_results(like: Tensor, shapes, inputs) -> list:
+    """Zeros of these shapes, each with no element (a batch of 0, a cell's hidden size of 0),
+    attached to the graph as torch.nn's are: backward through them gives each input that
+    requires grad a zero gradient (torch's answer: zeros, not None)."""
+    results = [like.new_zeros(shape) for shape in shapes]
+    if torch.is_grad_enabled():
+        attached = [t.narrow(0, 0, 0).sum() for t in inputs if t is not None and t.requires_grad]
+        if attached:
+            anchor = sum(attached)  # a 0 whose gradient reaches every input
+            results = [r + anchor for r in results]
+    return results
+
+
 def _dropout_mask(shape, p: float, like: Tensor) -> Tensor:
     """A variational dropout mask: 0 with probability p, else 1/(1-p) (all zeros when p is 1)."""
     if p == 1:
@@ -280,9 +293,11 @@ class _FusedRNNBase:
         num_directions = 2 if self.bidirectional else 1
         out_size = self.proj_size if self.proj_size > 0 else self.hidden_size
         if batch == 0:  # nothing to compute: torch.nn returns empty results too
-            out = x.new_zeros(x.shape[:-1] + (num_directions * out_size,))
-            h = x.new_zeros(self.num_layers * num_directions, 0, out_size)
-            return out, ((h, x.new_zeros(h.shape[:-1] + (self.hidden_size,))) if lstm else h)
+            states = (self.num_layers * num_directions, 0)
+            out, *hidden = _empty_results(x, [x.shape[:-1] + (num_directions * out_size,), states + (out_size,),
+                                              *([states + (self.hidden_size,)] if lstm else [])],
+                                          (x, *(() if hx is None else hx if lstm else (hx,)), *self._flat_weights))
+            return out, (tuple(hidden) if lstm else hidden[0])
         if hx is None:
             # Every layer and direction starts from the same zeros (the kernels only read them).
             h0 = [_zero_state(x, batch, out_size)] * (self.num_layers * num_directions)
@@ -383,8 +398,9 @@ class _FusedCellBase:
         # On the CPU the kernel's one-step entries: called directly for inference, inside a lean
         # autograd.Function for eager training (a batch-1 call's Python is most of its time).
         direct = input.is_cpu and not torch.compiler.is_compiling() and (inference or ops.eager(input))
-        if batch == 0:
-            out = tuple(input.new_zeros(0, self.hidden_size) for _ in states)
+        if batch == 0 or weight_hh.size(1) == 0:  # nothing to compute: empty states, as torch.nn's
+            out = tuple(_empty_results(input, [(batch, weight_hh.size(1))] * len(states),
+                                       (input, *states, weight_ih, weight_hh, bias_ih, bias_hh)))
         elif direct:
             args = (cell, input.contiguous(), states[0].contiguous(), states[1].contiguous() if lstm else None,
                     weight_ih.contiguous(), weight_hh.contiguous(), _contiguous(bias_ih), _contiguous(bias_hh))
