@@ -307,3 +307,81 @@ def test_jit_script_names_the_alternatives(index):
     for module in (ours, torch.nn.Sequential(torch.nn.Identity(), ours)):
         with pytest.raises(RuntimeError, match=re.escape(message)):
             torch.jit.script(module)
+
+
+# ---- torch.func, torch.compile, torch.export ------------------------------------------------------
+
+
+def _functional_pairs():
+    """(name, fastrnn module, torch function of (params, x), params): the convs share one
+    Conv2d's weights; the pools have none."""
+    torch.manual_seed(14)
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1).double()
+    params = {k: v.detach() for k, v in conv.named_parameters()}
+    ours_conv, ours_fused = fastrnn.nn.Conv2d(3, 4, 3, padding=1), fastrnn.nn.ConvReLUPool2d(3, 4, 3, padding=1)
+    for module in (ours_conv, ours_fused):
+        module.double().load_state_dict(conv.state_dict())
+    return [
+        ("conv", ours_conv, lambda p, x: F.conv2d(x, p["weight"], p["bias"], padding=1), params),
+        ("fused", ours_fused, lambda p, x: _torch_fused(x, p["weight"], p["bias"], padding=1), params),
+        ("max", fastrnn.nn.MaxPool2d(3, 2, 1), lambda p, x: F.max_pool2d(x, 3, 2, 1), {}),
+        ("avg", fastrnn.nn.AvgPool2d(3, 2, 1), lambda p, x: F.avg_pool2d(x, 3, 2, 1), {}),
+    ]
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop because we have not yet implemented the batching rule")
+@pytest.mark.parametrize("index", range(4))
+def test_torch_func_transforms_as_torch(index):
+    """torch.func.grad (of the input and of the parameters), vjp and jacrev match torch's
+    (before: every one raised 'an autograd.Function with functorch transforms must override the
+    setup_context staticmethod', from torch.library's autograd wrapper of the custom ops). A
+    second derivative: the pools' as torch's; the convs' backward has none, and says so."""
+    from torch.func import functional_call, grad, jacrev, vjp
+
+    name, ours, ref, params = _functional_pairs()[index]
+    torch.manual_seed(15)
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64)
+
+    def loss(module_or_ref, p, x):
+        module = isinstance(module_or_ref, torch.nn.Module)
+        return (functional_call(module_or_ref, p, (x,)) if module else module_or_ref(p, x)).sin().sum()
+
+    assert_close(grad(lambda x: loss(ours, params, x))(x), grad(lambda x: loss(ref, params, x))(x), torch.float64, "dx")
+    if params:
+        mine, theirs = grad(lambda p: loss(ours, p, x))(params), grad(lambda p: loss(ref, p, x))(params)
+        for key in params:
+            assert_close(mine[key], theirs[key], torch.float64, key)
+    y, pullback = vjp(ours, x)
+    y_ref, pullback_ref = vjp(lambda x: ref(params, x), x)
+    assert_close(y, y_ref, torch.float64, "y")
+    dy = torch.randn_like(y_ref)
+    assert_close(pullback(dy)[0], pullback_ref(dy)[0], torch.float64, "vjp")
+    assert_close(jacrev(ours)(x), jacrev(lambda x: ref(params, x))(x), torch.float64, "jacobian")
+
+    def second(module_or_ref):
+        return grad(lambda x: grad(lambda x: loss(module_or_ref, params, x))(x).square().sum())(x)
+
+    if name in ("conv", "fused"):
+        with pytest.raises(RuntimeError, match="no derivative of its own"):
+            second(ours)
+    else:
+        assert_close(second(ours), second(ref), torch.float64, "second derivative")
+
+
+@pytest.mark.parametrize("index", range(2))
+def test_conv_modules_compile_and_export(index):
+    """torch.compile (whole graph) trains as eager does, and torch.export keeps fastrnn's op."""
+    name, ours, ref, params = _functional_pairs()[index]
+    torch.manual_seed(16)
+    x = torch.randn(3, 3, 8, 9, dtype=torch.float64)
+    compiled = torch.compile(ours, fullgraph=True, backend="aot_eager")
+    leaves = [x.clone().requires_grad_() for _ in range(2)]
+    y, y_ref = compiled(leaves[0]), ours(leaves[1])
+    assert_close(y, y_ref, torch.float64, "y")
+    dy = torch.randn_like(y)
+    for g, r in zip(torch.autograd.grad(y, [leaves[0], *ours.parameters()], dy),
+                    torch.autograd.grad(y_ref, [leaves[1], *ours.parameters()], dy)):
+        assert_close(g, r, torch.float64, "gradient")
+    exported = torch.export.export(ours, (x,))
+    assert any(str(node.target).startswith("fastrnn.") for node in exported.graph.nodes)
+    assert_close(exported.module()(x), ref(params, x), torch.float64, "exported")

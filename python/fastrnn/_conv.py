@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _C, _conv_cuda, ops
-from ._pool import untraced
+from ._pool import no_derivative, no_setup, transform_function, transformed, untraced
 
 __all__ = ["conv2d", "conv_relu_pool2d"]
 
@@ -118,6 +118,12 @@ def _eager_backward(saved: Tensor) -> bool:
     return not torch.is_grad_enabled() and ops.eager(saved) and not torch.jit.is_tracing()
 
 
+def _backward_op(op):
+    """A backward op as called from an autograd rule: under functorch transforms, which run the
+    backward with grad on, through an autograd.Function they accept (_BACKWARD_TRANSFORMED)."""
+    return _BACKWARD_TRANSFORMED[op].apply if transformed() else op
+
+
 def _conv2d_setup(ctx, inputs, output):
     x, weight, bias, stride, padding, dilation, groups, _ = inputs
     ctx.geometry = (stride, padding, dilation, groups)
@@ -128,7 +134,7 @@ def _conv2d_setup(ctx, inputs, output):
 def _conv2d_autograd(ctx, dy):
     x, weight = ctx.saved_tensors
     mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-    backward = conv2d_backward_impl if _eager_backward(x) else conv2d_backward
+    backward = conv2d_backward_impl if _eager_backward(x) else _backward_op(conv2d_backward)
     dx, dw, db = backward(dy.contiguous(), x, weight, *ctx.geometry, mask)
     return (dx if mask[0] else None, dw if mask[1] else None, db if mask[2] else None, None, None, None, None, None)
 
@@ -211,7 +217,7 @@ def _pool_autograd(ctx, dy, _dindices):
     mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
     if dy is None:
         dy = torch.zeros_like(y)
-    backward = conv_relu_pool2d_backward_impl if _eager_backward(x) else conv_relu_pool2d_backward
+    backward = conv_relu_pool2d_backward_impl if _eager_backward(x) else _backward_op(conv_relu_pool2d_backward)
     dx, dw, db = backward(dy.contiguous(), y, indices, x, weight, *ctx.geometry, mask)
     return (dx if mask[0] else None, dw if mask[1] else None, db if mask[2] else None, None, None, None, None, None)
 
@@ -253,12 +259,34 @@ class _ConvReluPool2dFunction(torch.autograd.Function):
         return _pool_autograd(ctx, dy, dindices)
 
 
-def _choose(x: Tensor, weight: Tensor, bias: Optional[Tensor], impl, function, op):
-    """The op body (no graph needed), an autograd.Function (eager training), or the custom op.
-    torch.jit.trace records only dispatcher calls: the body would leave its output's allocation
-    in the graph without the kernel, and an autograd.Function fails to trace."""
+# Functorch transforms (torch.func.grad, vjp): the same ops and rules through autograd.Functions
+# with setup_context (_pool.transform_function). The backward ops have no derivative of their own.
+
+
+def _pool_transformed_setup(ctx, inputs, output):
+    _pool_setup(ctx, inputs, output)
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
+
+
+_Conv2dTransformed = transform_function("_Conv2dTransformed", conv2d_op, _conv2d_setup, _conv2d_autograd)
+_ConvReluPool2dTransformed = transform_function("_ConvReluPool2dTransformed", conv_relu_pool2d_op,
+                                                _pool_transformed_setup, _pool_autograd)
+_BACKWARD_TRANSFORMED = {
+    op: transform_function(name, op, no_setup, no_derivative)
+    for name, op in (("_Conv2dBackwardTransformed", conv2d_backward),
+                     ("_ConvReluPool2dBackwardTransformed", conv_relu_pool2d_backward))}
+
+
+def _choose(x: Tensor, weight: Tensor, bias: Optional[Tensor], impl, function, transformed_function, op):
+    """The op body (no graph needed), an autograd.Function (eager training, or functorch
+    transforms), or the custom op. torch.jit.trace records only dispatcher calls: the body would
+    leave its output's allocation in the graph without the kernel, and an autograd.Function fails
+    to trace."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return op
+    if transformed():
+        return transformed_function.apply
     if not _needs_graph(x, weight, bias):
         return impl
     return function.apply if ops.eager(x) else op
@@ -379,7 +407,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,  # noqa
                                                          groups)
     if asymmetric_on_cuda:
         return _fallback_conv2d(input, weight, bias, stride, padding, dilation, groups)
-    op = _choose(x, weight, bias, conv2d_impl, _Conv2dFunction, conv2d_op)
+    op = _choose(x, weight, bias, conv2d_impl, _Conv2dFunction, _Conv2dTransformed, conv2d_op)
     y = op(x.contiguous(), weight.contiguous(), _contiguous(bias), s, p, d, groups, out)
     return y if batched else y.squeeze(0)
 
@@ -400,6 +428,7 @@ def conv_relu_pool2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = Non
     if out[0] < 2 or out[1] < 2 or asymmetric_on_cuda:
         # torch's max_pool2d error for a too-small conv output; torch's ops for what CUDA lacks
         return F.max_pool2d(F.relu(F.conv2d(input, weight, bias, stride, padding, dilation, groups)), 2, 2)
-    op = _choose(x, weight, bias, conv_relu_pool2d_impl, _ConvReluPool2dFunction, conv_relu_pool2d_op)
+    op = _choose(x, weight, bias, conv_relu_pool2d_impl, _ConvReluPool2dFunction, _ConvReluPool2dTransformed,
+                 conv_relu_pool2d_op)
     y, _ = op(x.contiguous(), weight.contiguous(), _contiguous(bias), s, p, d, groups, out)
     return y if batched else y.squeeze(0)

@@ -62,6 +62,64 @@ def _not_saved():
                         "with with_indices=True (fastrnn.functional and fastrnn.nn do so when a gradient is needed)")
 
 
+# ---- torch.jit and functorch transforms ---------------------------------------------------------
+
+def untraced(fn, *args):
+    """fn(*args) with torch.jit.trace paused, for argument checks: under trace a tensor's sizes
+    are tensors, each comparison of them a TracerWarning, and int[] op arguments refuse them.
+    (The checks record nothing a traced graph needs; the ops they lead to are traced.)"""
+    if not torch.jit.is_tracing():
+        return fn(*args)
+    state = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)
+    try:
+        return fn(*args)
+    finally:
+        torch._C._set_tracing_state(state)
+
+
+def script_error(module) -> RuntimeError:
+    """What torch.jit.script of a fastrnn.nn module raises (from __prepare_scriptable__, which
+    it calls on every submodule first): their forwards are Python that TorchScript cannot compile."""
+    return RuntimeError(f"fastrnn.nn.{type(module).__name__} cannot be compiled by torch.jit.script: its forward "
+                        f"calls fastrnn's kernels from Python, which TorchScript cannot compile. Use torch.jit.trace, "
+                        f"torch.compile or torch.export instead")
+
+
+# Not in every torch 2.x: where it is missing, functorch transforms go unnoticed.
+_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", None)
+
+
+def transformed() -> bool:
+    """Whether functorch transforms (torch.func.grad, vjp, jacrev, vmap) are active outside
+    torch.compile: a call then takes its op through an autograd.Function with setup_context,
+    which they need and torch.library's autograd wrapper of a custom op lacks."""
+    return _functorch_active is not None and _functorch_active() and not torch.compiler.is_compiling()
+
+
+def transform_function(name: str, op, setup_context, backward):
+    """An autograd.Function running the custom op `op` with its autograd rule (setup_context,
+    backward), for functorch transforms: they need the setup_context form, which torch.library's
+    autograd wrapper of a custom op lacks (through it grad and vjp fail). The op itself runs with
+    grad off, below that wrapper; vmap meets the op and its (missing) batching rule."""
+
+    def forward(*inputs):
+        with torch.no_grad():
+            return op(*inputs)
+
+    return type(name, (torch.autograd.Function,), {
+        "generate_vmap_rule": True, "forward": staticmethod(forward),
+        "setup_context": staticmethod(setup_context), "backward": staticmethod(backward)})
+
+
+def no_setup(ctx, inputs, output) -> None:
+    """The setup_context of an op without a derivative of its own."""
+
+
+def no_derivative(ctx, *grads):
+    raise RuntimeError("fastrnn: the backward of this op has no derivative of its own (no double backward)")
+
+
 # ---- Custom ops -----------------------------------------------------------------------------
 
 
@@ -126,6 +184,8 @@ def _max_backward(ctx, grad_y, _grad_indices):
         return None, None, None, None, None, None, None, None
     # Outside a double-backward graph the op's body runs directly, without the dispatcher.
     backward = max_pool2d_backward_op if not _direct(grad_y, torch.is_grad_enabled()) else max_pool2d_backward_impl
+    if transformed():
+        backward = _MaxPool2dBackwardTransformed.apply
     return backward(grad_y, indices, ctx.input_shape, *ctx.args), None, None, None, None, None, None, None
 
 
@@ -203,6 +263,8 @@ def _avg_setup(ctx, inputs, output):
 
 def _avg_backward(ctx, grad_y):
     backward = avg_pool2d_backward_op if not _direct(grad_y, torch.is_grad_enabled()) else avg_pool2d_backward_impl
+    if transformed():
+        backward = _AvgPool2dBackwardTransformed.apply
     return (backward(grad_y, ctx.input_shape, *ctx.args), None, None, None, None, None, None)
 
 
@@ -215,7 +277,8 @@ def _avg_backward_setup(ctx, inputs, output):
 
 def _avg_double_backward(ctx, grad_grad_input):
     # The backward is linear in grad_output, and its adjoint is the forward pool.
-    return avg_pool2d_op(grad_grad_input.contiguous(), *ctx.args), None, None, None, None, None, None, None
+    forward = _AvgPool2dTransformed.apply if transformed() else avg_pool2d_op
+    return forward(grad_grad_input.contiguous(), *ctx.args), None, None, None, None, None, None, None
 
 
 avg_pool2d_backward_op.register_autograd(_avg_double_backward, setup_context=_avg_backward_setup)
@@ -256,6 +319,14 @@ class _AvgPool2dFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         return _avg_backward(ctx, grad_y)
+
+
+_MaxPool2dTransformed = transform_function("_MaxPool2dTransformed", max_pool2d_op, _max_setup, _max_backward)
+_MaxPool2dBackwardTransformed = transform_function("_MaxPool2dBackwardTransformed", max_pool2d_backward_op,
+                                                   _max_backward_setup, _max_double_backward)
+_AvgPool2dTransformed = transform_function("_AvgPool2dTransformed", avg_pool2d_op, _avg_setup, _avg_backward)
+_AvgPool2dBackwardTransformed = transform_function("_AvgPool2dBackwardTransformed", avg_pool2d_backward_op,
+                                                   _avg_backward_setup, _avg_double_backward)
 
 
 # ---- Argument checks, in torch's order and words --------------------------------------------------
@@ -339,32 +410,11 @@ def _needs_autograd(x: Tensor) -> bool:
 def _direct(x: Tensor, training: bool) -> bool:
     """Whether the op's body may be called without the dispatcher: no autograd, no tracing
     (a plain tensor, no dispatch mode active, not compiling, not in torch.jit.trace, which
-    records only dispatcher calls and would keep the output's allocation without the kernel)."""
+    records only dispatcher calls and would keep the output's allocation without the kernel,
+    and no functorch transform, whose tensors look plain but wrap others)."""
     return (not training and type(x) is Tensor and x.device.type in ("cpu", "cuda")
             and not torch.compiler.is_compiling() and _current_dispatch_mode() is None
-            and not torch.jit.is_tracing())
-
-
-def untraced(fn, *args):
-    """fn(*args) with torch.jit.trace paused, for argument checks: under trace a tensor's sizes
-    are tensors, each comparison of them a TracerWarning, and int[] op arguments refuse them.
-    (The checks record nothing a traced graph needs; the ops they lead to are traced.)"""
-    if not torch.jit.is_tracing():
-        return fn(*args)
-    state = torch._C._get_tracing_state()
-    torch._C._set_tracing_state(None)
-    try:
-        return fn(*args)
-    finally:
-        torch._C._set_tracing_state(state)
-
-
-def script_error(module) -> RuntimeError:
-    """What torch.jit.script of a fastrnn.nn module raises (from __prepare_scriptable__, which
-    it calls on every submodule first): their forwards are Python that TorchScript cannot compile."""
-    return RuntimeError(f"fastrnn.nn.{type(module).__name__} cannot be compiled by torch.jit.script: its forward "
-                        f"calls fastrnn's kernels from Python, which TorchScript cannot compile. Use torch.jit.trace, "
-                        f"torch.compile or torch.export instead")
+            and not torch.jit.is_tracing() and not transformed())
 
 
 def _eager(x: Tensor) -> bool:
@@ -403,6 +453,8 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, c
         y, indices = max_pool2d_impl(x, *args)
     elif training and _eager(x):
         y, indices = _MaxPool2dFunction.apply(x, *args[:5], window_slots)
+    elif transformed():
+        y, indices = _MaxPool2dTransformed.apply(x, *args)
     else:
         y, indices = max_pool2d_op(x, *args)
     return (y, indices) if return_indices else y
@@ -440,4 +492,6 @@ def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bo
         return avg_pool2d_impl(x, *args)
     if training and _eager(x):
         return _AvgPool2dFunction.apply(x, *args)
+    if transformed():
+        return _AvgPool2dTransformed.apply(x, *args)
     return avg_pool2d_op(x, *args)
