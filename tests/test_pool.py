@@ -461,6 +461,19 @@ def test_avg_pool_errors_match_torch(case):
     assert ref is not None and ours == ref
 
 
+@pytest.mark.parametrize("module,kwargs", [
+    ("AvgPool2d", dict(ceil_mode="x")), ("AvgPool2d", dict(count_include_pad=1)),
+    ("AvgPool2d", dict(divisor_override="2")), ("AvgPool2d", dict(divisor_override=2.5)),
+    ("AvgPool2d", dict(stride="a")), ("MaxPool2d", dict(ceil_mode="x")), ("MaxPool2d", dict(dilation=1.5)),
+])
+def test_module_errors_match_torch(module, kwargs):
+    """The modules pass every argument by position, and torch's type errors then name it:
+    "argument 'ceil_mode' (position 5)" (AvgPool2d's named none before)."""
+    ours = _error(getattr(fnn, module)(2, **kwargs), _X)
+    ref = _error(getattr(torch.nn, module)(2, **kwargs), _X)
+    assert ref is not None and ours == ref
+
+
 def test_core_checks_its_arguments():
     """A direct call into _C with a wrongly sized output raises instead of writing out of bounds."""
     from torch.utils.dlpack import to_dlpack

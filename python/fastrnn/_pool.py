@@ -464,18 +464,31 @@ def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bo
                count_include_pad: bool = True, divisor_override: Optional[int] = None) -> Tensor:
     """torch.nn.functional.avg_pool2d: each window's sum over its divisor (divisor_override, or
     the window's size within the padded input with count_include_pad, within the input without)."""
+    # torch names a position only for arguments passed by position; these usually come by keyword.
+    return _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, False)
+
+
+def avg_pool2d_by_position(input: Tensor, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                           divisor_override) -> Tensor:
+    """avg_pool2d as torch.nn.AvgPool2d calls it, every argument by position, which torch's type
+    errors name: "argument 'ceil_mode' (position 5)"."""
+    return _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, True)
+
+
+def _avg_pool2d(input: Tensor, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
+                by_position: bool) -> Tensor:
     op = "avg_pool2d"
     kernel = _ints(op, "kernel_size", 2, kernel_size,
                    "avg_pool2d: kernel_size must either be a single int, or a tuple of two ints")
     strides = _ints(op, "stride", 3, () if stride is None else stride,
                     "avg_pool2d: stride must either be omitted, a single int, or a tuple of two ints", True) or kernel
     pads = _ints(op, "padding", 4, padding, "avg_pool2d: padding must either be a single int, or a tuple of two ints")
-    # torch names a position only for arguments passed by position; these usually come by keyword.
-    ceil_mode = _flag(op, "ceil_mode", None, ceil_mode)
-    count_include_pad = _flag(op, "count_include_pad", None, count_include_pad)
+    ceil_mode = _flag(op, "ceil_mode", 5 if by_position else None, ceil_mode)
+    count_include_pad = _flag(op, "count_include_pad", 6 if by_position else None, count_include_pad)
     if divisor_override is not None:
         if isinstance(divisor_override, bool) or not hasattr(divisor_override, "__index__"):
-            raise TypeError(f"avg_pool2d(): argument 'divisor_override' must be int, not "
+            where = " (position 7)" if by_position else ""
+            raise TypeError(f"avg_pool2d(): argument 'divisor_override'{where} must be int, not "
                             f"{type(divisor_override).__name__}")
         divisor_override = operator.index(divisor_override)
         if divisor_override == 0:

@@ -28,5 +28,5 @@ class AvgPool2d(torch.nn.AvgPool2d):
         raise _pool.script_error(self)
 
     def forward(self, input):
-        return _pool.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                                self.count_include_pad, self.divisor_override)
+        return _pool.avg_pool2d_by_position(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                                            self.count_include_pad, self.divisor_override)
