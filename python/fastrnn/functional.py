@@ -49,12 +49,15 @@ def run_layer(cell: str, x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih:
     # Save what backward needs only when autograd will ask for it.
     training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     args = (*map(_contiguous, tensors), batch_sizes, _checks.CELLS[cell], bool(reverse), training)
-    if training and ops.eager(x):
-        y, h_n, c_n, _ = ops.rnn_forward_eager(*args, _contiguous(recurrent_mask))
-        return y, h_n, c_n
-    if not training and not torch.compiler.is_compiling():
-        # Without autograd or tracing the op's body can be called directly, saving the dispatch.
+    if ops.eager(x):
+        if training:
+            y, h_n, c_n, _ = ops.rnn_forward_eager(*args, _contiguous(recurrent_mask))
+            return y, h_n, c_n
+        # Without autograd, tracing or transforms the op's body can be called directly, saving the dispatch.
         return ops.rnn_inference(*args[:-1], _contiguous(recurrent_mask))
+    if training and ops.transformed():
+        y, h_n, c_n, _ = ops.rnn_forward_transformed(*args, _contiguous(recurrent_mask))
+        return y, h_n, c_n
     # The mask goes along only when there is one: the op's plain call is unchanged without it.
     masks = () if recurrent_mask is None else (recurrent_mask.contiguous(),)
     y, h_n, c_n, _ = ops.rnn_forward(*args, *masks)
@@ -77,12 +80,17 @@ def run_bidirectional_layer(cell: str, x: Tensor, forward: tuple, reverse: tuple
     tensors = prepared(forward) + prepared(reverse)
     training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x,) + tensors)
     args = (*map(_contiguous, (x,) + tensors), batch_sizes, _checks.CELLS[cell], training)
-    if training and ops.eager(x):
-        y, h_n, c_n, _, h_n_r, c_n_r, _ = ops.rnn_bidirectional_forward_eager(*args, *map(_contiguous, recurrent_masks))
-        return y, (h_n, c_n), (h_n_r, c_n_r)
-    if not training and not torch.compiler.is_compiling():
-        # Without autograd or tracing the op's body can be called directly, saving the dispatch.
+    if ops.eager(x):
+        if training:
+            y, h_n, c_n, _, h_n_r, c_n_r, _ = ops.rnn_bidirectional_forward_eager(
+                *args, *map(_contiguous, recurrent_masks))
+            return y, (h_n, c_n), (h_n_r, c_n_r)
+        # Without autograd, tracing or transforms the op's body can be called directly, saving the dispatch.
         return ops.rnn_bidirectional_inference(*args[:-1], *map(_contiguous, recurrent_masks))
+    if training and ops.transformed():
+        y, h_n, c_n, _, h_n_r, c_n_r, _ = ops.rnn_bidirectional_forward_transformed(
+            *args, *map(_contiguous, recurrent_masks))
+        return y, (h_n, c_n), (h_n_r, c_n_r)
     y, h_n, c_n, _, h_n_r, c_n_r, _ = ops.rnn_bidirectional_forward(
         *args, *(() if all(m is None for m in recurrent_masks) else map(_contiguous, recurrent_masks)))
     return y, (h_n, c_n), (h_n_r, c_n_r)

@@ -10,6 +10,11 @@ Each forward op takes an optional ``recurrent_mask`` (B, P) per direction: varia
 on the recurrence, ``gates = W_ih x + W_hh (mask * h_prev) + b`` at every step (h0 included),
 the mask already scaled (0 or 1/(1-p)). It is a constant: no gradient flows to it.
 
+Their backward is the kernels' (first order); where a backward is itself differentiated
+(create_graph, torch.func.grad of grad) its derivative comes from ``fastrnn._rnn_reference``, the
+same math in torch operations (_Gradients). Each op has a vmap rule (a loop over the mapped
+dimension), and under functorch transforms the layers' autograd runs in _TransformFunction.
+
 These are the low-level entry points; ``fastrnn.functional`` and ``fastrnn.nn`` validate
 arguments and are the API to call. Tensors reach the compiled kernels zero-copy through
 DLPack; outputs and workspaces are allocated here, with torch's allocator.
@@ -24,7 +29,7 @@ from torch import Tensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 from torch.utils.dlpack import to_dlpack
 
-from . import _C
+from . import _C, _rnn_reference
 from ._checks import CELLS, GATES, RESERVE_BLOCKS
 
 __all__ = ["rnn_forward", "rnn_backward", "rnn_bidirectional_forward", "rnn_bidirectional_backward", "empty_cache"]
@@ -327,34 +332,33 @@ def _not_training():
 # torch.library's autograd wrapper and dispatch of a custom op cost a few hundred microseconds a
 # training step on this kind of machine, several times torch.nn.LSTM's whole per-call overhead,
 # and the first call of one imports torch._dynamo (seconds). Plain tensors in eager mode take
-# autograd.Functions around the same bodies instead; torch.compile, tensor subclasses, dispatch
-# modes and functorch transforms keep the custom ops.
+# autograd.Functions around the same bodies instead, and inference calls the bodies directly;
+# torch.compile, torch.jit.trace, tensor subclasses (meta, fake), dispatch modes and functorch
+# transforms keep the custom ops, the only calls they can see.
 
-# Not in every torch 2.x: where it is missing, every training call takes the custom ops.
+# Not in every torch 2.x: where it is missing, every call takes the custom ops.
 _functorch_active = getattr(torch._C, "_are_functorch_transforms_active", None)
+_is_tracing = torch._C._is_tracing  # torch.jit.trace
 
 
 def eager(x: Tensor) -> bool:
-    """Whether a training call on x may use an autograd.Function instead of the custom op."""
-    return (_functorch_active is not None and type(x) is Tensor and x.device.type in ("cpu", "cuda")
-            and not torch.compiler.is_compiling() and _current_dispatch_mode() is None and not _functorch_active())
-
-
-def _eager_backward(saved: Tensor) -> bool:
-    # The backward body runs without the op only when no graph of the backward itself is being
-    # recorded (create_graph) or traced: the op has no derivative of its own, and through the op a
-    # double backward fails loudly instead of silently giving zeros.
-    return not torch.is_grad_enabled() and eager(saved)
+    """Whether a call on x may run the op bodies outside the dispatcher: directly for inference,
+    inside an autograd.Function for training. (is_cpu, is_cuda: a device object costs a batch-1
+    call a few hundred nanoseconds.)"""
+    return (_functorch_active is not None and type(x) is Tensor and (x.is_cpu or x.is_cuda)
+            and not torch.compiler.is_compiling() and not _is_tracing() and _current_dispatch_mode() is None
+            and not _functorch_active())
 
 
 class _Function(torch.autograd.Function):
     """A custom op's forward body and its registered backward as one autograd.Function: apply
-    with (forward body, setup_context, backward, *the op's arguments)."""
+    with (forward body, setup_context, backward, *the op's arguments). The setup is told it runs
+    eagerly, where it keeps the biases unsaved."""
 
     @staticmethod
     def forward(ctx, body, setup, backward, *inputs):
         output = body(*inputs)
-        setup(ctx, inputs, output)
+        setup(ctx, inputs, output, True)
         ctx.backward_fn = backward
         ctx.set_materialize_grads(False)
         return output
@@ -362,6 +366,126 @@ class _Function(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         return (None, None, None, *ctx.backward_fn(ctx, *grads))
+
+
+class _TransformFunction(torch.autograd.Function):
+    """_Function for functorch transforms (torch.func.grad, vjp, jacrev, vmap): they need the
+    setup_context form, which torch.library's own autograd wrapper of a custom op lacks (so
+    grad of the bare op fails). The forward calls the op itself, whose vmap rule serves vmap."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(op, setup, backward, *inputs):
+        return op(*inputs)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, setup, backward, *args = inputs
+        setup(ctx, args, output)
+        ctx.backward_fn = backward
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (None, None, None, *ctx.backward_fn(ctx, *grads))
+
+
+def transformed() -> bool:
+    """Whether functorch transforms are active (outside torch.compile): a training call then
+    takes the op through _TransformFunction (rnn_forward_transformed)."""
+    return not torch.compiler.is_compiling() and _functorch_active is not None and _functorch_active()
+
+
+class _Layer:
+    """What a layer's gradients depend on besides tensors (see _Gradients)."""
+
+    def __init__(self, cell: int, reverses: Tuple[bool, ...], has_bias_ih: bool, has_bias_hh: bool):
+        self.cell, self.reverses = cell, reverses
+        self.has_bias_ih, self.has_bias_hh = has_bias_ih, has_bias_hh
+
+
+# Per direction, _Gradients takes these tensors, in this order, after (x, batch_sizes, y, dy).
+_DIRECTION_INPUTS = ("h0", "c0", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "recurrent_mask",
+                     "reserve", "dh_n", "dc_n")
+_PRIMALS = 7  # the first seven: what the layer differentiates with respect to, in its gradients' order
+
+
+class _Gradients(torch.autograd.Function):
+    """A layer's first-order gradients as a differentiable function of its inputs and of the
+    incoming output gradients: the forward is the backward kernels (the op), the backward
+    differentiates fastrnn._rnn_reference, the same math in torch operations, twice.
+
+    Used where a backward itself needs a derivative (create_graph, functorch transforms), so a
+    second derivative is right instead of raising, and the kernels still compute the first one.
+    apply(_Layer, x, batch_sizes, y, dy, *per direction the _DIRECTION_INPUTS) returns the op's
+    gradients: dx, then per direction (dh0, dc0, dweight_ih, dweight_hh, dbias_ih, dbias_hh,
+    dweight_hr), empty where the layer has no such input."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(layer, x, batch_sizes, y, dy, *tensors):
+        per = [tensors[k:k + len(_DIRECTION_INPUTS)] for k in range(0, len(tensors), len(_DIRECTION_INPUTS))]
+        flags = (layer.cell, layer.has_bias_ih, layer.has_bias_hh)
+        if len(per) == 1:
+            h0, c0, w_ih, w_hh, _, _, w_hr, mask, reserve, dh_n, dc_n = per[0]
+            call = rnn_backward_impl if eager(x) else rnn_backward
+            return tuple(call(x, h0, c0, w_ih, w_hh, w_hr, batch_sizes, y, reserve, dy, dh_n, dc_n, layer.cell,
+                              layer.reverses[0], layer.has_bias_ih, layer.has_bias_hh, mask))
+        (h0, c0, w_ih, w_hh, _, _, w_hr, mask, reserve, dh_n, dc_n), (h0_r, c0_r, w_ih_r, w_hh_r, _, _, w_hr_r, mask_r,
+                                                                      reserve_r, dh_n_r, dc_n_r) = per
+        call = rnn_bidirectional_backward_impl if eager(x) else rnn_bidirectional_backward
+        return tuple(call(x, h0, c0, w_ih, w_hh, w_hr, reserve, dh_n, dc_n, h0_r, c0_r, w_ih_r, w_hh_r, w_hr_r,
+                          reserve_r, dh_n_r, dc_n_r, batch_sizes, y, dy, *flags, mask, mask_r))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        layer, x, batch_sizes, _, dy, *tensors = inputs
+        ctx.layer = layer
+        ctx.save_for_backward(x, batch_sizes, dy, *tensors)
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        layer = ctx.layer
+        x, batch_sizes, dy, *tensors = ctx.saved_tensors
+        n = len(_DIRECTION_INPUTS)
+        per = [tensors[k:k + n] for k in range(0, len(tensors), n)]
+        # What the first-order gradients are a function of: the layer's inputs (primals) and the
+        # gradients of its outputs (y, then per direction h_n and, for an LSTM, c_n).
+        primals = [x] + [t for d in per for t in d[:_PRIMALS]]
+        lstm = layer.cell == _LSTM
+        cotangents = [dy] + [t for d in per for t in (d[9:11] if lstm else d[9:10])]
+        wanted = [k for k, p in enumerate(primals) if p is not None]
+
+        def outputs(*values):
+            full = [None] * len(primals)
+            for k, v in zip(wanted, values):
+                full[k] = v
+            directions = [_Direction(reverse, *full[1 + _PRIMALS * j:1 + _PRIMALS * (j + 1)], per[j][7])
+                          for j, reverse in enumerate(layer.reverses)]
+            y, states = _rnn_reference.layer(full[0], batch_sizes, layer.cell, directions)
+            return (y, *[s for h_n, c_n in states for s in ((h_n, c_n) if lstm else (h_n,))])
+
+        def first_order(*values):
+            _, pullback = torch.func.vjp(outputs, *values[:len(wanted)])
+            return pullback(tuple(values[len(wanted):]))
+
+        # The op's gradients come in the primals' order; the empty ones (no such input) are dropped.
+        incoming = tuple(torch.zeros_like(primals[k]) if grads[k] is None else grads[k] for k in wanted)
+        _, pullback = torch.func.vjp(first_order, *[primals[k] for k in wanted], *cotangents)
+        results = pullback(incoming)
+        d_primals = [None] * len(primals)
+        for k, g in zip(wanted, results[:len(wanted)]):
+            d_primals[k] = g
+        d_cotangents = list(results[len(wanted):])
+        d_dy = d_cotangents.pop(0)
+        per_direction = []
+        for j in range(len(per)):
+            d_states = (d_cotangents[2 * j], d_cotangents[2 * j + 1]) if lstm else (d_cotangents[j], None)
+            per_direction += [*d_primals[1 + _PRIMALS * j:1 + _PRIMALS * (j + 1)], None, None, *d_states]
+        return (None, d_primals[0], None, None, d_dy, *per_direction)
 
 
 # ---- One direction -----------------------------------------------------------------------------
@@ -450,7 +574,8 @@ class _CellStep(torch.autograd.Function):
     def forward(ctx, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh):
         h, c, reserve = _cell_forward(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, True)
         ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, h, reserve)
-        ctx.cell, ctx.has_bias = cell, (bias_ih is not None, bias_hh is not None)
+        ctx.cell = cell
+        ctx.biases = (bias_ih, bias_hh)  # unsaved, as _setup_context's
         ctx.set_materialize_grads(False)
         return (h, c) if cell == _LSTM else h
 
@@ -458,23 +583,23 @@ class _CellStep(torch.autograd.Function):
     def backward(ctx, dh, dc=None):
         x, h0, c0, weight_ih, weight_hh, h, reserve = ctx.saved_tensors
         if dh is None:  # only c reached the loss
-            dh = torch.zeros_like(h)
+            dh = torch.zeros_like(h0)
         lstm = ctx.cell == _LSTM
+        bias_ih, bias_hh = ctx.biases
         if torch.is_grad_enabled():
-            # create_graph: through the layers' op, which has no derivative of its own, so that a
-            # second backward raises (as for the layers) instead of giving zeros.
-            dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, _ = rnn_backward(
-                x.unsqueeze(0), h0, c0, weight_ih, weight_hh, None, None, h.unsqueeze(0),
-                x.new_empty(0) if reserve is None else reserve, dh.contiguous().unsqueeze(0), torch.zeros_like(h0),
-                (torch.zeros_like(c0) if dc is None else dc.contiguous()) if lstm else None, ctx.cell, False,
-                *ctx.has_bias)
-            return (None, dx[0], dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if ctx.has_bias[0] else None,
-                    db_hh if ctx.has_bias[1] else None)
+            # create_graph: the layers' backward kernels as a differentiable function (_Gradients).
+            dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, _ = _Gradients.apply(
+                _Layer(ctx.cell, (False,), bias_ih is not None, bias_hh is not None), x.unsqueeze(0), None,
+                h.unsqueeze(0), dh.contiguous().unsqueeze(0), h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, None,
+                None, x.new_empty(0) if reserve is None else reserve, torch.zeros_like(h0),
+                (torch.zeros_like(c0) if dc is None else dc.contiguous()) if lstm else None)
+            return (None, dx[0], dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if bias_ih is not None else None,
+                    db_hh if bias_hh is not None else None)
         H = h0.shape[1]
         dx, dh0 = _empty(x.shape, x), _empty(h0.shape, h0)
         dc0 = _empty(c0.shape, c0) if lstm else None
         dw_ih, dw_hh = _empty(weight_ih.shape, weight_ih), _empty(weight_hh.shape, weight_hh)
-        db_ih, db_hh = (_empty(weight_ih.shape[0], x) if has else None for has in ctx.has_bias)
+        db_ih, db_hh = (None if b is None else _empty(weight_ih.shape[0], x) for b in ctx.biases)
         workspace = _workspaces_for([_one_step_sizes(ctx.cell, x, H)[2]], x)[0]
         _C.rnn_cell_backward(ctx.cell, to_dlpack(x), to_dlpack(h0), _view(c0), to_dlpack(weight_ih),
                              to_dlpack(weight_hh), to_dlpack(h), _view(reserve), to_dlpack(dh.contiguous()),
@@ -523,24 +648,38 @@ def _(x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve, dy, d
     return (dx, *grads)
 
 
-def _setup_context(ctx, inputs, output):
+def _setup_context(ctx, inputs, output, eager=False):
     x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes, cell, reverse, training, mask = inputs
     y, _, _, reserve = output
     ctx.cell, ctx.reverse, ctx.training = cell, reverse, training
-    ctx.has_bias_ih, ctx.has_bias_hh = bias_ih is not None, bias_hh is not None
-    ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve, mask)
+    saved = (x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes)
+    if eager:
+        # The biases only for a second derivative: unsaved, so a bias changed in place before
+        # backward does not stop it, as with torch's layers.
+        ctx.biases = (bias_ih, bias_hh)
+        ctx.save_for_backward(*saved, y, reserve, mask)
+    else:  # (functorch and the compilers want every tensor saved)
+        ctx.save_for_backward(*saved, y, reserve, mask, bias_ih, bias_hh)
 
 
 def _autograd_backward(ctx, dy, dh_n, dc_n, _dreserve):
     if not ctx.training:
         raise _not_training()
-    x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve, mask = ctx.saved_tensors
+    x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve, mask, *biases = ctx.saved_tensors
+    bias_ih, bias_hh = biases or ctx.biases
     lstm = ctx.cell == _LSTM
-    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = (rnn_backward_impl if _eager_backward(y) else rnn_backward)(
-        x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve, _incoming(dy, y), _incoming(dh_n, h0),
-        _incoming(dc_n, c0) if lstm else None, ctx.cell, ctx.reverse, ctx.has_bias_ih, ctx.has_bias_hh, mask)
-    return (dx, dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if ctx.has_bias_ih else None,
-            db_hh if ctx.has_bias_hh else None, dw_hr if weight_hr is not None else None, None, None, None, None,
+    has_bias_ih, has_bias_hh = bias_ih is not None, bias_hh is not None
+    dy, dh_n, dc_n = _incoming(dy, y), _incoming(dh_n, h0), _incoming(dc_n, c0) if lstm else None
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():  # create_graph, functorch
+        grads = _Gradients.apply(_Layer(ctx.cell, (ctx.reverse,), has_bias_ih, has_bias_hh), x, batch_sizes, y, dy,
+                                 h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, mask, reserve, dh_n, dc_n)
+    else:
+        grads = (rnn_backward_impl if eager(y) else rnn_backward)(
+            x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve, dy, dh_n, dc_n, ctx.cell,
+            ctx.reverse, has_bias_ih, has_bias_hh, mask)
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = grads
+    return (dx, dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if has_bias_ih else None,
+            db_hh if has_bias_hh else None, dw_hr if weight_hr is not None else None, None, None, None, None,
             None)
 
 
@@ -551,6 +690,12 @@ def rnn_forward_eager(*inputs):
     """rnn_forward for plain tensors in eager mode (see eager()): every argument, the optional
     mask included, positionally."""
     return _Function.apply(rnn_forward_impl, _setup_context, _autograd_backward, *inputs)
+
+
+def rnn_forward_transformed(*inputs):
+    """rnn_forward's training call under functorch transforms (see transformed()): every
+    argument, the optional mask included, positionally."""
+    return _TransformFunction.apply(rnn_forward, _setup_context, _autograd_backward, *inputs)
 
 
 # ---- Both directions ----------------------------------------------------------------------------
@@ -639,31 +784,46 @@ def _(x, h0, c0, weight_ih, weight_hh, weight_hr, reserve, dh_n, dc_n, h0_revers
     return [dx, *forward, *backward]
 
 
-def _setup_bidirectional_context(ctx, inputs, output):
-    (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, h0_r, c0_r, weight_ih_r, weight_hh_r, _, _,
-     weight_hr_r, batch_sizes, cell, training, mask, mask_r) = inputs
+def _setup_bidirectional_context(ctx, inputs, output, eager=False):
+    (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, h0_r, c0_r, weight_ih_r, weight_hh_r, bias_ih_r,
+     bias_hh_r, weight_hr_r, batch_sizes, cell, training, mask, mask_r) = inputs
     y, _, _, reserve, _, _, reserve_r = output
     ctx.cell, ctx.training = cell, training
-    ctx.has_bias_ih, ctx.has_bias_hh = bias_ih is not None, bias_hh is not None
-    ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, weight_hr, reserve, h0_r, c0_r, weight_ih_r, weight_hh_r,
-                          weight_hr_r, reserve_r, batch_sizes, y, mask, mask_r)
+    saved = (x, h0, c0, weight_ih, weight_hh, weight_hr, reserve, h0_r, c0_r, weight_ih_r, weight_hh_r, weight_hr_r,
+             reserve_r, batch_sizes)
+    biases = (bias_ih, bias_hh, bias_ih_r, bias_hh_r)
+    if eager:  # as _setup_context
+        ctx.biases = biases
+        ctx.save_for_backward(*saved, y, mask, mask_r)
+    else:
+        ctx.save_for_backward(*saved, y, mask, mask_r, *biases)
 
 
 def _autograd_bidirectional_backward(ctx, dy, dh_n, dc_n, _dreserve, dh_n_r, dc_n_r, _dreserve_r):
     if not ctx.training:
         raise _not_training()
     (x, h0, c0, weight_ih, weight_hh, weight_hr, reserve, h0_r, c0_r, weight_ih_r, weight_hh_r, weight_hr_r,
-     reserve_r, batch_sizes, y, mask, mask_r) = ctx.saved_tensors
+     reserve_r, batch_sizes, y, mask, mask_r, *biases) = ctx.saved_tensors
+    bias_ih, bias_hh, bias_ih_r, bias_hh_r = biases or ctx.biases
     lstm = ctx.cell == _LSTM
-    dx, *grads = (rnn_bidirectional_backward_impl if _eager_backward(y) else rnn_bidirectional_backward)(
-        x, h0, c0, weight_ih, weight_hh, weight_hr, reserve, _incoming(dh_n, h0), _incoming(dc_n, c0) if lstm else None,
-        h0_r, c0_r, weight_ih_r, weight_hh_r, weight_hr_r, reserve_r, _incoming(dh_n_r, h0_r),
-        _incoming(dc_n_r, c0_r) if lstm else None, batch_sizes, y, _incoming(dy, y), ctx.cell, ctx.has_bias_ih,
-        ctx.has_bias_hh, mask, mask_r)
+    has_bias_ih, has_bias_hh = bias_ih is not None, bias_hh is not None
+    dy = _incoming(dy, y)
+    dh_n, dc_n = _incoming(dh_n, h0), _incoming(dc_n, c0) if lstm else None
+    dh_n_r, dc_n_r = _incoming(dh_n_r, h0_r), _incoming(dc_n_r, c0_r) if lstm else None
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():  # create_graph, functorch
+        dx, *grads = _Gradients.apply(
+            _Layer(ctx.cell, (False, True), has_bias_ih, has_bias_hh), x, batch_sizes, y, dy,
+            h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, mask, reserve, dh_n, dc_n,
+            h0_r, c0_r, weight_ih_r, weight_hh_r, bias_ih_r, bias_hh_r, weight_hr_r, mask_r, reserve_r, dh_n_r, dc_n_r)
+    else:
+        dx, *grads = (rnn_bidirectional_backward_impl if eager(y) else rnn_bidirectional_backward)(
+            x, h0, c0, weight_ih, weight_hh, weight_hr, reserve, dh_n, dc_n, h0_r, c0_r, weight_ih_r, weight_hh_r,
+            weight_hr_r, reserve_r, dh_n_r, dc_n_r, batch_sizes, y, dy, ctx.cell, has_bias_ih, has_bias_hh, mask,
+            mask_r)
 
     def direction(dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, weight_hr):
-        return (dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if ctx.has_bias_ih else None,
-                db_hh if ctx.has_bias_hh else None, dw_hr if weight_hr is not None else None)
+        return (dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if has_bias_ih else None,
+                db_hh if has_bias_hh else None, dw_hr if weight_hr is not None else None)
 
     return (dx, *direction(*grads[:7], weight_hr), *direction(*grads[7:], weight_hr_r), None, None, None, None,
             None)
@@ -678,3 +838,35 @@ def rnn_bidirectional_forward_eager(*inputs):
     both optional masks included, positionally."""
     return _Function.apply(rnn_bidirectional_forward_impl, _setup_bidirectional_context,
                            _autograd_bidirectional_backward, *inputs)
+
+
+def rnn_bidirectional_forward_transformed(*inputs):
+    """rnn_bidirectional_forward's training call under functorch transforms (see transformed()):
+    every argument, both optional masks included, positionally."""
+    return _TransformFunction.apply(rnn_bidirectional_forward, _setup_bidirectional_context,
+                                    _autograd_bidirectional_backward, *inputs)
+
+
+# ---- vmap ---------------------------------------------------------------------------------------
+
+
+def _vmap_by_loop(op):
+    """A vmap rule calling op once per entry of the mapped dimension and stacking the results.
+    The kernels batch over B themselves; vmap is for torch.func's per-sample work and jacobians
+    (jacrev maps the backward over the output gradients), where one call per entry is plainly
+    right. (Without a rule, vmap falls back to the same loop after a warning, and a direct
+    call's kernel would be handed batched tensors it cannot read.)"""
+
+    def rule(info, in_dims, *args, **kwargs):
+        calls = [op(*(a if d is None else a.select(d, i).contiguous() for a, d in zip(args, in_dims)), **kwargs)
+                 for i in range(info.batch_size)]
+        stacked = [torch.stack(parts) for parts in zip(*calls)]
+        if isinstance(calls[0], list):
+            return stacked, [0] * len(stacked)
+        return tuple(stacked), (0,) * len(stacked)
+
+    return rule
+
+
+for _op in (rnn_forward, rnn_backward, rnn_bidirectional_forward, rnn_bidirectional_backward):
+    _op.register_vmap(_vmap_by_loop(_op))

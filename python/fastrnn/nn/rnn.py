@@ -397,7 +397,7 @@ class _FusedCellBase:
                          and _any_requires_grad(input, states, weight_ih, weight_hh, bias_ih, bias_hh))
         # On the CPU the kernel's one-step entries: called directly for inference, inside a lean
         # autograd.Function for eager training (a batch-1 call's Python is most of its time).
-        direct = input.is_cpu and not torch.compiler.is_compiling() and (inference or ops.eager(input))
+        direct = input.is_cpu and ops.eager(input)
         if batch == 0 or weight_hh.size(1) == 0:  # nothing to compute: empty states, as torch.nn's
             out = tuple(_empty_results(input, [(batch, weight_hh.size(1))] * len(states),
                                        (input, *states, weight_ih, weight_hh, bias_ih, bias_hh)))
