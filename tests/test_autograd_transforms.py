@@ -1,6 +1,7 @@
 """fastrnn's RNN layers and cells beyond a first-order eager backward, each against torch.nn:
-second (and third) derivatives, torch.func transforms, meta tensors."""
+second (and third) derivatives, torch.func transforms, meta tensors, torch.jit."""
 
+import re
 import warnings
 
 import pytest
@@ -333,6 +334,52 @@ def test_meta_tensors_give_torchs_shapes(name, kwargs, grad_mode):
         got, expected = outputs(ours(x)), outputs(reference(x))
     assert [(t.shape, t.dtype, t.device, t.requires_grad) for t in got] == \
            [(t.shape, t.dtype, t.device, t.requires_grad) for t in expected]
+
+
+# ---- torch.jit ------------------------------------------------------------------------------------
+# torch 2.13 deprecates torch.jit (DeprecationWarning), and torch.nn's own layers give the same
+# TracerWarnings from the same shape checks (sizes become constants of the trace): both ignored.
+
+
+@pytest.mark.parametrize("grad_mode", [False, True])
+@pytest.mark.parametrize("name,kwargs", LAYERS + CELLS, ids=case_id)
+def test_jit_trace_matches_eager(name, kwargs, grad_mode):
+    """A trace once held the output allocation but not the kernel (the direct inference call
+    bypassed the dispatcher): its results were uninitialised memory. While tracing, calls now go
+    through the ops, which the trace records; the trace's training flag follows requires_grad,
+    not the grad mode, so one trace serves both and its backward is right."""
+    _, ours = make_pair(name, kwargs)
+    x = input_for(name, kwargs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        with torch.set_grad_enabled(grad_mode):
+            traced = torch.jit.trace(ours, (x,))
+        assert "fastrnn::rnn_" in str(traced.inlined_graph)
+        other = input_for(name, kwargs, steps=STEPS + 2, seed=4)
+        for grad in (False, True):
+            with torch.set_grad_enabled(grad):
+                for a, b in zip(outputs(traced(other)), outputs(ours(other))):
+                    assert_close(a, b, torch.float64, "traced output")
+        got = torch.autograd.grad(weighted_sum(outputs(traced(other))), list(ours.parameters()))
+    expected = torch.autograd.grad(weighted_sum(outputs(ours(other))), list(ours.parameters()))
+    for a, b in zip(got, expected):
+        assert_close(a, b, torch.float64, "traced gradient")
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"])
+def test_jit_script_refuses_with_the_alternatives(name):
+    """torch.jit.script once failed deep inside TorchScript ("Module 'LSTM' has no attribute
+    '_parameters'"); now one error names what works."""
+    module = getattr(fnn, name)(INPUT_SIZE, HIDDEN_SIZE)
+    message = (f"fastrnn.nn.{name} cannot be compiled by torch.jit.script: its forward calls fastrnn's kernels "
+               f"from Python, which TorchScript cannot compile. Use torch.jit.trace, torch.compile or "
+               f"torch.export instead")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", DeprecationWarning)
+        for target in (module, torch.nn.Sequential(module)):
+            with pytest.raises(RuntimeError, match=re.escape(message)):
+                torch.jit.script(target)
 
 
 # ---- The eager paths stay the fast ones -----------------------------------------------------------

@@ -55,7 +55,9 @@ def run_layer(cell: str, x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih:
             return y, h_n, c_n
         # Without autograd, tracing or transforms the op's body can be called directly, saving the dispatch.
         return ops.rnn_inference(*args[:-1], _contiguous(recurrent_mask))
-    if training and ops.transformed():
+    if not training and ops.tracing(tensors):
+        args = args[:-1] + (True,)
+    elif training and ops.transformed():
         y, h_n, c_n, _ = ops.rnn_forward_transformed(*args, _contiguous(recurrent_mask))
         return y, h_n, c_n
     # The mask goes along only when there is one: the op's plain call is unchanged without it.
@@ -87,7 +89,9 @@ def run_bidirectional_layer(cell: str, x: Tensor, forward: tuple, reverse: tuple
             return y, (h_n, c_n), (h_n_r, c_n_r)
         # Without autograd, tracing or transforms the op's body can be called directly, saving the dispatch.
         return ops.rnn_bidirectional_inference(*args[:-1], *map(_contiguous, recurrent_masks))
-    if training and ops.transformed():
+    if not training and ops.tracing((x,) + tensors):
+        args = args[:-1] + (True,)
+    elif training and ops.transformed():
         y, h_n, c_n, _, h_n_r, c_n_r, _ = ops.rnn_bidirectional_forward_transformed(
             *args, *map(_contiguous, recurrent_masks))
         return y, (h_n, c_n), (h_n_r, c_n_r)

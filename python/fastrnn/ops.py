@@ -397,6 +397,14 @@ def transformed() -> bool:
     return not torch.compiler.is_compiling() and _functorch_active is not None and _functorch_active()
 
 
+def tracing(tensors) -> bool:
+    """Whether torch.jit.trace records this call with a gradient wanted: a traced graph keeps the
+    training flag as a constant whatever the grad mode it runs in (and its check replays it under
+    no_grad), so while tracing a call with any input that requires grad saves for backward."""
+    return (not torch.compiler.is_compiling() and _is_tracing()
+            and any(t is not None and t.requires_grad for t in tensors))
+
+
 class _Layer:
     """What a layer's gradients depend on besides tensors (see _Gradients)."""
 

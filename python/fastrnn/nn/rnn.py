@@ -150,8 +150,18 @@ def _dropout_mask(shape, p: float, like: Tensor) -> Tensor:
     return like.new_empty(shape).bernoulli_(1 - p).div_(1 - p)
 
 
+def _refuse_script(module):
+    """torch.jit.script's hook (__prepare_scriptable__): TorchScript cannot compile a forward
+    that calls fastrnn's kernels from Python; say so and name what can."""
+    raise RuntimeError(f"fastrnn.nn.{type(module).__name__} cannot be compiled by torch.jit.script: its forward calls "
+                       f"fastrnn's kernels from Python, which TorchScript cannot compile. Use torch.jit.trace, "
+                       f"torch.compile or torch.export instead")
+
+
 class _FusedRNNBase:
     """forward() for RNN, LSTM and GRU; mixed in before the torch.nn class."""
+
+    __prepare_scriptable__ = _refuse_script
 
     def __init__(self, *args, input_dropout: float = 0.0, recurrent_dropout: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -365,6 +375,8 @@ class GRU(_FusedRNNBase, torch.nn.GRU):
 
 class _FusedCellBase:
     """forward() for the cells: one step of the same kernels, (B, I) or unbatched (I)."""
+
+    __prepare_scriptable__ = _refuse_script
 
     def forward(self, input: Tensor, hx=None):  # noqa: A002
         name = type(self).__name__
