@@ -1,5 +1,6 @@
 """fastrnn's RNN layers and cells beyond a first-order eager backward, each against torch.nn:
-second (and third) derivatives, torch.func transforms, meta tensors, torch.jit."""
+second (and third) derivatives, torch.func transforms, outputs changed in place before
+backward, meta tensors, torch.jit."""
 
 import re
 import warnings
@@ -319,6 +320,67 @@ def test_per_sample_gradients_match_a_loop(name, kwargs):
             assert_close(mapped[key][k], g, torch.float64, key)
 
 
+# ---- Outputs changed in place before backward ---------------------------------------------------
+
+IN_PLACE = [("RNN", {}, "y"), ("RNN", {"nonlinearity": "relu"}, "y"), ("RNN", {"bidirectional": True}, "y"),
+            ("RNN", {}, "h"), ("GRU", {}, "y"), ("GRU", {"bidirectional": True}, "y"), ("GRU", {}, "h"),
+            ("GRU", {"num_layers": 2, "batch_first": True}, "y"), ("LSTM", {}, "y"), ("LSTM", {}, "h"),
+            ("LSTM", {}, "c"), ("LSTM", {"proj_size": 2}, "y"), ("LSTM", {"bidirectional": True}, "y"),
+            ("LSTM", {"num_layers": 2}, "y"), ("LSTM", {"batch_first": True}, "y"), ("LSTM", {}, "packed y"),
+            ("RNNCell", {}, "h"), ("RNNCell", {"nonlinearity": "relu"}, "h"), ("GRUCell", {}, "h"),
+            ("LSTMCell", {}, "h"), ("LSTMCell", {}, "c")]
+VERSION_ERROR = "one of the variables needed for gradient computation has been modified by an inplace operation"
+
+
+def backward_after_changing(module, name, x, which):
+    """Changes one output in place (doubles it), backpropagates a weighted sum of all outputs;
+    returns the gradients of x and of every parameter."""
+    x = x.detach().clone().requires_grad_(True)
+    if which == "packed y":
+        y, hidden = module(pack_padded_sequence(x, [x.shape[1]] + [1] * (x.shape[1] - 1)))
+        named = {"y": y.data}
+    elif name.endswith("Cell"):
+        result = module(x)
+        named = dict(zip("hc", outputs(result)))
+    else:
+        y, hidden = module(x)
+        named = dict(zip("yhc", [y, *outputs(hidden)]))
+    named["y" if which == "packed y" else which].mul_(2)
+    weighted_sum(list(named.values())).backward()
+    return [x.grad] + [p.grad for p in module.parameters()]
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN:UserWarning")  # torch's own
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("name,kwargs,which", IN_PLACE, ids=lambda v: case_id(v) if isinstance(v, dict) else v)
+def test_output_changed_in_place_before_backward_like_torch(name, kwargs, which, dtype):
+    """torch's GRU, RNN and most LSTMs keep no reference to the outputs they return, so doubling
+    y in place before backward works and gives the changed graph's gradients; fastrnn once
+    raised autograd's version error for all of them. Where torch saves its output (oneDNN's
+    float32 LSTM, an Elman cell's h) it raises that error, and so does fastrnn."""
+    reference, ours = make_pair(name, kwargs, dtype)
+    x = input_for(name, kwargs, dtype)
+    try:
+        expected = backward_after_changing(reference, name, x, which)
+    except RuntimeError as e:
+        assert VERSION_ERROR in str(e)
+        with pytest.raises(RuntimeError, match=re.escape(VERSION_ERROR)):
+            backward_after_changing(ours, name, x, which)
+        return
+    for k, (a, b) in enumerate(zip(backward_after_changing(ours, name, x, which), expected)):
+        assert_close(a, b, dtype, f"gradient {k}")
+
+
+def test_in_place_change_of_an_input_still_raises():
+    """Only the returned output is kept aside: an input the backward reads stays version-checked."""
+    _, ours = make_pair("GRU", {})
+    h0 = torch.zeros(1, BATCH, HIDDEN_SIZE, dtype=torch.float64, requires_grad=True).clone()
+    y, _ = ours(input_for("GRU", {}), h0)
+    h0.add_(1)
+    with pytest.raises(RuntimeError, match=re.escape(VERSION_ERROR)):
+        y.sum().backward()
+
+
 # ---- Meta tensors -------------------------------------------------------------------------------
 
 
@@ -356,7 +418,7 @@ def test_jit_trace_matches_eager(name, kwargs, grad_mode):
         with torch.set_grad_enabled(grad_mode):
             traced = torch.jit.trace(ours, (x,))
         assert "fastrnn::rnn_" in str(traced.inlined_graph)
-        other = input_for(name, kwargs, steps=STEPS + 2, seed=4)
+        other = input_for(name, kwargs, steps=STEPS + 2, batch=BATCH + 1, seed=4)
         for grad in (False, True):
             with torch.set_grad_enabled(grad):
                 for a, b in zip(outputs(traced(other)), outputs(ours(other))):

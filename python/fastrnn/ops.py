@@ -353,7 +353,7 @@ def eager(x: Tensor) -> bool:
 class _Function(torch.autograd.Function):
     """A custom op's forward body and its registered backward as one autograd.Function: apply
     with (forward body, setup_context, backward, *the op's arguments). The setup is told it runs
-    eagerly, where it keeps the biases unsaved."""
+    eagerly, where it may keep the output y aside instead of saving it (_keep_output)."""
 
     @staticmethod
     def forward(ctx, body, setup, backward, *inputs):
@@ -403,6 +403,47 @@ def tracing(tensors) -> bool:
     no_grad), so while tracing a call with any input that requires grad saves for backward."""
     return (not torch.compiler.is_compiling() and _is_tracing()
             and any(t is not None and t.requires_grad for t in tensors))
+
+
+def _keep_output(ctx, y: Tensor, saved: bool) -> Optional[Tensor]:
+    """What of the output y a layer's backward context saves: y itself where `saved`, else None,
+    y being kept aside as a detached alias (no reference cycle) with its version.
+
+    The kernels' backward reads y (the h_prev of each step), but torch's own layers mostly keep
+    their own copies, so a caller may change the returned y in place before backward (y.mul_(2))
+    and torch gives the gradients of the changed graph. Kept aside, a y changed since is made
+    again by running the forward once more (_forward_output). Saved, its change raises autograd's
+    version error, as torch's layers do where they save their output (oneDNN's LSTM, cuDNN)."""
+    if saved:
+        return y
+    ctx.output = (y.detach(), y._version)
+    return None
+
+
+def _torch_saves_output(x: Tensor, cell: int, bidirectional: bool, projected: bool, packed: bool) -> bool:
+    """Whether torch.nn's layer of this kind saves the output it returns for its backward: cuDNN
+    always (CUDA), and on the CPU oneDNN's LSTM, which torch runs for a float32 LSTM without
+    projection that is not packed, one direction at a time (bidirectional outputs are a copy)."""
+    if not x.is_cpu:
+        return True
+    return (cell == _LSTM and not bidirectional and not projected and not packed and x.dtype == torch.float32
+            and _MKLDNN and _mkldnn_enabled())
+
+
+_MKLDNN = torch.backends.mkldnn.is_available()
+_mkldnn_enabled = torch._C._get_mkldnn_enabled  # torch.backends.mkldnn.enabled (its flags() context too)
+
+
+def _forward_output(ctx, y: Optional[Tensor], forward):
+    """y as the training forward returned it, and whether `forward()` (the forward run again,
+    returning the op's outputs) had to make it, y having been changed in place (_keep_output)."""
+    if y is not None:
+        return y, None
+    y, version = ctx.output
+    if y._version == version:
+        return y, None
+    output = forward()
+    return output[0], output
 
 
 class _Layer:
@@ -581,7 +622,9 @@ class _CellStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh):
         h, c, reserve = _cell_forward(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, True)
-        ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, h, reserve)
+        # Only an Elman cell's backward reads h (act' from it), and only it is saved: changing h in
+        # place before backward then raises for the RNNCell and not for the others, as in torch.
+        ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, h if reserve is None else None, reserve)
         ctx.cell = cell
         ctx.biases = (bias_ih, bias_hh)  # unsaved, as _setup_context's
         ctx.set_materialize_grads(False)
@@ -590,6 +633,7 @@ class _CellStep(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dh, dc=None):
         x, h0, c0, weight_ih, weight_hh, h, reserve = ctx.saved_tensors
+        h = h0 if h is None else h  # a GRU's or LSTM's kernel takes h's shape from it but reads nothing
         if dh is None:  # only c reached the loss
             dh = torch.zeros_like(h0)
         lstm = ctx.cell == _LSTM
@@ -662,9 +706,10 @@ def _setup_context(ctx, inputs, output, eager=False):
     ctx.cell, ctx.reverse, ctx.training = cell, reverse, training
     saved = (x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes)
     if eager:
-        # The biases only for a second derivative: unsaved, so a bias changed in place before
-        # backward does not stop it, as with torch's layers.
+        # The biases only for a second derivative or a forward run again (_keep_output): unsaved,
+        # so a bias changed in place before backward does not stop it, as with torch's layers.
         ctx.biases = (bias_ih, bias_hh)
+        y = _keep_output(ctx, y, _torch_saves_output(x, cell, False, weight_hr is not None, batch_sizes is not None))
         ctx.save_for_backward(*saved, y, reserve, mask)
     else:  # (functorch and the compilers want every tensor saved)
         ctx.save_for_backward(*saved, y, reserve, mask, bias_ih, bias_hh)
@@ -675,6 +720,11 @@ def _autograd_backward(ctx, dy, dh_n, dc_n, _dreserve):
         raise _not_training()
     x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve, mask, *biases = ctx.saved_tensors
     bias_ih, bias_hh = biases or ctx.biases
+    y, output = _forward_output(ctx, y, lambda: rnn_forward_impl(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh,
+                                                                  weight_hr, batch_sizes, ctx.cell, ctx.reverse, True,
+                                                                  mask))
+    if output is not None:
+        reserve = output[3]
     lstm = ctx.cell == _LSTM
     has_bias_ih, has_bias_hh = bias_ih is not None, bias_hh is not None
     dy, dh_n, dc_n = _incoming(dy, y), _incoming(dh_n, h0), _incoming(dc_n, c0) if lstm else None
@@ -802,6 +852,7 @@ def _setup_bidirectional_context(ctx, inputs, output, eager=False):
     biases = (bias_ih, bias_hh, bias_ih_r, bias_hh_r)
     if eager:  # as _setup_context
         ctx.biases = biases
+        y = _keep_output(ctx, y, _torch_saves_output(x, cell, True, weight_hr is not None, batch_sizes is not None))
         ctx.save_for_backward(*saved, y, mask, mask_r)
     else:
         ctx.save_for_backward(*saved, y, mask, mask_r, *biases)
@@ -813,6 +864,11 @@ def _autograd_bidirectional_backward(ctx, dy, dh_n, dc_n, _dreserve, dh_n_r, dc_
     (x, h0, c0, weight_ih, weight_hh, weight_hr, reserve, h0_r, c0_r, weight_ih_r, weight_hh_r, weight_hr_r,
      reserve_r, batch_sizes, y, mask, mask_r, *biases) = ctx.saved_tensors
     bias_ih, bias_hh, bias_ih_r, bias_hh_r = biases or ctx.biases
+    y, output = _forward_output(ctx, y, lambda: rnn_bidirectional_forward_impl(
+        x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, h0_r, c0_r, weight_ih_r, weight_hh_r, bias_ih_r,
+        bias_hh_r, weight_hr_r, batch_sizes, ctx.cell, True, mask, mask_r))
+    if output is not None:
+        reserve, reserve_r = output[3], output[6]
     lstm = ctx.cell == _LSTM
     has_bias_ih, has_bias_hh = bias_ih is not None, bias_hh is not None
     dy = _incoming(dy, y)
