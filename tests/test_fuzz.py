@@ -6,6 +6,10 @@ and with fastrnn (tests/fuzz_cases.py) and reports whether they agree.
   tolerance chosen from the dtype (float64 1e-10, float32 2e-5, times the time steps or the
   reduction length). Errors: torch's exception type, and its message for the nn modules and the
   optimizers' constructors.
+* Cases: sizes 0 and 1 in every dimension and sizes past the vector widths, float32/float64 and
+  the dtypes the CPU kernels refuse, memory layouts (transposed, strided, offset, stride-0,
+  channels-last, batch_first, packed), bad arguments, transforms (jit.trace, torch.func.grad,
+  double backward, meta device), and now and then a lower instruction set's kernels (avx2, generic).
 * Crashes: the cases run in a child python, many per child; a segfault, abort or hang (no answer
   in FASTRNN_FUZZ_TIMEOUT seconds, 120 by default) fails the test with the case, and a fresh child
   takes the next case.
@@ -240,6 +244,13 @@ def dtype_choice(draw, refused=True):
     return pick(draw, *FLOATS)
 
 
+def with_isa(draw, case):
+    """Now and then the kernels of a lower instruction set (where the CPU has it): the case's "isa"."""
+    if chance(draw, 4):
+        case["isa"] = pick(draw, "avx2", "generic")
+    return case
+
+
 def special(draw, one_in=12, values=("nan", "inf")):
     return pick(draw, *values) if chance(draw, one_in) else None
 
@@ -295,6 +306,9 @@ def rnn_module_cases(draw):
     if branch == "mistake":
         case["bad"] = pick(draw, *RNN_MISTAKES, *(LSTM_MISTAKES if mode == "LSTM" else ["hx_tuple"]))
         case["hx"] = case["hx"] or case["bad"].startswith(("hx", "cx"))
+        if case["bad"] in ("x_rank1", "x_rank4", "x_none"):  # (no PackedSequence of those)
+            case.pop("lengths", None)
+            case.pop("enforce_sorted", None)
     elif branch == "constructor" and draw(st.booleans()):
         case["ctor"] = pick(draw, *RNN_CTOR_MISTAKES,
                             *([{"proj_size": 5}, {"proj_size": -1}] if mode == "LSTM" else [{"proj_size": 1}]))
@@ -307,7 +321,7 @@ def rnn_module_cases(draw):
         case["transform"] = pick(draw, *TRANSFORMS)
         case["x_grad"] = case["transform"] not in ("meta", "jit_trace") or case["x_grad"]
         case["no_grad"] = case["transform"] == "meta"
-    return case
+    return with_isa(draw, case)
 
 
 @st.composite
@@ -326,7 +340,7 @@ def rnn_cell_cases(draw):
         case["bad"] = pick(draw, "x_features", "x_rank3", "x_dtype", "hx_batch", "hx_hidden", "hx_rank3", "hx_dtype",
                            *(["hx_three"] if mode == "LSTMCell" else []))
         case["hx"] = case["hx"] or case["bad"].startswith("hx")
-    return case
+    return with_isa(draw, case)
 
 
 LAYER_MISTAKES = ["x_rank2", "x_rank4", "x_features", "w_ih_rows", "w_hh_rows", "w_hh_cols", "w_ih_rank1",
@@ -356,7 +370,8 @@ def layer_cases(draw, family):
         if chance(draw, 16):
             case["bad_ctx"] = pick(draw, "wrong_kind", "none", "dict")
     if chance(draw, 3):
-        bad = pick(draw, *LAYER_MISTAKES, *(["c0_hidden"] if cell == "lstm" else []),
+        mistakes = [m for m in LAYER_MISTAKES if family == "functional_layer" or m != "all_bfloat16"]  # (no NumPy bf16)
+        bad = pick(draw, *mistakes, *(["c0_hidden"] if cell == "lstm" else []),
                    *(["nonlinearity"] if cell.startswith("rnn") else []))
         case["bad"] = bad
         case["h0"] = case["h0"] or bad.startswith("h0")
@@ -364,7 +379,7 @@ def layer_cases(draw, family):
         case["bias_ih"] = case["bias_ih"] or bad.startswith("b_")
         case["bias_hh"] = case["bias_hh"] or bad.startswith("b_")
         case.pop("bad_ctx", None)
-    return case
+    return with_isa(draw, case)
 
 
 CONV_MISTAKES = {"stride": [0, -1, {"tuple": [1, 2, 3]}, 1.5], "padding": [-1, "full", {"tuple": [1, 2, 3]}],
@@ -418,7 +433,7 @@ def conv_cases(draw):
             case[pick(draw, "kh", "kw")] = 0
         else:
             case[what] = value
-    return case
+    return with_isa(draw, case)
 
 
 POOL_MISTAKES = {"kernel_size": [0, -1, 2.5, True, "2", {"tuple": [2, 2, 2]}, None], "stride": [0, -1, 1.5],
@@ -481,7 +496,7 @@ def pool_cases(draw):
             shape[-2:] = [2, pick(draw, 1, 2, 3)]
         else:
             kwargs[what] = value
-    return case
+    return with_isa(draw, case)
 
 
 HYPER = {
@@ -532,7 +547,7 @@ def optimizer_cases(draw):
             case["hyper"]["momentum"] = 0.9
     elif branch == "nesterov" and name == "SGD":
         case["hyper"].update(nesterov=True, momentum=pick(draw, 0, 0.9), dampening=pick(draw, 0, 0.5))
-    return case
+    return with_isa(draw, case)
 
 
 def other(dtype):
@@ -557,8 +572,8 @@ def clip_cases(draw):
         kwargs["error_if_nonfinite"] = draw(st.booleans())
     if chance(draw, 4):
         kwargs["foreach"] = pick(draw, None, True, False)
-    return {"family": "clip", "seed": draw(seeds), "grads": grads, "kwargs": kwargs, "special": special(draw, 6),
-            "single": rarely(draw, True, False, 8)}
+    return with_isa(draw, {"family": "clip", "seed": draw(seeds), "grads": grads, "kwargs": kwargs,
+                           "special": special(draw, 6), "single": rarely(draw, True, False, 8)})
 
 
 @st.composite
@@ -623,13 +638,19 @@ PINNED = {
         _case("rnn_module", **{**_RNN, "mode": "GRU", "transform": "double_backward", "x_grad": True}),
         _case("rnn_module", **{**_RNN, "L": 2, "hx": True, "transform": "jit_trace", "x_grad": True}),
         _case("rnn_module", **{**_RNN, "mode": "GRU", "transform": "inplace_output", "x_grad": True}),
+        _case("rnn_module", **{**_RNN, "B": 0, "hx": True, "bad": "hx_dtype"}),
+        _case("rnn_module", **{**_RNN, "mode": "GRU", "dtype": "float64", "hx": True, "bad": "hx_int"}),
+        _case("rnn_module", **{**_RNN, "B": 0, "hx": True, "hx_grad": True, "transform": "func_grad", "x_grad": True}),
     ],
     "rnn_cell": [
         _case("rnn_cell", mode="GRUCell", I=0, H=6, B=2, dtype="float32", x_grad=True),
         _case("rnn_cell", mode="LSTMCell", I=3, H=0, B=2, dtype="float32"),
         _case("rnn_cell", mode="RNNCell_tanh", I=3, H=4, B=0, dtype="float64", x_grad=True),
+        _case("rnn_cell", mode="LSTMCell", I=2, H=3, B=3, dtype="float32", hx=True, bad="hx_three"),
+        _case("rnn_cell", mode="RNNCell_relu", I=3, H=3, B=1, dtype="float32", hx=True, bad="hx_dtype", no_grad=True),
     ],
-    "functional_layer": [_case("functional_layer", cell="gru", T=2, B=2, I=3, H=4, dtype="float32", bad="x_none")],
+    "functional_layer": [_case("functional_layer", cell="gru", T=2, B=2, I=3, H=4, dtype="float32", bad=b)
+                         for b in ("x_none", "w_ih_none")],
     "numpy_layer": [_case("numpy_layer", cell="lstm", T=2, B=2, I=3, H=4, dtype="float32", bad=b)
                     for b in ("x_none", "w_hh_none")],
     "conv": [
@@ -638,7 +659,10 @@ PINNED = {
         _case("conv", **{**_CONV, "N": 0}),
         _case("conv", **{**_CONV, "kh": 0}),
         _case("conv", **{**_CONV, "api": "conv_relu_pool2d", "special": "nan", "padding": 1}),
+        _case("conv", **{**_CONV, "api": "Conv2d", "H": 0, "W": 0, "kh": 1, "padding": 2}),  # torch refuses it
     ],
+    "pool": [_case("pool", api="AvgPool2d", shape=[1, 2, 6, 6], dtype="float32",
+                   kwargs={"kernel_size": 2, "divisor_override": 2.5})],
     "optimizer": [
         _case("optimizer", opt="Adam", dtype="float32", shapes=[[4, 0], [4]], hyper={}, steps=2),  # Linear(0, 4)
         _case("optimizer", opt="Adam", dtype="float32", shapes=[[3, 4]], hyper={}, steps=3, bad="state_shape"),
@@ -679,7 +703,7 @@ def test_fuzz_conv(child):
 
 
 def test_fuzz_pool(child):
-    fuzz(child, pool_cases(), 200, "max_pool2d/avg_pool2d/MaxPool2d/AvgPool2d")
+    fuzz(child, pool_cases(), 200, "max_pool2d/avg_pool2d/MaxPool2d/AvgPool2d", PINNED["pool"])
 
 
 def test_fuzz_optimizers(child):
