@@ -1,6 +1,6 @@
 """fastrnn's RNN layers and cells beyond a first-order eager backward, each against torch.nn:
 second (and third) derivatives, torch.func transforms, outputs changed in place before
-backward, meta tensors, torch.jit."""
+backward, meta tensors, torch.jit and torch.compile / torch.export."""
 
 import re
 import warnings
@@ -442,6 +442,60 @@ def test_jit_script_refuses_with_the_alternatives(name):
         for target in (module, torch.nn.Sequential(module)):
             with pytest.raises(RuntimeError, match=re.escape(message)):
                 torch.jit.script(target)
+
+
+# ---- torch.compile and torch.export --------------------------------------------------------------
+
+
+class Model(torch.nn.Module):
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+        self.head = torch.nn.Linear(2 * HIDDEN_SIZE, 2).double()
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0])
+
+
+def test_compile_fullgraph_refuses_layers_like_torch():
+    """Dynamo refuses any instance of torch.nn.RNN, GRU or LSTM unless
+    torch._dynamo.config.allow_rnn (VariableBuilder.wrap_module checks isinstance, with no
+    per-class hook), and fastrnn's layers are such instances (they subclass torch.nn's)."""
+    errors = []
+    for module in make_pair("LSTM", {"bidirectional": True}):
+        torch._dynamo.reset()
+        with pytest.raises(torch._dynamo.exc.Unsupported) as caught:
+            torch.compile(Model(module), fullgraph=True, backend="aot_eager")(input_for("LSTM", {}))
+        errors.append(str(caught.value).split("\n")[0])
+    assert errors[0] == errors[1] == "Attempted to wrap RNN, GRU, or LSTM"
+
+
+@pytest.mark.parametrize("name,kwargs", [("LSTM", {"bidirectional": True}), ("GRU", {"bidirectional": True}),
+                                         ("RNN", {"bidirectional": True, "nonlinearity": "relu"})], ids=case_id)
+def test_compile_fullgraph_with_allow_rnn_matches_eager(name, kwargs):
+    torch._dynamo.reset()
+    _, ours = make_pair(name, kwargs)
+    model = Model(ours)
+    x = input_for(name, kwargs)
+    with torch._dynamo.config.patch(allow_rnn=True):
+        compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+        results = [compiled(x.clone().requires_grad_(True)), model(x.clone().requires_grad_(True))]
+    assert_close(results[0], results[1], torch.float64, "output")
+    grads = [torch.autograd.grad(r.pow(2).sum(), list(model.parameters())) for r in results]
+    for a, b in zip(*grads):
+        assert_close(a, b, torch.float64, "gradient")
+
+
+@pytest.mark.filterwarnings("ignore:The tensor attributes self._flat_weights:UserWarning")  # torch.nn's own too
+@pytest.mark.parametrize("name,kwargs", LAYERS, ids=case_id)
+def test_export_with_a_dynamic_length_matches_eager(name, kwargs):
+    _, ours = make_pair(name, kwargs)
+    x = input_for(name, kwargs)
+    time = 1 if kwargs.get("batch_first") else 0
+    exported = torch.export.export(ours, (x,), dynamic_shapes=({time: torch.export.Dim("T")},))
+    other = input_for(name, kwargs, steps=STEPS + 3, seed=6)
+    for a, b in zip(outputs(exported.module()(other)), outputs(ours(other))):
+        assert_close(a, b, torch.float64, "exported output")
 
 
 # ---- The eager paths stay the fast ones -----------------------------------------------------------
