@@ -93,6 +93,10 @@ CASES = [
     (2, 16, 18, 6, 7, 3, 1, 2, 1, 1, True),
     (5, 32, 32, 5, 5, 3, 1, 1, 1, 2, True),
     (2, 64, 64, 41, 38, 3, 1, 1, 1, 1, True),
+    # 1x1 stride 1 with several input channels and an even conv output width: the pooled forward
+    # reads the input in place as its im2col (an odd last row dropped; groups).
+    (3, 3, 2, 4, 4, 1, 1, 0, 1, 1, False),
+    (2, 6, 4, 5, 8, 1, 1, 0, 1, 2, True),
 ]
 
 

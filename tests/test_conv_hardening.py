@@ -248,6 +248,25 @@ def test_conv2d_input_gradient_with_nan_weight_as_torch(c_in, isa):
         assert_close(g, r, torch.float64, name)
 
 
+@pytest.mark.parametrize("shape", [(3, 3, 4, 4), (1, 5, 7, 10), (4, 6, 6, 8)])
+def test_pointwise_pooled_forward_on_two_threads(shape):
+    """A 1x1 stride-1 conv's input is its own im2col, and its plan has no im2col buffer: the
+    fused forward wrote its im2col there anyway, over the conv block it multiplies into (or
+    another thread's), so on two threads results were wrong at random (1121 of 3000 fuzz runs
+    of one case). Several calls, fresh inputs each, on two threads."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for seed in range(20):
+            torch.manual_seed(seed)
+            x = torch.randint(-3, 4, shape).float()
+            w = torch.randint(-3, 4, (4, shape[1], 1, 1)).float()
+            b = torch.randn(4)
+            assert_close(FF.conv_relu_pool2d(x, w, b), _torch_fused(x, w, b), torch.float32, f"seed {seed}")
+    finally:
+        torch.set_num_threads(previous)
+
+
 # ---- torch.jit -----------------------------------------------------------------------------------------
 
 

@@ -1319,9 +1319,15 @@ void conv_relu_pool2d_forward(const ConvShape& s, const T* x, const T* weight, c
       }
       for (int64_t oh0 = 0; oh0 < p.rows_c; oh0 += p.block_rows) {
         const int64_t rows = std::min(p.block_rows, p.rows_c - oh0), cols = rows * p.cols_c;
-        // tmp (cout_g, rows, cols_c): the conv block, pooled below while in cache.
-        im2col(s, p.cin_g, x_g, oh0, rows, p.cols_c, buf.col);
-        matmul<T>(false, false, p.cout_g, cols, p.K, w_g, p.K, buf.col, cols, T(0), buf.tmp, cols, scratch);
+        // tmp (cout_g, rows, cols_c): the conv block, pooled below while in cache. A pointwise
+        // conv's input is its own im2col (the plan gives it no col buffer), read in place.
+        const T* b_mat = x_g + oh0 * s.width;
+        int64_t ldb = s.height * s.width;
+        if (!p.pointwise) {
+          im2col(s, p.cin_g, x_g, oh0, rows, p.cols_c, buf.col);
+          b_mat = buf.col, ldb = cols;
+        }
+        matmul<T>(false, false, p.cout_g, cols, p.K, w_g, p.K, b_mat, ldb, T(0), buf.tmp, cols, scratch);
         for (int64_t co = 0; co < p.cout_g; ++co) pool_rows(co, buf.tmp + co * cols, p.cols_c, oh0, rows);
       }
     }
