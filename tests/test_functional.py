@@ -1,5 +1,7 @@
 """fastrnn.functional against torch.nn.RNN / LSTM / GRU: outputs, final states, every gradient."""
 
+import re
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -184,3 +186,25 @@ def test_backward_through_an_inference_forward_is_refused():
                             False)
     with pytest.raises(RuntimeError, match="training=False"):
         y.sum().backward()
+
+
+NON_TENSORS = [(name, bad) for name in ("x", "weight_ih", "weight_hh", "h0", "bias_ih", "bias_hh")
+               for bad in ([1.0, 2.0], 3.0) + ((None,) if name in ("x", "weight_ih", "weight_hh") else ())]
+
+
+@pytest.mark.parametrize("name,bad", NON_TENSORS)
+def test_non_tensor_arguments_raise_type_error_naming_them(name, bad):
+    # None is refused only where an argument is required (an absent state or bias is valid).
+    args = dict(x=torch.randn(3, 2, 5), h0=None, weight_ih=torch.randn(18, 5), weight_hh=torch.randn(18, 6),
+                bias_ih=None, bias_hh=None)
+    args[name] = bad
+    wanted = "Tensor" if name in ("x", "weight_ih", "weight_hh") else "Tensor or None"
+    with pytest.raises(TypeError, match=re.escape(f"gru: expected {name} to be a {wanted}, got {type(bad).__name__}")):
+        F.gru(**args)
+
+
+def test_unhashable_nonlinearity_raises_torchs_value_error():
+    with pytest.raises(ValueError) as theirs:
+        torch.nn.RNN(5, 6, nonlinearity=["tanh"])
+    with pytest.raises(ValueError, match=re.escape(str(theirs.value))):
+        F.rnn(torch.randn(3, 2, 5), None, torch.randn(6, 5), torch.randn(6, 6), nonlinearity=["tanh"])

@@ -12,7 +12,7 @@ NONLINEARITIES = {"tanh": "rnn_tanh", "relu": "rnn_relu"}
 
 def elman_cell(nonlinearity):
     """The cell name of an Elman RNN with this nonlinearity, as torch.nn.RNN checks it."""
-    if nonlinearity not in NONLINEARITIES:
+    if not isinstance(nonlinearity, str) or nonlinearity not in NONLINEARITIES:  # (a list is unhashable)
         raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
     return NONLINEARITIES[nonlinearity]
 

@@ -115,8 +115,20 @@ def check_recurrent_mask(op: str, mask: Optional[Tensor], like: Tensor, batch: i
         raise RuntimeError(f"{op}: recurrent_mask must not require grad: the kernels treat it as a constant")
 
 
+def _check_tensors(op: str, required: dict, optional: dict) -> None:
+    """A TypeError naming the argument, as torch's functions raise for a non-tensor (rather than
+    an AttributeError from the first shape read)."""
+    for name, t in (*required.items(), *optional.items()):
+        if not isinstance(t, Tensor) and (name in required or t is not None):
+            wanted = "Tensor" if name in required else "Tensor or None"
+            raise TypeError(f"{op}: expected {name} to be a {wanted}, got {type(t).__name__}")
+
+
 def _layer(op, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, reverse, recurrent_mask=None):
     lstm = cell == "lstm"
+    _check_tensors(op, {"x": x, "weight_ih": weight_ih, "weight_hh": weight_hh},
+                   {"h0": h0, "c0": c0 if lstm else None, "bias_ih": bias_ih, "bias_hh": bias_hh,
+                    "recurrent_mask": recurrent_mask})
     T, B, _, H = _checks.check_rnn_arguments(op, cell, x, h0, c0 if lstm else None, weight_ih, weight_hh, bias_ih,
                                              bias_hh, supported_dtypes(x))
     check_recurrent_mask(op, recurrent_mask, weight_ih, B, H)
