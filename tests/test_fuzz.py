@@ -88,10 +88,14 @@ class Child:
                 return None
         return self.proc.stdout.readline()
 
-    def _stderr_tail(self, n=1500):
+    def _stderr(self):
         self.stderr.seek(0)
-        text = self.stderr.read().decode(errors="replace")
-        return text[-n:].strip()
+        return self.stderr.read().decode(errors="replace")
+
+    def _side(self):
+        """The side (torch or fastrnn) the child was running last: it names it on stderr."""
+        sides = re.findall(r"fuzz_cases: the (\w+) side", self._stderr())
+        return sides[-1] if sides else "?"
 
     def _died(self):
         try:
@@ -99,7 +103,7 @@ class Child:
         except subprocess.TimeoutExpired:
             return "no exit"
         how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit status {rc}"
-        return f"{how}; its stderr ends: {self._stderr_tail()}"
+        return f"{how}; its stderr ends: {self._stderr()[-2500:].strip()}"
 
     def stop(self):
         if self.proc is not None:
@@ -123,12 +127,16 @@ class Child:
             pass
         line = self._read(self.timeout)
         if line is None:
+            side = self._side()
             self.stop()
-            return {"problems": [f"hang: no answer in {self.timeout:.0f} s (child killed)"]}
+            return {"problems": [f"hang: no answer in {self.timeout:.0f} s, in the {side} side (child killed)"]}
         if not line:
-            detail = self._died()
+            side, detail = self._side(), self._died()
             self.stop()
-            return {"problems": [f"crash: the child died ({detail})"]}
+            if side == "torch" and not case.get("oracle_crashed"):
+                # torch itself crashed: no oracle; fastrnn's side alone must not crash
+                return {**self.run({**case, "oracle_crashed": True}), "torch": "crashed"}
+            return {"problems": [f"crash: the child died in the {side} side ({detail})"]}
         return json.loads(line)
 
 
@@ -163,10 +171,13 @@ class Findings:
     def __init__(self, name):
         self.name, self.cases, self.groups = name, 0, {}
         self.torch_raised = 0  # cases where torch refused the call (the rest computed results)
+        self.torch_crashed = []  # cases where torch itself crashed (fastrnn's side ran alone)
 
     def add(self, case, result):
         self.cases += 1
         self.torch_raised += result.get("torch") == "raised"
+        if result.get("torch") == "crashed":
+            self.torch_crashed.append(case)
         if "harness" in result:
             lines = result["harness"].strip().splitlines()
             problems = [f"harness error (a bug in tests/fuzz_cases.py): {lines[-1]}"]
@@ -184,6 +195,9 @@ class Findings:
         failing = sum(g["count"] for g in self.groups.values())
         lines = [f"{self.name}: {failing} of {self.cases} cases ({self.torch_raised} refused by torch) disagree "
                  f"with torch, in {len(self.groups)} groups"]
+        if self.torch_crashed:  # not a failure: told so that torch's own crashes are seen
+            lines[0] += (f"; torch itself crashed on {len(self.torch_crashed)}, e.g. "
+                         f"{json.dumps(self.torch_crashed[0])}")
         for k, g in enumerate(sorted(self.groups.values(), key=lambda g: -g["count"]), 1):
             case = g["case"]
             summary = " ".join(f"{key}={json.dumps(v)}" for key, v in case.items() if key not in ("family", "seed"))
@@ -382,8 +396,9 @@ def layer_cases(draw, family):
     return with_isa(draw, case)
 
 
-CONV_MISTAKES = {"stride": [0, -1, {"tuple": [1, 2, 3]}, 1.5], "padding": [-1, "full", {"tuple": [1, 2, 3]}],
-                 "dilation": [0, -1], "groups": [0, -1], "padding_strided": ["same"],
+CONV_MISTAKES = {"stride": [0, -1, {"tuple": [1, 2, 3]}, 1.5, {"tuple": [1.5, 1.5]}],
+                 "padding": [-1, "full", {"tuple": [1, 2, 3]}, {"tuple": [1.5, 1]}],
+                 "dilation": [0, -1, {"tuple": [1, 1.5]}], "groups": [0, -1], "padding_strided": ["same"],
                  "bad": ["w_dtype", "x_rank5", "b_size", "w_channels"], "kernel": [0]}
 
 
@@ -436,8 +451,8 @@ def conv_cases(draw):
     return with_isa(draw, case)
 
 
-POOL_MISTAKES = {"kernel_size": [0, -1, 2.5, True, "2", {"tuple": [2, 2, 2]}, None], "stride": [0, -1, 1.5],
-                 "padding": [-1, 0.5, 3], "ceil_mode": ["yes"], "dilation": [0],
+POOL_MISTAKES = {"kernel_size": [0, -1, 2.5, True, "2", {"tuple": [2, 2, 2]}, None, {"tuple": [2.5, 2]}],
+                 "stride": [0, -1, 1.5, {"tuple": [1, 1.5]}], "padding": [-1, 0.5, 3, {"tuple": [1, 0.5]}], "ceil_mode": ["yes"], "dilation": [0],
                  "divisor_override": [0, -2, 2.5, "2"], "rank": [2, 5], "small": [True]}
 
 
@@ -641,6 +656,8 @@ PINNED = {
         _case("rnn_module", **{**_RNN, "B": 0, "hx": True, "bad": "hx_dtype"}),
         _case("rnn_module", **{**_RNN, "mode": "GRU", "dtype": "float64", "hx": True, "bad": "hx_int"}),
         _case("rnn_module", **{**_RNN, "B": 0, "hx": True, "hx_grad": True, "transform": "func_grad", "x_grad": True}),
+        _case("rnn_module", **{**_RNN, "B": 0, "transform": "double_backward", "x_grad": True}),
+        _case("rnn_module", **{**_RNN, "ctor": {"bidirectional": "yes"}}),
     ],
     "rnn_cell": [
         _case("rnn_cell", mode="GRUCell", I=0, H=6, B=2, dtype="float32", x_grad=True),
@@ -660,9 +677,16 @@ PINNED = {
         _case("conv", **{**_CONV, "kh": 0}),
         _case("conv", **{**_CONV, "api": "conv_relu_pool2d", "special": "nan", "padding": 1}),
         _case("conv", **{**_CONV, "api": "Conv2d", "H": 0, "W": 0, "kh": 1, "padding": 2}),  # torch refuses it
+        _case("conv", **{**_CONV, "stride": {"tuple": [1.5, 1.5]}}),
+        _case("conv", **{**_CONV, "api": "Conv2d", "padding": 1.5}),
     ],
     "pool": [_case("pool", api="AvgPool2d", shape=[1, 2, 6, 6], dtype="float32",
-                   kwargs={"kernel_size": 2, "divisor_override": 2.5})],
+                   kwargs={"kernel_size": 2, "divisor_override": 2.5}),
+             _case("pool", api="MaxPool2d", shape=[1, 2, 6, 6], dtype="float32",
+                   kwargs={"kernel_size": 2, "padding": {"tuple": [1, 0.5]}}),
+             # windows wholly in the padding (the dilation steps over the input): forward compared
+             _case("pool", api="max_pool2d", shape=[1, 1, 1, 2], dtype="float64",
+                   kwargs={"kernel_size": 2, "padding": 1, "dilation": 2, "return_indices": True})],
     "optimizer": [
         _case("optimizer", opt="Adam", dtype="float32", shapes=[[4, 0], [4]], hyper={}, steps=2),  # Linear(0, 4)
         _case("optimizer", opt="Adam", dtype="float32", shapes=[[3, 4]], hyper={}, steps=3, bad="state_shape"),
@@ -720,13 +744,15 @@ def test_fuzz_utils(child):
 
 def test_fuzz_child_reports_a_crash_and_a_hang():
     """The harness itself: a child that aborts or stops answering fails its case, not pytest, and a
-    fresh child takes the next case."""
+    fresh child takes the next case; where torch is the one that crashed, fastrnn's side runs alone."""
     c = Child(timeout=2)
     try:
-        crash = c.run({"family": "__abort__"})
-        assert crash["problems"][0].startswith("crash: the child died (signal SIGABRT"), crash
-        hang = c.run({"family": "__hang__"})
-        assert hang["problems"][0].startswith("hang: no answer in 2 s"), hang
+        torch_crash = c.run({"family": "__harness__", "torch": "abort"})
+        assert torch_crash == {"problems": [], "torch": "crashed"}, torch_crash
+        crash = c.run({"family": "__harness__", "fastrnn": "abort"})
+        assert crash["problems"][0].startswith("crash: the child died in the fastrnn side (signal SIGABRT"), crash
+        hang = c.run({"family": "__harness__", "fastrnn": "hang"})
+        assert hang["problems"][0].startswith("hang: no answer in 2 s, in the fastrnn side"), hang
         ok = c.run({"family": "utils", "fn": "l2_penalty", "shapes": [[2]], "seed": 1})
         assert ok["problems"] == [], ok
     finally:
