@@ -1,6 +1,7 @@
 """fastrnn's Conv2d and fused Conv2d -> ReLU -> MaxPool2d(2, 2) against torch: forward, every
 gradient, gradcheck, opcheck, modules and their state_dict, and torch's errors."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -313,6 +314,61 @@ def test_errors_match_torch(call):
         with pytest.raises(kind) as info:
             call(fn)
         assert str(info.value) == message
+
+
+# Arguments of odd types: torch takes what has __index__ (NumPy ints, integer tensors) and a bool
+# after a sequence's first element; it refuses floats and a leading or lone bool, in words that
+# depend on how the arguments came (here by position, as the modules pass them).
+ODD_ARGS = [("stride", True), ("stride", np.int64(2)), ("stride", (1, True)), ("stride", (True, 1)),
+            ("stride", None), ("padding", 1.5), ("padding", (1, 1.5)), ("padding", torch.tensor(1)),
+            ("padding", (torch.tensor(1), 1)), ("dilation", [np.int32(1), 2]), ("dilation", 1.0),
+            ("groups", True), ("groups", np.int64(1)), ("groups", 1.0)]
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("name,value", ODD_ARGS, ids=repr)
+def test_odd_arguments_as_torch(name, value, fused):
+    """torch's result, or its error type and message (before: fastrnn truncated padding 1.5,
+    took stride True, and refused NumPy ints and (1, True) with its own RuntimeError)."""
+    torch.manual_seed(6)
+    x, w, b = torch.randn(2, 2, 7, 6, dtype=torch.float64), torch.randn(4, 2, 3, 3, dtype=torch.float64), None
+    args = {"stride": 1, "padding": 1, "dilation": 1, "groups": 1, name: value}
+    args = (args["stride"], args["padding"], args["dilation"], args["groups"])
+    ours = lambda: (FF.conv_relu_pool2d if fused else FF.conv2d)(x, w, b, *args)  # noqa: E731
+    theirs = lambda: _torch_conv(fused)(x, w, b, *args)  # noqa: E731
+    expected, actual = _outcome(theirs), _outcome(ours)
+    assert actual == expected
+    if expected is None:
+        assert_close(ours(), theirs(), torch.float64, "y")
+
+
+@pytest.mark.parametrize("module", ["Conv2d", "ConvReLUPool2d"])
+@pytest.mark.parametrize("name,value", [a for a in ODD_ARGS if a[0] != "groups" and a[1] is not None
+                                        and not isinstance(a[1], torch.Tensor)], ids=repr)
+def test_odd_module_arguments_as_torch(module, name, value):
+    torch.manual_seed(7)
+    ref = torch.nn.Conv2d(2, 4, 3, **{name: value}).double()
+    ours = getattr(fastrnn.nn, module)(2, 4, 3, **{name: value}).double()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 2, 7, 6, dtype=torch.float64)
+    theirs = ref if module == "Conv2d" else (lambda x: F.max_pool2d(F.relu(ref(x)), 2, 2))
+    expected, actual = _outcome(lambda: theirs(x)), _outcome(lambda: ours(x))
+    assert actual == expected
+    if expected is None:
+        assert_close(ours(x), theirs(x), torch.float64, "y")
+
+
+def _torch_conv(fused):
+    return (lambda *a: F.max_pool2d(F.relu(F.conv2d(*a)), 2, 2)) if fused else F.conv2d
+
+
+def _outcome(fn):
+    """None if fn() returns, else (its exception's type, message)."""
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - compared with torch's
+        return type(e), str(e)
+    return None
 
 
 def test_module_errors_match_torch():

@@ -18,6 +18,7 @@ Every other case (other dtypes, a CUDA-less build, torch's asymmetric 'same' pad
 to torch in ``_fallback_conv2d``.
 """
 
+import operator
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -36,10 +37,13 @@ _FORWARD, _BACKWARD, _POOL_FORWARD, _POOL_BACKWARD = 0, 1, 2, 3
 
 
 def _pair(v) -> List[int]:
-    if isinstance(v, int):
-        return [v, v]
-    v = list(v)
-    return [int(v[0]), int(v[0])] if len(v) == 1 else [int(a) for a in v]
+    """An int or a sequence of ints (anything with __index__ but a bool, as torch's int lists
+    take them) -> its ints, one repeated; TypeError otherwise (_resolve lets torch word it)."""
+    items = list(v) if isinstance(v, (list, tuple)) else [v]
+    if any(isinstance(a, bool) for a in items):
+        raise TypeError("a bool is no int here")
+    items = [operator.index(a) for a in items]
+    return items * 2 if len(items) == 1 else items
 
 
 def _geometry(stride, padding, dilation):
@@ -295,24 +299,25 @@ def _choose(x: Tensor, weight: Tensor, bias: Optional[Tensor], impl, function, t
 # ---- torch.nn.functional.conv2d's argument handling ------------------------------------------
 
 
-def _raise_like_torch(x, weight, bias, stride, padding, dilation, groups):
-    """Lets torch's own conv2d raise its error (type and message) for arguments fastrnn's
-    checks refused; its own words if torch accepts them after all."""
-    F.conv2d(x, weight, bias, stride, padding, dilation, groups)
-    raise RuntimeError("fastrnn.conv2d: unsupported arguments")  # pragma: no cover - torch raised above
+class _TorchDecides(Exception):
+    """Raised by _resolve for arguments fastrnn's kernels do not take: torch's own conv2d then
+    raises its error, type and words, or computes the few odd ones it takes (a bool after the
+    first element of an int list counts as an int there)."""
 
 
 def _resolve(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding, dilation, groups):
     """Validates as torch does; returns (stride, top/left padding, dilation, output size) or
-    raises torch's error."""
+    raises _TorchDecides."""
     def fail():
-        _raise_like_torch(x, weight, bias, stride, padding, dilation, groups)
+        raise _TorchDecides
 
-    if x.dim() != 4 or weight.dim() != 4 or not isinstance(groups, int) or groups <= 0:
+    if x.dim() != 4 or weight.dim() != 4 or isinstance(groups, bool):
         fail()
     try:
-        s, d = _pair(stride), _pair(dilation)
+        s, d, groups = _pair(stride), _pair(dilation), operator.index(groups)
     except (TypeError, ValueError, IndexError):
+        fail()
+    if groups <= 0:
         fail()
     if len(s) != 2 or len(d) != 2 or min(s) <= 0 or min(d) <= 0:
         fail()
@@ -351,11 +356,11 @@ def _resolve(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding,
 
 
 def _geometry_of(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding, dilation, groups):
-    """_resolve's (stride, padding, dilation, output size) and whether torch must run the call
-    (_asymmetric_on_cuda). Run untraced: a torch.jit.trace graph holds the output size of the
-    call it traced, and the kernels refuse inputs of another height or width."""
+    """_resolve's (stride, padding, dilation, output size), groups as an int, and whether torch
+    must run the call (_asymmetric_on_cuda). Run untraced: a torch.jit.trace graph holds the
+    output size of the call it traced, and the kernels refuse inputs of another height or width."""
     s, p, d, out = _resolve(x, weight, bias, stride, padding, dilation, groups)
-    return s, p, d, out, _asymmetric_on_cuda(x, weight, s, p, d, out)
+    return s, p, d, out, operator.index(groups), _asymmetric_on_cuda(x, weight, s, p, d, out)
 
 
 def _fast_path(x: Tensor, weight: Tensor) -> bool:
@@ -398,17 +403,17 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,  # noqa
            dilation: Union[int, Sequence[int]] = 1, groups: int = 1) -> Tensor:
     """torch.nn.functional.conv2d on fastrnn's kernels: same arguments, results and errors."""
     if not untraced(_fast_path, input, weight) or input.dim() not in (3, 4):
-        if input.dim() not in (3, 4):
-            _raise_like_torch(input, weight, bias, stride, padding, dilation, groups)
         return _fallback_conv2d(input, weight, bias, stride, padding, dilation, groups)
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
-    s, p, d, out, asymmetric_on_cuda = untraced(_geometry_of, x, weight, bias, stride, padding, dilation,
-                                                         groups)
-    if asymmetric_on_cuda:
+    try:
+        s, p, d, out, g, to_torch = untraced(_geometry_of, x, weight, bias, stride, padding, dilation, groups)
+    except _TorchDecides:
+        to_torch = True
+    if to_torch:
         return _fallback_conv2d(input, weight, bias, stride, padding, dilation, groups)
     op = _choose(x, weight, bias, conv2d_impl, _Conv2dFunction, _Conv2dTransformed, conv2d_op)
-    y = op(x.contiguous(), weight.contiguous(), _contiguous(bias), s, p, d, groups, out)
+    y = op(x.contiguous(), weight.contiguous(), _contiguous(bias), s, p, d, g, out)
     return y if batched else y.squeeze(0)
 
 
@@ -418,17 +423,18 @@ def conv_relu_pool2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = Non
     """max_pool2d(relu(conv2d(input, weight, bias, ...)), 2, 2) in one fused pass: the conv
     output is pooled block by block while in cache and never stored whole."""
     if not untraced(_fast_path, input, weight) or input.dim() not in (3, 4):
-        if input.dim() not in (3, 4):
-            _raise_like_torch(input, weight, bias, stride, padding, dilation, groups)
         return F.max_pool2d(F.relu(_fallback_conv2d(input, weight, bias, stride, padding, dilation, groups)), 2, 2)
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
-    s, p, d, out, asymmetric_on_cuda = untraced(_geometry_of, x, weight, bias, stride, padding, dilation,
-                                                         groups)
-    if out[0] < 2 or out[1] < 2 or asymmetric_on_cuda:
-        # torch's max_pool2d error for a too-small conv output; torch's ops for what CUDA lacks
-        return F.max_pool2d(F.relu(F.conv2d(input, weight, bias, stride, padding, dilation, groups)), 2, 2)
+    try:
+        s, p, d, out, g, to_torch = untraced(_geometry_of, x, weight, bias, stride, padding, dilation, groups)
+    except _TorchDecides:
+        to_torch = True
+    if to_torch or out[0] < 2 or out[1] < 2:
+        # torch's ops for what fastrnn's kernels do not take (and max_pool2d's error for a conv
+        # output too small to pool)
+        return F.max_pool2d(F.relu(_fallback_conv2d(input, weight, bias, stride, padding, dilation, groups)), 2, 2)
     op = _choose(x, weight, bias, conv_relu_pool2d_impl, _ConvReluPool2dFunction, _ConvReluPool2dTransformed,
                  conv_relu_pool2d_op)
-    y, _ = op(x.contiguous(), weight.contiguous(), _contiguous(bias), s, p, d, groups, out)
+    y, _ = op(x.contiguous(), weight.contiguous(), _contiguous(bias), s, p, d, g, out)
     return y if batched else y.squeeze(0)
