@@ -4,6 +4,7 @@ custom-op registration, the modules, and torch's errors for bad arguments."""
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -472,6 +473,31 @@ def test_module_errors_match_torch(module, kwargs):
     ours = _error(getattr(fnn, module)(2, **kwargs), _X)
     ref = _error(getattr(torch.nn, module)(2, **kwargs), _X)
     assert ref is not None and ours == ref
+
+
+# Arguments of odd types: torch's parser words each error by where the wrong element sits and how
+# the argument came, and takes a bool after a sequence's first element as an int.
+ODD_ARGS = [2.5, True, "a", None, (2.5, 2), (2, 2.5), (True, 2), (2, True), ("a", 2), (2, None), (2, 2, 2.5),
+            (np.float64(2.0), 2), (2, np.int64(1)), (torch.tensor(2), 2), (2, torch.tensor(2.0)), [1, 1, 1]]
+
+
+@pytest.mark.parametrize("name", ["kernel_size", "stride", "padding", "dilation", "ceil_mode"])
+@pytest.mark.parametrize("value", ODD_ARGS, ids=repr)
+def test_odd_arguments_as_torch(value, name):
+    """torch's result, or its error type and message, for max_pool2d and both modules (before:
+    fastrnn's own words, "must be tuple of ints, not float" for a tuple's second element, and a
+    TypeError for (2, True), which torch takes)."""
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64)
+    kwargs = {"kernel_size": 2, name: value}
+    calls = [(lambda x: F.max_pool2d(x, **kwargs), lambda x: FF.max_pool2d(x, **kwargs)),
+             (lambda x: torch.nn.MaxPool2d(**kwargs)(x), lambda x: fnn.MaxPool2d(**kwargs)(x))]
+    if name != "dilation":
+        calls.append((lambda x: torch.nn.AvgPool2d(**kwargs)(x), lambda x: fnn.AvgPool2d(**kwargs)(x)))
+    for theirs, ours in calls:
+        expected, actual = _error(theirs, x), _error(ours, x)
+        assert actual == expected
+        if expected is None:
+            assert_close(ours(x), theirs(x), torch.float64, "y")
 
 
 def test_core_checks_its_arguments():

@@ -332,33 +332,25 @@ _AvgPool2dBackwardTransformed = transform_function("_AvgPool2dBackwardTransforme
 # ---- Argument checks, in torch's order and words --------------------------------------------------
 
 
-def _ints(op: str, name: str, position: Optional[int], value, what: str, allow_empty: bool = False):
-    """An int or a sequence of 1 or 2 ints -> 2 ints (None for an empty sequence if allowed)."""
-    where = f"argument '{name}'" + (f" (position {position})" if position else "")
+def _int_list(value) -> List[int]:
+    """An int or a sequence of ints (anything with __index__ but a bool) as a list; TypeError for
+    anything else, whose words the caller leaves to torch's own call (_torch_decides)."""
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if any(isinstance(v, bool) for v in items):
+        raise TypeError
+    return [operator.index(v) for v in items]
 
-    def as_int(v):
-        if isinstance(v, bool):
-            raise TypeError(f"{op}(): {where} must be tuple of ints, not bool")
-        try:
-            return operator.index(v)
-        except TypeError:
-            raise TypeError(f"{op}(): {where} must be tuple of ints, not {type(v).__name__}") from None
 
-    if isinstance(value, (list, tuple, torch.Size)):
-        items = [as_int(v) for v in value]
-    else:
-        items = [as_int(value)]
-    if not items and allow_empty:
-        return None
+def _pair(items: List[int], what: str) -> List[int]:
+    """One or two ints -> two (torch's RuntimeError `what` for another count)."""
     if len(items) not in (1, 2):
         raise RuntimeError(what)
     return items * 2 if len(items) == 1 else items
 
 
-def _flag(op: str, name: str, position: Optional[int], value) -> bool:
+def _check_flag(value) -> bool:
     if not isinstance(value, bool):
-        where = f"argument '{name}'" + (f" (position {position})" if position else "")
-        raise TypeError(f"{op}(): {where} must be bool, not {type(value).__name__}")
+        raise TypeError
     return value
 
 
@@ -429,15 +421,20 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, c
                return_indices: bool = False):
     """torch.nn.functional.max_pool2d: the maximum of each window (a NaN wins); with
     return_indices also the argmax's flat position in its plane."""
-    op = "max_pool2d_with_indices" if return_indices else "max_pool2d"
-    kernel = _ints(op, "kernel_size", 2, kernel_size,
-                   "max_pool2d: kernel_size must either be a single int, or a tuple of two ints")
-    strides = _ints(op, "stride", 3, () if stride is None else stride,
-                    "max_pool2d: stride must either be omitted, a single int, or a tuple of two ints", True) or kernel
-    pads = _ints(op, "padding", 4, padding, "max_pool2d: padding must either be a single int, or a tuple of two ints")
-    dilations = _ints(op, "dilation", 5, dilation,
-                      "max_pool2d: dilation must be either a single int, or a tuple of two ints")
-    ceil_mode = _flag(op, "ceil_mode", 6, ceil_mode)
+    try:
+        lists = [_int_list(v) for v in (kernel_size, () if stride is None else stride, padding, dilation)]
+        ceil_mode = _check_flag(ceil_mode)
+    except TypeError:
+        # torch's argument parser words a type error by where the wrong element sits and how the
+        # argument came; its own call says it (and computes what it takes and fastrnn does not: a
+        # bool after a sequence's first element counts as an int there).
+        return torch.nn.functional.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode,
+                                              return_indices=return_indices)
+    kernel = _pair(lists[0], "max_pool2d: kernel_size must either be a single int, or a tuple of two ints")
+    strides = kernel if not lists[1] else _pair(
+        lists[1], "max_pool2d: stride must either be omitted, a single int, or a tuple of two ints")
+    pads = _pair(lists[2], "max_pool2d: padding must either be a single int, or a tuple of two ints")
+    dilations = _pair(lists[3], "max_pool2d: dilation must be either a single int, or a tuple of two ints")
     if input.ndim not in (3, 4):
         raise RuntimeError("non-empty 3D or 4D (batch mode) tensor expected for input")
     untraced(_check_shape, input, kernel, strides, pads, dilations, ceil_mode)
@@ -464,7 +461,6 @@ def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bo
                count_include_pad: bool = True, divisor_override: Optional[int] = None) -> Tensor:
     """torch.nn.functional.avg_pool2d: each window's sum over its divisor (divisor_override, or
     the window's size within the padded input with count_include_pad, within the input without)."""
-    # torch names a position only for arguments passed by position; these usually come by keyword.
     return _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, False)
 
 
@@ -477,19 +473,25 @@ def avg_pool2d_by_position(input: Tensor, kernel_size, stride, padding, ceil_mod
 
 def _avg_pool2d(input: Tensor, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
                 by_position: bool) -> Tensor:
-    op = "avg_pool2d"
-    kernel = _ints(op, "kernel_size", 2, kernel_size,
-                   "avg_pool2d: kernel_size must either be a single int, or a tuple of two ints")
-    strides = _ints(op, "stride", 3, () if stride is None else stride,
-                    "avg_pool2d: stride must either be omitted, a single int, or a tuple of two ints", True) or kernel
-    pads = _ints(op, "padding", 4, padding, "avg_pool2d: padding must either be a single int, or a tuple of two ints")
-    ceil_mode = _flag(op, "ceil_mode", 5 if by_position else None, ceil_mode)
-    count_include_pad = _flag(op, "count_include_pad", 6 if by_position else None, count_include_pad)
+    try:
+        lists = [_int_list(v) for v in (kernel_size, () if stride is None else stride, padding)]
+        ceil_mode, count_include_pad = _check_flag(ceil_mode), _check_flag(count_include_pad)
+        if divisor_override is not None and (isinstance(divisor_override, bool)
+                                             or not hasattr(divisor_override, "__index__")):
+            raise TypeError
+    except TypeError:
+        # torch's own words (see max_pool2d), which name an argument's position where it came by
+        # position: all of them from torch.nn.AvgPool2d, usually the first four from a caller.
+        if by_position:
+            return torch.nn.functional.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                                  divisor_override)
+        return torch.nn.functional.avg_pool2d(input, kernel_size, stride, padding, ceil_mode=ceil_mode,
+                                              count_include_pad=count_include_pad, divisor_override=divisor_override)
+    kernel = _pair(lists[0], "avg_pool2d: kernel_size must either be a single int, or a tuple of two ints")
+    strides = kernel if not lists[1] else _pair(
+        lists[1], "avg_pool2d: stride must either be omitted, a single int, or a tuple of two ints")
+    pads = _pair(lists[2], "avg_pool2d: padding must either be a single int, or a tuple of two ints")
     if divisor_override is not None:
-        if isinstance(divisor_override, bool) or not hasattr(divisor_override, "__index__"):
-            where = " (position 7)" if by_position else ""
-            raise TypeError(f"avg_pool2d(): argument 'divisor_override'{where} must be int, not "
-                            f"{type(divisor_override).__name__}")
         divisor_override = operator.index(divisor_override)
         if divisor_override == 0:
             raise RuntimeError("divisor must be not zero")
