@@ -171,6 +171,7 @@ class Side:
 # Set for a case whose torch side crashed the child: the rerun runs fastrnn's side alone (it must
 # not crash; with no oracle its outcome is not compared).
 ORACLE_CRASHED = {"now": False}
+SERVING = {"now": False}  # in the child (--serve): each side is named on stderr before it runs
 
 
 class OracleCrashed:
@@ -180,7 +181,8 @@ class OracleCrashed:
 def run_side(fn, lib):
     if lib == "torch" and ORACLE_CRASHED["now"]:
         return OracleCrashed()
-    print(f"fuzz_cases: the {lib} side", file=sys.stderr, flush=True)  # names the side a crash happened in
+    if SERVING["now"]:  # the test reads the last name after a crash or hang
+        print(f"fuzz_cases: the {lib} side", file=sys.stderr, flush=True)
     side = Side(lib)
     try:
         with warnings.catch_warnings():
@@ -1302,6 +1304,7 @@ def serve():
     # Results go out on a private copy of stdout; anything the library prints goes to stderr.
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
+    SERVING["now"] = True
     poison_buffers()
     out.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
