@@ -342,13 +342,16 @@ def test_odd_arguments_as_torch(name, value, fused):
         assert_close(ours(), theirs(), torch.float64, "y")
 
 
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
 @pytest.mark.parametrize("module", ["Conv2d", "ConvReLUPool2d"])
 @pytest.mark.parametrize("name,value", [a for a in ODD_ARGS if a[0] != "groups" and a[1] is not None
                                         and not isinstance(a[1], torch.Tensor)], ids=repr)
-def test_odd_module_arguments_as_torch(module, name, value):
+def test_odd_module_arguments_as_torch(module, name, value, padding_mode):
+    """As torch.nn.Conv2d, whose call lists the arguments' types in its TypeError: with a padding
+    mode other than zeros it pads first and passes padding (0, 0) (before: 0, listed as int)."""
     torch.manual_seed(7)
-    ref = torch.nn.Conv2d(2, 4, 3, **{name: value}).double()
-    ours = getattr(fastrnn.nn, module)(2, 4, 3, **{name: value}).double()
+    ref = torch.nn.Conv2d(2, 4, 3, **{name: value}, padding_mode=padding_mode).double()
+    ours = getattr(fastrnn.nn, module)(2, 4, 3, **{name: value}, padding_mode=padding_mode).double()
     ours.load_state_dict(ref.state_dict())
     x = torch.randn(2, 2, 7, 6, dtype=torch.float64)
     theirs = ref if module == "Conv2d" else (lambda x: F.max_pool2d(F.relu(ref(x)), 2, 2))

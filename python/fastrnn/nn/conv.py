@@ -27,7 +27,8 @@ class Conv2d(torch.nn.Conv2d):
     def _conv_forward(self, input: Tensor, weight: Tensor, bias):  # noqa: A002 - torch's name
         if self.padding_mode != "zeros":
             input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)  # noqa: A001
-            return self._conv_function(input, weight, bias, self.stride, 0, self.dilation, self.groups)
+            # (0, 0) as torch.nn.Conv2d passes it: torch's type errors list the arguments' types
+            return self._conv_function(input, weight, bias, self.stride, (0, 0), self.dilation, self.groups)
         return self._conv_function(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
