@@ -164,6 +164,24 @@ def test_l1_decay_adds_the_sign_of_the_parameter(name):
 
 
 @pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"])
+def test_l1_decay_under_maximize_pulls_toward_zero_on_both_paths(name):
+    # A transposed parameter is not contiguous, so its step is torch's own with the L1 term
+    # added to a temporary gradient; the contiguous twin takes the fused kernel. Under maximize
+    # the L1 term, like weight_decay, still shrinks the parameter (maximize negates the loss's
+    # gradient only). Zero gradients: the L1 term alone moves the parameters.
+    torch.manual_seed(3)
+    values = torch.randn(5, 3, dtype=torch.float64).sign() * (1 + torch.rand(5, 3, dtype=torch.float64))
+    fused = torch.nn.Parameter(values.clone())
+    fallback = torch.nn.Parameter(values.t().contiguous().t())
+    assert not fallback.is_contiguous()
+    for p in (fused, fallback):
+        p.grad = torch.zeros_like(p)
+        getattr(fo, name)([p], lr=0.01, maximize=True, l1_decay=0.5).step()  # steps well below |p|
+    assert torch.equal(fused.detach(), fallback.detach())
+    assert (fused.detach().abs() < values.abs()).all()
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"])
 def test_max_grad_norm_clips_inside_the_step(name):
     def clip(params):
         torch.nn.utils.clip_grad_norm_(params, 1.5)

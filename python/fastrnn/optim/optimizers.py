@@ -154,7 +154,9 @@ class _Fused:
     def _torch_step(self, group, params, clip):
         """torch's implementation on this group alone; the additions are applied to temporary
         gradients, so p.grad is left as it was."""
-        l1 = group.get("l1_decay", 0.0)
+        # torch negates the whole gradient under maximize; the L1 term, like weight_decay, must
+        # still pull toward 0 (as the fused kernels add it after the negation).
+        l1 = group.get("l1_decay", 0.0) * (-1.0 if group.get("maximize", False) else 1.0)
         scale = None if clip is None else clip_coefficient(*clip)
         originals = [p.grad for p in params]
         if scale is not None or l1:
