@@ -691,3 +691,22 @@ def test_thread_count_changed_between_calls(name):
             assert_close(y, expected, torch.float32)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name", MODULES + CELL_NAMES)
+def test_empty_batch_has_second_derivatives_like_torch(name):
+    """The first-order gradients of an empty batch depend on every input, as torch's do: with
+    create_graph they require grad, and a second backward gives zeros (it once found no graph)."""
+    reference, ours = make_pair(name, 5, 7)
+    shape = (0, 5) if name in CELL_NAMES else (9, 0, 5)
+    results = []
+    for module in (reference, ours):
+        x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+        out = flat(module(x))[0]
+        weight = next(module.parameters())
+        dx, dw = torch.autograd.grad(out.sum(), (x, weight), create_graph=True)
+        assert dx.requires_grad and dw.requires_grad, name
+        results.append(torch.autograd.grad(dw.sum(), weight, allow_unused=True)[0])
+    assert (results[0] is None) == (results[1] is None)
+    if results[0] is not None:
+        assert_close(results[1], results[0], torch.float64, "second derivative")

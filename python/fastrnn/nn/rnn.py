@@ -133,12 +133,15 @@ def _raise_torchs_error(module, given: tuple, refusal: str) -> NoReturn:
 def _empty_results(like: Tensor, shapes, inputs) -> list:
     """Zeros of these shapes, each with no element (a batch of 0, a cell's hidden size of 0),
     attached to the graph as torch.nn's are: backward through them gives each input that
-    requires grad a zero gradient (torch's answer: zeros, not None)."""
+    requires grad a zero gradient (torch's answer: zeros, not None), and those gradients depend
+    on every input in turn, as torch's do, so a second derivative (create_graph, torch.func)
+    finds a graph and gives zeros."""
     results = [like.new_zeros(shape) for shape in shapes]
     if torch.is_grad_enabled():
         attached = [t.narrow(0, 0, 0).sum() for t in inputs if t is not None and t.requires_grad]
         if attached:
-            anchor = sum(attached)  # a 0 whose gradient reaches every input
+            total = sum(attached)  # a 0 whose gradient reaches every input
+            anchor = total * total + total  # still 0; its gradient (2 total + 1) keeps a graph
             results = [r + anchor for r in results]
     return results
 
