@@ -490,3 +490,15 @@ def test_non_tensor_inputs_raise_like_torch():
         reference, ours = module_pair(name, I, H)
         for x in ([[0.0] * I], None, np.zeros((T, B, I), np.float32), 1.5):
             same_error(lambda: reference(x), lambda: ours(x))
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("value", ["yes", 1, 0, None])
+def test_bidirectional_that_is_no_bool_raises_like_torch(name, value):
+    """torch.nn builds a layer with bidirectional='yes' and refuses it in forward (ATen's
+    arguments are bools: TypeError); fastrnn ran it as a bidirectional layer. (bias and
+    batch_first are refused by torch's constructor, which fastrnn's layers inherit.)"""
+    reference, ours = module_pair(name, I, H, bidirectional=value)
+    x = torch.randn(T, B, I)
+    same_error(lambda: reference(x), lambda: ours(x))
+    same_error(lambda: reference(packed(x)), lambda: ours(packed(x)))

@@ -272,7 +272,9 @@ class _FusedRNNBase:
 
     def _kernel_refusal(self, input: Tensor, hx, batch_sizes: Optional[Tensor]) -> Optional[str]:  # noqa: A002
         """Why ATen refuses arguments that passed torch.nn's checks (an empty sequence, a state or a
-        packed LSTM's data of another dtype than the weights), or None."""
+        packed LSTM's data of another dtype than the weights, a flag that is no bool), or None."""
+        if not (type(self.bias) is bool and type(self.batch_first) is bool and type(self.bidirectional) is bool):
+            return "expected bias, batch_first and bidirectional to be bools"  # as ATen takes them
         if batch_sizes is None and input.size(1 if self.batch_first else 0) == 0:
             return "Expected sequence length to be larger than 0 in RNN"
         dtype = self._flat_weights[0].dtype
