@@ -14,8 +14,13 @@ Custom ops (``torch.ops.fastrnn.*``), all on 4-D contiguous tensors:
 CPU float32/float64 run fastrnn's CPU kernels. CUDA tensors (float16, bfloat16, float32, float64)
 run fastrnn's CUDA kernels (``fastrnn._conv_cuda``) inside the same ops when the extension was
 built with CUDA; on CUDA the fused op's ``indices`` are uint8, each window's winner as ``2*dp + dq``.
-Every other case (other dtypes, a CUDA-less build, torch's asymmetric 'same' padding on CUDA) goes
-to torch in ``_fallback_conv2d``.
+Every other case (other dtypes, a CUDA-less build, torch's asymmetric 'same' padding on CUDA, an
+empty input or weight, arguments fastrnn does not take) goes to torch in ``_fallback_conv2d``, so
+its result or its error (type and words) is torch's.
+
+torch.jit.trace records the custom ops, with the output size of the traced call (another height
+or width is refused); torch.func transforms take them through autograd.Functions they accept;
+torch.jit.script of the modules raises, naming torch.compile and torch.export.
 """
 
 import operator
