@@ -286,3 +286,25 @@ def test_modules_and_functional_route_cuda_tensors(padding):
     s, p, d, out = fastrnn._conv._resolve(x, ours.weight, ours.bias, 1, 1, 1, 1)
     torch.library.opcheck(torch.ops.fastrnn.conv2d.default, (x.detach(), ours.weight.detach(), ours.bias.detach(),
                                                                s, p, d, 1, out))
+
+
+@pytest.mark.cuda
+def test_conv_relu_pool_backward_passes_nan_as_torch():
+    """torch's ReLU backward zeroes the gradient only where its output is <= 0, so a NaN passes;
+    the CUDA backward once gated on y > 0 (the CPU one was fixed first). NaN positions exact."""
+    generator = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64, generator=generator)
+    x[0, 1, 4, 4] = float("nan")
+    w = torch.randn(5, 3, 3, 3, dtype=torch.float64, generator=generator)
+    dy = torch.randn(2, 5, 4, 4, dtype=torch.float64, generator=generator)
+    grads = []
+    for device in ("cpu", "cuda"):
+        xs, ws = x.to(device).requires_grad_(True), w.to(device).requires_grad_(True)
+        if device == "cpu":  # torch's three ops
+            out = F.max_pool2d(F.relu(F.conv2d(xs, ws, None, padding=1)), 2, 2)
+        else:
+            out = fastrnn.functional.conv_relu_pool2d(xs, ws, None, padding=1)
+        out.backward(dy.to(device))
+        grads.append((xs.grad.cpu(), ws.grad.cpu()))
+    for ours, theirs, what in zip(grads[1], grads[0], ("input", "weight")):
+        assert torch.equal(ours.isnan(), theirs.isnan()), f"{what} gradient: NaN positions differ"

@@ -81,12 +81,12 @@ struct PooledGrad {
     if (po >= Po || qo >= Qo) return Elem<T>::zero();
     const int64_t i = ((int64_t(n) * s.K + k) * Po + po) * Qo + qo;
     if (argmax[i] != (((p & 1) << 1) | (q & 1))) return Elem<T>::zero();
-    return Elem<T>::to_acc(y[i]) > 0 ? dy[i] : Elem<T>::zero();
+    return !(Elem<T>::to_acc(y[i]) <= 0) ? dy[i] : Elem<T>::zero();  // NaN passes, as in torch's ReLU
   }
   FASTRNN_HOST_DEVICE int64_t plane_size(const Shape&) const { return int64_t(Po) * Qo; }
   FASTRNN_HOST_DEVICE T plane_value(const Shape& s, int n, int k, int64_t i) const {
     const int64_t j = (int64_t(n) * s.K + k) * Po * Qo + i;
-    return Elem<T>::to_acc(y[j]) > 0 ? dy[j] : Elem<T>::zero();
+    return !(Elem<T>::to_acc(y[j]) <= 0) ? dy[j] : Elem<T>::zero();
   }
 };
 
