@@ -124,7 +124,7 @@ def _eager_backward(saved: Tensor) -> bool:
     # The backward body runs without the op only when no graph of the backward itself is being
     # recorded (create_graph) or traced: the op has no derivative of its own, and through the op a
     # double backward fails loudly instead of silently giving zeros.
-    return not torch.is_grad_enabled() and ops.eager(saved) and not torch.jit.is_tracing()
+    return not torch.is_grad_enabled() and ops.eager(saved)
 
 
 def _backward_op(op):

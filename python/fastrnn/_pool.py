@@ -17,7 +17,6 @@ from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 from torch.utils.dlpack import to_dlpack
 
 from . import _C, ops
@@ -78,23 +77,8 @@ def untraced(fn, *args):
         torch._C._set_tracing_state(state)
 
 
-def script_error(module) -> RuntimeError:
-    """What torch.jit.script of a fastrnn.nn module raises (from __prepare_scriptable__, which
-    it calls on every submodule first): their forwards are Python that TorchScript cannot compile."""
-    return RuntimeError(f"fastrnn.nn.{type(module).__name__} cannot be compiled by torch.jit.script: its forward "
-                        f"calls fastrnn's kernels from Python, which TorchScript cannot compile. Use torch.jit.trace, "
-                        f"torch.compile or torch.export instead")
-
-
-# Not in every torch 2.x: where it is missing, functorch transforms go unnoticed.
-_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", None)
-
-
-def transformed() -> bool:
-    """Whether functorch transforms (torch.func.grad, vjp, jacrev, vmap) are active outside
-    torch.compile: a call then takes its op through an autograd.Function with setup_context,
-    which they need and torch.library's autograd wrapper of a custom op lacks."""
-    return _functorch_active is not None and _functorch_active() and not torch.compiler.is_compiling()
+script_error = ops.script_error
+transformed = ops.transformed
 
 
 def transform_function(name: str, op, setup_context, backward):
@@ -404,14 +388,7 @@ def _direct(x: Tensor, training: bool) -> bool:
     (a plain tensor, no dispatch mode active, not compiling, not in torch.jit.trace, which
     records only dispatcher calls and would keep the output's allocation without the kernel,
     and no functorch transform, whose tensors look plain but wrap others)."""
-    return (not training and type(x) is Tensor and x.device.type in ("cpu", "cuda")
-            and not torch.compiler.is_compiling() and _current_dispatch_mode() is None
-            and not torch.jit.is_tracing() and not transformed())
-
-
-def _eager(x: Tensor) -> bool:
-    """Whether a training call may take the autograd.Function (torch.jit.trace cannot record one)."""
-    return ops.eager(x) and not torch.jit.is_tracing()
+    return not training and ops.eager(x)
 
 
 # ---- Functions ---------------------------------------------------------------------------------------
@@ -448,7 +425,7 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, c
     args = (kernel, strides, pads, dilations, ceil_mode, bool(return_indices or training), window_slots)
     if _direct(x, training):
         y, indices = max_pool2d_impl(x, *args)
-    elif training and _eager(x):
+    elif training and ops.eager(x):
         y, indices = _MaxPool2dFunction.apply(x, *args[:5], window_slots)
     elif transformed():
         y, indices = _MaxPool2dTransformed.apply(x, *args)
@@ -505,7 +482,7 @@ def _avg_pool2d(input: Tensor, kernel_size, stride, padding, ceil_mode, count_in
     training = _needs_autograd(x)
     if _direct(x, training):
         return avg_pool2d_impl(x, *args)
-    if training and _eager(x):
+    if training and ops.eager(x):
         return _AvgPool2dFunction.apply(x, *args)
     if transformed():
         return _AvgPool2dTransformed.apply(x, *args)

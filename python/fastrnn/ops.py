@@ -391,6 +391,15 @@ class _TransformFunction(torch.autograd.Function):
         return (None, None, None, *ctx.backward_fn(ctx, *grads))
 
 
+def script_error(module) -> RuntimeError:
+    """What torch.jit.script of any fastrnn.nn module raises (from __prepare_scriptable__, which
+    it calls on every submodule first): their forwards call the kernels from Python, which
+    TorchScript cannot compile."""
+    return RuntimeError(f"fastrnn.nn.{type(module).__name__} cannot be compiled by torch.jit.script: its forward "
+                        f"calls fastrnn's kernels from Python, which TorchScript cannot compile. Use torch.jit.trace, "
+                        f"torch.compile or torch.export instead")
+
+
 def transformed() -> bool:
     """Whether functorch transforms are active (outside torch.compile): a training call then
     takes the op through _TransformFunction (rnn_forward_transformed)."""

@@ -24,7 +24,7 @@ The masks come from torch's default generator, so ``torch.manual_seed`` reproduc
 
 import numbers
 import threading
-from typing import NoReturn, Optional, Tuple
+from typing import NoReturn, Optional
 
 import torch
 from torch import Tensor
@@ -154,11 +154,8 @@ def _dropout_mask(shape, p: float, like: Tensor) -> Tensor:
 
 
 def _refuse_script(module):
-    """torch.jit.script's hook (__prepare_scriptable__): TorchScript cannot compile a forward
-    that calls fastrnn's kernels from Python; say so and name what can."""
-    raise RuntimeError(f"fastrnn.nn.{type(module).__name__} cannot be compiled by torch.jit.script: its forward calls "
-                       f"fastrnn's kernels from Python, which TorchScript cannot compile. Use torch.jit.trace, "
-                       f"torch.compile or torch.export instead")
+    """torch.jit.script's hook (__prepare_scriptable__): say what cannot be and what can."""
+    raise ops.script_error(module)
 
 
 class _FusedRNNBase:
