@@ -126,12 +126,15 @@ def _check_tensors(op: str, required: dict, optional: dict) -> None:
 
 def _layer(op, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, reverse, recurrent_mask=None):
     lstm = cell == "lstm"
-    _check_tensors(op, {"x": x, "weight_ih": weight_ih, "weight_hh": weight_hh},
-                   {"h0": h0, "c0": c0 if lstm else None, "bias_ih": bias_ih, "bias_hh": bias_hh,
-                    "recurrent_mask": recurrent_mask})
-    T, B, _, H = _checks.check_rnn_arguments(op, cell, x, h0, c0 if lstm else None, weight_ih, weight_hh, bias_ih,
-                                             bias_hh, supported_dtypes(x))
-    check_recurrent_mask(op, recurrent_mask, weight_ih, B, H)
+    try:
+        T, B, _, H = _checks.check_rnn_arguments(op, cell, x, h0, c0 if lstm else None, weight_ih, weight_hh,
+                                                 bias_ih, bias_hh, supported_dtypes(x))
+        check_recurrent_mask(op, recurrent_mask, weight_ih, B, H)
+    except AttributeError:  # a non-tensor met where a size was read (checked only then: a batch-1 call notices)
+        _check_tensors(op, {"x": x, "weight_ih": weight_ih, "weight_hh": weight_hh},
+                       {"h0": h0, "c0": c0 if lstm else None, "bias_ih": bias_ih, "bias_hh": bias_hh,
+                        "recurrent_mask": recurrent_mask})
+        raise
     if h0 is None:
         h0 = x.new_zeros(B, H)
     if lstm and c0 is None:
