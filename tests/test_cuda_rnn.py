@@ -2,15 +2,18 @@
 (skipped without a GPU): every cell, both directions, all dtypes, odd sizes, variable lengths,
 gradients, the drop-in modules, stream semantics and device-mismatch errors."""
 
+import copy
+
 import pytest
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fastrnn.functional as F
 import fastrnn.nn
 from fastrnn import ops
 from fastrnn._checks import CELLS as CELL_CODES
-from conftest import CELLS, torch_layer
+from conftest import CELLS
+from cuda_references import (fastrnn_run, grad_names, make_layer, module_input, module_outputs, module_pair, problem,
+                             relative_error, rnn_reference)
 
 pytestmark = pytest.mark.cuda
 
@@ -33,15 +36,6 @@ def exact_fp32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def relative_error(actual, expected):
-    actual = actual.detach().to("cpu", torch.float64)
-    expected = expected.detach().to("cpu", torch.float64)
-    assert actual.shape == expected.shape
-    assert not actual.isnan().any(), "NaN in the result"
-    scale = max(1.0, expected.abs().max().item())
-    return (actual - expected).abs().max().item() / scale
-
-
 def check(name, ours, reference, dtype, cudnn=None, tolerance=None):
     """ours within the dtype's tolerance of the float64 reference; for half precision also no
     worse than 4x cuDNN's error on the same rounded problem, whichever bound is larger."""
@@ -52,90 +46,24 @@ def check(name, ours, reference, dtype, cudnn=None, tolerance=None):
     assert err <= bound, f"{name}: relative error {err:.3e} > {bound:.1e} ({dtype})"
 
 
-def rounded(t, dtype):
-    """t rounded to dtype, back in float64: the reference sees exactly the kernels' inputs."""
-    return t.to(dtype).to(torch.float64)
-
-
-def make_layer(cell, I, H, bias, dtype, seed, proj_size=0):
-    torch.manual_seed(seed)
-    if cell == "lstm":
-        layer = torch.nn.LSTM(I, H, bias=bias, proj_size=proj_size)
-    elif cell == "gru":
-        layer = torch.nn.GRU(I, H, bias=bias)
-    else:
-        layer = torch.nn.RNN(I, H, bias=bias, nonlinearity=cell.split("_")[1])
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.copy_(rounded(p, dtype))
-    return layer.double()
-
-
-def run_layer(layer, cell, x, h0, c0):
-    if cell == "lstm":
-        y, (h_n, c_n) = layer(x, (h0.unsqueeze(0), c0.unsqueeze(0)))
-        return y, h_n[0], c_n[0]
-    y, h_n = layer(x, h0.unsqueeze(0))
-    return y, h_n[0], None
-
-
-def loss_of(outputs, weights):
-    return sum((o.float() * w).sum() for o, w in zip(outputs, weights) if o is not None)
+# (T, B, I, H) of test_functional_matches_float64_and_cudnn.
+FUNCTIONAL_CASES = [(7, 5, 13, 37), (13, 3, 70, 97)]
 
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("T,B,I,H", [(7, 5, 13, 37), (13, 3, 70, 97)])
+@pytest.mark.parametrize("T,B,I,H", FUNCTIONAL_CASES)
 def test_functional_matches_float64_and_cudnn(cell, reverse, dtype, T, B, I, H):
-    layer = make_layer(cell, I, H, True, dtype, seed=T + H)
-    gen = torch.Generator().manual_seed(H)
-    x = rounded(torch.randn(T, B, I, generator=gen), dtype)
-    h0 = rounded(0.5 * torch.randn(B, H, generator=gen), dtype)
-    c0 = rounded(0.5 * torch.randn(B, H, generator=gen), dtype) if cell == "lstm" else None
-    # Output gradients representable in dtype, so every side back-propagates the same values.
-    out_weights = [rounded(torch.randn(shape, generator=gen), dtype).float() for shape in ((T, B, H), (B, H), (B, H))]
+    layer, x, h0, c0, out_weights = problem(cell, dtype, T, B, I, H, seed=T + H)
     params = [p.detach() for p in layer.parameters()]
-
-    def inputs(device, dt):
-        tensors = [x, h0, c0] + params
-        return [None if t is None else t.to(device, dt).requires_grad_() for t in tensors]
-
-    # The float64 reference on the CPU (time-flipped for the reverse direction).
-    ref_in = inputs("cpu", torch.float64)
-    ref_layer = make_layer(cell, I, H, True, dtype, seed=T + H)
-    with torch.no_grad():
-        for p, q in zip(ref_layer.parameters(), ref_in[3:]):
-            p.copy_(q)
-    xin = ref_in[0].flip(0) if reverse else ref_in[0]
-    y, h_n, c_n = run_layer(ref_layer, cell, xin, ref_in[1], ref_in[2])
-    ref_out = [y.flip(0) if reverse else y, h_n, c_n]
-    ref_in_grads = torch.autograd.grad(loss_of(ref_out, out_weights), [xin] + [t for t in ref_in[1:] if t is not None]
-                                       + list(ref_layer.parameters()))
-
-    # fastrnn on the GPU.
-    ours_in = inputs("cuda", dtype)
-    xo, h0o, c0o, *weights = ours_in
-    if cell == "lstm":
-        ours_out = list(F.lstm(xo, h0o, c0o, *weights, reverse=reverse))
-    elif cell == "gru":
-        ours_out = list(F.gru(xo, h0o, *weights, reverse=reverse)) + [None]
-    else:
-        ours_out = list(F.rnn(xo, h0o, *weights, nonlinearity=cell.split("_")[1], reverse=reverse)) + [None]
+    ref_out, ref_grads = rnn_reference(layer, cell, x, h0, c0, out_weights, reverse)  # float64, CPU
+    ours_out, ours_grads = fastrnn_run(cell, "cuda", dtype, x, h0, c0, params, out_weights, reverse)
     for o in ours_out:
         assert o is None or (o.device.type == "cuda" and o.dtype == dtype)
-    ours_grads = torch.autograd.grad(loss_of(ours_out, [w.cuda() for w in out_weights]),
-                                     [t for t in ours_in if t is not None])
-
-    # torch (cuDNN) on the same GPU, in the same dtype.
-    cudnn_layer = make_layer(cell, I, H, True, dtype, seed=T + H).to("cuda", dtype)
-    xc = x.to("cuda", dtype)
-    xc = (xc.flip(0) if reverse else xc).requires_grad_()
-    yc, hc, cc = run_layer(cudnn_layer, cell, xc, h0.to("cuda", dtype), None if c0 is None else c0.to("cuda", dtype))
-    cudnn_out = [yc.flip(0) if reverse else yc, hc, cc]
-    cudnn_grads = torch.autograd.grad(loss_of(cudnn_out, [w.cuda() for w in out_weights]),
-                                      [xc] + list(cudnn_layer.parameters()))
-    cudnn_grads = [cudnn_grads[0].flip(0) if reverse else cudnn_grads[0]] + list(cudnn_grads[1:])
+    # torch (cuDNN) on the same GPU, in the same dtype, on the same problem.
+    cudnn_layer = copy.deepcopy(layer).to("cuda", dtype)
+    cudnn_out, cudnn_grads = rnn_reference(cudnn_layer, cell, x, h0, c0, out_weights, reverse)
 
     exact = dtype in (torch.float32, torch.float64)
     for name, o, r, c in zip(["y", "h_n", "c_n"], ours_out, ref_out, cudnn_out):
@@ -143,16 +71,12 @@ def test_functional_matches_float64_and_cudnn(cell, reverse, dtype, T, B, I, H):
             check(name, o, r, dtype, c)
             if exact:
                 check(name + " vs cuDNN", o, c, dtype, tolerance=2 * TOLERANCE[dtype])
-    ref_grads = list(ref_in_grads)
-    ref_grads[0] = ref_grads[0].flip(0) if reverse else ref_grads[0]
-    names = ["dx", "dh0"] + (["dc0"] if cell == "lstm" else []) + ["dweight_ih", "dweight_hh", "dbias_ih", "dbias_hh"]
-    n_states = 2 if cell == "lstm" else 1
-    cudnn_by_name = dict(zip(["dx", "dweight_ih", "dweight_hh", "dbias_ih", "dbias_hh"], cudnn_grads))
-    for name, o, r in zip(names, ours_grads, ref_grads):
-        check(name, o, r, dtype, cudnn_by_name.get(name))
-        if exact and name in cudnn_by_name:
-            check(name + " vs cuDNN", o, cudnn_by_name[name], dtype, tolerance=2 * TOLERANCE[dtype])
-    assert len(ours_grads) == 1 + n_states + 4
+    names = grad_names(cell)
+    assert len(ours_grads) == len(ref_grads) == len(cudnn_grads) == len(names)
+    for name, o, r, c in zip(names, ours_grads, ref_grads, cudnn_grads):
+        check(name, o, r, dtype, c)
+        if exact:
+            check(name + " vs cuDNN", o, c, dtype, tolerance=2 * TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -189,17 +113,6 @@ def test_opcheck_on_cuda(dtype, training):
     torch.library.opcheck(torch.ops.fastrnn.rnn_forward.default, args)
 
 
-def module_pair(kind, dtype, **kwargs):
-    torch.manual_seed(11)
-    reference = getattr(torch.nn, kind)(**kwargs)
-    with torch.no_grad():
-        for p in reference.parameters():
-            p.copy_(rounded(p, dtype))
-    ours = getattr(fastrnn.nn, kind)(**kwargs)
-    ours.load_state_dict(reference.state_dict())
-    return ours.to("cuda", dtype), reference
-
-
 MODULE_CASES = [
     ("LSTM", dict(input_size=13, hidden_size=37, num_layers=2, bidirectional=True)),
     ("LSTM", dict(input_size=13, hidden_size=37, proj_size=7, num_layers=2, bidirectional=True, batch_first=True)),
@@ -213,107 +126,99 @@ MODULE_CASES = [
 @pytest.mark.parametrize("kind,kwargs", MODULE_CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(MODULE_CASES)])
 def test_modules_on_cuda(kind, kwargs, dtype):
     """fastrnn.nn.X(...).cuda() against torch.nn.X in float64 on the CPU and on the GPU (cuDNN)."""
-    ours, reference = module_pair(kind, dtype, **kwargs)
-    cudnn = __import__("copy").deepcopy(reference).to("cuda", dtype)
-    reference = reference.double()
-    gen = torch.Generator().manual_seed(5)
-    shape = (5, 11, 13) if kwargs.get("batch_first") else (11, 5, 13)
-    x = rounded(torch.randn(shape, generator=gen), dtype)
-    outs = {}
-    for name, module, device, dt in (("ours", ours, "cuda", dtype), ("ref", reference, "cpu", torch.float64),
-                                     ("cudnn", cudnn, "cuda", dtype)):
-        xi = x.to(device, dt).requires_grad_()
-        y, hidden = module(xi)
-        hidden = hidden if isinstance(hidden, tuple) else (hidden,)
-        gen_w = torch.Generator().manual_seed(6)
-        loss = (y.float().cpu() * rounded(torch.randn(y.shape, generator=gen_w), dtype).float()).sum()
-        for h in hidden:
-            loss = loss + (h.float().cpu() * rounded(torch.randn(h.shape, generator=gen_w), dtype).float()).sum()
-        grads = torch.autograd.grad(loss, [xi] + list(module.parameters()))
-        outs[name] = [y, *hidden, *grads]
-    for k, (o, r, c) in enumerate(zip(outs["ours"], outs["ref"], outs["cudnn"])):
+    ours, reference = module_pair(kind, dtype, "cuda", **kwargs)
+    cudnn = copy.deepcopy(reference).to("cuda", dtype)
+    x = module_input(kwargs, dtype, T=11, B=5, seed=5)
+    got = module_outputs(ours, x, dtype, "cuda", dtype)
+    expected = module_outputs(reference.double(), x, dtype, "cpu", torch.float64)
+    theirs = module_outputs(cudnn, x, dtype, "cuda", dtype)
+    assert len(got) == len(expected) == len(theirs)
+    for k, (o, r, c) in enumerate(zip(got, expected, theirs)):
         assert o.device.type == "cuda"
         check(f"output {k}", o, r, dtype, c)
+
+
+PACKED_LENGTHS = [9, 9, 6, 3, 1]
+
+
+def packed_kwargs(kind):
+    kwargs = dict(input_size=7, hidden_size=19, num_layers=2, bidirectional=True)
+    if kind == "LSTM":
+        kwargs["proj_size"] = 5
+    return kwargs
 
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
 def test_packed_variable_lengths_on_cuda(kind, dtype):
     """Each sequence stops at its own length; padding is never computed on."""
-    kwargs = dict(input_size=7, hidden_size=19, num_layers=2, bidirectional=True)
-    if kind == "LSTM":
-        kwargs["proj_size"] = 5
-    ours, reference = module_pair(kind, dtype, **kwargs)
-    reference = reference.double()
-    lengths = torch.tensor([9, 9, 6, 3, 1])
-    gen = torch.Generator().manual_seed(8)
-    x = rounded(torch.randn(9, 5, 7, generator=gen), dtype)
-    outs = {}
-    for name, module, device, dt in (("ours", ours, "cuda", dtype), ("ref", reference, "cpu", torch.float64)):
-        xi = x.to(device, dt).requires_grad_()
-        packed = pack_padded_sequence(xi, lengths, enforce_sorted=False)
-        y, hidden = module(packed)
-        padded, _ = pad_packed_sequence(y)
-        hidden = hidden if isinstance(hidden, tuple) else (hidden,)
-        gen_w = torch.Generator().manual_seed(9)
-        loss = (padded.float().cpu() * rounded(torch.randn(padded.shape, generator=gen_w), dtype).float()).sum()
-        for h in hidden:
-            loss = loss + (h.float().cpu() * rounded(torch.randn(h.shape, generator=gen_w), dtype).float()).sum()
-        outs[name] = [padded, *hidden, *torch.autograd.grad(loss, [xi] + list(module.parameters()))]
-    for k, (o, r) in enumerate(zip(outs["ours"], outs["ref"])):
+    kwargs = packed_kwargs(kind)
+    ours, reference = module_pair(kind, dtype, "cuda", **kwargs)
+    x = module_input(kwargs, dtype, T=9, B=5, seed=8)
+    lengths = torch.tensor(PACKED_LENGTHS)
+    got = module_outputs(ours, x, dtype, "cuda", dtype, lengths)
+    expected = module_outputs(reference.double(), x, dtype, "cpu", torch.float64, lengths)
+    assert len(got) == len(expected)
+    for k, (o, r) in enumerate(zip(got, expected)):
         check(f"output {k}", o, r, dtype)
 
 
-def test_cells_on_cuda():
-    for kind in ("LSTMCell", "GRUCell", "RNNCell"):
-        torch.manual_seed(2)
-        reference = getattr(torch.nn, kind)(6, 9).double()
-        ours = getattr(fastrnn.nn, kind)(6, 9)
-        ours.load_state_dict(reference.state_dict())
-        ours = ours.cuda()
-        x = torch.randn(4, 6, dtype=torch.float64)
-        out = ours(x.float().cuda())
-        ref = reference(x)
-        for o, r in zip(out if isinstance(out, tuple) else (out,), ref if isinstance(ref, tuple) else (ref,)):
-            check(kind, o, r, torch.float32)
+CELL_KINDS = ["LSTMCell", "GRUCell", "RNNCell"]
+
+
+def cell_pair(kind):
+    """(fastrnn.nn cell in float32 on the CPU, torch.nn cell in float64, float64 input)."""
+    torch.manual_seed(2)
+    reference = getattr(torch.nn, kind)(6, 9).double()
+    ours = getattr(fastrnn.nn, kind)(6, 9)
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randn(4, 6, dtype=torch.float64)
+    return ours, reference, x
+
+
+def as_list(out):
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+@pytest.mark.parametrize("kind", CELL_KINDS)
+def test_cells_on_cuda(kind):
+    ours, reference, x = cell_pair(kind)
+    got, expected = as_list(ours.cuda()(x.float().cuda())), as_list(reference(x))
+    assert len(got) == len(expected)
+    for o, r in zip(got, expected):
+        assert o.device.type == "cuda"
+        check(kind, o, r, torch.float32)
+
+
+# (cell, dtype, T, B, I, H, seed) of the float32 problems checked against fastrnn's CPU kernels
+# in float64: products of several tiles in every direction (rows, gates, K), and TF32's problem.
+LARGER_PROBLEM = ("lstm", torch.float32, 20, 70, 130, 150, 1)
+TF32_PROBLEM = ("gru", torch.float32, 8, 16, 64, 96, 2)
 
 
 def test_larger_sizes_span_many_tiles():
     """Products of several tiles in every direction (rows, gates, K), float32 against float64."""
-    layer = make_layer("lstm", 130, 150, True, torch.float32, seed=1)
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(20, 70, 130, generator=gen, dtype=torch.float64)
-    h0 = torch.randn(70, 150, generator=gen, dtype=torch.float64)
-    c0 = torch.randn(70, 150, generator=gen, dtype=torch.float64)
-    weights = [p.detach() for p in layer.parameters()]
-    xo = x.float().cuda().requires_grad_()
-    wo = [w.float().cuda().requires_grad_() for w in weights]
-    y, h_n, c_n = F.lstm(xo, h0.float().cuda(), c0.float().cuda(), *wo)
-    xr = x.clone().requires_grad_()
-    wr = [w.clone().requires_grad_() for w in weights]
-    yr, hr, cr = F.lstm(xr, h0, c0, *wr)  # the CPU kernels, float64
-    for name, o, r in (("y", y, yr), ("h_n", h_n, hr), ("c_n", c_n, cr)):
-        check(name, o, r, torch.float32)
-    gy = torch.randn(y.shape, generator=gen, dtype=torch.float64)
-    gy_ours = torch.autograd.grad((y * gy.float().cuda()).sum(), [xo] + wo)
-    gy_ref = torch.autograd.grad((yr * gy).sum(), [xr] + wr)
-    for k, (o, r) in enumerate(zip(gy_ours, gy_ref)):
-        check(f"grad {k}", o, r, torch.float32)
+    cell, dtype, T, B, I, H, seed = LARGER_PROBLEM
+    layer, x, h0, c0, out_weights = problem(cell, dtype, T, B, I, H, seed)
+    params = [p.detach() for p in layer.parameters()]
+    ref_out, ref_grads = fastrnn_run(cell, "cpu", torch.float64, x, h0, c0, params, out_weights, False)
+    ours_out, ours_grads = fastrnn_run(cell, "cuda", dtype, x, h0, c0, params, out_weights, False)
+    for name, o, r in zip(["y", "h_n", "c_n"] + grad_names(cell), ours_out + ours_grads, ref_out + ref_grads):
+        check(name, o, r, dtype)
 
 
 def test_tf32_follows_torch_switch():
     """float32 products use TF32 tensor cores exactly when torch.backends.cuda.matmul.allow_tf32
     says so: a TF32 run is within TF32's error and measurably less exact than the default."""
-    layer = make_layer("gru", 64, 96, True, torch.float32, seed=2)
-    gen = torch.Generator().manual_seed(2)
-    x = torch.randn(8, 16, 64, generator=gen, dtype=torch.float64)
-    h0 = torch.randn(16, 96, generator=gen, dtype=torch.float64)
-    weights = [p.detach() for p in layer.parameters()]
-    reference, _ = F.gru(x, h0, *weights)
+    cell, dtype, T, B, I, H, seed = TF32_PROBLEM
+    layer, x, h0, c0, out_weights = problem(cell, dtype, T, B, I, H, seed)
+    params = [p.detach() for p in layer.parameters()]
+    (reference, *_), _ = fastrnn_run(cell, "cpu", torch.float64, x, h0, c0, params, out_weights, False,
+                                     training=False)
     errors = {}
     for tf32 in (False, True):
         torch.backends.cuda.matmul.allow_tf32 = tf32
-        y, _ = F.gru(x.float().cuda(), h0.float().cuda(), *[w.float().cuda() for w in weights])
+        (y, *_), _ = fastrnn_run(cell, "cuda", dtype, x, h0, c0, params, out_weights, False, training=False)
         errors[tf32] = relative_error(y, reference)
     assert errors[False] <= TOLERANCE[torch.float32]
     assert errors[True] <= TF32_TOLERANCE

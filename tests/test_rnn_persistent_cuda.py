@@ -12,13 +12,11 @@ import sys
 
 import pytest
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-import fastrnn.functional as F
-import fastrnn.nn
 from fastrnn import _persistent
 from conftest import CELLS
-from test_cuda_rnn import module_pair as cuda_module_pair, rounded
+from cuda_references import (fastrnn_call, fastrnn_run, grad_names, loss_of, module_input, module_outputs, module_pair,
+                             problem, relative_error, rnn_reference)
 
 pytestmark = pytest.mark.cuda
 
@@ -40,79 +38,15 @@ def exact_fp32():
     torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def relative_error(actual, expected):
-    actual = actual.detach().to("cpu", torch.float64)
-    expected = expected.detach().to("cpu", torch.float64)
-    assert actual.shape == expected.shape
-    assert not actual.isnan().any(), "NaN in the result (an element left unwritten?)"
-    return (actual - expected).abs().max().item() / max(1.0, expected.abs().max().item())
-
-
 def check(name, ours, reference, dtype, tolerance=None):
     err = relative_error(ours, reference)
     bound = tolerance or TOLERANCE[dtype]
     assert err <= bound, f"{name}: relative error {err:.3e} > {bound:.1e} ({dtype})"
 
 
-
-
-def make_layer(cell, I, H, dtype, seed):
-    torch.manual_seed(seed)
-    if cell == "lstm":
-        layer = torch.nn.LSTM(I, H)
-    elif cell == "gru":
-        layer = torch.nn.GRU(I, H)
-    else:
-        layer = torch.nn.RNN(I, H, nonlinearity=cell.split("_")[1])
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.copy_(rounded(p, dtype))
-    return layer.double()
-
-
-def reference_run(layer, cell, x, h0, c0, reverse):
-    xin = x.flip(0) if reverse else x
-    if cell == "lstm":
-        y, (h_n, c_n) = layer(xin, (h0.unsqueeze(0), c0.unsqueeze(0)))
-        out = [y, h_n[0], c_n[0]]
-    else:
-        y, h_n = layer(xin, h0.unsqueeze(0))
-        out = [y, h_n[0], None]
-    out[0] = out[0].flip(0) if reverse else out[0]
-    return out
-
-
-def fastrnn_run(cell, x, h0, c0, weights, reverse):
-    if cell == "lstm":
-        return list(F.lstm(x, h0, c0, *weights, reverse=reverse))
-    if cell == "gru":
-        return list(F.gru(x, h0, *weights, reverse=reverse)) + [None]
-    return list(F.rnn(x, h0, *weights, nonlinearity=cell.split("_")[1], reverse=reverse)) + [None]
-
-
-def loss_of(outputs, weights):
-    return sum((o.double().cpu() * w).sum() for o, w in zip(outputs, weights) if o is not None)
-
-
-def problem(cell, dtype, T, B, I, H, seed):
-    layer = make_layer(cell, I, H, dtype, seed)
-    gen = torch.Generator().manual_seed(seed)
-    x = rounded(torch.randn(T, B, I, generator=gen), dtype)
-    h0 = rounded(0.5 * torch.randn(B, H, generator=gen), dtype)
-    c0 = rounded(0.5 * torch.randn(B, H, generator=gen), dtype) if cell == "lstm" else None
-    out_weights = [rounded(torch.randn(s, generator=gen), dtype) for s in ((T, B, H), (B, H), (B, H))]
-    return layer, x, h0, c0, out_weights
-
-
 def gpu_run(cell, dtype, x, h0, c0, params, out_weights, reverse, training=True):
     """fastrnn on the GPU: outputs and, when training, the gradients of every input."""
-    inputs = [None if t is None else t.to("cuda", dtype).requires_grad_(training) for t in [x, h0, c0] + params]
-    xo, h0o, c0o, *weights = inputs
-    out = fastrnn_run(cell, xo, h0o, c0o, weights, reverse)
-    if not training:
-        return out, []
-    grads = torch.autograd.grad(loss_of(out, out_weights), [t for t in inputs if t is not None])
-    return out, list(grads)
+    return fastrnn_run(cell, "cuda", dtype, x, h0, c0, params, out_weights, reverse, training)
 
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
@@ -139,10 +73,7 @@ def test_persistent_matches_float64(cell, reverse, dtype, T, B, I, H):
     layer, x, h0, c0, out_weights = problem(cell, dtype, T, B, I, H, seed=T + B + H)
     params = [p.detach() for p in layer.parameters()]
 
-    ref_inputs = [None if t is None else t.clone().requires_grad_() for t in [x, h0, c0]]
-    ref_out = reference_run(layer, cell, *ref_inputs, reverse)
-    ref_grads = torch.autograd.grad(loss_of(ref_out, out_weights),
-                                    [t for t in ref_inputs if t is not None] + list(layer.parameters()))
+    ref_out, ref_grads = rnn_reference(layer, cell, x, h0, c0, out_weights, reverse)
 
     with _persistent.forced(True):
         inference, _ = gpu_run(cell, dtype, x, h0, c0, params, out_weights, reverse, training=False)
@@ -152,7 +83,7 @@ def test_persistent_matches_float64(cell, reverse, dtype, T, B, I, H):
             assert o.dtype == dtype and o.device.type == "cuda"
             check(name, o, r, dtype)
             check(name + " (inference)", i, r, dtype)
-    names = ["dx", "dh0"] + (["dc0"] if cell == "lstm" else []) + ["dweight_ih", "dweight_hh", "dbias_ih", "dbias_hh"]
+    names = grad_names(cell)
     assert len(grads) == len(names) == len(ref_grads)
     for name, g, r in zip(names, grads, ref_grads):
         check(name, g, r, dtype)
@@ -180,7 +111,7 @@ def split_run(cell, dtype, x, h0, c0, params, out_weights, reverse, backward_per
     inputs = [None if t is None else t.to("cuda", dtype).requires_grad_() for t in [x, h0, c0] + params]
     xo, h0o, c0o, *weights = inputs
     with _persistent.forced(True):
-        out = fastrnn_run(cell, xo, h0o, c0o, weights, reverse)
+        out = fastrnn_call(cell, xo, h0o, c0o, weights, reverse)
     loss = loss_of(out, out_weights)
     with _persistent.forced(backward_persistent):
         return list(torch.autograd.grad(loss, [t for t in inputs if t is not None]))
@@ -197,18 +128,11 @@ def test_persistent_backward_matches_step_wise(cell, reverse, dtype, T, B, I, H)
     params = [p.detach() for p in layer.parameters()]
     persistent = split_run(cell, dtype, x, h0, c0, params, out_weights, reverse, True)
     step_wise = split_run(cell, dtype, x, h0, c0, params, out_weights, reverse, False)
-    names = ["dx", "dh0"] + (["dc0"] if cell == "lstm" else []) + ["dweight_ih", "dweight_hh", "dbias_ih", "dbias_hh"]
+    names = grad_names(cell)
     assert len(persistent) == len(step_wise) == len(names)
     for name, a, b in zip(names, persistent, step_wise):
         assert a.dtype == dtype and a.device.type == "cuda"
         check(name, a, b, dtype)
-
-
-def module_pair(kind, dtype, **kwargs):
-    """test_cuda_rnn's pair (torch.nn weights rounded to dtype, loaded into fastrnn.nn on the
-    GPU), with the reference in float64."""
-    ours, reference = cuda_module_pair(kind, dtype, **kwargs)
-    return ours, reference.double()
 
 
 MODULE_CASES = [
@@ -219,47 +143,36 @@ MODULE_CASES = [
 ]
 
 
-def module_outputs(module, x, dtype, device, dt, lengths=None):
-    xi = x.to(device, dt).requires_grad_()
-    inp = pack_padded_sequence(xi, lengths, enforce_sorted=False) if lengths is not None else xi
-    y, hidden = module(inp)
-    if lengths is not None:
-        y, _ = pad_packed_sequence(y)
-    hidden = hidden if isinstance(hidden, tuple) else (hidden,)
-    gen = torch.Generator().manual_seed(6)
-    loss = (y.double().cpu() * rounded(torch.randn(y.shape, generator=gen), dtype)).sum()
-    for h in hidden:
-        loss = loss + (h.double().cpu() * rounded(torch.randn(h.shape, generator=gen), dtype)).sum()
-    return [y, *hidden, *torch.autograd.grad(loss, [xi] + list(module.parameters()))]
-
-
 @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
 @pytest.mark.parametrize("kind,kwargs", MODULE_CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(MODULE_CASES)])
 def test_stacked_bidirectional_modules(kind, kwargs, dtype):
-    ours, reference = module_pair(kind, dtype, **kwargs)
-    gen = torch.Generator().manual_seed(5)
-    shape = (3, 8, 13) if kwargs.get("batch_first") else (8, 3, 13)
-    x = rounded(torch.randn(shape, generator=gen), dtype)
+    ours, reference = module_pair(kind, dtype, "cuda", **kwargs)
+    x = module_input(kwargs, dtype, T=8, B=3, seed=5)
     with _persistent.forced(True):
         got = module_outputs(ours, x, dtype, "cuda", dtype)
-    expected = module_outputs(reference, x, dtype, "cpu", torch.float64)
+    expected = module_outputs(reference.double(), x, dtype, "cpu", torch.float64)
+    assert len(got) == len(expected)
     for k, (o, r) in enumerate(zip(got, expected)):
         assert o.device.type == "cuda"
         check(f"output {k}", o, r, dtype)
 
 
+PACKED_LENGTHS = [[6, 6, 6, 6], [6, 6, 4, 1]]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
-@pytest.mark.parametrize("lengths", [[6, 6, 6, 6], [6, 6, 4, 1]], ids=["equal", "variable"])
+@pytest.mark.parametrize("lengths", PACKED_LENGTHS, ids=["equal", "variable"])
 def test_packed_sequences(kind, dtype, lengths):
     """Equal lengths run persistently; different lengths fall back to the step-wise path."""
-    ours, reference = module_pair(kind, dtype, input_size=7, hidden_size=37, num_layers=2, bidirectional=True)
-    gen = torch.Generator().manual_seed(8)
-    x = rounded(torch.randn(6, 4, 7, generator=gen), dtype)
+    kwargs = dict(input_size=7, hidden_size=37, num_layers=2, bidirectional=True)
+    ours, reference = module_pair(kind, dtype, "cuda", **kwargs)
+    x = module_input(kwargs, dtype, T=6, B=4, seed=8)
     lengths = torch.tensor(lengths)
     with _persistent.forced(True):
         got = module_outputs(ours, x, dtype, "cuda", dtype, lengths)
-    expected = module_outputs(reference, x, dtype, "cpu", torch.float64, lengths)
+    expected = module_outputs(reference.double(), x, dtype, "cpu", torch.float64, lengths)
+    assert len(got) == len(expected)
     for k, (o, r) in enumerate(zip(got, expected)):
         check(f"output {k}", o, r, dtype)
 
@@ -274,7 +187,7 @@ def test_large_hidden_sizes(cell, H, dtype):
     assert plan["use"], plan["reason"]
     layer, x, h0, c0, out_weights = problem(cell, dtype, T, B, I, H, seed=3)
     params = [p.detach() for p in layer.parameters()]
-    ref_out = reference_run(layer, cell, x, h0, c0, reverse=False)
+    ref_out, _ = rnn_reference(layer, cell, x, h0, c0, out_weights, reverse=False, training=False)
     with _persistent.forced(True):
         ours, _ = gpu_run(cell, dtype, x, h0, c0, params, out_weights, reverse=False, training=False)
     for name, o, r in zip(["y", "h_n", "c_n"], ours, ref_out):
@@ -318,11 +231,13 @@ def test_plan_refuses_what_it_cannot_run():
 
 
 def test_proj_size_falls_back():
-    ours, reference = module_pair("LSTM", torch.float32, input_size=7, hidden_size=37, proj_size=5)
-    x = torch.randn(6, 3, 7, dtype=torch.float64)
+    kwargs = dict(input_size=7, hidden_size=37, proj_size=5)
+    ours, reference = module_pair("LSTM", torch.float32, "cuda", **kwargs)
+    x = module_input(kwargs, torch.float32, T=6, B=3, seed=0)
     with _persistent.forced(True):
         got = module_outputs(ours, x, torch.float32, "cuda", torch.float32)
-    expected = module_outputs(reference, x, torch.float32, "cpu", torch.float64)
+    expected = module_outputs(reference.double(), x, torch.float32, "cpu", torch.float64)
+    assert len(got) == len(expected)
     for k, (o, r) in enumerate(zip(got, expected)):
         check(f"output {k}", o, r, torch.float32)
 
