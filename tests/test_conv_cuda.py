@@ -61,19 +61,73 @@ def assert_close(actual, expected, tol, what):
     assert err <= tol * scale, f"{what}: max error {err:.3e} > {tol:.0e} x {scale:.3g}"
 
 
-def make(case, dtype, seed=0):
+def make(case, dtype, seed=0, device="cuda"):
     N, C, H, W, K, R, S, stride, padding, dilation, groups, bias = case
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(N, C, H, W, generator=gen)
     w = torch.randn(K, C // groups, R, S, generator=gen) / (C // groups * R * S) ** 0.5
     b = torch.randn(K, generator=gen) if bias else None
     # Rounded to the dtype first, so the float64 reference sees the same inputs.
-    to = lambda t: None if t is None else t.to(dtype).cuda()
+    to = lambda t: None if t is None else t.to(dtype).to(device)  # noqa: E731
     return to(x), to(w), to(b), dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
 
 
 def double(t):
     return None if t is None else t.detach().cpu().double().requires_grad_()
+
+
+# ---- the float64 references, on the CPU whatever the inputs' device --------------------------
+
+def forward_reference(x, w, b, geo, relu):
+    expected = F.conv2d(double(x), double(w), double(b), **geo)
+    return expected.relu() if relu else expected
+
+
+def output_gradient(x, w, geo, seed):
+    """A gradient for the conv's output, in x's dtype and on x's device."""
+    shape = F.conv2d(x.double().cpu(), w.double().cpu(), **geo).shape
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(x.dtype).to(x.device)
+
+
+def backward_reference(dy, x, w, b, geo):
+    """(dx, dw, db) of conv2d in float64; db None without a bias."""
+    xd, wd, bd = double(x), double(w), double(b)
+    F.conv2d(xd, wd, bd, **geo).backward(double(dy))
+    return xd.grad, wd.grad, None if bd is None else bd.grad
+
+
+def torch_block(x, w, b, geo):
+    return F.max_pool2d(F.relu(F.conv2d(x, w, b, **geo)), 2, return_indices=True)
+
+
+def local_argmax(indices, width):
+    """torch's flat indices in the conv output plane -> position in the 2x2 window (2 * dp + dq)."""
+    return (indices // width % 2) * 2 + indices % width % 2
+
+
+def fused_reference(x, w, b, geo):
+    """torch's conv + bias + ReLU + 2x2 max pool in float64: (pooled, window position 2 dp + dq)."""
+    xd, wd, bd = double(x), double(w), double(b)
+    ref, indices = torch_block(xd, wd, bd, geo)
+    conv_width = F.conv2d(xd, wd, None, **geo).shape[3]
+    return ref, local_argmax(indices, conv_width)
+
+
+def fused_backward_reference(dy, y, argmax, x, w, b, geo):
+    """(dx, dw, db) in float64 given the forward's own decisions: the pooled gradient goes to the
+    conv output at argmax where y > 0, so a tie broken differently under rounding is no failure."""
+    xd, wd, bd = double(x), double(w), double(b)
+    conv = F.conv2d(xd, wd, bd, **geo)
+    N, K, Po, Qo = y.shape
+    a = argmax.cpu().long()
+    full = torch.zeros_like(conv)
+    rows = (2 * torch.arange(Po).view(1, 1, Po, 1) + a // 2).expand(N, K, Po, Qo)
+    cols = (2 * torch.arange(Qo).view(1, 1, 1, Qo) + a % 2).expand(N, K, Po, Qo)
+    grad = torch.where(y.cpu().double() > 0, dy.cpu().double(), torch.zeros((), dtype=torch.float64))
+    batch = torch.arange(N).view(N, 1, 1, 1).expand_as(rows)
+    full[batch, torch.arange(K).view(1, K, 1, 1).expand_as(rows), rows, cols] = grad
+    conv.backward(full)
+    return xd.grad, wd.grad, None if bd is None else bd.grad
 
 
 # ---- checks that run everywhere ----------------------------------------------------------------
@@ -120,9 +174,7 @@ def test_forward(case, mode, relu):
     dtype = dtype_of(mode)
     x, w, b, geo = make(case, dtype)
     y = _conv_cuda.forward(x, w, b, relu=relu, **geo)
-    expected = F.conv2d(double(x), double(w), double(b), **geo)
-    if relu:
-        expected = expected.relu()
+    expected = forward_reference(x, w, b, geo, relu)
     assert y.dtype == dtype and y.device == x.device
     assert_close(y, expected, TOLERANCE[mode], "forward vs float64")
     if dtype in (torch.float32, torch.float64):
@@ -135,18 +187,16 @@ def test_forward(case, mode, relu):
 def test_backward(case, mode):
     dtype = dtype_of(mode)
     x, w, b, geo = make(case, dtype)
-    dy = torch.randn(F.conv2d(x.double().cpu(), w.double().cpu(), **geo).shape, generator=torch.Generator().manual_seed(3))
-    dy = dy.to(dtype).cuda()
-    xd, wd, bd = double(x), double(w), double(b)
-    F.conv2d(xd, wd, bd, **geo).backward(double(dy))
+    dy = output_gradient(x, w, geo, seed=3)
+    ref_dx, ref_dw, ref_db = backward_reference(dy, x, w, b, geo)
     dx, dw, db = _conv_cuda.backward(dy, x, w, needs=(True, True, True), has_bias=b is not None, **geo)
     tol = TOLERANCE[mode]
-    assert_close(dx, xd.grad, tol, "grad input")
-    assert_close(dw, wd.grad, tol, "grad weight")
+    assert_close(dx, ref_dx, tol, "grad input")
+    assert_close(dw, ref_dw, tol, "grad weight")
     if b is None:
         assert db is None
     else:
-        assert_close(db, bd.grad, tol, "grad bias")
+        assert_close(db, ref_db, tol, "grad bias")
 
 
 @pytest.mark.cuda
@@ -184,48 +234,28 @@ def test_gradcheck(case):
     assert torch.autograd.gradcheck(Conv.apply, args)
 
 
-def torch_block(x, w, b, geo):
-    return F.max_pool2d(F.relu(F.conv2d(x, w, b, **geo)), 2, return_indices=True)
-
-
-def local_argmax(indices, width):
-    """torch's flat indices in the conv output plane -> position in the 2x2 window (2 * dp + dq)."""
-    return (indices // width % 2) * 2 + indices % width % 2
-
-
 @pytest.mark.cuda
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_conv_relu_pool(case, mode):
     dtype = dtype_of(mode)
     x, w, b, geo = make(case, dtype)
     y, argmax = _conv_cuda.conv_relu_pool_forward(x, w, b, **geo)
-    xd, wd, bd = double(x), double(w), double(b)
-    ref, indices = torch_block(xd, wd, bd, geo)
-    conv_width = F.conv2d(xd, wd, None, **geo).shape[3]
+    ref, ref_argmax = fused_reference(x, w, b, geo)
     tol = TOLERANCE[mode]
     assert argmax.dtype == torch.uint8
     assert_close(y, ref, tol, "pooled output")
     if tol <= 2e-5:  # no near-ties decided differently by rounding
-        assert torch.equal(argmax.cpu().long(), local_argmax(indices, conv_width)), "argmax"
+        assert torch.equal(argmax.cpu().long(), ref_argmax), "argmax"
 
-    # Backward, given our own forward's decisions: the float64 reference routes the pooled
-    # gradient through our argmax, so a tie broken differently under rounding is no failure.
+    # Backward, given our own forward's decisions.
     dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(5)).to(dtype).cuda()
     dx, dw, db = _conv_cuda.conv_relu_pool_backward(dy, y, argmax, x, w, needs=(True, True, True),
                                                     has_bias=b is not None, **geo)
-    conv = F.conv2d(xd, wd, bd, **geo)
-    N, K, Po, Qo = y.shape
-    a = argmax.cpu().long()
-    full = torch.zeros_like(conv)
-    rows = (2 * torch.arange(Po).view(1, 1, Po, 1) + a // 2).expand(N, K, Po, Qo)
-    cols = (2 * torch.arange(Qo).view(1, 1, 1, Qo) + a % 2).expand(N, K, Po, Qo)
-    grad = torch.where(y.cpu().double() > 0, dy.cpu().double(), torch.zeros((), dtype=torch.float64))
-    full[torch.arange(N).view(N, 1, 1, 1).expand_as(rows), torch.arange(K).view(1, K, 1, 1).expand_as(rows), rows, cols] = grad
-    conv.backward(full)
-    assert_close(dx, xd.grad, tol, "fused grad input")
-    assert_close(dw, wd.grad, tol, "fused grad weight")
+    ref_dx, ref_dw, ref_db = fused_backward_reference(dy, y, argmax, x, w, b, geo)
+    assert_close(dx, ref_dx, tol, "fused grad input")
+    assert_close(dw, ref_dw, tol, "fused grad weight")
     if b is not None:
-        assert_close(db, bd.grad, tol, "fused grad bias")
+        assert_close(db, ref_db, tol, "fused grad bias")
 
     if dtype == torch.float64:  # and against torch's three ops end to end
         x2, w2, b2 = double(x), double(w), double(b)
@@ -264,11 +294,11 @@ def test_bad_inputs_raise():
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("padding", [1, "same", "valid"])
-def test_modules_and_functional_route_cuda_tensors(padding):
+def test_modules_and_functional_route_cuda_tensors(padding, monkeypatch):
     """fastrnn.nn.Conv2d / ConvReLUPool2d and fastrnn.functional.conv2d on CUDA tensors give
     torch's results and gradients (through the custom ops, so opcheck covers them too)."""
     torch.manual_seed(0)
-    torch.backends.cudnn.allow_tf32 = False
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # restored after the test
     ref = torch.nn.Conv2d(5, 7, 3, padding=padding).cuda().double()
     ours = fastrnn.nn.Conv2d(5, 7, 3, padding=padding).cuda().double()
     ours.load_state_dict(ref.state_dict())

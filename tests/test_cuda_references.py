@@ -8,6 +8,8 @@ import copy
 import pytest
 import torch
 
+import fastrnn.functional as FF
+import test_conv_cuda as conv
 import test_cuda_rnn as cuda_rnn
 import test_rnn_persistent_cuda as persistent
 from conftest import CELLS
@@ -111,3 +113,41 @@ def test_cell_reference_matches_cpu_cells(kind):
     ours, reference, x = cuda_rnn.cell_pair(kind)
     got, expected = cuda_rnn.as_list(ours(x.float())), cuda_rnn.as_list(reference(x))
     check_all(range(len(expected)), got, expected, cuda_rnn.TOLERANCE[torch.float32])
+
+
+# One mode per case, cycling (the mode only rounds the inputs); every case and every mode runs.
+CONV_PROBLEMS = [(case, conv.MODES[k % len(conv.MODES)]) for k, case in enumerate(conv.CASES)]
+
+
+@pytest.mark.parametrize("case,mode", CONV_PROBLEMS, ids=lambda v: v if isinstance(v, str) else conv.case_id(v))
+def test_conv_references_match_cpu_kernels(case, mode):
+    """test_conv_cuda's references (conv2d forward with and without ReLU, backward, the fused
+    block's forward and its backward routed through a given argmax), built by its own make() on
+    CPU tensors, against fastrnn's CPU convolution and torch's three ops end to end, in float64."""
+    dtype = conv.dtype_of(mode)
+    x, w, b, geo = conv.make(case, dtype, device="cpu")
+    assert x.dtype == dtype and (b is None) == (not case[-1])
+    xd, wd, bd = conv.double(x), conv.double(w), conv.double(b)
+    ours = FF.conv2d(xd, wd, bd, **geo)
+    for relu in (False, True):
+        expected = ours.relu() if relu else ours
+        conv.assert_close(conv.forward_reference(x, w, b, geo, relu), expected, EXACT, f"forward relu={relu}")
+    dy = conv.output_gradient(x, w, geo, seed=3)
+    assert dy.dtype == dtype and dy.shape == ours.shape
+    grads = torch.autograd.grad(ours, [xd, wd] + ([bd] if b is not None else []), conv.double(dy))
+    reference = conv.backward_reference(dy, x, w, b, geo)
+    assert (reference[2] is None) == (b is None)
+    for name, r, g in zip(["dx", "dw", "db"], reference, grads):
+        conv.assert_close(r, g, EXACT, name)
+
+    pooled, argmax = conv.fused_reference(x, w, b, geo)
+    xf, wf, bf = conv.double(x), conv.double(w), conv.double(b)
+    ours_pooled = FF.conv_relu_pool2d(xf, wf, bf, **geo)
+    conv.assert_close(pooled, ours_pooled, EXACT, "pooled")
+    assert argmax.min() >= 0 and argmax.max() <= 3
+    dy = torch.randn(pooled.shape, generator=torch.Generator().manual_seed(5)).to(dtype)
+    reference = conv.fused_backward_reference(dy, pooled.detach().to(dtype), argmax.to(torch.uint8), x, w, b, geo)
+    ours_pooled.backward(dy.double())
+    for name, r, g in zip(["dx", "dw", "db"], reference, (xf.grad, wf.grad, None if bf is None else bf.grad)):
+        if g is not None:
+            conv.assert_close(r, g, EXACT, "fused " + name)
