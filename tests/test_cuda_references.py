@@ -11,6 +11,7 @@ import torch
 import fastrnn.functional as FF
 import test_conv_cuda as conv
 import test_cuda_rnn as cuda_rnn
+import test_optim_cuda as optim
 import test_rnn_persistent_cuda as persistent
 from conftest import CELLS
 from cuda_references import (fastrnn_run, grad_names, module_input, module_outputs, module_pair, problem,
@@ -151,3 +152,25 @@ def test_conv_references_match_cpu_kernels(case, mode):
     for name, r, g in zip(["dx", "dw", "db"], reference, (xf.grad, wf.grad, None if bf is None else bf.grad)):
         if g is not None:
             conv.assert_close(r, g, EXACT, "fused " + name)
+
+
+# One configuration per optimizer from test_optim_cuda's table (the full table runs on the CPU
+# kernels in test_optim.py), its half-precision table, and the clipping test.
+OPTIM_PROBLEMS = ([(c, dtype, optim.STEPS, None) for c, dtype in
+                   zip({name: (name, kwargs) for name, kwargs in reversed(optim.CONFIGS)}.values(),
+                       [torch.float32, torch.float64] * 3)]
+                  + [(c, dtype, 10, None) for c in optim.HALF_CONFIGS for dtype in (torch.float16, torch.bfloat16)]
+                  + [(("Adam", dict(lr=0.01)), torch.float32, optim.STEPS, "clip")])
+
+
+@pytest.mark.parametrize("config,dtype,steps,clip", OPTIM_PROBLEMS,
+                         ids=lambda v: optim.config_id(v) if isinstance(v, tuple) else str(v))
+def test_optim_reference_runs_on_the_cpu(config, dtype, steps, clip):
+    """test_optim_cuda's run() and its comparison with CPU tensors: torch.optim against fastrnn.optim
+    (its CPU kernels; torch's own step for half precision) on the same parameters and gradients."""
+    name, kwargs = config
+    extra = dict(ours_kwargs=dict(max_grad_norm=0.5), reference_grads=optim.clip) if clip else {}
+    ref, ours, ref_params, our_params = optim.run(name, kwargs, dtype, steps=steps, device="cpu", **extra)
+    assert all(p.device.type == "cpu" for p in ref_params + our_params)
+    assert any(not torch.equal(p, q) for p, q in zip(ref_params, optim.twins(dtype, "cpu")[0])), "no step taken"
+    optim.assert_twins_match(ref, ours, ref_params, our_params, dtype)
