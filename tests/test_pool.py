@@ -522,6 +522,8 @@ def test_core_checks_its_arguments():
 
 CUDA_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 CUDA_TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 2e-2, torch.float32: 2e-5, torch.float64: 1e-10}
+CUDA_MAX_CASES = [(2, 2, 0, 1, False), (3, 2, 1, 1, True), ((2, 3), (1, 2), (1, 0), (2, 1), True)]
+CUDA_AVG_CASES = [(2, 2, 0, False, True, None), (3, 2, 1, True, False, None), ((2, 3), (1, 2), (1, 0), True, True, 5)]
 
 
 def _close(a, b, dtype, what):
@@ -535,14 +537,19 @@ def _close(a, b, dtype, what):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", CUDA_DTYPES)
-@pytest.mark.parametrize("kernel,stride,padding,dilation,ceil_mode", [(2, 2, 0, 1, False), (3, 2, 1, 1, True),
-                                                                      ((2, 3), (1, 2), (1, 0), (2, 1), True)])
+@pytest.mark.parametrize("kernel,stride,padding,dilation,ceil_mode", CUDA_MAX_CASES)
 def test_cuda_max_pool(dtype, kernel, stride, padding, dilation, ceil_mode):
-    x = _with_specials((2, 5, 29, 31), torch.float32, 0).to("cuda", dtype)
+    compare_max_pool("cuda", dtype, kernel, stride, padding, dilation, ceil_mode)
+
+
+def compare_max_pool(device, dtype, kernel, stride, padding, dilation, ceil_mode):
+    """fastrnn against torch's max_pool2d (the reference) on device: values, indices, gradient."""
+    x = _with_specials((2, 5, 29, 31), torch.float32, 0).to(device, dtype)
     x[0] = torch.randn_like(x[0])
     ref_x, our_x = x.clone().requires_grad_(), x.clone().requires_grad_()
     ref_y, ref_i = F.max_pool2d(ref_x, kernel, stride, padding, dilation, ceil_mode, return_indices=True)
     our_y, our_i = FF.max_pool2d(our_x, kernel, stride, padding, dilation, ceil_mode, return_indices=True)
+    assert our_y.device == x.device and our_y.dtype == dtype
     _close(our_y, ref_y, dtype, "output")
     assert torch.equal(our_i, ref_i)
     grad = torch.randn_like(ref_y)
@@ -553,15 +560,19 @@ def test_cuda_max_pool(dtype, kernel, stride, padding, dilation, ceil_mode):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", CUDA_DTYPES)
-@pytest.mark.parametrize("kernel,stride,padding,ceil_mode,count_include_pad,divisor_override",
-                         [(2, 2, 0, False, True, None), (3, 2, 1, True, False, None), ((2, 3), (1, 2), (1, 0), True,
-                                                                                        True, 5)])
+@pytest.mark.parametrize("kernel,stride,padding,ceil_mode,count_include_pad,divisor_override", CUDA_AVG_CASES)
 def test_cuda_avg_pool(dtype, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    compare_avg_pool("cuda", dtype, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+
+def compare_avg_pool(device, dtype, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    """fastrnn against torch's avg_pool2d (the reference) on device: values and gradient."""
     torch.manual_seed(0)
-    x = torch.randn(2, 5, 29, 31, device="cuda", dtype=dtype)
+    x = torch.randn(2, 5, 29, 31, device=device, dtype=dtype)
     args = (kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
     ref_x, our_x = x.clone().requires_grad_(), x.clone().requires_grad_()
     ref_y, our_y = F.avg_pool2d(ref_x, *args), FF.avg_pool2d(our_x, *args)
+    assert our_y.device == x.device and our_y.dtype == dtype
     _close(our_y, ref_y, dtype, "output")
     grad = torch.randn_like(ref_y)
     ref_y.backward(grad)
@@ -579,3 +590,17 @@ def test_cuda_runs_on_the_current_stream():
     stream.synchronize()
     _close(y, F.max_pool2d(x, 3, 2, 1), torch.float32, "max")
     _close(a, F.avg_pool2d(x, 2), torch.float32, "avg")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CUDA_MAX_CASES)
+def test_cuda_max_pool_comparison_on_the_cpu(case, dtype):
+    """The CUDA max-pool test's inputs, reference and comparison, run with CPU tensors."""
+    compare_max_pool("cpu", dtype, *case)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CUDA_AVG_CASES)
+def test_cuda_avg_pool_comparison_on_the_cpu(case, dtype):
+    """The CUDA avg-pool test's inputs, reference and comparison, run with CPU tensors."""
+    compare_avg_pool("cpu", dtype, *case)
