@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fastrnn.functional as FF  # noqa: E402
 
-from timing import compare  # noqa: E402
+from timing import compare, cuda_kernels  # noqa: E402
 
 # name: (op, batch, C_in, C_out, H, W, kernel, padding)
 CASES = {
@@ -76,6 +76,8 @@ def run(names=None, mode="inference", dtype=torch.float32, budget_s=2.0, min_rep
             "fastrnn_ms": ours_s * 1e3, "torch_ms": torch_s * 1e3, "speedup": torch_s / ours_s,
             "fastrnn_gflops": flops / ours_s / 1e9, "torch_gflops": flops / torch_s / 1e9,
         })
+        if device == "cuda":
+            results[-1]["torch_kernels"] = cuda_kernels(torch_call)
     return results
 
 

@@ -2,16 +2,27 @@
 fused conv + bias + ReLU + 2x2 max pool against torch's three ops. Timed with CUDA events,
 alternating fastrnn and torch, median of the repeats.
 
-    python bench/conv_cuda.py [--dtype float16] [--repeats 50]
+    python bench/conv_cuda.py [--dtype float16] [--repeats 50] [--tf32 off|on] [--json PATH]
+
+float32 convolutions use TF32 tensor cores on both sides when --tf32 on (fastrnn follows
+torch.backends.cudnn.allow_tf32, as cuDNN does); the default is torch's setting as it is
+(cuDNN convolutions: on). --json rewrites PATH after each row, with the TF32 state and the CUDA
+kernels torch's side launched (torch names no cuDNN algorithm; the kernel names show it).
 """
 
 import argparse
+import os
 import statistics
+import sys
 
 import torch
 import torch.nn.functional as F
 
 from fastrnn import _conv_cuda
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import report  # noqa: E402
+from timing import CUDNN_ALGORITHM_NOTE, cuda_kernels, set_tf32, tf32_state  # noqa: E402
 
 # (name, N, C, H, W, K, R, S, stride, padding, groups)
 SHAPES = [
@@ -48,8 +59,17 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32", "float64"])
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--tf32", choices=["off", "on"], default=None, help="default: torch's setting as it is")
+    parser.add_argument("--json", default=None, help="write the rows here (rewritten after each row)")
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench/conv_cuda.py needs a CUDA GPU (none found); nothing was measured.")
     dtype = getattr(torch, args.dtype)
+    if args.tf32 is not None:
+        set_tf32(args.tf32 == "on")
+    document = {"bench": "conv_cuda", "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                "cudnn": torch.backends.cudnn.version(), "dtype": args.dtype, "tf32": tf32_state(),
+                "cudnn_benchmark": True, "cudnn_algorithm": CUDNN_ALGORITHM_NOTE, "rows": []}
     torch.backends.cudnn.benchmark = True
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  cuDNN {torch.backends.cudnn.version()}  {args.dtype}"
           f"  allow_tf32={torch.backends.cudnn.allow_tf32}")
@@ -79,6 +99,11 @@ def main():
         for op, f, ours, theirs in rows:
             a, t = compare(ours, theirs, args.repeats)
             print(f"{name:24s} {op:10s} {a:11.3f} {t:9.3f} {t / a:7.2f}x {f / a / 1e9:8.1f}")
+            if args.json:
+                document["rows"].append({"shape": name, "op": op, "fastrnn_ms": round(a, 4), "torch_ms": round(t, 4),
+                                         "speedup": round(t / a, 3), "tflops": round(f / a / 1e9, 1),
+                                         "torch_kernels": cuda_kernels(theirs)})
+                report.write_json(args.json, document)
 
 
 if __name__ == "__main__":

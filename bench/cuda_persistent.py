@@ -4,7 +4,10 @@ persistent step (one grid-wide barrier, measured alone). One layer, one directio
 inference forward (with --training: forward + backward). Timed with CUDA events, the three
 alternating, median of the repeats; reported as microseconds per time step.
 
-    python bench/cuda_persistent.py [--dtypes float32 float16] [--repeats 30] [--training]
+    python bench/cuda_persistent.py [--dtypes float32 float16] [--repeats 30] [--training] [--json PATH]
+
+TF32 is off on both sides (float32 is float32); --json rewrites PATH after each row, with the
+CUDA kernels cuDNN's side launched (torch names no cuDNN algorithm; the kernel names show it).
 """
 
 import argparse
@@ -15,7 +18,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import _timer  # noqa: E402
+import report  # noqa: E402
+from timing import CUDNN_ALGORITHM_NOTE, _timer, cuda_kernels, set_tf32, tf32_state  # noqa: E402
 
 _seconds = _timer("cuda")
 
@@ -49,6 +53,7 @@ def main():
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--training", action="store_true", help="time forward + backward")
+    parser.add_argument("--json", default=None, help="write the rows here (rewritten after each row)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench/cuda_persistent.py needs a CUDA GPU (none found); nothing was measured.")
@@ -59,13 +64,15 @@ def main():
         sys.exit("this fastrnn build has no CUDA kernels (install with FASTRNN_CUDA=ON); nothing was measured.")
 
     torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    set_tf32(False)
     props = torch.cuda.get_device_properties(0)
     stream = torch.cuda.current_stream().cuda_stream
     floor = _persistent.grid_barrier_us(steps=20000, stream=stream)
     print(f"{props.name}  {props.multi_processor_count} SMs  torch {torch.__version__}  "
           f"cuDNN {torch.backends.cudnn.version()}  {'forward+backward' if args.training else 'inference forward'}")
+    document = {"bench": "cuda_persistent", "device": props.name, "torch": torch.__version__,
+                "cudnn": torch.backends.cudnn.version(), "training": args.training, "tf32": tf32_state(),
+                "cudnn_algorithm": CUDNN_ALGORITHM_NOTE, "grid_barrier_us": round(floor, 3), "rows": []}
     print(f"grid barrier floor: {floor:.2f} us per barrier ({props.multi_processor_count} blocks x 256 threads)")
     print(f"{'cell':5s} {'dtype':9s} {'T':>4s} {'B':>3s} {'H':>5s} {'blocks':>6s} {'smem KiB':>8s} "
           f"{'persist us/step':>15s} {'step-wise':>9s} {'cuDNN':>7s} {'vs cuDNN':>8s} {'floor':>6s}"
@@ -105,6 +112,16 @@ def main():
                       # with --training the persist column is persistent only where both plans say so
                       + (f"  {'persistent' if plan['backward']['use'] else plan['backward']['reason'][:20]}"
                          if args.training else ""))
+                if args.json:
+                    document["rows"].append({
+                        "cell": kind, "dtype": dtype_name, "T": T, "B": B, "H": H, "blocks": plan["blocks"],
+                        "persistent_us_per_step": round(persist / T, 3) if plan["use"] else None,
+                        "persistent_reason": None if plan["use"] else plan["reason"],
+                        "stepwise_us_per_step": round(stepwise / T, 3), "cudnn_us_per_step": round(cudnn / T, 3),
+                        "backward": ("persistent" if plan["backward"]["use"] else plan["backward"]["reason"])
+                        if args.training else None,
+                        "torch_kernels": cuda_kernels(run(theirs))})
+                    report.write_json(args.json, document)
 
 
 if __name__ == "__main__":

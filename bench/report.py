@@ -143,3 +143,12 @@ def plot(results, path, title):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def write_json(path, document):
+    """Writes document to path whole or not at all (a run killed at its time cap while writing
+    leaves the previous version), so a script can rewrite its results after each row."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(document, f, indent=1)
+    os.replace(tmp, path)

@@ -17,6 +17,13 @@ against torch (the fused block against torch's conv2d + relu + max_pool2d), in G
 times max and average pooling, in GB/s; `cell` times one call of each cell at batch 1, 16 and 64,
 in GFLOP/s. Results go to
 bench/results/<device>-<date>.json.
+
+On CUDA, float32 products and convolutions may use TF32 tensor cores when torch's flags allow
+(torch's defaults: cuDNN convolutions and RNNs yes, matmul no); fastrnn's kernels read the same
+flags. `--tf32 off,on` times every case affected with both flags off, then on, for both sides,
+and each row records the state; the torch side's CUDA kernel names record the cuDNN algorithm.
+`--budget-s` starts no case after that many seconds (tools/gpu_round.py's time cap) and lists
+the cases left out in the result file.
 """
 
 import argparse
@@ -33,11 +40,15 @@ import optim_cases  # noqa: E402
 import pool_cases  # noqa: E402
 import report  # noqa: E402
 import rnn_cases  # noqa: E402
-from timing import compare, matmul_peak_gflops, memory_bandwidth_gbps  # noqa: E402
+import time  # noqa: E402
+
+from timing import (CUDNN_ALGORITHM_NOTE, compare, cuda_kernels, matmul_peak_gflops,  # noqa: E402
+                    memory_bandwidth_gbps, set_tf32, tf32_state)
 
 RNN_OPS = ["lstm", "gru", "rnn"]
 OPS = RNN_OPS + list(optim_cases.OPTIMIZERS) + ["cell", "conv", "pool"]
 MODES = ["train", "inference"]
+TF32_OPS = RNN_OPS + ["cell", "conv"]  # the ops whose float32 work TF32 tensor cores may do
 
 
 def parse_args(argv=None):
@@ -49,7 +60,13 @@ def parse_args(argv=None):
     p.add_argument("--modes", default=",".join(MODES), help="train (forward + backward) and/or inference")
     p.add_argument("--plot", action="store_true", help="also write a PNG chart of the speedups")
     p.add_argument("--no-save", action="store_true", help="print only; write no result files")
+    p.add_argument("--tf32", default=None, help="cuda: off, on or off,on: TF32 flags for both sides "
+                   "(default: torch's settings as they are)")
+    p.add_argument("--budget-s", type=float, default=None, help="start no case after this many seconds")
     args = p.parse_args(argv)
+    args.tf32 = [t for t in (args.tf32 or "").split(",") if t]
+    if any(t not in ("off", "on") for t in args.tf32):
+        p.error(f"--tf32 takes off, on or off,on; got {','.join(args.tf32)}")
     args.ops = [o for o in args.ops.split(",") if o]
     args.modes = [m for m in args.modes.split(",") if m]
     default_sizes = rnn_cases.QUICK_SIZES if args.quick else list(rnn_cases.SIZES)
@@ -95,8 +112,21 @@ def layer_results(op, mode, args, budget, peak, bandwidth):
         else:
             result.update(gbps=round(r["fastrnn_gbps"], 1), torch_gbps=round(r["torch_gbps"], 1),
                           bandwidth_fraction=round(r["fastrnn_gbps"] / bandwidth, 3))
+        if "torch_kernels" in r:
+            result["torch_kernels"] = r["torch_kernels"]
         out.append(result)
     return out
+
+
+def mark_tf32(rows, device, op):
+    """Records the TF32 flags each CUDA row ran under (and tags the configuration when on)."""
+    if device != "cuda":
+        return
+    state = tf32_state()
+    for r in rows:
+        r["tf32"] = state
+        if op in TF32_OPS and state["matmul"] and state["cudnn"]:
+            r["config"] += " tf32"
 
 
 def main(argv=None):
@@ -119,24 +149,38 @@ def main(argv=None):
             bandwidth = memory_bandwidth_gbps(args.device)
         console.print(f"memory bandwidth (copy): {bandwidth:.0f} GB/s")
 
-    cases = [(op, mode, rnn_cases.SIZES[s]) for s in args.sizes for op in args.ops if op in RNN_OPS
-             for mode in args.modes]
-    cases += [(op, "step", None) for op in optim_ops]
-    cases += [(op, mode, None) for op in ("cell", "conv", "pool") if op in args.ops for mode in args.modes]
+    cases = []
+    for k, tf32 in enumerate(args.tf32 or [None]):
+        cases += [(op, mode, rnn_cases.SIZES[s], tf32) for s in args.sizes for op in args.ops if op in RNN_OPS
+                  for mode in args.modes]
+        # The optimizer steps and pooling do no products: timed once, not per TF32 setting.
+        cases += [(op, "step", None, tf32) for op in optim_ops if k == 0]
+        cases += [(op, mode, None, tf32) for op in ("cell", "conv", "pool") if op in args.ops
+                  and (k == 0 or op in TF32_OPS) for mode in args.modes]
+    torch_tf32 = tf32_state() if args.device == "cuda" else None
     budget = 0.5 if args.quick else 2.0
-    results = []
+    results, not_run = [], []
+    started = time.perf_counter()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("benchmarking", total=len(cases))
-        for op, mode, size in cases:
+        for op, mode, size, tf32 in cases:
+            if args.budget_s is not None and time.perf_counter() - started > args.budget_s:
+                not_run.append(f"{op} {mode}" + (f" {size.label()}" if size else "") + (f" tf32 {tf32}" if tf32 else ""))
+                continue
+            if tf32 is not None:
+                set_tf32(tf32 == "on")
+            count = len(results)
             if op in ("cell", "conv", "pool"):
                 progress.update(task, description=f"{op} {mode}")
                 results += layer_results(op, mode, args, budget, peak, bandwidth)
                 progress.advance(task)
+                mark_tf32(results[count:], args.device, op)
                 continue
             if size is None:
                 progress.update(task, description=f"{op} step")
                 results.append(optimizer_result(op, args, budget, bandwidth))
                 progress.advance(task)
+                mark_tf32(results[count:], args.device, op)
                 continue
             progress.update(task, description=f"{op} {mode} {size.label()}")
             fast, ref, setup = rnn_cases.build(op, mode, size, torch.float32, args.device)
@@ -150,6 +194,10 @@ def main(argv=None):
                 "speedup": round(torch_s / fast_s, 3), "gflops": round(work / fast_s / 1e9, 1),
                 "torch_gflops": round(work / torch_s / 1e9, 1), "peak_fraction": round(work / fast_s / 1e9 / peak, 3),
             })
+            if args.device == "cuda":
+                setup()
+                results[-1]["torch_kernels"] = cuda_kernels(ref)
+            mark_tf32(results[count:], args.device, op)
             progress.advance(task)
     # On a shared machine the speed drifts during a run (here by up to 2x between minutes), and a
     # ceiling measured in a slow minute would make every fraction look better than it is: the
@@ -166,8 +214,15 @@ def main(argv=None):
     console.print(f"limits used (the higher of start and end): matmul {peak:.0f} GFLOP/s"
                   + (f", memory {bandwidth:.0f} GB/s" if bandwidth is not None else ""))
     report.print_table(results, peak, bandwidth, console)
+    if not_run:
+        console.print(f"not run (past --budget-s {args.budget_s:g} s): {len(not_run)} cases")
+    extra = {"not_run": not_run} if args.budget_s is not None else {}
+    if args.device == "cuda":
+        extra.update(torch_tf32_defaults=torch_tf32, cudnn_algorithm=CUDNN_ALGORITHM_NOTE,
+                     tf32_note="each float32 row's tf32 gives torch's two flags while it ran; fastrnn's "
+                     "kernels read the same flags, so both sides ran with the same TF32 state")
     if not args.no_save:
-        path = report.save(results, args.device, peak, bandwidth)
+        path = report.save(results, args.device, peak, bandwidth, extra=extra)
         console.print(f"wrote {os.path.relpath(path)}")
         if args.plot:
             png = path[:-len(".json")] + ".png"

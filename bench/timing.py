@@ -94,3 +94,35 @@ def memory_bandwidth_gbps(device="cpu", megabytes=256, repeats=7):
         seconds = statistics.median(timed(fn) for _ in range(repeats))
         best = max(best, arrays * n * 4 / seconds / 1e9)
     return best
+
+
+def set_tf32(enabled):
+    """Lets float32 products and convolutions use TF32 tensor cores, or not, on both sides: torch
+    reads torch.backends.cuda.matmul.allow_tf32 (products) and torch.backends.cudnn.allow_tf32
+    (cuDNN convolutions and RNNs); fastrnn's CUDA kernels read the same two flags."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def tf32_state():
+    return {"matmul": bool(torch.backends.cuda.matmul.allow_tf32), "cudnn": bool(torch.backends.cudnn.allow_tf32)}
+
+
+# torch has no API that says which algorithm cuDNN chose; the names of the CUDA kernels a call
+# launched (from torch.profiler) name it (e.g. sm90_xmma_fprop_implicit_gemm_tf32f32_...).
+CUDNN_ALGORITHM_NOTE = ("torch exposes no cuDNN algorithm id; torch_kernels lists the CUDA kernels "
+                        "torch's side launched in one profiled call, whose names show the algorithm")
+
+
+def cuda_kernels(fn, limit=8):
+    """Names of the CUDA kernels one call of fn launches, in order of first launch (at most limit)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    names = []
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA and event.name not in names:
+            names.append(event.name)
+    return names[:limit]
