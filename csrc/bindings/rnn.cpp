@@ -421,6 +421,16 @@ void register_rnn(py::module_& m) {
 #endif
   });
   m.def(
+      "cuda_rnn_persistent_plan_misses",
+      [] {
+#if defined(FASTRNN_WITH_CUDA)
+        return cuda::persistent_plan_misses();
+#else
+        return uint64_t(0);
+#endif
+      },
+      "How many persistent plans were computed (CUDA queries run) rather than found in the plan cache.");
+  m.def(
       "cuda_grid_barrier_us",
       [](int device, int blocks, int steps, uintptr_t stream) {
 #if defined(FASTRNN_WITH_CUDA)

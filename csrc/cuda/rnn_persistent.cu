@@ -11,12 +11,14 @@
 #include "common/error.h"
 #include "cuda/launch.h"
 #include "cuda/rnn_persistent.h"
+#include "cuda/rnn_persistent_cache.h"
 
 namespace fastrnn::cuda {
 namespace {
 
 constexpr int kThreads = 256;     // rnn_detail::kPersistentThreads
 constexpr int kMaxBatchChunk = 64;
+constexpr size_t kMaxPlans = 512;
 
 // -1: follow the environment; 0 / 1: set by set_rnn_persistent.
 std::atomic<int> override_mode{-1};
@@ -43,6 +45,79 @@ bool attribute(cudaDeviceAttr what, int device, int& value) {
   return false;
 }
 
+// The queries behind one plan (a cache miss). Returns false, with a refusal in `plan`, when a
+// CUDA query failed: that answer is not cached. Raises the kernel's dynamic shared-memory limit
+// on `device` to at least the plan's need (`limit_bytes`: what it was raised to so far).
+bool query_plan(const void* kernel, int device, const cpu::RnnDims& d, const PersistentShape& shape,
+                int64_t& limit_bytes, PersistentPlan& plan) {
+  int cooperative = 0, sms = 0, optin = 0;
+  if (!attribute(cudaDevAttrCooperativeLaunch, device, cooperative)) {
+    plan = refuse("cannot query the device");
+    return false;
+  }
+  if (!cooperative) {
+    plan = refuse("device has no cooperative launch");
+    return true;
+  }
+  if (!attribute(cudaDevAttrMultiProcessorCount, device, sms) ||
+      !attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, device, optin) || sms < 1) {
+    plan = refuse("cannot query the device");
+    return false;
+  }
+  // Spread the units over every SM (one block each): the fewest units, and so the smallest
+  // W_hh slice and the least work, per block.
+  const int H = int(d.H), G = shape.gates;
+  const int units = int((d.H + sms - 1) / sms);
+  const int blocks = (H + units - 1) / units;
+  const int64_t weights = align16(int64_t(G) * units * H * shape.weight_bytes);
+  // Per staged batch row: forward h_prev (H) + its gates (G*U); backward dgates_hh (G*H) + the
+  // row's dh_prev slice (U).
+  const int64_t per_row = (shape.backward ? int64_t(G) * H + units : int64_t(H) + int64_t(G) * units) *
+                          shape.compute_bytes;
+  const int64_t rows_fit = (int64_t(optin) - weights) / per_row;
+  if (rows_fit < 1) {
+    plan = refuse("the W_hh slice per block does not fit in shared memory");
+    return true;
+  }
+  PersistentPlan out;
+  out.blocks = blocks;
+  out.units = units;
+  out.batch_chunk = int(std::min<int64_t>({d.B, kMaxBatchChunk, rows_fit}));
+  out.smem_bytes = weights + out.batch_chunk * per_row;
+  // Only raised (the cache may hold a larger plan of this kernel on this device); per device.
+  if (out.smem_bytes > limit_bytes) {
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(out.smem_bytes)) !=
+        cudaSuccess) {
+      cudaGetLastError();
+      plan = refuse("cannot raise the kernel's shared-memory limit");
+      return false;
+    }
+    limit_bytes = out.smem_bytes;
+  }
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, size_t(out.smem_bytes)) !=
+      cudaSuccess) {
+    cudaGetLastError();
+    plan = refuse("occupancy query failed");
+    return false;
+  }
+  // A cooperative launch needs every block resident at once.
+  if (int64_t(per_sm) * sms < blocks) {
+    plan = refuse("not enough co-resident blocks");
+    return true;
+  }
+  out.use = true;
+  out.reason = "persistent";
+  plan = out;
+  return true;
+}
+
+// Keys are per layer shape and kernel instantiation: a few per model.
+PersistentPlanCache<PersistentPlan>& plan_cache() {
+  static PersistentPlanCache<PersistentPlan> cache(kMaxPlans);
+  return cache;
+}
+
 __global__ void __launch_bounds__(kThreads) grid_barrier_loop(int steps) {
   cooperative_groups::grid_group grid = cooperative_groups::this_grid();
   for (int s = 0; s < steps; ++s) grid.sync();
@@ -64,51 +139,22 @@ PersistentPlan plan_persistent(const void* kernel, const cpu::RnnDims& d, const 
   if (shape.variable_batch) return refuse("packed sequences of different lengths");
   if (d.T < 1 || d.B < 1 || d.H < 1) return refuse("empty sequence");
   if (d.T > (int64_t(1) << 30) || d.B > (int64_t(1) << 30) || d.H > (int64_t(1) << 20)) return refuse("sizes too large");
-  int device = 0, cooperative = 0, sms = 0, optin = 0;
+  int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess) {
     cudaGetLastError();
     return refuse("no current CUDA device");
   }
-  if (!attribute(cudaDevAttrCooperativeLaunch, device, cooperative) || !cooperative) {
-    return refuse("device has no cooperative launch");
-  }
-  if (!attribute(cudaDevAttrMultiProcessorCount, device, sms) ||
-      !attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, device, optin) || sms < 1) {
-    return refuse("cannot query the device");
-  }
-  // Spread the units over every SM (one block each): the fewest units, and so the smallest
-  // W_hh slice and the least work, per block.
-  const int H = int(d.H), G = shape.gates;
-  const int units = int((d.H + sms - 1) / sms);
-  const int blocks = (H + units - 1) / units;
-  const int64_t weights = align16(int64_t(G) * units * H * shape.weight_bytes);
-  // Per staged batch row: forward h_prev (H) + its gates (G*U); backward dgates_hh (G*H) + the
-  // row's dh_prev slice (U).
-  const int64_t per_row = (shape.backward ? int64_t(G) * H + units : int64_t(H) + int64_t(G) * units) *
-                          shape.compute_bytes;
-  const int64_t rows_fit = (int64_t(optin) - weights) / per_row;
-  if (rows_fit < 1) return refuse("the W_hh slice per block does not fit in shared memory");
-  PersistentPlan plan;
-  plan.blocks = blocks;
-  plan.units = units;
-  plan.batch_chunk = int(std::min<int64_t>({d.B, kMaxBatchChunk, rows_fit}));
-  plan.smem_bytes = weights + plan.batch_chunk * per_row;
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(plan.smem_bytes)) != cudaSuccess) {
-    cudaGetLastError();
-    return refuse("cannot raise the kernel's shared-memory limit");
-  }
-  int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, size_t(plan.smem_bytes)) !=
-      cudaSuccess) {
-    cudaGetLastError();
-    return refuse("occupancy query failed");
-  }
-  // A cooperative launch needs every block resident at once.
-  if (int64_t(per_sm) * sms < blocks) return refuse("not enough co-resident blocks");
-  plan.use = true;
-  plan.reason = "persistent";
-  return plan;
+  PersistentPlanKey key;
+  key.kernel = kernel, key.device = device, key.hidden_size = d.H;
+  key.batch_rows = std::min<int64_t>(d.B, kMaxBatchChunk);
+  key.gates = shape.gates, key.weight_bytes = shape.weight_bytes, key.compute_bytes = shape.compute_bytes;
+  key.backward = shape.backward;
+  return plan_cache().find_or_make(key, [&](PersistentPlan& plan, int64_t& limit_bytes) {
+    return query_plan(kernel, device, d, shape, limit_bytes, plan);
+  });
 }
+
+uint64_t persistent_plan_misses() { return plan_cache().misses(); }
 
 double grid_barrier_microseconds(int device, int blocks, int steps, uintptr_t stream_handle) {
   const char* op = "grid_barrier_microseconds";

@@ -39,8 +39,12 @@ bool rnn_persistent_enabled();
 void set_rnn_persistent(int mode);
 
 // The plan for `kernel` (a persistent kernel instantiation, 256 threads per block) on the
-// current device. Sets the kernel's dynamic shared-memory limit when it returns use = true.
+// current device. The kernel's dynamic shared-memory limit there covers the plan when it returns
+// use = true. Cached per (kernel, device, sizes): the CUDA queries run once per key.
 PersistentPlan plan_persistent(const void* kernel, const cpu::RnnDims& d, const PersistentShape& shape);
+
+// How many plan_persistent calls missed the cache (and ran the CUDA queries) in this process.
+uint64_t persistent_plan_misses();
 
 // What rnn_forward (backward false) or rnn_backward (backward true; `training` is then
 // ignored) would do for this call shape (dtype: the tensors' dtype) on `device`: used by tests
