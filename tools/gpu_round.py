@@ -151,7 +151,7 @@ class Round:
         # Its own process group, so a kill at the timeout takes its children too; not its own
         # session, so the device tool still ends it if this script is killed.
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace", preexec_fn=os.setpgrp)
+                                text=True, errors="replace", process_group=0)
         lines = []
 
         def pump():
