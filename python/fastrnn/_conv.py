@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _C, _conv_cuda, ops
-from ._pool import no_derivative, no_setup, transform_function, transformed, untraced
+from ._pool import int_list, no_derivative, no_setup, transform_function, transformed, untraced
 
 __all__ = ["conv2d", "conv_relu_pool2d"]
 
@@ -42,12 +42,9 @@ _FORWARD, _BACKWARD, _POOL_FORWARD, _POOL_BACKWARD = 0, 1, 2, 3
 
 
 def _pair(v) -> List[int]:
-    """An int or a sequence of ints (anything with __index__ but a bool, as torch's int lists
-    take them) -> its ints, one repeated; TypeError otherwise (_resolve lets torch word it)."""
-    items = list(v) if isinstance(v, (list, tuple)) else [v]
-    if any(isinstance(a, bool) for a in items):
-        raise TypeError("a bool is no int here")
-    items = [operator.index(a) for a in items]
+    """_pool.int_list's ints, one repeated; TypeError for what is no int list (_resolve lets torch
+    word it)."""
+    items = int_list(v)
     return items * 2 if len(items) == 1 else items
 
 
@@ -56,7 +53,7 @@ def _geometry(stride, padding, dilation):
 
 
 def _workspace(op: int, x: Tensor, weight: Tensor, output_size, stride, padding, dilation, groups) -> Tensor:
-    size = _C.conv_workspace_bytes(op, ops._dtype_name(x.dtype), list(x.shape), list(weight.shape),
+    size = _C.conv_workspace_bytes(op, ops.dtype_name(x.dtype), list(x.shape), list(weight.shape),
                                    output_size[0], output_size[1], stride, padding, dilation, groups)
     return ops._workspaces_for([size], x)[0]
 

@@ -77,23 +77,7 @@ def untraced(fn, *args):
         torch._C._set_tracing_state(state)
 
 
-script_error = ops.script_error
-transformed = ops.transformed
-
-
-def transform_function(name: str, op, setup_context, backward):
-    """An autograd.Function running the custom op `op` with its autograd rule (setup_context,
-    backward), for functorch transforms: they need the setup_context form, which torch.library's
-    autograd wrapper of a custom op lacks (through it grad and vjp fail). The op itself runs with
-    grad off, below that wrapper; vmap meets the op and its (missing) batching rule."""
-
-    def forward(*inputs):
-        with torch.no_grad():
-            return op(*inputs)
-
-    return type(name, (torch.autograd.Function,), {
-        "generate_vmap_rule": True, "forward": staticmethod(forward),
-        "setup_context": staticmethod(setup_context), "backward": staticmethod(backward)})
+script_error, transformed, transform_function = ops.script_error, ops.transformed, ops.transform_function
 
 
 def no_setup(ctx, inputs, output) -> None:
@@ -316,9 +300,9 @@ _AvgPool2dBackwardTransformed = transform_function("_AvgPool2dBackwardTransforme
 # ---- Argument checks, in torch's order and words --------------------------------------------------
 
 
-def _int_list(value) -> List[int]:
+def int_list(value) -> List[int]:
     """An int or a sequence of ints (anything with __index__ but a bool) as a list; TypeError for
-    anything else, whose words the caller leaves to torch's own call (_torch_decides)."""
+    anything else, whose words the caller leaves to torch's own call."""
     items = list(value) if isinstance(value, (list, tuple)) else [value]
     if any(isinstance(v, bool) for v in items):
         raise TypeError
@@ -399,7 +383,7 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, c
     """torch.nn.functional.max_pool2d: the maximum of each window (a NaN wins); with
     return_indices also the argmax's flat position in its plane."""
     try:
-        lists = [_int_list(v) for v in (kernel_size, () if stride is None else stride, padding, dilation)]
+        lists = [int_list(v) for v in (kernel_size, () if stride is None else stride, padding, dilation)]
         ceil_mode = _check_flag(ceil_mode)
     except TypeError:
         # torch's argument parser words a type error by where the wrong element sits and how the
@@ -451,7 +435,7 @@ def avg_pool2d_by_position(input: Tensor, kernel_size, stride, padding, ceil_mod
 def _avg_pool2d(input: Tensor, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
                 by_position: bool) -> Tensor:
     try:
-        lists = [_int_list(v) for v in (kernel_size, () if stride is None else stride, padding)]
+        lists = [int_list(v) for v in (kernel_size, () if stride is None else stride, padding)]
         ceil_mode, count_include_pad = _check_flag(ceil_mode), _check_flag(count_include_pad)
         if divisor_override is not None and (isinstance(divisor_override, bool)
                                              or not hasattr(divisor_override, "__index__")):

@@ -171,8 +171,7 @@ def gru(x, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, reverse=Fals
 def rnn(x, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, nonlinearity="tanh", reverse=False,
         training=False):
     """Elman RNN layer (tanh or relu) over a whole sequence: returns (y, h_n), plus a context if training."""
-    # torch.nn.RNN's ValueError for any other value, unhashable ones (a list) included.
-    cell = _checks.elman_cell(nonlinearity if isinstance(nonlinearity, str) else str(nonlinearity))
+    cell = _checks.elman_cell(nonlinearity)
     return _forward("rnn", cell, x, h0, None, weight_ih, weight_hh, bias_ih, bias_hh, reverse, training)
 
 

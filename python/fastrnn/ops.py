@@ -13,7 +13,7 @@ the mask already scaled (0 or 1/(1-p)). It is a constant: no gradient flows to i
 Their backward is the kernels' (first order); where a backward is itself differentiated
 (create_graph, torch.func.grad of grad) its derivative comes from ``fastrnn._rnn_reference``, the
 same math in torch operations (_Gradients). Each op has a vmap rule (a loop over the mapped
-dimension), and under functorch transforms the layers' autograd runs in _TransformFunction.
+dimension), and under functorch transforms the layers' autograd runs in transform_function's.
 
 These are the low-level entry points; ``fastrnn.functional`` and ``fastrnn.nn`` validate
 arguments and are the API to call. Tensors reach the compiled kernels zero-copy through
@@ -142,7 +142,7 @@ def _view(t: Optional[Tensor]):
     return None if t is None else to_dlpack(t)
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
+def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
@@ -175,7 +175,7 @@ def _buffer_sizes(cell, x, h0, weight_hh, weight_hr, batch_sizes):
 def _sizes_of(cell, dtype, rows, B, I, H, P, device, threads):
     # Pure in its arguments (threads: the count the C side will read), and asked again on every
     # call of a training or inference loop.
-    return _C.rnn_buffer_sizes(cell, _dtype_name(dtype), rows, B, I, H, P, device)
+    return _C.rnn_buffer_sizes(cell, dtype_name(dtype), rows, B, I, H, P, device)
 
 
 def _reserve_dtype(x: Tensor) -> torch.dtype:
@@ -368,27 +368,19 @@ class _Function(torch.autograd.Function):
         return (None, None, None, *ctx.backward_fn(ctx, *grads))
 
 
-class _TransformFunction(torch.autograd.Function):
-    """_Function for functorch transforms (torch.func.grad, vjp, jacrev, vmap): they need the
-    setup_context form, which torch.library's own autograd wrapper of a custom op lacks (so
-    grad of the bare op fails). The forward calls the op itself, whose vmap rule serves vmap."""
+def transform_function(name: str, op, setup_context, backward):
+    """An autograd.Function running the custom op `op` with its autograd rule (setup_context,
+    backward), for functorch transforms (torch.func.grad, vjp, jacrev, vmap): they need the
+    setup_context form, which torch.library's autograd wrapper of a custom op lacks (through it
+    grad and vjp fail). The op runs below that wrapper; vmap meets the op and its vmap rule."""
 
-    generate_vmap_rule = True
+    def forward(*inputs):
+        with torch.no_grad():
+            return op(*inputs)
 
-    @staticmethod
-    def forward(op, setup, backward, *inputs):
-        return op(*inputs)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _, setup, backward, *args = inputs
-        setup(ctx, args, output)
-        ctx.backward_fn = backward
-        ctx.set_materialize_grads(False)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        return (None, None, None, *ctx.backward_fn(ctx, *grads))
+    return type(name, (torch.autograd.Function,), {
+        "generate_vmap_rule": True, "forward": staticmethod(forward),
+        "setup_context": staticmethod(setup_context), "backward": staticmethod(backward)})
 
 
 def script_error(module) -> RuntimeError:
@@ -402,7 +394,7 @@ def script_error(module) -> RuntimeError:
 
 def transformed() -> bool:
     """Whether functorch transforms are active (outside torch.compile): a training call then
-    takes the op through _TransformFunction (rnn_forward_transformed)."""
+    takes the op through transform_function's autograd.Function (rnn_forward_transformed)."""
     return not torch.compiler.is_compiling() and _functorch_active is not None and _functorch_active()
 
 
@@ -759,10 +751,24 @@ def rnn_forward_eager(*inputs):
     return _Function.apply(rnn_forward_impl, _setup_context, _autograd_backward, *inputs)
 
 
+def _unmaterialized(setup):
+    """setup, then grads of outputs that reached no loss come to the backward as None."""
+
+    def setup_context(ctx, inputs, output):
+        setup(ctx, inputs, output)
+        ctx.set_materialize_grads(False)
+
+    return setup_context
+
+
+_RnnForwardTransformed = transform_function("_RnnForwardTransformed", rnn_forward, _unmaterialized(_setup_context),
+                                            _autograd_backward)
+
+
 def rnn_forward_transformed(*inputs):
     """rnn_forward's training call under functorch transforms (see transformed()): every
     argument, the optional mask included, positionally."""
-    return _TransformFunction.apply(rnn_forward, _setup_context, _autograd_backward, *inputs)
+    return _RnnForwardTransformed.apply(*inputs)
 
 
 # ---- Both directions ----------------------------------------------------------------------------
@@ -913,11 +919,15 @@ def rnn_bidirectional_forward_eager(*inputs):
                            _autograd_bidirectional_backward, *inputs)
 
 
+_RnnBidirectionalForwardTransformed = transform_function(
+    "_RnnBidirectionalForwardTransformed", rnn_bidirectional_forward, _unmaterialized(_setup_bidirectional_context),
+    _autograd_bidirectional_backward)
+
+
 def rnn_bidirectional_forward_transformed(*inputs):
     """rnn_bidirectional_forward's training call under functorch transforms (see transformed()):
     every argument, both optional masks included, positionally."""
-    return _TransformFunction.apply(rnn_bidirectional_forward, _setup_bidirectional_context,
-                                    _autograd_bidirectional_backward, *inputs)
+    return _RnnBidirectionalForwardTransformed.apply(*inputs)
 
 
 # ---- vmap ---------------------------------------------------------------------------------------

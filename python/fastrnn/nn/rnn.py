@@ -39,17 +39,13 @@ _CELL_NAMES = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU":
 _MISSING = object()
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
-
-
 def _check_dtype(input: Tensor, what: str) -> None:  # noqa: A002
     if input.dtype in _F._SUPPORTED_DTYPES and input.is_cpu:  # (the common case, quickly)
         return
     supported = _F.supported_dtypes(input)
     if input.dtype not in supported:
-        names = " and ".join(", ".join(_dtype_name(d) for d in supported).rsplit(", ", 1))
-        raise RuntimeError(f"{what}: fastrnn's kernels support {names}, got {_dtype_name(input.dtype)}")
+        names = " and ".join(", ".join(ops.dtype_name(d) for d in supported).rsplit(", ", 1))
+        raise RuntimeError(f"{what}: fastrnn's kernels support {names}, got {ops.dtype_name(input.dtype)}")
 
 
 def _check_devices(input: Tensor, hidden, params) -> None:  # noqa: A002
@@ -275,13 +271,14 @@ class _FusedRNNBase:
         if batch_sizes is None and input.size(1 if self.batch_first else 0) == 0:
             return "Expected sequence length to be larger than 0 in RNN"
         dtype = self._flat_weights[0].dtype
+        name = ops.dtype_name
         if input.dtype != dtype:
-            return f"expected input of dtype {_dtype_name(dtype)} like the weights, got {_dtype_name(input.dtype)}"
+            return f"expected input of dtype {name(dtype)} like the weights, got {name(input.dtype)}"
         if hx is None:
             return None
         for k, state in enumerate(hx if self.mode == "LSTM" else (hx,)):
             if state.dtype != dtype:
-                return f"expected hx[{k}] of dtype {_dtype_name(dtype)} like the input, got {_dtype_name(state.dtype)}"
+                return f"expected hx[{k}] of dtype {name(dtype)} like the input, got {name(state.dtype)}"
         return None
 
     def _check_hidden_rank(self, hx, batched: bool, lstm: bool):
@@ -462,7 +459,7 @@ class _FusedCellBase:
             refusal = "expected hx to be a tuple of two tensors (h, c)"
         elif input.size(1) != weight_ih.size(1) or input.dtype != dtype:
             refusal = f"expected input of size ({input.size(0)}, {weight_ih.size(1)}) and dtype " \
-                      f"{_dtype_name(dtype)}, got {tuple(input.shape)} and {_dtype_name(input.dtype)}"
+                      f"{ops.dtype_name(dtype)}, got {tuple(input.shape)} and {ops.dtype_name(input.dtype)}"
         else:
             shape = (input.size(0), weight_hh.size(1))
             cpu = input.is_cpu and weight_ih.is_cpu and weight_hh.is_cpu
@@ -481,7 +478,7 @@ class _FusedCellBase:
                 if s.dtype != dtype:
                     promoted = torch.promote_types(dtype, s.dtype)
                     if k == 0 or promoted.is_complex:  # (only c enters elementwise, where torch promotes)
-                        refusal = f"expected hx[{k}] of dtype {_dtype_name(dtype)}, got {_dtype_name(s.dtype)}"
+                        refusal = f"expected hx[{k}] of dtype {ops.dtype_name(dtype)}, got {ops.dtype_name(s.dtype)}"
             if not cpu and refusal is None and any(t.device != input.device for t in (weight_ih, weight_hh, *states)):
                 refusal = f"expected every tensor on {input.device}"
         if refusal is not None:
