@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import fastrnn  # noqa: E402
 import fastrnn.nn  # noqa: E402
 from timing import compare  # noqa: E402
 
@@ -31,11 +32,12 @@ def flops(gates, batch, hidden, mode):
     return forward * (3 if mode == "train" else 1)
 
 
-def build(name, batch, hidden, mode, device="cpu"):
-    """(fastrnn_fn, torch_fn, setup): each fn runs CALLS cell calls (training: forward and backward)."""
+def build(name, batch, hidden, mode, device="cpu", package=fastrnn):
+    """(fastrnn_fn, torch_fn, setup): each fn runs CALLS cell calls (training: forward and backward);
+    `package` is the fastrnn to time."""
     torch.manual_seed(0)
     reference = getattr(torch.nn, name)(hidden, hidden).to(device)
-    ours = getattr(fastrnn.nn, name)(hidden, hidden).to(device)
+    ours = getattr(package.nn, name)(hidden, hidden).to(device)
     ours.load_state_dict(reference.state_dict())
     x = torch.randn(batch, hidden, device=device, requires_grad=mode == "train")
 

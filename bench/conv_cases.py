@@ -36,6 +36,35 @@ def _torch_block(x, w, b, pad):
     return F.max_pool2d(F.relu(F.conv2d(x, w, b, padding=pad)), 2, 2)
 
 
+def build(name, mode="inference", dtype=torch.float32, device="cpu", package=None):
+    """(fastrnn_fn, torch_fn): zero-argument callables running one step of case `name` on each
+    side (train: forward and every gradient); `package` is the fastrnn to time."""
+    functional = FF if package is None else package.functional
+    op, batch, c_in, c_out, H, W, k, pad = CASES[name]
+    torch.manual_seed(0)
+    train = mode == "train"
+    x = torch.randn(batch, c_in, H, W, dtype=dtype, device=device, requires_grad=train)
+    w = (torch.randn(c_out, c_in, k, k, dtype=dtype, device=device) * 0.1).requires_grad_(train)
+    b = torch.randn(c_out, dtype=dtype, device=device).requires_grad_(train)
+    if op == "conv2d":
+        ours_fn = lambda: functional.conv2d(x, w, b, padding=pad)  # noqa: E731
+        torch_fn = lambda: F.conv2d(x, w, b, padding=pad)  # noqa: E731
+    else:
+        ours_fn = lambda: functional.conv_relu_pool2d(x, w, b, padding=pad)  # noqa: E731
+        torch_fn = lambda: _torch_block(x, w, b, pad)  # noqa: E731
+
+    def step(fn):
+        def call():
+            if train:
+                y = fn()
+                torch.autograd.grad(y, (x, w, b), torch.ones_like(y))
+            else:
+                with torch.no_grad():
+                    fn()
+        return call
+    return step(ours_fn), step(torch_fn)
+
+
 def run(names=None, mode="inference", dtype=torch.float32, budget_s=2.0, min_repeats=5, device="cpu"):
     """Times each case; returns one dict per case: op, mode, shape, fastrnn_ms, torch_ms,
     speedup (torch time / fastrnn time), fastrnn_gflops, torch_gflops (the conv's FLOPs; train
@@ -43,33 +72,9 @@ def run(names=None, mode="inference", dtype=torch.float32, budget_s=2.0, min_rep
     results = []
     for name in names or list(CASES):
         op, batch, c_in, c_out, H, W, k, pad = CASES[name]
-        torch.manual_seed(0)
-        train = mode == "train"
-        x = torch.randn(batch, c_in, H, W, dtype=dtype, device=device, requires_grad=train)
-        w = (torch.randn(c_out, c_in, k, k, dtype=dtype, device=device) * 0.1).requires_grad_(train)
-        b = torch.randn(c_out, dtype=dtype, device=device).requires_grad_(train)
-        if op == "conv2d":
-            ours_fn = lambda: FF.conv2d(x, w, b, padding=pad)  # noqa: E731
-            torch_fn = lambda: F.conv2d(x, w, b, padding=pad)  # noqa: E731
-        else:
-            ours_fn = lambda: FF.conv_relu_pool2d(x, w, b, padding=pad)  # noqa: E731
-            torch_fn = lambda: _torch_block(x, w, b, pad)  # noqa: E731
-        if train:
-            def step(fn):
-                def call():
-                    y = fn()
-                    torch.autograd.grad(y, (x, w, b), torch.ones_like(y))
-                return call
-            ours_call, torch_call = step(ours_fn), step(torch_fn)
-        else:
-            def no_grad(fn):
-                def call():
-                    with torch.no_grad():
-                        fn()
-                return call
-            ours_call, torch_call = no_grad(ours_fn), no_grad(torch_fn)
+        ours_call, torch_call = build(name, mode, dtype, device)
         ours_s, torch_s = compare(ours_call, torch_call, device, budget_s=budget_s, min_repeats=min_repeats)
-        flops = _flops(batch, c_in, c_out, H, W, k, pad) * (3 if train else 1)
+        flops = _flops(batch, c_in, c_out, H, W, k, pad) * (3 if mode == "train" else 1)
         results.append({
             "op": op, "name": name, "mode": mode,
             "shape": f"N{batch} {c_in}->{c_out} {H}x{W} k{k} p{pad}",

@@ -3,6 +3,7 @@ fastrnn.optim and by torch.optim in its fastest setting on this machine."""
 
 import torch
 
+import fastrnn
 import fastrnn.optim
 
 from timing import compare
@@ -57,13 +58,19 @@ def _torch_step(name, kwargs, params, setting, clip):
     return step
 
 
+def build(op, params, package=fastrnn):
+    """`package`'s optimizer for op over a copy of params (with their gradients)."""
+    name, kwargs, _ = OPTIMIZERS[op]
+    clip = {"max_grad_norm": MAX_NORM} if op.endswith("+clip") else {}
+    return getattr(package.optim, name)(_twin(params), **kwargs, **clip)
+
+
 def run(op, device, budget_s, min_repeats):
     """Times one optimizer op; returns (fastrnn seconds, torch seconds, torch setting, params)."""
     name, kwargs, _ = OPTIMIZERS[op]
     clip = op.endswith("+clip")
     params = language_model_parameters(device=device)
-    ours_params = _twin(params)
-    ours = getattr(fastrnn.optim, name)(ours_params, **kwargs, **({"max_grad_norm": MAX_NORM} if clip else {}))
+    ours = build(op, params)
     # torch's fastest setting here, by a short trial of each.
     best = None
     for setting in _torch_candidates(name):

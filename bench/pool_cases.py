@@ -33,8 +33,9 @@ CASES = {
 MODES = ("inference", "train")
 
 
-def _functions(op):
-    return (FF.max_pool2d, F.max_pool2d) if op == "max" else (FF.avg_pool2d, F.avg_pool2d)
+def _functions(op, package=None):
+    functional = FF if package is None else package.functional
+    return (functional.max_pool2d, F.max_pool2d) if op == "max" else (functional.avg_pool2d, F.avg_pool2d)
 
 
 def bytes_moved(op, shape, out_shape, mode, element_size):
@@ -51,42 +52,44 @@ def bytes_moved(op, shape, out_shape, mode, element_size):
     return forward + backward
 
 
+def build(name, mode="inference", dtype=torch.float32, device="cpu", package=None):
+    """(fastrnn_fn, torch_fn, setup, bytes moved) for case `name`; `package` is the fastrnn to time."""
+    op, shape, kwargs = CASES[name]
+    ours_fn, torch_fn = _functions(op, package)
+    torch.manual_seed(0)
+    x = torch.randn(shape, dtype=dtype, device=device)
+    with torch.no_grad():
+        out_shape = torch_fn(x, **kwargs).shape
+    moved = bytes_moved(op, shape, out_shape, mode, x.element_size())
+    if mode == "inference":
+        def step(fn):
+            def call():
+                with torch.no_grad():
+                    fn(x, **kwargs)
+            return call
+        return step(ours_fn), step(torch_fn), None, moved
+    xg = x.clone().requires_grad_()
+    grad = torch.randn(out_shape, dtype=dtype, device=device)
+
+    def step(fn):
+        def call():
+            fn(xg, **kwargs).backward(grad)
+        return call
+
+    def setup():
+        xg.grad = None
+    return step(ours_fn), step(torch_fn), setup, moved
+
+
 def run(names=None, mode="inference", dtype=torch.float32, device="cpu", budget_s=2.0, min_repeats=10):
     """Times each case in `names` (default: all) in `mode`; returns one dict per case with op,
     mode, shape, fastrnn_ms, torch_ms, speedup (torch / fastrnn), fastrnn_gbps, torch_gbps."""
     results = []
     for name in names or CASES:
-        op, shape, kwargs = CASES[name]
-        ours_fn, torch_fn = _functions(op)
-        torch.manual_seed(0)
-        x = torch.randn(shape, dtype=dtype, device=device)
-        with torch.no_grad():
-            out_shape = torch_fn(x, **kwargs).shape
-        if mode == "inference":
-            def ours():
-                with torch.no_grad():
-                    ours_fn(x, **kwargs)
-
-            def theirs():
-                with torch.no_grad():
-                    torch_fn(x, **kwargs)
-            setup = None
-        else:
-            xg = x.clone().requires_grad_()
-            grad = torch.randn(out_shape, dtype=dtype, device=device)
-
-            def ours():
-                ours_fn(xg, **kwargs).backward(grad)
-
-            def theirs():
-                torch_fn(xg, **kwargs).backward(grad)
-
-            def setup():
-                xg.grad = None
+        ours, theirs, setup, moved = build(name, mode, dtype, device)
         ours_s, torch_s = compare(ours, theirs, device, min_repeats=min_repeats, budget_s=budget_s, setup=setup)
-        moved = bytes_moved(op, shape, out_shape, mode, x.element_size())
         results.append({
-            "op": name, "mode": mode, "shape": "x".join(map(str, shape)), "fastrnn_ms": ours_s * 1e3,
+            "op": name, "mode": mode, "shape": "x".join(map(str, CASES[name][1])), "fastrnn_ms": ours_s * 1e3,
             "torch_ms": torch_s * 1e3, "speedup": torch_s / ours_s, "fastrnn_gbps": moved / ours_s / 1e9,
             "torch_gbps": moved / torch_s / 1e9,
         })

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+import fastrnn
 import fastrnn.nn
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -56,13 +57,14 @@ def flops(op, mode, size):
     return forward_flops(op, size) * (3 if mode == "train" else 1)
 
 
-def build(op, mode, size, dtype, device):
-    """(fastrnn_fn, torch_fn, setup): zero-argument callables running one step of each."""
+def build(op, mode, size, dtype, device, package=fastrnn):
+    """(fastrnn_fn, torch_fn, setup): zero-argument callables running one step of each; `package`
+    is the fastrnn to time (bench/ab_builds.py passes another build's copy)."""
     name = MODULE_NAMES[op]
     kwargs = dict(num_layers=size.layers, bidirectional=size.bidirectional)
     torch.manual_seed(0)
     reference = getattr(torch.nn, name)(size.I, size.H, **kwargs).to(device=device, dtype=dtype)
-    ours = getattr(fastrnn.nn, name)(size.I, size.H, **kwargs).to(device=device, dtype=dtype)
+    ours = getattr(package.nn, name)(size.I, size.H, **kwargs).to(device=device, dtype=dtype)
     ours.load_state_dict(reference.state_dict())
     x = torch.randn(size.T, size.B, size.I, device=device, dtype=dtype, requires_grad=mode == "train")
 

@@ -1,5 +1,6 @@
 """bench/ab_builds.py runs end to end (here with the same build on both sides)."""
 
+import json
 import os
 import pathlib
 import re
@@ -7,22 +8,27 @@ import subprocess
 import sys
 
 import fastrnn
-from fastrnn import _C
 
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
 
 
-def test_ab_builds_compares_two_loaded_builds():
+def test_ab_builds_compares_two_loaded_versions(tmp_path):
+    """The same package on both sides: one case of every suite runs and reports a ratio."""
+    python_dir = pathlib.Path(fastrnn.__file__).parent.parent
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(pathlib.Path(fastrnn.__file__).parent.parent)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    result = subprocess.run([sys.executable, str(BENCH / "ab_builds.py"), "--base", _C.__file__,
-                             "rnn:2:16:train:2", "lstm:1:8:inference:2"], capture_output=True, text=True, env=env,
-                            timeout=300)
+        [str(python_dir)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    rows_file = tmp_path / "rows.json"
+    match = "rnn inference T100 B1 |RNNCell inference B1 |mnist_conv1_3x3 train|max2x2 train|sgd step"
+    result = subprocess.run([sys.executable, str(BENCH / "ab_builds.py"), "--base", str(python_dir),
+                             "--seconds", "0", "--min-rounds", "2", "--match", match, "--json", str(rows_file)],
+                            capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 2
-    assert re.match(r"rnn B2 H16 train: base \d+\.\d+ ms, new \d+\.\d+ ms, new is \d+\.\d+x as fast", lines[0])
-    assert lines[1].startswith("lstm B1 H8 inference:")
+    rows = json.loads(rows_file.read_text())
+    assert [r["suite"] for r in rows] == ["rnn", "cell", "conv", "pool", "optim"]
+    for r in rows:
+        assert r["rounds"] == 2 and r["base_ms"] > 0 and r["new_ms"] > 0 and r["q1"] <= r["ratio"] <= r["q3"]
+    assert re.search(r"^rnn   rnn inference T100 B1 I128 H128 +base +\d+\.\d+ ms  new +\d+\.\d+ ms  "
+                     r"new is \d+\.\d+x as fast", result.stdout, re.M)
 
 
 def test_cell_cases_run_both_sides():
