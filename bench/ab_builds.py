@@ -12,8 +12,8 @@ the per-round time ratios, which drift hits alike.
         lstm:64:512:inference:10 gru:16:256:train:40
 
 Each case is op:batch:hidden:mode:rounds (T=100, input size = hidden size, one layer). Only the
-recurrent layers switch builds (they call fastrnn.ops._C); conv, pooling and the optimizers keep
-the build fastrnn was imported with.
+recurrent layers switch builds (the _C of fastrnn.ops' runtime, rnn and cell modules); conv, pooling
+and the optimizers keep the build fastrnn was imported with.
 """
 
 import argparse
@@ -38,8 +38,9 @@ def load_build(path):
 
 
 def use(build):
-    ops._C = build
-    ops._sizes_of.cache_clear()  # workspace sizes are the build's own answer
+    for module in (ops._runtime, ops.rnn, ops.cell):
+        module._C = build
+    ops.rnn.sizes_of.cache_clear()  # workspace sizes are the build's own answer
 
 
 def run_case(spec, builds):
