@@ -24,7 +24,7 @@ import torch.nn.functional as _torch_F
 from torch import Tensor
 
 from . import _checks, ops
-from .ops import DIRECT, FUNCTION, OP, TRANSFORMED, choose, contiguous, needs_grad, supported_dtypes
+from .ops import DIRECT, FUNCTION, TRANSFORMED, any_requires_grad, choose, contiguous, supported_dtypes
 from .ops import conv as _conv_ops
 from .ops import pool as _pool_ops
 from .ops import rnn as _rnn_ops
@@ -40,7 +40,7 @@ def run_layer(cell: str, x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih:
     fastrnn.nn; not part of the public API."""
     tensors = (x, h0, c0 if cell == "lstm" else None, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     # Save what backward needs only when autograd will ask for it.
-    training = needs_grad(tensors)
+    training = torch.is_grad_enabled() and any_requires_grad(tensors)
     path = choose(x, training)
     args = (*map(contiguous, tensors), batch_sizes, _checks.CELLS[cell], bool(reverse), training)
     if path == DIRECT:  # the op's body, saving the dispatch
@@ -73,7 +73,7 @@ def run_bidirectional_layer(cell: str, x: Tensor, forward: tuple, reverse: tuple
         return (h0, c0 if lstm else None, *weights)
 
     tensors = (x,) + prepared(forward) + prepared(reverse)
-    training = needs_grad(tensors)
+    training = torch.is_grad_enabled() and any_requires_grad(tensors)
     path = choose(x, training)
     args = (*map(contiguous, tensors), batch_sizes, _checks.CELLS[cell], training)
     if path == DIRECT:  # the op's body, saving the dispatch
@@ -303,7 +303,7 @@ def _fallback_conv2d(x, weight, bias, stride, padding, dilation, groups):
 def _conv_call(entries, x: Tensor, weight: Tensor, bias: Optional[Tensor], geometry):
     """The conv op `entries` (ops.conv) on a batched x, on the path ops.choose picks."""
     s, p, d, out, g = geometry
-    op = entries[choose(x, needs_grad((x, weight, bias)))]
+    op = entries[choose(x, torch.is_grad_enabled() and any_requires_grad((x, weight, bias)))]
     return op(x.contiguous(), weight.contiguous(), contiguous(bias), s, p, d, g, out)
 
 
@@ -428,7 +428,7 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, c
     untraced(_check_shape, input, kernel, strides, pads, dilations, ceil_mode)
     _check_dtype("max_pool2d", input)
     # A traced graph may be run for training: it keeps the indices a backward needs.
-    training = needs_grad((input,)) or torch.jit.is_tracing()
+    training = (torch.is_grad_enabled() and input.requires_grad) or torch.jit.is_tracing()
     x = input.contiguous()
     # Indices kept only for the backward are window slots where they fit in a byte (CPU kernels).
     window_slots = (training and not return_indices and x.device.type == "cpu"
@@ -483,4 +483,4 @@ def _avg_pool2d(input: Tensor, kernel_size, stride, padding, ceil_mode, count_in
     _check_dtype("avg_pool2d", input)
     x = input.contiguous()
     args = (kernel, strides, pads, ceil_mode, count_include_pad, divisor_override)
-    return _pool_ops.AVG_POOL2D[choose(x, needs_grad((x,)))](x, *args)
+    return _pool_ops.AVG_POOL2D[choose(x, torch.is_grad_enabled() and x.requires_grad)](x, *args)

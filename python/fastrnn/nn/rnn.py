@@ -32,7 +32,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .. import functional as _F
 from .. import ops
-from ..ops import CPU_DTYPES, DIRECT, FUNCTION, choose, contiguous, dtype_name, needs_grad
+from ..ops import CPU_DTYPES, DIRECT, FUNCTION, any_requires_grad, choose, contiguous, dtype_name
 from ._scripting import refuse_script
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
@@ -401,7 +401,8 @@ class _FusedCellBase:
         weight_ih, weight_hh, bias_ih, bias_hh = self._cell_weights()
         states, promoted = self._check_cell_args(input, states, weight_ih, weight_hh, given)
         cell = _CELL_CODES[self._cell_name(lstm)]
-        path = choose(input, needs_grad((input, *states, weight_ih, weight_hh, bias_ih, bias_hh)))
+        path = choose(input, torch.is_grad_enabled()
+                      and any_requires_grad((input, *states, weight_ih, weight_hh, bias_ih, bias_hh)))
         if batch == 0 or weight_hh.size(1) == 0:  # nothing to compute: empty states, as torch.nn's
             out = tuple(_empty_results(input, [(batch, weight_hh.size(1))] * len(states),
                                        (input, *states, weight_ih, weight_hh, bias_ih, bias_hh)))

@@ -20,7 +20,7 @@ API for those layers.
 from .. import _C
 from .._checks import CELLS
 from ._runtime import (CPU_DTYPES, CUDA_DTYPES, DIRECT, FUNCTION, OP, TRANSFORMED, choose, contiguous,
-                       device_mismatch, dtype_name, empty_cache, needs_grad, stream, supported_dtypes, tracing,
+                       any_requires_grad, device_mismatch, dtype_name, empty_cache, stream, supported_dtypes, tracing,
                        transformed)
 from .rnn import (rnn_backward, rnn_backward_impl, rnn_bidirectional_backward, rnn_bidirectional_backward_impl,
                   rnn_bidirectional_forward, rnn_bidirectional_forward_eager, rnn_bidirectional_forward_impl,

@@ -173,13 +173,15 @@ _functorch_active = getattr(torch._C, "_are_functorch_transforms_active", None)
 _is_tracing = torch._C._is_tracing  # torch.jit.trace
 
 
-def needs_grad(tensors) -> bool:
-    """Whether autograd will want a graph of a call on these tensors (None entries allowed)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+def any_requires_grad(tensors) -> bool:
+    """Whether any of these tensors (None entries allowed) requires grad. Autograd wants the graph
+    of a call where `torch.is_grad_enabled() and any_requires_grad(tensors)`: the callers test the
+    grad mode first, so a call without autograd pays no function call for it."""
+    return any(t is not None and t.requires_grad for t in tensors)
 
 
 def choose(x: Tensor, graph: bool) -> int:
-    """The path of a call on x, `graph` whether autograd wants its graph (needs_grad):
+    """The path of a call on x, `graph` whether autograd wants its graph (any_requires_grad):
 
     DIRECT       the op body, outside the dispatcher: plain tensor, eager mode, no graph;
     FUNCTION     an autograd.Function around the body: the same with a graph;
@@ -205,8 +207,7 @@ def tracing(tensors) -> bool:
     """Whether torch.jit.trace records this call with a gradient wanted: a traced graph keeps the
     training flag as a constant whatever the grad mode it runs in (and its check replays it under
     no_grad), so while tracing a call with any input that requires grad saves for backward."""
-    return (not torch.compiler.is_compiling() and _is_tracing()
-            and any(t is not None and t.requires_grad for t in tensors))
+    return not torch.compiler.is_compiling() and _is_tracing() and any_requires_grad(tensors)
 
 
 def backward_entry(t: Tensor, body, op, transformed_op):
