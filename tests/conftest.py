@@ -7,6 +7,7 @@ import torch
 import fastrnn
 import fastrnn.numpy
 import fastrnn.ops
+from fastrnn.ops import _runtime
 
 CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
 DTYPES = [torch.float64, torch.float32]
@@ -35,8 +36,8 @@ def poisoned_buffers(monkeypatch):
     def recycled(t):  # a kept reserve handed out again: as if fresh
         return t.fill_(float("nan"))
 
-    monkeypatch.setattr(fastrnn.ops, "_empty", torch_empty)
-    monkeypatch.setattr(fastrnn.ops, "_recycled", recycled)
+    monkeypatch.setattr(_runtime, "empty", torch_empty)
+    monkeypatch.setattr(_runtime, "recycled", recycled)
     monkeypatch.setattr(fastrnn.numpy, "_empty", numpy_empty)
     fastrnn.ops.empty_cache()  # so each test's first workspace is a poisoned one too
 

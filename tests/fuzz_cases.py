@@ -1285,10 +1285,8 @@ def poison_buffers():
         a.fill(255 if np.dtype(dtype) == np.uint8 else np.nan)
         return a
 
-    if hasattr(fastrnn.ops, "_empty"):
-        fastrnn.ops._empty = torch_empty
-    if hasattr(fastrnn.ops, "_recycled"):
-        fastrnn.ops._recycled = lambda t: t.fill_(float("nan"))
+    fastrnn.ops._runtime.empty = torch_empty
+    fastrnn.ops._runtime.recycled = lambda t: t.fill_(float("nan"))
     if hasattr(frn, "_empty"):
         frn._empty = numpy_empty
 

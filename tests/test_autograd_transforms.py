@@ -511,7 +511,7 @@ def test_plain_eager_calls_skip_the_dispatcher(name, kwargs, monkeypatch):
         raise AssertionError("a plain eager call went through the custom op")
 
     for op in ("rnn_forward", "rnn_backward", "rnn_bidirectional_forward", "rnn_bidirectional_backward"):
-        monkeypatch.setattr(ops, op, refuse)
+        monkeypatch.setattr(ops.rnn, op, refuse)
     _, ours = make_pair(name, kwargs)
     x = input_for(name, kwargs).requires_grad_(True)
     with torch.no_grad():

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import fastrnn._conv as conv
+import fastrnn.ops.conv as conv
 import fastrnn.functional as FF
 import fastrnn.nn
 
@@ -225,7 +225,7 @@ def test_gradcheck(case):
 
 def test_opcheck():
     x, w, b, kw = _inputs(CASES[1], torch.float32)
-    s, p, d, out = conv._resolve(x.detach(), w.detach(), b, kw["stride"], kw["padding"], kw["dilation"], kw["groups"])
+    s, p, d, out = FF._resolve(x.detach(), w.detach(), b, kw["stride"], kw["padding"], kw["dilation"], kw["groups"])
     args = (x, w, b, s, p, d, kw["groups"], out)
     torch.library.opcheck(conv.conv2d_op, args)
     torch.library.opcheck(conv.conv_relu_pool2d_op, args)
@@ -243,7 +243,7 @@ def test_eager_training_takes_a_function_with_the_custom_ops_results(fused):
     """A training call in eager mode runs the op bodies in an autograd.Function (no
     torch.library wrapper); its outputs and gradients are the custom op's, bit for bit."""
     x, w, b, kw = _inputs(CASES[0], torch.float64)
-    s, p, d, out = conv._resolve(x, w, b, kw["stride"], kw["padding"], kw["dilation"], kw["groups"])
+    s, p, d, out = FF._resolve(x, w, b, kw["stride"], kw["padding"], kw["dilation"], kw["groups"])
     leaves = [[t.detach().clone().requires_grad_() for t in (x, w, b)] for _ in range(2)]
     if fused:
         eager = FF.conv_relu_pool2d(*leaves[0], **kw)

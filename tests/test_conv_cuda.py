@@ -1,4 +1,4 @@
-"""The CUDA Conv2d kernels (fastrnn._conv_cuda) against float64 references computed by torch on the
+"""The CUDA Conv2d kernels (fastrnn.ops.conv's cuda_* calls) against float64 references computed by torch on the
 CPU and against torch's own CUDA convolution; the fused conv + bias + ReLU + 2x2 max pool against
 torch's three ops. The GPU tests are marked `cuda` (skipped without a GPU); the gather index math
 and the error paths are checked everywhere."""
@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 import fastrnn
-from fastrnn import _C, _conv_cuda
+from fastrnn import _C
+from fastrnn.ops import conv as conv_ops
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -148,11 +149,11 @@ def test_cpu_tensors_raise_cleanly():
     """Without a GPU (or with CPU tensors) the calls raise, never crash."""
     x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
     with pytest.raises(ValueError, match="CUDA tensors"):
-        _conv_cuda.forward(x, w, None, 1, 0, 1, 1)
+        conv_ops.cuda_forward(x, w, None, 1, 0, 1, 1)
     with pytest.raises(ValueError, match="CUDA tensors"):
-        _conv_cuda.backward(torch.randn(1, 3, 3, 3), x, w, 1, 0, 1, 1)
+        conv_ops.cuda_backward(torch.randn(1, 3, 3, 3), x, w, 1, 0, 1, 1)
     with pytest.raises(ValueError, match="CUDA tensors"):
-        _conv_cuda.conv_relu_pool_forward(x, w, None, 1, 0, 1, 1)
+        conv_ops.cuda_conv_relu_pool_forward(x, w, None, 1, 0, 1, 1)
     from torch.utils.dlpack import to_dlpack
     y = torch.empty(1, 3, 3, 3)
     expected = "CUDA tensor" if fastrnn.build_info()["cuda_compiled"] else "built without CUDA"
@@ -173,7 +174,7 @@ def test_cpu_tensors_raise_cleanly():
 def test_forward(case, mode, relu):
     dtype = dtype_of(mode)
     x, w, b, geo = make(case, dtype)
-    y = _conv_cuda.forward(x, w, b, relu=relu, **geo)
+    y = conv_ops.cuda_forward(x, w, b, relu=relu, **geo)
     expected = forward_reference(x, w, b, geo, relu)
     assert y.dtype == dtype and y.device == x.device
     assert_close(y, expected, TOLERANCE[mode], "forward vs float64")
@@ -189,7 +190,7 @@ def test_backward(case, mode):
     x, w, b, geo = make(case, dtype)
     dy = output_gradient(x, w, geo, seed=3)
     ref_dx, ref_dw, ref_db = backward_reference(dy, x, w, b, geo)
-    dx, dw, db = _conv_cuda.backward(dy, x, w, needs=(True, True, True), has_bias=b is not None, **geo)
+    dx, dw, db = conv_ops.cuda_backward(dy, x, w, needs=(True, True, True), has_bias=b is not None, **geo)
     tol = TOLERANCE[mode]
     assert_close(dx, ref_dx, tol, "grad input")
     assert_close(dw, ref_dw, tol, "grad weight")
@@ -203,9 +204,9 @@ def test_backward(case, mode):
 @pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True), (False, True, True)])
 def test_backward_needs(needs):
     x, w, b, geo = make(CASES[2], torch.float64)
-    dy = torch.randn(_conv_cuda.forward(x, w, b, **geo).shape, dtype=torch.float64, device="cuda")
-    full = _conv_cuda.backward(dy, x, w, needs=(True, True, True), **geo)
-    some = _conv_cuda.backward(dy, x, w, needs=needs, **geo)
+    dy = torch.randn(conv_ops.cuda_forward(x, w, b, **geo).shape, dtype=torch.float64, device="cuda")
+    full = conv_ops.cuda_backward(dy, x, w, needs=(True, True, True), **geo)
+    some = conv_ops.cuda_backward(dy, x, w, needs=needs, **geo)
     for need, a, ref in zip(needs, some, full):
         if need:
             assert_close(a, ref, 1e-12, "masked gradient")
@@ -223,12 +224,12 @@ def test_gradcheck(case):
         @staticmethod
         def forward(ctx, x, w, b):
             ctx.save_for_backward(x, w)
-            return _conv_cuda.forward(x, w, b, **geo)
+            return conv_ops.cuda_forward(x, w, b, **geo)
 
         @staticmethod
         def backward(ctx, dy):
             x, w = ctx.saved_tensors
-            return _conv_cuda.backward(dy, x, w, needs=ctx.needs_input_grad, has_bias=b is not None, **geo)
+            return conv_ops.cuda_backward(dy, x, w, needs=ctx.needs_input_grad, has_bias=b is not None, **geo)
 
     args = (x.requires_grad_(), w.requires_grad_(), None if b is None else b.requires_grad_())
     assert torch.autograd.gradcheck(Conv.apply, args)
@@ -239,7 +240,7 @@ def test_gradcheck(case):
 def test_conv_relu_pool(case, mode):
     dtype = dtype_of(mode)
     x, w, b, geo = make(case, dtype)
-    y, argmax = _conv_cuda.conv_relu_pool_forward(x, w, b, **geo)
+    y, argmax = conv_ops.cuda_conv_relu_pool_forward(x, w, b, **geo)
     ref, ref_argmax = fused_reference(x, w, b, geo)
     tol = TOLERANCE[mode]
     assert argmax.dtype == torch.uint8
@@ -249,7 +250,7 @@ def test_conv_relu_pool(case, mode):
 
     # Backward, given our own forward's decisions.
     dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(5)).to(dtype).cuda()
-    dx, dw, db = _conv_cuda.conv_relu_pool_backward(dy, y, argmax, x, w, needs=(True, True, True),
+    dx, dw, db = conv_ops.cuda_conv_relu_pool_backward(dy, y, argmax, x, w, needs=(True, True, True),
                                                     has_bias=b is not None, **geo)
     ref_dx, ref_dw, ref_db = fused_backward_reference(dy, y, argmax, x, w, b, geo)
     assert_close(dx, ref_dx, tol, "fused grad input")
@@ -272,9 +273,9 @@ def test_runs_on_the_current_stream_without_syncing():
     torch.cuda.set_sync_debug_mode("error")
     try:
         with torch.cuda.stream(stream):
-            y = _conv_cuda.forward(x, w, b, **geo)
-            dx, dw, db = _conv_cuda.backward(torch.ones_like(y), x, w, **geo)
-            z, argmax = _conv_cuda.conv_relu_pool_forward(x, w, b, **geo)
+            y = conv_ops.cuda_forward(x, w, b, **geo)
+            dx, dw, db = conv_ops.cuda_backward(torch.ones_like(y), x, w, **geo)
+            z, argmax = conv_ops.cuda_conv_relu_pool_forward(x, w, b, **geo)
     finally:
         torch.cuda.set_sync_debug_mode(previous)
     stream.synchronize()
@@ -285,11 +286,11 @@ def test_runs_on_the_current_stream_without_syncing():
 def test_bad_inputs_raise():
     x, w, b, geo = make(CASES[0], torch.float32)
     with pytest.raises(RuntimeError, match="float16, bfloat16, float32 or float64"):
-        _conv_cuda.forward(x.int(), w.int(), None, **geo)
+        conv_ops.cuda_forward(x.int(), w.int(), None, **geo)
     with pytest.raises(RuntimeError, match="weight must have shape"):
-        _conv_cuda.forward(x, w[:, :2].contiguous(), None, **geo)
+        conv_ops.cuda_forward(x, w[:, :2].contiguous(), None, **geo)
     with pytest.raises(RuntimeError, match="must be float32"):
-        _conv_cuda.forward(x, w, b.double(), **geo)
+        conv_ops.cuda_forward(x, w, b.double(), **geo)
 
 
 @pytest.mark.cuda
@@ -313,7 +314,7 @@ def test_modules_and_functional_route_cuda_tensors(padding, monkeypatch):
     block = fastrnn.nn.ConvReLUPool2d(5, 7, 3, padding=1).cuda().double()
     expected = F.max_pool2d(F.relu(F.conv2d(x_ref, block.weight, block.bias, padding=1)), 2)
     torch.testing.assert_close(block(x), expected, rtol=1e-10, atol=1e-10)
-    s, p, d, out = fastrnn._conv._resolve(x, ours.weight, ours.bias, 1, 1, 1, 1)
+    s, p, d, out = fastrnn.functional._resolve(x, ours.weight, ours.bias, 1, 1, 1, 1)
     torch.library.opcheck(torch.ops.fastrnn.conv2d.default, (x.detach(), ours.weight.detach(), ours.bias.detach(),
                                                                s, p, d, 1, out))
 

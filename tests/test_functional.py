@@ -148,7 +148,7 @@ def test_nan_and_inf_propagate_as_in_torch(cell):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_inference_saves_nothing_and_gives_the_training_result(cell, monkeypatch):
-    from fastrnn import ops
+    from fastrnn.ops import rnn as ops
     from fastrnn._checks import CELLS as CODES
 
     layer = torch_layer(cell, 5, 7, True, torch.float64)

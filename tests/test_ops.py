@@ -168,11 +168,11 @@ def test_bidirectional_layers_on_one_thread_match_torch():
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
-_REAL_EMPTY = ops._empty  # taken at import: every test runs with conftest's NaN-filling stand-in
+_REAL_EMPTY = ops._runtime.empty  # taken at import: every test runs with conftest's NaN-filling stand-in
 
 
 def test_buffer_allocation_itself():
-    """ops._empty as the kernels get it outside the tests: like's device, its dtype unless
+    """ops._runtime.empty as the kernels get it outside the tests: like's device, its dtype unless
     given, int or tuple shapes, never requiring grad, and large buffers (huge-page advice)
     as usable as small ones."""
     like = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
@@ -210,13 +210,13 @@ def test_training_steps_reuse_their_reserves():
     kept = []
     for _ in range(3):
         torch.testing.assert_close(_input_grad(ours, x), _input_grad(ref, x), rtol=0, atol=1e-10)
-        kept.append([t.data_ptr() for t in ops._reserves.buffers])
+        kept.append([t.data_ptr() for t in ops._runtime._reserves.buffers])
     assert len(kept[0]) == 1 and kept[0] == kept[1] == kept[2]
     # Longer sequences than any kept buffer serves: the stale one is let go, not kept beside.
     _input_grad(ours, torch.randn(80, 40, 8, dtype=torch.float64))
-    assert len(ops._reserves.buffers) == 1 and ops._reserves.buffers[0].numel() == 80 * 40 * 5 * 64
+    assert len(ops._runtime._reserves.buffers) == 1 and ops._runtime._reserves.buffers[0].numel() == 80 * 40 * 5 * 64
     ops.empty_cache()
-    assert ops._reserves.buffers == []
+    assert ops._runtime._reserves.buffers == []
 
 
 def test_reserves_still_in_use_are_not_handed_out_again():
@@ -227,7 +227,7 @@ def test_reserves_still_in_use_are_not_handed_out_again():
     a1, a2 = (x.clone().requires_grad_() for x in (x1, x2))
     y1, _ = ours(a1)
     y2, _ = ours(a2)
-    assert len({t.data_ptr() for t in ops._reserves.buffers}) == 8  # 2 layers x 2 directions x 2 graphs
+    assert len({t.data_ptr() for t in ops._runtime._reserves.buffers}) == 8  # 2 layers x 2 directions x 2 graphs
     (y1 * y1).sum().backward()
     (y2 * y2).sum().backward()
     torch.testing.assert_close(a1.grad, _input_grad(ref, x1), rtol=0, atol=1e-10)

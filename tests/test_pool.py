@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 import fastrnn.functional as FF
 import fastrnn.nn as fnn
-from fastrnn import _C, _pool
+from fastrnn import _C
+from fastrnn.ops import pool as _pool
 
 from conftest import DTYPES, assert_close
 
@@ -42,7 +43,7 @@ def _valid(kernel, stride, padding, dilation, shape=(13, 17)):
     for i in range(2):
         if p[i] > ((k[i] - 1) * d[i] + 1) // 2 or p[i] > k[i] // 2:
             return False
-        if _pool._output_size(shape[i], k[i], p[i], s[i], d[i], False) < 1:
+        if _pool.output_size(shape[i], k[i], p[i], s[i], d[i], False) < 1:
             return False
     return True
 
@@ -60,7 +61,7 @@ def _slots_as_positions(slots, x, kernel, stride=None, padding=0, dilation=1):
     """uint8 window slots (kh * kW + kw) -> torch's int64 flat positions."""
     k, p, d = _pair(kernel), _pair(padding), _pair(dilation)
     s = k if stride is None else _pair(stride)
-    return _pool._flat_positions(slots, x.shape[-1], k, s, p, d)
+    return _pool.flat_positions(slots, x.shape[-1], k, s, p, d)
 
 
 def _check_max(x, dtype, kernel, stride=None, padding=0, dilation=1, ceil_mode=False):
@@ -320,7 +321,7 @@ def test_opcheck(dtype):
     torch.library.opcheck(_pool.max_pool2d_op, (x, *max_args, True, True))
     _, slots = _pool.max_pool2d_op(x.detach(), *max_args, True, True)
     torch.library.opcheck(_pool.max_pool2d_backward_op, (grad, slots, list(x.shape), *max_args))
-    grad = torch.randn(_pool._pooled_shape(x.shape, [3, 2], [2, 1], [1, 0], [1, 1], True), dtype=dtype,
+    grad = torch.randn(_pool.pooled_shape(x.shape, [3, 2], [2, 1], [1, 0], [1, 1], True), dtype=dtype,
                        requires_grad=True)
     torch.library.opcheck(_pool.avg_pool2d_backward_op, (grad, list(x.shape), *avg_args))
 

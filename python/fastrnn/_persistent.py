@@ -12,10 +12,7 @@ import contextlib
 
 from . import _C
 from ._checks import CELLS
-
-
-def _dtype_name(dtype) -> str:
-    return str(dtype).replace("torch.", "")
+from .ops import dtype_name
 
 
 def plan(cell: str, dtype, steps: int, batch: int, hidden_size: int, training: bool = False,
@@ -24,7 +21,7 @@ def plan(cell: str, dtype, steps: int, batch: int, hidden_size: int, training: b
     batch_chunk, smem_bytes), and under "backward" the same dict for its backward (which runs
     after a training forward). ``dtype`` a torch dtype or its name ("float32")."""
     def one(backward):
-        return dict(_C.cuda_rnn_persistent_plan(CELLS[cell], _dtype_name(dtype), steps, batch, hidden_size,
+        return dict(_C.cuda_rnn_persistent_plan(CELLS[cell], dtype_name(dtype), steps, batch, hidden_size,
                                                 training, backward, device))
     out = one(False)
     out["backward"] = one(True)

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import _conv, _pool
+from .. import functional as _F
+from ._scripting import refuse_script
 
 __all__ = ["Conv2d", "ConvReLUPool2d"]
 
@@ -19,10 +20,9 @@ __all__ = ["Conv2d", "ConvReLUPool2d"]
 class Conv2d(torch.nn.Conv2d):
     """torch.nn.Conv2d running fastrnn's convolution kernels."""
 
-    _conv_function = staticmethod(_conv.conv2d)
+    _conv_function = staticmethod(_F.conv2d)
 
-    def __prepare_scriptable__(self):
-        raise _pool.script_error(self)
+    __prepare_scriptable__ = refuse_script
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias):  # noqa: A002 - torch's name
         if self.padding_mode != "zeros":
@@ -36,4 +36,4 @@ class ConvReLUPool2d(Conv2d):
     """max_pool2d(relu(conv2d(x)), 2, 2) in one fused pass and one backward. Takes
     torch.nn.Conv2d's arguments; ``weight`` and ``bias`` are a Conv2d's."""
 
-    _conv_function = staticmethod(_conv.conv_relu_pool2d)
+    _conv_function = staticmethod(_F.conv_relu_pool2d)

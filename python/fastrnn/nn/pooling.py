@@ -3,7 +3,8 @@ attributes, repr and (empty) state_dict, since they are torch's classes with ano
 
 import torch
 
-from .. import _pool
+from .. import functional as _F
+from ._scripting import refuse_script
 
 __all__ = ["MaxPool2d", "AvgPool2d"]
 
@@ -12,21 +13,19 @@ class MaxPool2d(torch.nn.MaxPool2d):
     """torch.nn.MaxPool2d (kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
     ceil_mode=False), computed by fastrnn."""
 
-    def __prepare_scriptable__(self):
-        raise _pool.script_error(self)
+    __prepare_scriptable__ = refuse_script
 
     def forward(self, input):
-        return _pool.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                                ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+        return _F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                             ceil_mode=self.ceil_mode, return_indices=self.return_indices)
 
 
 class AvgPool2d(torch.nn.AvgPool2d):
     """torch.nn.AvgPool2d (kernel_size, stride=None, padding=0, ceil_mode=False,
     count_include_pad=True, divisor_override=None), computed by fastrnn."""
 
-    def __prepare_scriptable__(self):
-        raise _pool.script_error(self)
+    __prepare_scriptable__ = refuse_script
 
     def forward(self, input):
-        return _pool.avg_pool2d_by_position(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                                            self.count_include_pad, self.divisor_override)
+        return _F.avg_pool2d_by_position(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                                         self.count_include_pad, self.divisor_override)

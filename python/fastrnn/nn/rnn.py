@@ -32,6 +32,8 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .. import functional as _F
 from .. import ops
+from ..ops import CPU_DTYPES, DIRECT, FUNCTION, any_requires_grad, choose, contiguous, dtype_name
+from ._scripting import refuse_script
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
 
@@ -40,12 +42,12 @@ _MISSING = object()
 
 
 def _check_dtype(input: Tensor, what: str) -> None:  # noqa: A002
-    if input.dtype in _F._SUPPORTED_DTYPES and input.is_cpu:  # (the common case, quickly)
+    if input.dtype in CPU_DTYPES and input.is_cpu:  # (the common case, quickly)
         return
-    supported = _F.supported_dtypes(input)
+    supported = ops.supported_dtypes(input)
     if input.dtype not in supported:
-        names = " and ".join(", ".join(ops.dtype_name(d) for d in supported).rsplit(", ", 1))
-        raise RuntimeError(f"{what}: fastrnn's kernels support {names}, got {ops.dtype_name(input.dtype)}")
+        names = " and ".join(", ".join(dtype_name(d) for d in supported).rsplit(", ", 1))
+        raise RuntimeError(f"{what}: fastrnn's kernels support {names}, got {dtype_name(input.dtype)}")
 
 
 def _check_devices(input: Tensor, hidden, params) -> None:  # noqa: A002
@@ -94,7 +96,7 @@ def _zero_state(like: Tensor, batch: int, width: int) -> Tensor:
     """A (batch, width) zero initial state like `like`: kept zeros for a plain eager CPU call;
     fresh ones on CUDA (kept zeros made on one stream could be read on another too early) and
     under tracing or functorch (a kept tensor must not outlive the transform that made it)."""
-    if like.is_cpu and ops.eager(like):
+    if like.is_cpu and choose(like, False) == DIRECT:
         return _zero_states.get(like, batch, width)
     return like.new_zeros(batch, width)
 
@@ -149,15 +151,10 @@ def _dropout_mask(shape, p: float, like: Tensor) -> Tensor:
     return like.new_empty(shape).bernoulli_(1 - p).div_(1 - p)
 
 
-def _refuse_script(module):
-    """torch.jit.script's hook (__prepare_scriptable__): say what cannot be and what can."""
-    raise ops.script_error(module)
-
-
 class _FusedRNNBase:
     """forward() for RNN, LSTM and GRU; mixed in before the torch.nn class."""
 
-    __prepare_scriptable__ = _refuse_script
+    __prepare_scriptable__ = refuse_script
 
     def __init__(self, *args, input_dropout: float = 0.0, recurrent_dropout: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -271,7 +268,7 @@ class _FusedRNNBase:
         if batch_sizes is None and input.size(1 if self.batch_first else 0) == 0:
             return "Expected sequence length to be larger than 0 in RNN"
         dtype = self._flat_weights[0].dtype
-        name = ops.dtype_name
+        name = dtype_name
         if input.dtype != dtype:
             return f"expected input of dtype {name(dtype)} like the weights, got {name(input.dtype)}"
         if hx is None:
@@ -375,7 +372,7 @@ class GRU(_FusedRNNBase, torch.nn.GRU):
 class _FusedCellBase:
     """forward() for the cells: one step of the same kernels, (B, I) or unbatched (I)."""
 
-    __prepare_scriptable__ = _refuse_script
+    __prepare_scriptable__ = refuse_script
 
     def forward(self, input: Tensor, hx=None):  # noqa: A002
         name = type(self).__name__
@@ -404,18 +401,17 @@ class _FusedCellBase:
         weight_ih, weight_hh, bias_ih, bias_hh = self._cell_weights()
         states, promoted = self._check_cell_args(input, states, weight_ih, weight_hh, given)
         cell = _CELL_CODES[self._cell_name(lstm)]
-        inference = not (torch.is_grad_enabled()
-                         and _any_requires_grad(input, states, weight_ih, weight_hh, bias_ih, bias_hh))
-        # On the CPU the kernel's one-step entries: called directly for inference, inside a lean
-        # autograd.Function for eager training (a batch-1 call's Python is most of its time).
-        direct = input.is_cpu and ops.eager(input)
+        path = choose(input, torch.is_grad_enabled()
+                      and any_requires_grad((input, *states, weight_ih, weight_hh, bias_ih, bias_hh)))
         if batch == 0 or weight_hh.size(1) == 0:  # nothing to compute: empty states, as torch.nn's
             out = tuple(_empty_results(input, [(batch, weight_hh.size(1))] * len(states),
                                        (input, *states, weight_ih, weight_hh, bias_ih, bias_hh)))
-        elif direct:
+        elif input.is_cpu and path <= FUNCTION:
+            # On the CPU the kernel's one-step entries: called directly for inference, inside a lean
+            # autograd.Function for eager training (a batch-1 call's Python is most of its time).
             args = (cell, input.contiguous(), states[0].contiguous(), states[1].contiguous() if lstm else None,
-                    weight_ih.contiguous(), weight_hh.contiguous(), _contiguous(bias_ih), _contiguous(bias_hh))
-            if inference:
+                    weight_ih.contiguous(), weight_hh.contiguous(), contiguous(bias_ih), contiguous(bias_hh))
+            if path == DIRECT:
                 h, c = ops.cell_inference(*args)
                 out = (h, c) if lstm else (h,)
             else:
@@ -459,7 +455,7 @@ class _FusedCellBase:
             refusal = "expected hx to be a tuple of two tensors (h, c)"
         elif input.size(1) != weight_ih.size(1) or input.dtype != dtype:
             refusal = f"expected input of size ({input.size(0)}, {weight_ih.size(1)}) and dtype " \
-                      f"{ops.dtype_name(dtype)}, got {tuple(input.shape)} and {ops.dtype_name(input.dtype)}"
+                      f"{dtype_name(dtype)}, got {tuple(input.shape)} and {dtype_name(input.dtype)}"
         else:
             shape = (input.size(0), weight_hh.size(1))
             cpu = input.is_cpu and weight_ih.is_cpu and weight_hh.is_cpu
@@ -478,7 +474,7 @@ class _FusedCellBase:
                 if s.dtype != dtype:
                     promoted = torch.promote_types(dtype, s.dtype)
                     if k == 0 or promoted.is_complex:  # (only c enters elementwise, where torch promotes)
-                        refusal = f"expected hx[{k}] of dtype {ops.dtype_name(dtype)}, got {ops.dtype_name(s.dtype)}"
+                        refusal = f"expected hx[{k}] of dtype {dtype_name(dtype)}, got {dtype_name(s.dtype)}"
             if not cpu and refusal is None and any(t.device != input.device for t in (weight_ih, weight_hh, *states)):
                 refusal = f"expected every tensor on {input.device}"
         if refusal is not None:
@@ -490,12 +486,6 @@ class _FusedCellBase:
 
 
 _CELL_CODES = ops.CELLS
-_contiguous = _F._contiguous
-
-
-def _any_requires_grad(input: Tensor, states, *weights) -> bool:  # noqa: A002
-    return (input.requires_grad or any(s.requires_grad for s in states)
-            or any(w is not None and w.requires_grad for w in weights))
 
 
 class RNNCell(_FusedCellBase, torch.nn.RNNCell):

@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.utils.dlpack import to_dlpack
 
 from .. import _C
+from ..ops import CPU_DTYPES
 
 __all__ = ["clip_grad_norm_"]
 
@@ -23,7 +24,7 @@ def _fused_grads(grads: List[Tensor], norm_type: float) -> bool:
     the maximum having no identity)."""
     return norm_type > 0 and all(
         g.device.type == "cpu" and g.layout == torch.strided and g.is_contiguous() and
-        g.dtype in (torch.float32, torch.float64) and (g.numel() > 0 or not math.isinf(norm_type)) for g in grads)
+        g.dtype in CPU_DTYPES and (g.numel() > 0 or not math.isinf(norm_type)) for g in grads)
 
 
 def _as_torch_keeps(norm: float, dtype: torch.dtype, norm_type: float) -> float:

@@ -32,13 +32,12 @@ from torch import Tensor
 from torch.utils.dlpack import to_dlpack
 
 from .. import _C
+from ..ops import CPU_DTYPES, CUDA_DTYPES, stream
 from .clip import clip_coefficient, device_norm, total_norm
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
 
 _SGD, _ADAM, _RMSPROP, _ADAGRAD = 0, 1, 2, 3
-_CPU_DTYPES = (torch.float32, torch.float64)
-_CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _CUDA_KERNELS = bool(_C.build_info().get("cuda_compiled"))
 
 
@@ -107,7 +106,7 @@ class _Fused:
             return False
 
         def takes(p):
-            dtypes = _CPU_DTYPES if p.device.type == "cpu" else _CUDA_DTYPES if p.device.type == "cuda" else ()
+            dtypes = CPU_DTYPES if p.device.type == "cpu" else CUDA_DTYPES if p.device.type == "cuda" else ()
             if p.device.type == "cuda" and not _CUDA_KERNELS:
                 return False
             return (p.dtype in dtypes and p.is_contiguous() and p.grad.layout == torch.strided and
@@ -136,7 +135,7 @@ class _Fused:
             return True
         step = state.get("step")
         return (isinstance(step, Tensor) and step.device.type == "cpu" and step.numel() == 1 and
-                step.dtype in _CPU_DTYPES)
+                step.dtype in CPU_DTYPES)
 
     def _keeps_state(self, group) -> bool:
         """Whether torch's step keeps any state for this group's parameters."""
@@ -178,7 +177,7 @@ class _Fused:
         hyper.update(l1_decay=float(group.get("l1_decay", 0.0)), maximize=bool(group.get("maximize", False)))
         device = params[0].device
         if device.type == "cuda":
-            hyper["stream"] = torch.cuda.current_stream(device).cuda_stream
+            hyper["stream"] = stream(params[0])
             if clip is not None:
                 norm, max_norm = clip
                 hyper.update(clip_norm=to_dlpack(norm.to(device)), max_norm=max_norm)

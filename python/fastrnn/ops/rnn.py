@@ -12,138 +12,30 @@ the mask already scaled (0 or 1/(1-p)). It is a constant: no gradient flows to i
 
 Their backward is the kernels' (first order); where a backward is itself differentiated
 (create_graph, torch.func.grad of grad) its derivative comes from ``fastrnn._rnn_reference``, the
-same math in torch operations (_Gradients). Each op has a vmap rule (a loop over the mapped
+same math in torch operations (Gradients). Each op has a vmap rule (a loop over the mapped
 dimension), and under functorch transforms the layers' autograd runs in transform_function's.
 
 These are the low-level entry points; ``fastrnn.functional`` and ``fastrnn.nn`` validate
 arguments and are the API to call. Tensors reach the compiled kernels zero-copy through
-DLPack; outputs and workspaces are allocated here, with torch's allocator.
+DLPack; outputs and workspaces come from ``ops._runtime``, with torch's allocator.
 """
 
 import functools
-import threading
 from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 from torch.utils.dlpack import to_dlpack
 
-from . import _C, _rnn_reference
-from ._checks import CELLS, GATES, RESERVE_BLOCKS
+from .. import _C, _rnn_reference
+from .._checks import CELLS, GATES, RESERVE_BLOCKS
+from . import _runtime
+from ._runtime import DIRECT, choose, reserve_buffer, stream, transform_function, view, workspaces_for
 
-__all__ = ["rnn_forward", "rnn_backward", "rnn_bidirectional_forward", "rnn_bidirectional_backward", "empty_cache"]
+__all__ = ["rnn_forward", "rnn_backward", "rnn_bidirectional_forward", "rnn_bidirectional_backward"]
 
 _CELL_NAMES = {code: name for name, code in CELLS.items()}
-_LSTM = CELLS["lstm"]
-_HUGE_PAGE_BYTES = 4 << 20
-
-
-def _empty(shape, like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
-    """Every buffer the ops hand to a kernel comes from here (the tests fill them with NaN)."""
-    # (new_empty, nbytes and is_cpu: a few microseconds less per call than torch.empty with
-    # like's dtype and device, and .device.type, which batch-1 calls notice)
-    t = like.new_empty(shape) if dtype is None else like.new_empty(shape, dtype=dtype)
-    if t.nbytes >= _HUGE_PAGE_BYTES and t.is_cpu:
-        _C.advise_huge_pages(to_dlpack(t))  # as NumPy does for its large arrays
-    return t
-
-
-class _WorkspaceCache(threading.local):
-    """Scratch memory reused across kernel calls on the CPU, one buffer per thread.
-
-    torch has no caching allocator for the CPU: every fresh buffer is page-faulted in on first
-    touch, which for a backward pass's tens of megabytes of scratch costs as much as a fair
-    part of the arithmetic. Workspaces never outlive a call, so the largest one requested on
-    this thread is kept and handed out again. GPU workspaces come from torch's own caching
-    allocator.
-    """
-
-    def __init__(self):
-        self.buffer: Optional[Tensor] = None
-
-
-_workspaces = _WorkspaceCache()
-
-
-def _workspaces_for(sizes: List[int], like: Tensor) -> List[Tensor]:
-    """One workspace per call, as slices of one (reused) buffer (a single call gets the whole
-    buffer, which may be larger than it asked for: slicing costs a few microseconds)."""
-    total = sum(sizes)
-    if not like.is_cpu:
-        buffer = _empty(total, like, torch.uint8)
-    else:
-        buffer = _workspaces.buffer
-        if buffer is None or buffer.numel() < total:
-            _workspaces.buffer = None  # let the old one go before taking a larger one
-            buffer = _workspaces.buffer = _empty(total, like, torch.uint8)
-    if len(sizes) == 1:
-        return [buffer]
-    starts = [sum(sizes[:k]) for k in range(len(sizes))]
-    return [buffer[s:s + n] for s, n in zip(starts, sizes)]
-
-
-class _ReserveCache(threading.local):
-    """Reserves (the gates a training forward saves for its backward) of earlier steps on this
-    thread, handed out again once nothing holds them (CPU, 4 MiB and up).
-
-    A reserve lives from a training forward to its backward, so unlike a workspace it cannot be
-    one buffer per thread. But a training loop asks for the same sizes every step, and a fresh
-    buffer costs its page faults and the kernel's zeroing of every page: for the LSTM at
-    T100 B64 H512 (65 MB) ~20 ms of a ~160 ms forward. A kept buffer is reused only when its
-    storage has no user left (the autograd graph that saved it has run its backward or been
-    freed), which torch's storage use count tells; without that count nothing is kept.
-    """
-
-    def __init__(self):
-        self.buffers: List[Tensor] = []  # flat, least recently used first
-
-
-_reserves = _ReserveCache()
-_RESERVES_KEPT = 16  # per thread: every layer and direction of a deep bidirectional stack
-_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
-
-
-def _recycled(t: Tensor) -> Tensor:
-    """A kept buffer as it is handed out again (the tests poison it like a fresh one)."""
-    return t
-
-
-def _reserve_buffer(shape: Tuple[int, int], like: Tensor, dtype: torch.dtype) -> Tensor:
-    n = shape[0] * shape[1]
-    if not like.is_cpu or _storage_use_count is None or n * dtype.itemsize < _HUGE_PAGE_BYTES:
-        return _empty(shape, like, dtype)
-    kept = _reserves.buffers
-    # Free: referenced only by `t` and by the storage object asked for here.
-    free = [_storage_use_count(t.untyped_storage()._cdata) == 2 for t in kept]
-    for i, t in enumerate(kept):
-        # Up to 1.5x larger buffers serve too, for batches whose total length varies a little.
-        if free[i] and t.dtype == dtype and n <= t.numel() <= n + n // 2:
-            kept.append(kept.pop(i))
-            return _recycled(t[:n].view(shape))
-    # A miss: the free buffers are of sizes the caller no longer asks for. Letting them go
-    # bounds what is kept to about one step's reserves, however the sequence lengths vary.
-    kept[:] = [t for t, f in zip(kept, free) if not f]
-    t = _empty(n, like, dtype)
-    kept.append(t)
-    if len(kept) > _RESERVES_KEPT:
-        del kept[0]  # a reserve still in use stays alive through its user, just not kept here
-    return t.view(shape)
-
-
-def empty_cache() -> None:
-    """Releases the CPU memory this thread's kernel calls keep for reuse (scratch space and
-    the saved gates of finished training steps)."""
-    _workspaces.buffer = None
-    _reserves.buffers = []
-
-
-def _view(t: Optional[Tensor]):
-    return None if t is None else to_dlpack(t)
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
+LSTM = CELLS["lstm"]
 
 
 def _rows(x: Tensor, batch_sizes: Optional[Tensor]) -> int:
@@ -155,7 +47,7 @@ def _hidden_size(weight_hh: Tensor, cell: int) -> int:
     return weight_hh.shape[0] // GATES[_CELL_NAMES[cell]]
 
 
-def _reserve_width(cell: int, hidden_size: int, projected: bool, training: bool) -> int:
+def reserve_width(cell: int, hidden_size: int, projected: bool, training: bool) -> int:
     blocks = RESERVE_BLOCKS[_CELL_NAMES[cell]] + (1 if projected else 0)
     return blocks * hidden_size if training else 0
 
@@ -166,16 +58,16 @@ def _buffer_sizes(cell, x, h0, weight_hh, weight_hr, batch_sizes):
     # The CPU workspace holds per-thread slices, so its size depends on the OpenMP thread count,
     # which torch.set_num_threads may change between calls.
     on_cpu = x.is_cpu
-    return _sizes_of(cell, x.dtype, _rows(x, batch_sizes), B, x.shape[-1], _hidden_size(weight_hh, cell),
+    return sizes_of(cell, x.dtype, _rows(x, batch_sizes), B, x.shape[-1], _hidden_size(weight_hh, cell),
                      0 if weight_hr is None else P, "cpu" if on_cpu else x.device.type,
                      _C.max_threads() if on_cpu else 0)
 
 
 @functools.lru_cache(maxsize=256)
-def _sizes_of(cell, dtype, rows, B, I, H, P, device, threads):
+def sizes_of(cell, dtype, rows, B, I, H, P, device, threads):
     # Pure in its arguments (threads: the count the C side will read), and asked again on every
     # call of a training or inference loop.
-    return _C.rnn_buffer_sizes(cell, dtype_name(dtype), rows, B, I, H, P, device)
+    return _C.rnn_buffer_sizes(cell, _runtime.dtype_name(dtype), rows, B, I, H, P, device)
 
 
 def _reserve_dtype(x: Tensor) -> torch.dtype:
@@ -188,8 +80,7 @@ def _launch(x: Tensor) -> dict:
     whether float32 products may use TF32 tensor cores (torch.backends.cuda.matmul.allow_tf32)."""
     if not x.is_cuda:
         return {}
-    return {"stream": torch.cuda.current_stream(x.device).cuda_stream,
-            "allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32)}
+    return {"stream": stream(x), "allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32)}
 
 
 class _Direction:
@@ -226,31 +117,31 @@ def _forward(x: Tensor, batch_sizes: Optional[Tensor], cell: int, training: bool
     for them, which spares two allocations a direction (a batch-1 call notices).
     """
     _check_masks_on_cpu(directions)
-    lstm = cell == _LSTM
+    lstm = cell == LSTM
     first = directions[0]
     B, P = first.h0.shape
     H = _hidden_size(first.weight_hh, cell)
     count = len(directions)
-    y = _empty(x.shape[:-1] + (count * P,), x)
+    y = _runtime.empty(x.shape[:-1] + (count * P,), x)
     y_halves = _per_direction(y, P, count)
     # The directions of one layer have the same sizes (the kernels check that each workspace fits).
     workspace_bytes = _buffer_sizes(cell, x, first.h0, first.weight_hh, first.weight_hr, batch_sizes)[1]
-    workspaces = _workspaces_for([workspace_bytes] * count, x)
-    width = _reserve_width(cell, H, first.weight_hr is not None, training)
+    workspaces = workspaces_for([workspace_bytes] * count, x)
+    width = reserve_width(cell, H, first.weight_hr is not None, training)
     rows = _rows(x, batch_sizes) if width else 0
     launch = _launch(x)
-    x_view, batch_sizes_view = to_dlpack(x), _view(batch_sizes)
+    x_view, batch_sizes_view = to_dlpack(x), view(batch_sizes)
     calls, results = [], []
     for d, y_half, workspace in zip(directions, y_halves, workspaces):
-        h_n = _empty((B, P), x)
-        c_n = _empty((B, H), x) if lstm else x.new_empty(0) if placeholders else None
-        reserve = (_reserve_buffer((rows, width), x, _reserve_dtype(x)) if width
+        h_n = _runtime.empty((B, P), x)
+        c_n = _runtime.empty((B, H), x) if lstm else x.new_empty(0) if placeholders else None
+        reserve = (reserve_buffer((rows, width), x, _reserve_dtype(x)) if width
                    else x.new_empty(0) if placeholders else None)
         calls.append({**launch,
-            "reverse": d.reverse, "x": x_view, "h0": to_dlpack(d.h0), "c0": _view(d.c0) if lstm else None,
-            "weight_ih": to_dlpack(d.weight_ih), "weight_hh": to_dlpack(d.weight_hh), "bias_ih": _view(d.bias_ih),
-            "bias_hh": _view(d.bias_hh), "weight_hr": _view(d.weight_hr), "batch_sizes": batch_sizes_view,
-            "recurrent_mask": _view(d.recurrent_mask), "y": to_dlpack(y_half), "h_n": to_dlpack(h_n),
+            "reverse": d.reverse, "x": x_view, "h0": to_dlpack(d.h0), "c0": view(d.c0) if lstm else None,
+            "weight_ih": to_dlpack(d.weight_ih), "weight_hh": to_dlpack(d.weight_hh), "bias_ih": view(d.bias_ih),
+            "bias_hh": view(d.bias_hh), "weight_hr": view(d.weight_hr), "batch_sizes": batch_sizes_view,
+            "recurrent_mask": view(d.recurrent_mask), "y": to_dlpack(y_half), "h_n": to_dlpack(h_n),
             "c_n": to_dlpack(c_n) if lstm else None, "reserve": to_dlpack(reserve) if width else None,
             "workspace": to_dlpack(workspace)})
         results.append((h_n, c_n, reserve))
@@ -263,32 +154,32 @@ def _backward(x: Tensor, batch_sizes: Optional[Tensor], y: Tensor, dy: Tensor, c
               dc_ns: List[Optional[Tensor]]):
     """BPTT of _forward, both directions side by side: returns dx (summed over the directions)
     and per direction (dh0, dc0, dweight_ih, dweight_hh, dbias_ih, dbias_hh, dweight_hr)."""
-    lstm = cell == _LSTM
+    lstm = cell == LSTM
     P = directions[0].h0.shape[1]
-    dx = _empty(x.shape, x)
+    dx = _runtime.empty(x.shape, x)
     y_halves, dy_halves = _per_direction(y, P, len(directions)), _per_direction(dy, P, len(directions))
     sizes = [_buffer_sizes(cell, x, d.h0, d.weight_hh, d.weight_hr, batch_sizes)[2] for d in directions]
-    workspaces = _workspaces_for(sizes, x)
+    workspaces = workspaces_for(sizes, x)
     calls, results = [], []
     for k, d in enumerate(directions):
-        grads = (_empty(d.h0.shape, d.h0),
-                 _empty(d.c0.shape, d.c0) if lstm else x.new_empty(0),
-                 _empty(d.weight_ih.shape, d.weight_ih),
-                 _empty(d.weight_hh.shape, d.weight_hh),
-                 _empty(d.weight_ih.shape[0], x) if has_bias_ih else x.new_empty(0),
-                 _empty(d.weight_ih.shape[0], x) if has_bias_hh else x.new_empty(0),
-                 _empty(d.weight_hr.shape, d.weight_hr) if d.weight_hr is not None else x.new_empty(0))
+        grads = (_runtime.empty(d.h0.shape, d.h0),
+                 _runtime.empty(d.c0.shape, d.c0) if lstm else x.new_empty(0),
+                 _runtime.empty(d.weight_ih.shape, d.weight_ih),
+                 _runtime.empty(d.weight_hh.shape, d.weight_hh),
+                 _runtime.empty(d.weight_ih.shape[0], x) if has_bias_ih else x.new_empty(0),
+                 _runtime.empty(d.weight_ih.shape[0], x) if has_bias_hh else x.new_empty(0),
+                 _runtime.empty(d.weight_hr.shape, d.weight_hr) if d.weight_hr is not None else x.new_empty(0))
         dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = grads
         calls.append({**_launch(x),
-            "reverse": d.reverse, "x": _view(x), "h0": _view(d.h0), "c0": _view(d.c0 if lstm else None),
-            "weight_ih": _view(d.weight_ih), "weight_hh": _view(d.weight_hh), "weight_hr": _view(d.weight_hr),
-            "batch_sizes": _view(batch_sizes), "recurrent_mask": _view(d.recurrent_mask),
-            "y": _view(y_halves[k]),
-            "reserve": _view(reserves[k] if reserves[k].numel() else None), "dy": _view(dy_halves[k]),
-            "dh_n": _view(dh_ns[k]), "dc_n": _view(dc_ns[k] if lstm else None), "dx": _view(dx), "dh0": _view(dh0),
-            "dc0": _view(dc0 if lstm else None), "dweight_ih": _view(dw_ih), "dweight_hh": _view(dw_hh),
-            "dbias_ih": _view(db_ih if has_bias_ih else None), "dbias_hh": _view(db_hh if has_bias_hh else None),
-            "dweight_hr": _view(dw_hr if d.weight_hr is not None else None), "workspace": _view(workspaces[k])})
+            "reverse": d.reverse, "x": view(x), "h0": view(d.h0), "c0": view(d.c0 if lstm else None),
+            "weight_ih": view(d.weight_ih), "weight_hh": view(d.weight_hh), "weight_hr": view(d.weight_hr),
+            "batch_sizes": view(batch_sizes), "recurrent_mask": view(d.recurrent_mask),
+            "y": view(y_halves[k]),
+            "reserve": view(reserves[k] if reserves[k].numel() else None), "dy": view(dy_halves[k]),
+            "dh_n": view(dh_ns[k]), "dc_n": view(dc_ns[k] if lstm else None), "dx": view(dx), "dh0": view(dh0),
+            "dc0": view(dc0 if lstm else None), "dweight_ih": view(dw_ih), "dweight_hh": view(dw_hh),
+            "dbias_ih": view(db_ih if has_bias_ih else None), "dbias_hh": view(db_hh if has_bias_hh else None),
+            "dweight_hr": view(dw_hr if d.weight_hr is not None else None), "workspace": view(workspaces[k])})
         results.append(grads)
     _C.rnn_backward(cell, calls)
     return dx, results
@@ -300,8 +191,8 @@ def _fake_forward(x, batch_sizes, cell, training, directions):
     y = x.new_empty(x.shape[:-1] + (len(directions) * P,))
     results = []
     for d in directions:
-        c_n = d.h0.new_empty(d.h0.shape[0], H) if cell == _LSTM else x.new_empty(0)
-        width = _reserve_width(cell, H, d.weight_hr is not None, training)
+        c_n = d.h0.new_empty(d.h0.shape[0], H) if cell == LSTM else x.new_empty(0)
+        width = reserve_width(cell, H, d.weight_hr is not None, training)
         reserve = x.new_empty(_rows(x, batch_sizes), width, dtype=_reserve_dtype(x)) if width else x.new_empty(0)
         results.append((torch.empty_like(d.h0), c_n, reserve))
     return y, results
@@ -311,7 +202,7 @@ def _fake_backward(x, cell, has_bias_ih, has_bias_hh, directions):
     results = []
     for d in directions:
         G = d.weight_ih.shape[0]
-        results.append((torch.empty_like(d.h0), torch.empty_like(d.c0) if cell == _LSTM else x.new_empty(0),
+        results.append((torch.empty_like(d.h0), torch.empty_like(d.c0) if cell == LSTM else x.new_empty(0),
                         torch.empty_like(d.weight_ih), torch.empty_like(d.weight_hh),
                         x.new_empty(G if has_bias_ih else 0), x.new_empty(G if has_bias_hh else 0),
                         torch.empty_like(d.weight_hr) if d.weight_hr is not None else x.new_empty(0)))
@@ -326,28 +217,6 @@ def _not_training():
     return RuntimeError("fastrnn: this RNN forward ran with training=False and saved nothing for backward; "
                         "call it with training=True (fastrnn.functional and fastrnn.nn do so when a gradient is "
                         "needed)")
-
-
-# ---- Eager training: autograd.Function around the op bodies ------------------------------------
-# torch.library's autograd wrapper and dispatch of a custom op cost a few hundred microseconds a
-# training step on this kind of machine, several times torch.nn.LSTM's whole per-call overhead,
-# and the first call of one imports torch._dynamo (seconds). Plain tensors in eager mode take
-# autograd.Functions around the same bodies instead, and inference calls the bodies directly;
-# torch.compile, torch.jit.trace, tensor subclasses (meta, fake), dispatch modes and functorch
-# transforms keep the custom ops, the only calls they can see.
-
-# Not in every torch 2.x: where it is missing, every call takes the custom ops.
-_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", None)
-_is_tracing = torch._C._is_tracing  # torch.jit.trace
-
-
-def eager(x: Tensor) -> bool:
-    """Whether a call on x may run the op bodies outside the dispatcher: directly for inference,
-    inside an autograd.Function for training. (is_cpu, is_cuda: a device object costs a batch-1
-    call a few hundred nanoseconds.)"""
-    return (_functorch_active is not None and type(x) is Tensor and (x.is_cpu or x.is_cuda)
-            and not torch.compiler.is_compiling() and not _is_tracing() and _current_dispatch_mode() is None
-            and not _functorch_active())
 
 
 class _Function(torch.autograd.Function):
@@ -366,44 +235,6 @@ class _Function(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         return (None, None, None, *ctx.backward_fn(ctx, *grads))
-
-
-def transform_function(name: str, op, setup_context, backward):
-    """An autograd.Function running the custom op `op` with its autograd rule (setup_context,
-    backward), for functorch transforms (torch.func.grad, vjp, jacrev, vmap): they need the
-    setup_context form, which torch.library's autograd wrapper of a custom op lacks (through it
-    grad and vjp fail). The op runs below that wrapper; vmap meets the op and its vmap rule."""
-
-    def forward(*inputs):
-        with torch.no_grad():
-            return op(*inputs)
-
-    return type(name, (torch.autograd.Function,), {
-        "generate_vmap_rule": True, "forward": staticmethod(forward),
-        "setup_context": staticmethod(setup_context), "backward": staticmethod(backward)})
-
-
-def script_error(module) -> RuntimeError:
-    """What torch.jit.script of any fastrnn.nn module raises (from __prepare_scriptable__, which
-    it calls on every submodule first): their forwards call the kernels from Python, which
-    TorchScript cannot compile."""
-    return RuntimeError(f"fastrnn.nn.{type(module).__name__} cannot be compiled by torch.jit.script: its forward "
-                        f"calls fastrnn's kernels from Python, which TorchScript cannot compile. Use torch.jit.trace, "
-                        f"torch.compile or torch.export instead")
-
-
-def transformed() -> bool:
-    """Whether functorch transforms are active (outside torch.compile): a training call then
-    takes the op through transform_function's autograd.Function (rnn_forward_transformed)."""
-    return not torch.compiler.is_compiling() and _functorch_active is not None and _functorch_active()
-
-
-def tracing(tensors) -> bool:
-    """Whether torch.jit.trace records this call with a gradient wanted: a traced graph keeps the
-    training flag as a constant whatever the grad mode it runs in (and its check replays it under
-    no_grad), so while tracing a call with any input that requires grad saves for backward."""
-    return (not torch.compiler.is_compiling() and _is_tracing()
-            and any(t is not None and t.requires_grad for t in tensors))
 
 
 def _keep_output(ctx, y: Tensor, saved: bool) -> Optional[Tensor]:
@@ -427,7 +258,7 @@ def _torch_saves_output(x: Tensor, cell: int, bidirectional: bool, projected: bo
     projection that is not packed, one direction at a time (bidirectional outputs are a copy)."""
     if not x.is_cpu:
         return True
-    return (cell == _LSTM and not bidirectional and not projected and not packed and x.dtype == torch.float32
+    return (cell == LSTM and not bidirectional and not projected and not packed and x.dtype == torch.float32
             and _MKLDNN and _mkldnn_enabled())
 
 
@@ -447,28 +278,28 @@ def _forward_output(ctx, y: Optional[Tensor], forward):
     return output[0], output
 
 
-class _Layer:
-    """What a layer's gradients depend on besides tensors (see _Gradients)."""
+class Layer:
+    """What a layer's gradients depend on besides tensors (see Gradients)."""
 
     def __init__(self, cell: int, reverses: Tuple[bool, ...], has_bias_ih: bool, has_bias_hh: bool):
         self.cell, self.reverses = cell, reverses
         self.has_bias_ih, self.has_bias_hh = has_bias_ih, has_bias_hh
 
 
-# Per direction, _Gradients takes these tensors, in this order, after (x, batch_sizes, y, dy).
+# Per direction, Gradients takes these tensors, in this order, after (x, batch_sizes, y, dy).
 _DIRECTION_INPUTS = ("h0", "c0", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "recurrent_mask",
                      "reserve", "dh_n", "dc_n")
 _PRIMALS = 7  # the first seven: what the layer differentiates with respect to, in its gradients' order
 
 
-class _Gradients(torch.autograd.Function):
+class Gradients(torch.autograd.Function):
     """A layer's first-order gradients as a differentiable function of its inputs and of the
     incoming output gradients: the forward is the backward kernels (the op), the backward
     differentiates fastrnn._rnn_reference, the same math in torch operations, twice.
 
     Used where a backward itself needs a derivative (create_graph, functorch transforms), so a
     second derivative is right instead of raising, and the kernels still compute the first one.
-    apply(_Layer, x, batch_sizes, y, dy, *per direction the _DIRECTION_INPUTS) returns the op's
+    apply(Layer, x, batch_sizes, y, dy, *per direction the _DIRECTION_INPUTS) returns the op's
     gradients: dx, then per direction (dh0, dc0, dweight_ih, dweight_hh, dbias_ih, dbias_hh,
     dweight_hr), empty where the layer has no such input."""
 
@@ -480,12 +311,12 @@ class _Gradients(torch.autograd.Function):
         flags = (layer.cell, layer.has_bias_ih, layer.has_bias_hh)
         if len(per) == 1:
             h0, c0, w_ih, w_hh, _, _, w_hr, mask, reserve, dh_n, dc_n = per[0]
-            call = rnn_backward_impl if eager(x) else rnn_backward
+            call = rnn_backward_impl if choose(x, False) == DIRECT else rnn_backward
             return tuple(call(x, h0, c0, w_ih, w_hh, w_hr, batch_sizes, y, reserve, dy, dh_n, dc_n, layer.cell,
                               layer.reverses[0], layer.has_bias_ih, layer.has_bias_hh, mask))
         (h0, c0, w_ih, w_hh, _, _, w_hr, mask, reserve, dh_n, dc_n), (h0_r, c0_r, w_ih_r, w_hh_r, _, _, w_hr_r, mask_r,
                                                                       reserve_r, dh_n_r, dc_n_r) = per
-        call = rnn_bidirectional_backward_impl if eager(x) else rnn_bidirectional_backward
+        call = rnn_bidirectional_backward_impl if choose(x, False) == DIRECT else rnn_bidirectional_backward
         return tuple(call(x, h0, c0, w_ih, w_hh, w_hr, reserve, dh_n, dc_n, h0_r, c0_r, w_ih_r, w_hh_r, w_hr_r,
                           reserve_r, dh_n_r, dc_n_r, batch_sizes, y, dy, *flags, mask, mask_r))
 
@@ -505,7 +336,7 @@ class _Gradients(torch.autograd.Function):
         # What the first-order gradients are a function of: the layer's inputs (primals) and the
         # gradients of its outputs (y, then per direction h_n and, for an LSTM, c_n).
         primals = [x] + [t for d in per for t in d[:_PRIMALS]]
-        lstm = layer.cell == _LSTM
+        lstm = layer.cell == LSTM
         cotangents = [dy] + [t for d in per for t in (d[9:11] if lstm else d[9:10])]
         wanted = [k for k, p in enumerate(primals) if p is not None]
 
@@ -575,98 +406,15 @@ def rnn_inference(x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor
         return y, h_n, c_n
     # On the CPU the kernel's positional entry: _forward's dict costs a batch-1 call a few percent.
     B, P = h0.shape
-    lstm = cell == _LSTM
-    y = _empty(x.shape[:-1] + (P,), x)
-    h_n = _empty((B, P), x)
-    c_n = _empty((B, _hidden_size(weight_hh, cell)), x) if lstm else None
-    workspace = _workspaces_for([_buffer_sizes(cell, x, h0, weight_hh, weight_hr, batch_sizes)[1]], x)[0]
-    _C.rnn_inference(cell, reverse, to_dlpack(x), to_dlpack(h0), _view(c0) if lstm else None, to_dlpack(weight_ih),
-                     to_dlpack(weight_hh), _view(bias_ih), _view(bias_hh), _view(weight_hr), _view(batch_sizes), None,
-                     to_dlpack(y), to_dlpack(h_n), _view(c_n), to_dlpack(workspace))
+    lstm = cell == LSTM
+    y = _runtime.empty(x.shape[:-1] + (P,), x)
+    h_n = _runtime.empty((B, P), x)
+    c_n = _runtime.empty((B, _hidden_size(weight_hh, cell)), x) if lstm else None
+    workspace = workspaces_for([_buffer_sizes(cell, x, h0, weight_hh, weight_hr, batch_sizes)[1]], x)[0]
+    _C.rnn_inference(cell, reverse, to_dlpack(x), to_dlpack(h0), view(c0) if lstm else None, to_dlpack(weight_ih),
+                     to_dlpack(weight_hh), view(bias_ih), view(bias_hh), view(weight_hr), view(batch_sizes), None,
+                     to_dlpack(y), to_dlpack(h_n), view(c_n), to_dlpack(workspace))
     return y, h_n, c_n
-
-
-def _one_step_sizes(cell: int, x: Tensor, hidden_size: int):
-    """_buffer_sizes of one step of a cell, x (B, I) on the CPU."""
-    B = x.shape[0]
-    return _sizes_of(cell, x.dtype, B, B, x.shape[1], hidden_size, 0, "cpu", _C.max_threads())
-
-
-def _cell_forward(cell: int, x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
-                  bias_ih: Optional[Tensor], bias_hh: Optional[Tensor], training: bool):
-    """One step of a cell on the CPU: (h, c, reserve); c None unless LSTM, reserve None unless
-    training and the cell saves gates (Elman's backward reads h instead)."""
-    B, H = h0.shape
-    h = _empty((B, H), x)
-    c = _empty((B, H), x) if cell == _LSTM else None
-    width = _reserve_width(cell, H, False, training)
-    reserve = _empty((B, width), x) if width else None
-    workspace = _workspaces_for([_one_step_sizes(cell, x, H)[1]], x)[0]
-    _C.rnn_cell_forward(cell, to_dlpack(x), to_dlpack(h0), _view(c0), to_dlpack(weight_ih), to_dlpack(weight_hh),
-                        _view(bias_ih), _view(bias_hh), to_dlpack(h), _view(c), to_dlpack(workspace), _view(reserve))
-    return h, c, reserve
-
-
-def cell_inference(cell: int, x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
-                   bias_ih: Optional[Tensor], bias_hh: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
-    """One step of a cell, x (B, I), on contiguous CPU tensors, without autograd or tracing (as
-    rnn_inference): (h, c), c None unless LSTM. The kernel checks the shapes and dtypes."""
-    h, c, _ = _cell_forward(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, False)
-    return h, c
-
-
-class _CellStep(torch.autograd.Function):
-    """A cell's training step on the CPU in eager mode: the kernel's one-step entries both ways.
-    Leaner than a layer's op for a call this small: h is the step's only output (no y beside it,
-    no placeholders), and nothing is zero-filled for an output gradient autograd did not send."""
-
-    @staticmethod
-    def forward(ctx, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh):
-        h, c, reserve = _cell_forward(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, True)
-        # Only an Elman cell's backward reads h (act' from it), and only it is saved: changing h in
-        # place before backward then raises for the RNNCell and not for the others, as in torch.
-        ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, h if reserve is None else None, reserve)
-        ctx.cell = cell
-        ctx.biases = (bias_ih, bias_hh)  # unsaved, as _setup_context's
-        ctx.set_materialize_grads(False)
-        return (h, c) if cell == _LSTM else h
-
-    @staticmethod
-    def backward(ctx, dh, dc=None):
-        x, h0, c0, weight_ih, weight_hh, h, reserve = ctx.saved_tensors
-        h = h0 if h is None else h  # a GRU's or LSTM's kernel takes h's shape from it but reads nothing
-        if dh is None:  # only c reached the loss
-            dh = torch.zeros_like(h0)
-        lstm = ctx.cell == _LSTM
-        bias_ih, bias_hh = ctx.biases
-        if torch.is_grad_enabled():
-            # create_graph: the layers' backward kernels as a differentiable function (_Gradients).
-            dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, _ = _Gradients.apply(
-                _Layer(ctx.cell, (False,), bias_ih is not None, bias_hh is not None), x.unsqueeze(0), None,
-                h.unsqueeze(0), dh.contiguous().unsqueeze(0), h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, None,
-                None, x.new_empty(0) if reserve is None else reserve, torch.zeros_like(h0),
-                (torch.zeros_like(c0) if dc is None else dc.contiguous()) if lstm else None)
-            return (None, dx[0], dh0, dc0 if lstm else None, dw_ih, dw_hh, db_ih if bias_ih is not None else None,
-                    db_hh if bias_hh is not None else None)
-        H = h0.shape[1]
-        dx, dh0 = _empty(x.shape, x), _empty(h0.shape, h0)
-        dc0 = _empty(c0.shape, c0) if lstm else None
-        dw_ih, dw_hh = _empty(weight_ih.shape, weight_ih), _empty(weight_hh.shape, weight_hh)
-        db_ih, db_hh = (None if b is None else _empty(weight_ih.shape[0], x) for b in ctx.biases)
-        workspace = _workspaces_for([_one_step_sizes(ctx.cell, x, H)[2]], x)[0]
-        _C.rnn_cell_backward(ctx.cell, to_dlpack(x), to_dlpack(h0), _view(c0), to_dlpack(weight_ih),
-                             to_dlpack(weight_hh), to_dlpack(h), _view(reserve), to_dlpack(dh.contiguous()),
-                             _view(None if dc is None else dc.contiguous()), to_dlpack(dx), to_dlpack(dh0),
-                             _view(dc0), to_dlpack(dw_ih), to_dlpack(dw_hh), _view(db_ih), _view(db_hh),
-                             to_dlpack(workspace))
-        return None, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh
-
-
-def cell_training(cell: int, x: Tensor, h0: Tensor, c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
-                  bias_ih: Optional[Tensor], bias_hh: Optional[Tensor]):
-    """One differentiable step of a cell, x (B, I), on contiguous CPU tensors in eager mode (see
-    eager()): h, or (h, c) for an LSTM."""
-    return _CellStep.apply(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh)
 
 
 @rnn_forward.register_fake
@@ -726,14 +474,14 @@ def _autograd_backward(ctx, dy, dh_n, dc_n, _dreserve):
                                                                   mask))
     if output is not None:
         reserve = output[3]
-    lstm = ctx.cell == _LSTM
+    lstm = ctx.cell == LSTM
     has_bias_ih, has_bias_hh = bias_ih is not None, bias_hh is not None
     dy, dh_n, dc_n = _incoming(dy, y), _incoming(dh_n, h0), _incoming(dc_n, c0) if lstm else None
     if torch.is_grad_enabled() and not torch.compiler.is_compiling():  # create_graph, functorch
-        grads = _Gradients.apply(_Layer(ctx.cell, (ctx.reverse,), has_bias_ih, has_bias_hh), x, batch_sizes, y, dy,
+        grads = Gradients.apply(Layer(ctx.cell, (ctx.reverse,), has_bias_ih, has_bias_hh), x, batch_sizes, y, dy,
                                  h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, mask, reserve, dh_n, dc_n)
     else:
-        grads = (rnn_backward_impl if eager(y) else rnn_backward)(
+        grads = (rnn_backward_impl if choose(y, False) == DIRECT else rnn_backward)(
             x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, y, reserve, dy, dh_n, dc_n, ctx.cell,
             ctx.reverse, has_bias_ih, has_bias_hh, mask)
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = grads
@@ -746,7 +494,7 @@ rnn_forward.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
 def rnn_forward_eager(*inputs):
-    """rnn_forward for plain tensors in eager mode (see eager()): every argument, the optional
+    """rnn_forward for plain tensors in eager mode (choose's FUNCTION): every argument, the optional
     mask included, positionally."""
     return _Function.apply(rnn_forward_impl, _setup_context, _autograd_backward, *inputs)
 
@@ -766,7 +514,7 @@ _RnnForwardTransformed = transform_function("_RnnForwardTransformed", rnn_forwar
 
 
 def rnn_forward_transformed(*inputs):
-    """rnn_forward's training call under functorch transforms (see transformed()): every
+    """rnn_forward's training call under functorch transforms (choose's TRANSFORMED): every
     argument, the optional mask included, positionally."""
     return _RnnForwardTransformed.apply(*inputs)
 
@@ -884,18 +632,18 @@ def _autograd_bidirectional_backward(ctx, dy, dh_n, dc_n, _dreserve, dh_n_r, dc_
         bias_hh_r, weight_hr_r, batch_sizes, ctx.cell, True, mask, mask_r))
     if output is not None:
         reserve, reserve_r = output[3], output[6]
-    lstm = ctx.cell == _LSTM
+    lstm = ctx.cell == LSTM
     has_bias_ih, has_bias_hh = bias_ih is not None, bias_hh is not None
     dy = _incoming(dy, y)
     dh_n, dc_n = _incoming(dh_n, h0), _incoming(dc_n, c0) if lstm else None
     dh_n_r, dc_n_r = _incoming(dh_n_r, h0_r), _incoming(dc_n_r, c0_r) if lstm else None
     if torch.is_grad_enabled() and not torch.compiler.is_compiling():  # create_graph, functorch
-        dx, *grads = _Gradients.apply(
-            _Layer(ctx.cell, (False, True), has_bias_ih, has_bias_hh), x, batch_sizes, y, dy,
+        dx, *grads = Gradients.apply(
+            Layer(ctx.cell, (False, True), has_bias_ih, has_bias_hh), x, batch_sizes, y, dy,
             h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, mask, reserve, dh_n, dc_n,
             h0_r, c0_r, weight_ih_r, weight_hh_r, bias_ih_r, bias_hh_r, weight_hr_r, mask_r, reserve_r, dh_n_r, dc_n_r)
     else:
-        dx, *grads = (rnn_bidirectional_backward_impl if eager(y) else rnn_bidirectional_backward)(
+        dx, *grads = (rnn_bidirectional_backward_impl if choose(y, False) == DIRECT else rnn_bidirectional_backward)(
             x, h0, c0, weight_ih, weight_hh, weight_hr, reserve, dh_n, dc_n, h0_r, c0_r, weight_ih_r, weight_hh_r,
             weight_hr_r, reserve_r, dh_n_r, dc_n_r, batch_sizes, y, dy, ctx.cell, has_bias_ih, has_bias_hh, mask,
             mask_r)
@@ -913,7 +661,7 @@ rnn_bidirectional_forward.register_autograd(_autograd_bidirectional_backward,
 
 
 def rnn_bidirectional_forward_eager(*inputs):
-    """rnn_bidirectional_forward for plain tensors in eager mode (see eager()): every argument,
+    """rnn_bidirectional_forward for plain tensors in eager mode (choose's FUNCTION): every argument,
     both optional masks included, positionally."""
     return _Function.apply(rnn_bidirectional_forward_impl, _setup_bidirectional_context,
                            _autograd_bidirectional_backward, *inputs)
@@ -925,7 +673,7 @@ _RnnBidirectionalForwardTransformed = transform_function(
 
 
 def rnn_bidirectional_forward_transformed(*inputs):
-    """rnn_bidirectional_forward's training call under functorch transforms (see transformed()):
+    """rnn_bidirectional_forward's training call under functorch transforms (choose's TRANSFORMED):
     every argument, both optional masks included, positionally."""
     return _RnnBidirectionalForwardTransformed.apply(*inputs)
 
