@@ -132,7 +132,8 @@ def main():
     opt = fastrnn.optim.Adam(model.parameters(), lr=args.lr, max_grad_norm=1.0)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps, eta_min=args.lr / 10)
     walk = StatefulBatches(train, args.bptt, target_shift=1)
-    losses, val_points = [], []
+    initial = evaluate(model)
+    losses, val_points = [], [(0, initial)]
     eval_every = max(args.steps // 10, 20)
     progress = common.Progress(args.steps, "char_rnn", every=50)
     start = time.perf_counter()
@@ -157,6 +158,7 @@ def main():
     elapsed = time.perf_counter() - start
     final = val_points[-1][1]
     print(f"trained {args.steps} steps in {elapsed:.0f} s ({elapsed / args.steps * 1e3:.0f} ms/step)")
+    common.print_loss_fell("val loss", initial, final)
     print(f"final val loss: {final:.3f} nats/char ({final / math.log(2):.3f} bits/char)")
     common.save_curves(args.out, [("cross-entropy (nats/char)", {
         "train (smoothed)": (list(range(1, len(losses) + 1)), common.smooth(losses)),
