@@ -8,8 +8,8 @@ import torch
 import fastrnn
 import fastrnn.numpy
 import fastrnn.ops
-from reference import CELLS, poisoned_empty, poisoned_numpy_empty, torch_layer, torch_reference  # noqa: F401
 
+from reference import CELLS, poisoned_empty, poisoned_numpy_empty, torch_layer, torch_reference  # noqa: F401
 DTYPES = [torch.float64, torch.float32]
 # Largest error allowed, relative to the largest magnitude of the reference (at least 1).
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 2e-5}
