@@ -132,7 +132,7 @@ def main():
     opt = fastrnn.optim.Adam(model.parameters(), lr=args.lr, max_grad_norm=1.0)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps, eta_min=args.lr / 10)
     walk = StatefulBatches(train, args.bptt, target_shift=1)
-    losses, val_points = [], []
+    losses, val_points = [], [(0, evaluate(model))]
     eval_every = max(args.steps // 10, 20)
     progress = common.Progress(args.steps, "char_rnn", every=50)
     start = time.perf_counter()
@@ -154,15 +154,19 @@ def main():
             if step >= args.steps:
                 break
     progress.close()
-    elapsed = time.perf_counter() - start
-    final = val_points[-1][1]
+    report(args, losses, val_points, time.perf_counter() - start)
+
+
+def report(args, losses, val_points, elapsed):
+    """The summary lines (time, the validation loss's fall, the final loss) and the loss curves."""
+    initial, final = val_points[0][1], val_points[-1][1]
     print(f"trained {args.steps} steps in {elapsed:.0f} s ({elapsed / args.steps * 1e3:.0f} ms/step)")
+    common.print_loss_fell("val loss", initial, final)
     print(f"final val loss: {final:.3f} nats/char ({final / math.log(2):.3f} bits/char)")
     common.save_curves(args.out, [("cross-entropy (nats/char)", {
         "train (smoothed)": (list(range(1, len(losses) + 1)), common.smooth(losses)),
         "validation": ([s for s, _ in val_points], [v for _, v in val_points])})],
         f"char-level LSTM (H={args.hidden}, B={args.batch_size}, k={args.bptt}): val {final:.3f} nats/char")
-
 
 def compare(args, CharModel, initial_weights, train, train_step, fnn, foptim, torch):
     """The same model from the same weights on the same batches, one step of each in turn:

@@ -1,5 +1,5 @@
 """What the examples share: command-line flags, their optional dependencies, thread count,
-progress display, loss plots."""
+progress display, the classifiers' training loop, loss plots."""
 
 import argparse
 import importlib.util
@@ -42,6 +42,25 @@ def parser(description: str, out_default: str) -> argparse.ArgumentParser:
                    help="where the PNG loss curve goes")
     p.add_argument("--seed", type=int, default=0)
     return p
+
+
+def classifier_args(description: str, out_default: str, epochs: int, quick_train_size: int, **extra):
+    """The flags of a classifier example, parsed: parser()'s, --epochs, --train-size, --batch-size
+    and one --name per extra keyword (its default's type); --quick trains one epoch on
+    quick_train_size examples. Stops at once when the examples' extras are missing, then sets the
+    thread count."""
+    p = parser(description, out_default)
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--train-size", type=int, default=10000)
+    p.add_argument("--batch-size", type=int, default=64)
+    for name, default in extra.items():
+        p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
+    args = p.parse_args()
+    require_extras()  # a missing plotting library fails here, not after training
+    if args.quick:
+        args.epochs, args.train_size = 1, quick_train_size
+    set_threads(args.threads)
+    return args
 
 
 def set_threads(threads) -> None:
@@ -97,6 +116,61 @@ class Progress:
             self._bar.close()
         elif self._rich is not None:
             self._rich.stop()
+
+
+def train_classifier(name, model, opt, schedule, train, test, args, generator, chance, title):
+    """Trains model on train = (*inputs, labels) in shuffled batches (cross-entropy, one schedule
+    step per batch of args.batch_size, args.epochs epochs), measures test accuracy after each
+    epoch, prints the summary lines tests/test_examples.py reads (first and last training loss,
+    final accuracy against chance) and writes the curves to args.out. Returns the final accuracy."""
+    import torch
+
+    @torch.no_grad()
+    def accuracy(*inputs_and_labels):
+        *inputs, labels = inputs_and_labels
+        model.eval()
+        correct = sum((model(*(t[i:i + 500] for t in inputs)).argmax(1) == labels[i:i + 500]).sum().item()
+                      for i in range(0, len(labels), 500))
+        model.train()
+        return correct / len(labels)
+
+    *inputs, labels = train
+    epochs, batch_size = args.epochs, args.batch_size
+    steps_per_epoch = len(labels) // batch_size
+    losses, test_points = [], []
+    progress = Progress(epochs * steps_per_epoch, name, every=100)
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        order = torch.randperm(len(labels), generator=generator)
+        for s in range(steps_per_epoch):
+            batch = order[s * batch_size:(s + 1) * batch_size]
+            loss = torch.nn.functional.cross_entropy(model(*(t[batch] for t in inputs)), labels[batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            schedule.step()
+            losses.append(loss.item())
+            progress.update(loss=loss.item())
+        acc = accuracy(*test)
+        test_points.append((len(losses), acc))
+        progress.log(f"epoch {epoch + 1}/{epochs}: train loss {smooth(losses)[-1]:.3f}  "
+                     f"test accuracy {acc:.2%}  ({time.perf_counter() - start:.0f} s)")
+    progress.close()
+    final = test_points[-1][1]
+    print(f"trained {len(losses)} steps in {time.perf_counter() - start:.0f} s")
+    print_loss_fell("train loss", losses[0], smooth(losses, 10)[-1])  # the last 10 steps
+    print(f"final test accuracy: {final:.2%} (chance: about {chance:.0%})")
+    steps = list(range(1, len(losses) + 1))
+    save_curves(args.out, [
+        ("cross-entropy", {"train (smoothed)": (steps, smooth(losses))}),
+        ("test accuracy", {"test": ([s for s, _ in test_points], [a for _, a in test_points])})],
+        f"{title}: test accuracy {final:.2%}")
+    return final
+
+
+def print_loss_fell(what, first, last):
+    """The line tests/test_examples.py reads to check that training lowered the loss."""
+    print(f"{what}: first {first:.4f}, last {last:.4f}")
 
 
 def save_curves(path: str, panels, title: str) -> None:

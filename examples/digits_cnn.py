@@ -8,8 +8,6 @@ conv-ReLU-maxpool blocks and two linear layers, trained with fastrnn.optim.Adam.
 accuracy on freshly rendered digits and writes examples/results/digits_cnn.png.
 """
 
-import time
-
 import common
 
 # 5x7 bitmap glyphs of 0-9, one string of 5 pixels per row.
@@ -57,15 +55,7 @@ def render(count, generator, torch):
 
 
 def main():
-    p = common.parser(__doc__.split("\n")[0], "digits_cnn.png")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--train-size", type=int, default=10000)
-    p.add_argument("--batch-size", type=int, default=64)
-    args = p.parse_args()
-    common.require_extras()  # a missing plotting library fails here, not after training
-    if args.quick:
-        args.epochs, args.train_size = 1, 1000
-    common.set_threads(args.threads)
+    args = common.classifier_args(__doc__.split("\n")[0], "digits_cnn.png", epochs=2, quick_train_size=3000)
 
     import torch
 
@@ -87,42 +77,8 @@ def main():
     steps_per_epoch = len(train_y) // args.batch_size
     opt = fastrnn.optim.Adam(model.parameters(), lr=2e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=args.epochs * steps_per_epoch)
-
-    @torch.no_grad()
-    def accuracy():
-        model.eval()
-        correct = sum((model(test_x[i:i + 500]).argmax(1) == test_y[i:i + 500]).sum().item()
-                      for i in range(0, len(test_y), 500))
-        model.train()
-        return correct / len(test_y)
-
-    losses, test_points = [], []
-    progress = common.Progress(args.epochs * steps_per_epoch, "digits_cnn", every=100)
-    start = time.perf_counter()
-    for epoch in range(args.epochs):
-        order = torch.randperm(len(train_y), generator=generator)
-        for s in range(steps_per_epoch):
-            batch = order[s * args.batch_size:(s + 1) * args.batch_size]
-            loss = torch.nn.functional.cross_entropy(model(train_x[batch]), train_y[batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            schedule.step()
-            losses.append(loss.item())
-            progress.update(loss=loss.item())
-        acc = accuracy()
-        test_points.append((len(losses), acc))
-        progress.log(f"epoch {epoch + 1}/{args.epochs}: train loss {common.smooth(losses)[-1]:.3f}  "
-                     f"test accuracy {acc:.2%}  ({time.perf_counter() - start:.0f} s)")
-    progress.close()
-    final = test_points[-1][1]
-    print(f"trained {len(losses)} steps in {time.perf_counter() - start:.0f} s")
-    print(f"final test accuracy: {final:.2%}")
-    steps = list(range(1, len(losses) + 1))
-    common.save_curves(args.out, [
-        ("cross-entropy", {"train (smoothed)": (steps, common.smooth(losses))}),
-        ("test accuracy", {"test": ([s for s, _ in test_points], [a for _, a in test_points])})],
-        f"small CNN on rendered digits: test accuracy {final:.2%}")
+    common.train_classifier("digits_cnn", model, opt, schedule, (train_x, train_y), (test_x, test_y), args,
+                            generator, chance=0.1, title="small CNN on rendered digits")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,6 @@ enforce_sorted=False, so the batch keeps its order), the final states of both di
 linear layer. Reports test accuracy and writes examples/results/sequence_classification.png.
 """
 
-import time
-
 import common
 
 CLASSES, SYMBOLS, MIN_LEN, MAX_LEN = 4, 6, 8, 64
@@ -31,16 +29,8 @@ def make_data(count, generator, torch):
 
 
 def main():
-    p = common.parser(__doc__.split("\n")[0], "sequence_classification.png")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--train-size", type=int, default=10000)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=64)
-    args = p.parse_args()
-    common.require_extras()  # a missing plotting library fails here, not after training
-    if args.quick:
-        args.epochs, args.train_size = 1, 800
-    common.set_threads(args.threads)
+    args = common.classifier_args(__doc__.split("\n")[0], "sequence_classification.png", epochs=3,
+                                  quick_train_size=2400, hidden=64)
 
     import torch
     from torch.nn.utils.rnn import pack_padded_sequence
@@ -73,42 +63,8 @@ def main():
     steps_per_epoch = len(train[0]) // args.batch_size
     opt = fastrnn.optim.Adam(model.parameters(), lr=3e-3, max_grad_norm=1.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=args.epochs * steps_per_epoch)
-
-    @torch.no_grad()
-    def accuracy(tokens, lengths, labels):
-        model.eval()
-        correct = sum((model(tokens[i:i + 500], lengths[i:i + 500]).argmax(1) == labels[i:i + 500]).sum().item()
-                      for i in range(0, len(labels), 500))
-        model.train()
-        return correct / len(labels)
-
-    losses, test_points = [], []
-    progress = common.Progress(args.epochs * steps_per_epoch, "sequence_classification", every=100)
-    start = time.perf_counter()
-    for epoch in range(args.epochs):
-        order = torch.randperm(len(train[0]), generator=generator)
-        for s in range(steps_per_epoch):
-            batch = order[s * args.batch_size:(s + 1) * args.batch_size]
-            loss = torch.nn.functional.cross_entropy(model(train[0][batch], train[1][batch]), train[2][batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            schedule.step()
-            losses.append(loss.item())
-            progress.update(loss=loss.item())
-        acc = accuracy(*test)
-        test_points.append((len(losses), acc))
-        progress.log(f"epoch {epoch + 1}/{args.epochs}: train loss {common.smooth(losses)[-1]:.3f}  "
-                     f"test accuracy {acc:.2%}  ({time.perf_counter() - start:.0f} s)")
-    progress.close()
-    final = test_points[-1][1]
-    print(f"trained {len(losses)} steps in {time.perf_counter() - start:.0f} s")
-    print(f"final test accuracy: {final:.2%} (chance: about {1 / CLASSES:.0%})")
-    steps = list(range(1, len(losses) + 1))
-    common.save_curves(args.out, [
-        ("cross-entropy", {"train (smoothed)": (steps, common.smooth(losses))}),
-        ("test accuracy", {"test": ([s for s, _ in test_points], [a for _, a in test_points])})],
-        f"bidirectional GRU on packed sequences: test accuracy {final:.2%}")
+    common.train_classifier("sequence_classification", model, opt, schedule, train, test, args, generator,
+                            chance=1 / CLASSES, title="bidirectional GRU on packed sequences")
 
 
 if __name__ == "__main__":

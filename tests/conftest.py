@@ -1,6 +1,7 @@
-"""Shared helpers: tolerances, torch reference layers, and NaN-poisoned output buffers."""
+"""Shared fixtures and checks: tolerances, instruction sets, NaN-poisoned output buffers. The
+torch references themselves live in tests/reference.py (torch_layer and torch_reference are
+re-exported here for the suites that import them from conftest)."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -9,7 +10,7 @@ import fastrnn.numpy
 import fastrnn.ops
 from fastrnn.ops import _runtime
 
-CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
+from reference import CELLS, poisoned_empty, poisoned_numpy_empty, torch_layer, torch_reference  # noqa: F401
 DTYPES = [torch.float64, torch.float32]
 # Largest error allowed, relative to the largest magnitude of the reference (at least 1).
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 2e-5}
@@ -21,17 +22,7 @@ def poisoned_buffers(monkeypatch):
     """Every output and workspace the kernels receive starts as NaN, so an element a kernel
     forgets to write fails the comparison instead of passing on lucky zeros."""
 
-    def torch_empty(shape, like, dtype=None):
-        dtype = dtype or like.dtype
-        t = torch.empty(shape, dtype=dtype, device=like.device)
-        if not dtype.is_floating_point:  # integer outputs (e.g. pooling indices): an impossible value
-            return t.fill_(255 if dtype == torch.uint8 else -1)
-        return t.fill_(float("nan"))
-
-    def numpy_empty(shape, dtype):
-        a = np.empty(shape, dtype)
-        a.fill(255 if np.dtype(dtype) == np.uint8 else np.nan)
-        return a
+    torch_empty, numpy_empty = poisoned_empty, poisoned_numpy_empty
 
     def recycled(t):  # a kept reserve handed out again: as if fresh
         return t.fill_(float("nan"))
@@ -65,31 +56,6 @@ def assert_close(actual, expected, dtype, what=""):
         scale = max(1.0, e.abs().max().item())
         err = (a - e).abs().max().item()
         assert err <= TOLERANCE[dtype] * scale, f"{what}: max error {err:.3e} > {TOLERANCE[dtype]:.0e} x {scale:.3g}"
-
-
-def torch_layer(cell, input_size, hidden_size, bias, dtype, seed=0):
-    """The torch.nn layer fastrnn must match, with torch's own initialisation."""
-    torch.manual_seed(seed)
-    if cell == "lstm":
-        layer = torch.nn.LSTM(input_size, hidden_size, bias=bias)
-    elif cell == "gru":
-        layer = torch.nn.GRU(input_size, hidden_size, bias=bias)
-    else:
-        layer = torch.nn.RNN(input_size, hidden_size, bias=bias, nonlinearity=cell.split("_")[1])
-    return layer.to(dtype)
-
-
-def torch_reference(cell, layer, x, h0, c0, reverse):
-    """torch.nn's (y, h_n, c_n) for one direction; reverse runs on the time-flipped sequence."""
-    xin = x.flip(0) if reverse else x
-    if cell == "lstm":
-        hx = None if h0 is None else (h0.unsqueeze(0), c0.unsqueeze(0))
-        y, (h_n, c_n) = layer(xin, hx)
-        c_n = c_n[0]
-    else:
-        y, h_n = layer(xin, None if h0 is None else h0.unsqueeze(0))
-        c_n = None
-    return (y.flip(0) if reverse else y), h_n[0], c_n
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,18 +1,18 @@
 """The reference side of the RNN CUDA tests, device-independent so that ordinary (no-GPU) CI runs
 it on the CPU (tests/test_cuda_references.py): a reference mistake fails there, not in the few
 lent GPU minutes. Every function takes its tensors on any device; the CUDA tests call them with
-CUDA tensors or a CUDA layer, the CPU tests with CPU ones."""
+CUDA tensors or a CUDA layer, the CPU tests with CPU ones. The references themselves are
+tests/reference.py's (make_layer, run_layer, rounded are re-exported here under the names the CUDA
+suites and tools/gpu_round.py import)."""
 
+import contextlib
+
+import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fastrnn.functional as F
-import fastrnn.nn
-
-
-def rounded(t, dtype):
-    """t rounded to dtype, back in float64: the reference sees exactly the kernels' inputs."""
-    return t.to(dtype).to(torch.float64)
+from reference import make_layer, rounded, run_layer, twins  # noqa: F401
 
 
 def relative_error(actual, expected):
@@ -23,21 +23,6 @@ def relative_error(actual, expected):
     assert not actual.isnan().any(), "NaN in the result (an element left unwritten?)"
     assert not expected.isnan().any(), "NaN in the reference"
     return (actual - expected).abs().max().item() / max(1.0, expected.abs().max().item())
-
-
-def make_layer(cell, I, H, bias, dtype, seed, proj_size=0):
-    """A float64 torch.nn layer on the CPU whose parameters are representable in dtype."""
-    torch.manual_seed(seed)
-    if cell == "lstm":
-        layer = torch.nn.LSTM(I, H, bias=bias, proj_size=proj_size)
-    elif cell == "gru":
-        layer = torch.nn.GRU(I, H, bias=bias)
-    else:
-        layer = torch.nn.RNN(I, H, bias=bias, nonlinearity=cell.split("_")[1])
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.copy_(rounded(p, dtype))
-    return layer.double()
 
 
 def problem(cell, dtype, T, B, I, H, seed):
@@ -60,14 +45,6 @@ def grad_names(cell):
 def loss_of(outputs, weights):
     """A float64 CPU loss of outputs on any device (autograd carries the gradient back)."""
     return sum((o.double().cpu() * w).sum() for o, w in zip(outputs, weights) if o is not None)
-
-
-def run_layer(layer, cell, x, h0, c0):
-    if cell == "lstm":
-        y, (h_n, c_n) = layer(x, (h0.unsqueeze(0), c0.unsqueeze(0)))
-        return y, h_n[0], c_n[0]
-    y, h_n = layer(x, h0.unsqueeze(0))
-    return y, h_n[0], None
 
 
 def rnn_reference(layer, cell, x, h0, c0, out_weights, reverse, training=True):
@@ -109,13 +86,7 @@ def fastrnn_run(cell, device, dtype, x, h0, c0, params, out_weights, reverse, tr
 def module_pair(kind, dtype, device, **kwargs):
     """(fastrnn.nn.X on device in dtype, torch.nn.X in float32 on the CPU) with the same weights,
     rounded to dtype."""
-    torch.manual_seed(11)
-    reference = getattr(torch.nn, kind)(**kwargs)
-    with torch.no_grad():
-        for p in reference.parameters():
-            p.copy_(rounded(p, dtype))
-    ours = getattr(fastrnn.nn, kind)(**kwargs)
-    ours.load_state_dict(reference.state_dict())
+    reference, ours = twins(kind, dtype=torch.float32, seed=11, round_to=dtype, **kwargs)
     return ours.to(device, dtype), reference
 
 
@@ -139,3 +110,24 @@ def module_outputs(module, x, dtype, device, dt, lengths=None):
     for h in hidden:
         loss = loss + (h.double().cpu() * rounded(torch.randn(h.shape, generator=gen), dtype)).sum()
     return [y, *hidden, *torch.autograd.grad(loss, [xi] + list(module.parameters()))]
+
+
+def parametrize_modules(cases, dtypes):
+    """pytest's parametrisation of a test over (kind, kwargs) module cases (ids kind-index) and
+    dtypes."""
+    by_case = pytest.mark.parametrize("kind,kwargs", cases, ids=[f"{k}-{i}" for i, (k, _) in enumerate(cases)])
+    by_dtype = pytest.mark.parametrize("dtype", dtypes, ids=str)
+    return lambda test: by_dtype(by_case(test))
+
+
+def module_run(kind, kwargs, dtype, T, B, seed, lengths=None, device="cuda", context=contextlib.nullcontext):
+    """fastrnn.nn.<kind>(**kwargs) on device in dtype, run inside context(), and torch.nn's twin in
+    float64 on the CPU, on the same input (module_input) packed by lengths if given: (the float64
+    reference, x, ours' module_outputs, the reference's), as many of each."""
+    ours, reference = module_pair(kind, dtype, device, **kwargs)
+    x = module_input(kwargs, dtype, T, B, seed)
+    with context():
+        got = module_outputs(ours, x, dtype, device, dtype, lengths)
+    expected = module_outputs(reference.double(), x, dtype, "cpu", torch.float64, lengths)
+    assert len(got) == len(expected)
+    return reference, x, got, expected

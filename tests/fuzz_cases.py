@@ -42,6 +42,7 @@ import fastrnn.numpy as frn
 import fastrnn.ops
 import fastrnn.optim as foptim
 import fastrnn.utils as futils
+from reference import layer_ops, poisoned_empty, poisoned_numpy_empty  # this script's folder: tests/
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "int32": torch.int32, "int64": torch.int64, "bool": torch.bool, "complex64": torch.complex64}
@@ -346,6 +347,15 @@ def tol_for(dtype, work=1):
     return TOLERANCE.get(dtype, 1e-2) * max(1.0, float(work))
 
 
+def prepared(module, case):
+    """The module in the case's dtype, its parameters frozen when the case says so."""
+    module = module.to(DTYPES[case["dtype"]])
+    if not case.get("params_grad", True):
+        for p in module.parameters():
+            p.requires_grad_(False)
+    return module
+
+
 # ---- recurrent layers (torch.nn.RNN/LSTM/GRU) ------------------------------------------------------
 
 def _layer_class(lib, mode):
@@ -390,11 +400,8 @@ def rnn_module(case):
                     raise type(e)(str(e).replace("dropout", name)) from None
         else:
             module = cls(I, H, **kw, **extra)
-        module = module.to(DTYPES[dtype])
+        module = prepared(module, case)
         module.train(case.get("train", True))
-        if not case.get("params_grad", True):
-            for p in module.parameters():
-                p.requires_grad_(False)
         side.at("inputs")
         batched = case.get("batched", True)
         feat = I + 1 if bad == "x_features" else I
@@ -519,10 +526,7 @@ def rnn_cell(case):
             module = lib.RNNCell(I, H, bias=case.get("bias", True), nonlinearity=mode.split("_")[1], **kw)
         else:
             module = getattr(lib, mode)(I, H, bias=case.get("bias", True), **kw)
-        module = module.to(DTYPES[dtype])
-        if not case.get("params_grad", True):
-            for p in module.parameters():
-                p.requires_grad_(False)
+        module = prepared(module, case)
         side.at("inputs")
         batched = case.get("batched", True)
         feat = I + 1 if bad == "x_features" else I
@@ -628,31 +632,6 @@ def _layer_tensors(case):
     return shapes, dtypes, present, T, B, H
 
 
-def _torch_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse):
-    """torch's one-layer, one-direction reference (the aten ops behind torch.nn), reverse by flipping time."""
-    T, B, _ = x.shape
-    H = w_hh.shape[1]
-    h0 = x.new_zeros(B, H) if h0 is None else h0
-    if b_ih is None and b_hh is not None:
-        b_ih = torch.zeros_like(b_hh)
-    if b_hh is None and b_ih is not None:
-        b_hh = torch.zeros_like(b_ih)
-    params = [w_ih, w_hh] + ([b_ih, b_hh] if b_ih is not None else [])
-    has_bias = b_ih is not None
-    xin = x.flip(0) if reverse else x
-    if cell == "lstm":
-        c0 = x.new_zeros(B, H) if c0 is None else c0
-        y, h_n, c_n = torch.lstm(xin, (h0[None], c0[None]), params, has_bias, 1, 0.0, False, False, False)
-        result = [y, h_n[0], c_n[0]]
-    else:
-        fn = {"gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}[cell]
-        y, h_n = fn(xin, h0[None], params, has_bias, 1, 0.0, False, False, False)
-        result = [y, h_n[0]]
-    if reverse:
-        result[0] = result[0].flip(0)
-    return tuple(result)
-
-
 def functional_layer(case):
     """fastrnn.functional.lstm/gru/rnn against torch's layer ops; mistakes against EXPECTED_LAYER_ERRORS."""
     cell, dtype, bad = case["cell"], case["dtype"], case.get("bad")
@@ -677,8 +656,8 @@ def functional_layer(case):
         if side.torch:
             if bad is not None:
                 raise EXPECTED_LAYER_ERRORS[bad]("(expected refusal)")
-            out = _torch_layer(cell, a["x"], a["h0"], a["c0"], a["weight_ih"], a["weight_hh"], a["bias_ih"],
-                               a["bias_hh"], reverse)
+            out = layer_ops(cell, a["x"], a["h0"], a["c0"], a["weight_ih"], a["weight_hh"], a["bias_ih"],
+                            a["bias_hh"], reverse)
         elif cell == "lstm":
             out = FF.lstm(a["x"], a["h0"], a["c0"], a["weight_ih"], a["weight_hh"], a["bias_ih"], a["bias_hh"],
                           reverse=reverse)
@@ -721,8 +700,8 @@ def numpy_layer(case):
         if side.torch:
             if bad in EXPECTED_LAYER_ERRORS:
                 raise EXPECTED_LAYER_ERRORS[bad]("(expected refusal)")
-            outs = _torch_layer(cell, a["x"], a["h0"], a["c0"], a["weight_ih"], a["weight_hh"], a["bias_ih"],
-                                a["bias_hh"], reverse)
+            outs = layer_ops(cell, a["x"], a["h0"], a["c0"], a["weight_ih"], a["weight_hh"], a["bias_ih"],
+                             a["bias_hh"], reverse)
             names = ["y", "h_n", "c_n"][:len(outs)]
             outputs = dict(zip(names, outs))
             for n, o in outputs.items():
@@ -1273,17 +1252,7 @@ FAMILIES = {"__harness__": _harness_check, "rnn_module": rnn_module, "rnn_cell":
 def poison_buffers():
     """As tests/conftest.py does in the test process: every buffer fastrnn hands its kernels starts
     as NaN (integers: an impossible value), so an element a kernel forgets to write shows."""
-    def torch_empty(shape, like, dtype=None):
-        dtype = dtype or like.dtype
-        t = torch.empty(shape, dtype=dtype, device=like.device)
-        if not dtype.is_floating_point:
-            return t.fill_(255 if dtype == torch.uint8 else -1)
-        return t.fill_(float("nan"))
-
-    def numpy_empty(shape, dtype):
-        a = np.empty(shape, dtype)
-        a.fill(255 if np.dtype(dtype) == np.uint8 else np.nan)
-        return a
+    torch_empty, numpy_empty = poisoned_empty, poisoned_numpy_empty  # tests/reference.py
 
     fastrnn.ops._runtime.empty = torch_empty
     fastrnn.ops._runtime.recycled = lambda t: t.fill_(float("nan"))

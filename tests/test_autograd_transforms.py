@@ -13,6 +13,7 @@ import fastrnn.nn as fnn
 from fastrnn import functional as F
 from fastrnn import ops
 from conftest import assert_close
+from reference import twins
 
 # (module name, constructor keywords): every layer kind and option whose backward differs.
 LAYERS = [
@@ -36,11 +37,7 @@ def case_id(value):
 
 def make_pair(name, kwargs, dtype=torch.float64, seed=0, sizes=(INPUT_SIZE, HIDDEN_SIZE)):
     """A torch.nn module and its fastrnn twin holding the same weights."""
-    torch.manual_seed(seed)
-    reference = getattr(torch.nn, name)(*sizes, **kwargs).to(dtype)
-    ours = getattr(fnn, name)(*sizes, **kwargs).to(dtype)
-    ours.load_state_dict(reference.state_dict())
-    return reference, ours
+    return twins(name, *sizes, dtype=dtype, seed=seed, **kwargs)
 
 
 def input_for(name, kwargs, dtype=torch.float64, steps=STEPS, batch=BATCH, seed=1):

@@ -7,7 +7,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 import fastrnn
+
+# Each runs the benchmark scripts in subprocesses: left out of the default run, run by CI.
+pytestmark = pytest.mark.slow
 
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
 

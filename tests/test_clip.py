@@ -25,7 +25,7 @@ def twin_grads(dtype, special=None, seed=0):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf, "inf"])
 @pytest.mark.parametrize("max_norm", [0.5, 1e6])
-def test_matches_torch(dtype, norm_type, max_norm):
+def test_clip_grad_norm_matches_torch(dtype, norm_type, max_norm):
     ref, ours = twin_grads(dtype)
     expected = torch.nn.utils.clip_grad_norm_(ref, max_norm, norm_type)
     got = fo.clip_grad_norm_(ours, max_norm, norm_type)

@@ -15,89 +15,93 @@ from conftest import DTYPES, assert_close
 # torch (the reference) warns that it copies the input for an even kernel with padding='same'.
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 
-# (batch or None for unbatched, C_in, C_out, H, W, kernel, stride, padding, dilation, groups, bias)
+def conv_case(batch, c_in, c_out, H, W, kernel, stride=1, padding=0, dilation=1, groups=1, bias=True):
+    """(batch or None for unbatched, C_in, C_out, H, W, kernel, stride, padding, dilation, groups, bias)."""
+    return batch, c_in, c_out, H, W, kernel, stride, padding, dilation, groups, bias
+
+
 CASES = [
-    (3, 5, 7, 13, 11, 3, 1, 0, 1, 1, True),
-    (2, 4, 6, 9, 14, (3, 2), (2, 1), (1, 2), 1, 2, False),
-    (2, 6, 6, 12, 10, 3, 1, "same", 1, 6, True),  # depthwise
-    (1, 3, 5, 10, 9, (4, 2), 1, "same", (1, 2), 1, True),  # even kernel: asymmetric padding
-    (None, 3, 4, 11, 8, 3, 2, 1, 2, 1, True),  # unbatched
-    (4, 8, 4, 7, 7, 1, 1, 0, 1, 2, True),  # pointwise
-    (3, 2, 5, 15, 13, 5, 3, "valid", 1, 1, True),
-    (2, 1, 32, 28, 28, 5, 1, 0, 1, 1, True),  # an MNIST first layer
-    (3, 9, 6, 8, 9, 2, 1, 1, 1, 3, False),
-    (2, 1, 5, 13, 19, 3, 1, 1, 1, 1, True),  # one input channel (the direct kernel): edge columns
-    (None, 1, 3, 9, 7, (2, 3), 1, "same", 1, 1, False),
+    conv_case(3, 5, 7, 13, 11, 3),
+    conv_case(2, 4, 6, 9, 14, (3, 2), stride=(2, 1), padding=(1, 2), groups=2, bias=False),
+    conv_case(2, 6, 6, 12, 10, 3, padding="same", groups=6),  # depthwise
+    conv_case(1, 3, 5, 10, 9, (4, 2), padding="same", dilation=(1, 2)),  # even kernel: asymmetric padding
+    conv_case(None, 3, 4, 11, 8, 3, stride=2, padding=1, dilation=2),  # unbatched
+    conv_case(4, 8, 4, 7, 7, 1, groups=2),  # pointwise
+    conv_case(3, 2, 5, 15, 13, 5, stride=3, padding="valid"),
+    conv_case(2, 1, 32, 28, 28, 5),  # an MNIST first layer
+    conv_case(3, 9, 6, 8, 9, 2, padding=1, groups=3, bias=False),
+    conv_case(2, 1, 5, 13, 19, 3, padding=1),  # one input channel (the direct kernel): edge columns
+    conv_case(None, 1, 3, 9, 7, (2, 3), padding="same", bias=False),
     # One input channel per group at stride 1 also takes the direct kernel (AVX2): channel
     # counts that are not a multiple of its 4-channel block, dilation, padding wider than the
     # kernel, depthwise groups, and a wide image whose output spans several row blocks.
-    (5, 1, 7, 10, 13, 3, 1, (3, 1), (2, 1), 1, True),
-    (3, 4, 12, 11, 12, 3, 1, 2, 2, 4, True),
-    (2, 1, 64, 13, 100, 3, 1, 1, 1, 1, True),
-    (1, 1, 6, 8, 9, 1, 1, 0, 1, 1, True),
+    conv_case(5, 1, 7, 10, 13, 3, padding=(3, 1), dilation=(2, 1)),
+    conv_case(3, 4, 12, 11, 12, 3, padding=2, dilation=2, groups=4),
+    conv_case(2, 1, 64, 13, 100, 3, padding=1),
+    conv_case(1, 1, 6, 8, 9, 1),
     # Every stride-1 conv takes the direct forward, and its input gradient is the direct forward
     # of the transposed conv: several input channels over several row blocks, padding beyond the
     # kernel's reach (no transposed conv: the GEMM input gradient), a padded input copy over the
     # direct kernel's 8 MiB limit (the GEMM forward).
-    (1, 2, 64, 9, 130, 3, 1, 1, 1, 1, True),
-    (2, 3, 4, 8, 9, 2, 1, 3, 1, 1, True),
-    (1, 200, 2, 100, 100, 3, 1, 1, 1, 1, False),
+    conv_case(1, 2, 64, 9, 130, 3, padding=1),
+    conv_case(2, 3, 4, 8, 9, 2, padding=3),
+    conv_case(1, 200, 2, 100, 100, 3, padding=1, bias=False),
     # The direct weight gradient (stride 1) over blocks of 16 (float) / 8 (double) output
     # channels: a partial last block, taps not a multiple of its 6-tap tile, rows in blocks.
-    (3, 5, 33, 10, 30, 3, 1, 1, 1, 1, True),
-    (2, 3, 20, 7, 300, (2, 3), 1, (1, 0), 1, 1, False),
+    conv_case(3, 5, 33, 10, 30, 3, padding=1),
+    conv_case(2, 3, 20, 7, 300, (2, 3), padding=(1, 0), bias=False),
     # 8 or more input channels per group at stride 1: the fused block's sparse weight gradient
     # (channels-last input, input channels not a multiple of a vector, groups, dilation, odd
     # conv outputs whose last row and column no window reads).
-    (3, 11, 6, 11, 13, 3, 1, 1, 1, 1, True),
-    (2, 18, 4, 9, 10, 3, 1, (2, 1), (2, 1), 2, False),
+    conv_case(3, 11, 6, 11, 13, 3, padding=1),
+    conv_case(2, 18, 4, 9, 10, 3, padding=(2, 1), dilation=(2, 1), groups=2, bias=False),
     # ... and its sparse input gradient: a 5x5 kernel (25 taps x 2 vectors of 9 channels: the
     # 12-, 4- and 1-vector tiles), input rows and columns no tap reaches (odd conv outputs).
-    (2, 9, 5, 13, 11, 5, 1, 2, 1, 1, True),
+    conv_case(2, 9, 5, 13, 11, 5, padding=2),
     # Output rows of a whole number of 3-vector tiles (24 floats, 12 doubles) take row-aligned
     # tiles written straight into the output: with and without bias, groups, and (x of width 24)
     # the transposed conv of the input gradient.
-    (3, 3, 7, 10, 26, 3, 1, 0, 1, 1, True),
-    (2, 4, 6, 7, 50, 3, 1, 0, 1, 2, False),
-    (2, 5, 6, 9, 24, 3, 1, 1, 1, 1, True),
+    conv_case(3, 3, 7, 10, 26, 3),
+    conv_case(2, 4, 6, 7, 50, 3, groups=2, bias=False),
+    conv_case(2, 5, 6, 9, 24, 3, padding=1),
     # Input channels in slices (a tile's window over 32 KiB) whose window fits a quarter of L1,
     # the last slice shorter; flattened and row tiles, output channels not a multiple of 4.
-    (2, 64, 6, 5, 40, 3, 1, 1, 1, 1, True),
-    (1, 61, 5, 6, 50, 3, 1, 0, 1, 1, True),
+    conv_case(2, 64, 6, 5, 40, 3, padding=1),
+    conv_case(1, 61, 5, 6, 50, 3),
     # Row tiles of 4 vectors (3 channels, blocks of 4 straddled), 4 + 3 (a ResNet row, with
     # slices), 4 + 1 (one-vector tiles of 12, 8, 4, 3 channels): the last vector of a row spills
     # into the next row and is only partly stored in the last row.
-    (2, 1, 23, 9, 27, 3, 1, 1, 1, 1, True),
-    (3, 1, 32, 6, 28, 3, 1, 1, 1, 1, False),
-    (1, 64, 7, 3, 56, 3, 1, 1, 1, 1, True),
-    (2, 1, 27, 5, 38, 3, 1, 1, 1, 1, True),
+    conv_case(2, 1, 23, 9, 27, 3, padding=1),
+    conv_case(3, 1, 32, 6, 28, 3, padding=1, bias=False),
+    conv_case(1, 64, 7, 3, 56, 3, padding=1),
+    conv_case(2, 1, 27, 5, 38, 3, padding=1),
     # The pooled forward's row tiles over several blocks of conv rows (and rows of 4 x 3 vectors).
-    (1, 1, 64, 12, 98, 3, 1, 0, 1, 1, True),
+    conv_case(1, 1, 64, 12, 98, 3),
     # Few input channels: the forward over shifted planes (one per kernel column), the output
     # plane as one stretch with a partial last vector; a wide kernel with horizontal dilation
     # and padding past its reach.
-    (2, 2, 9, 11, 17, 3, 1, 1, 1, 1, True),
-    (3, 1, 5, 9, 10, (2, 4), 1, (0, 5), (1, 2), 1, False),
+    conv_case(2, 2, 9, 11, 17, 3, padding=1),
+    conv_case(3, 1, 5, 9, 10, (2, 4), padding=(0, 5), dilation=(1, 2), bias=False),
     # Many input channels and output channels a multiple of 32: the AVX-512 forward vectorised
     # over channels (blocks of 4 vectors for 64 and 128 float channels, of 2 for 96), in chunks
     # of 48 positions (a partial last chunk and transpose), several channel groups, groups of
     # the conv, no bias.
-    (2, 40, 64, 9, 20, 3, 1, 1, 1, 1, True),
-    (2, 33, 96, 5, 23, 3, 1, 0, 1, 1, False),
-    (2, 80, 128, 6, 9, 3, 1, 1, 1, 2, True),
+    conv_case(2, 40, 64, 9, 20, 3, padding=1),
+    conv_case(2, 33, 96, 5, 23, 3, bias=False),
+    conv_case(2, 80, 128, 6, 9, 3, padding=1, groups=2),
     # 3x3 stride 1 with 16 or more channels each way: Winograd F(2x2, 3x3) forward (and input
     # gradient, a transposed 3x3 conv): odd output sizes (a tile's second row or column
     # dropped), valid and 2-wide padding, groups, batches in groups of images with a shorter
     # last group, and an image whose tiles take several blocks (block ends inside tile rows).
-    (3, 16, 16, 7, 9, 3, 1, 1, 1, 1, True),
-    (2, 24, 20, 11, 10, 3, 1, 0, 1, 1, False),
-    (2, 16, 18, 6, 7, 3, 1, 2, 1, 1, True),
-    (5, 32, 32, 5, 5, 3, 1, 1, 1, 2, True),
-    (2, 64, 64, 41, 38, 3, 1, 1, 1, 1, True),
+    conv_case(3, 16, 16, 7, 9, 3, padding=1),
+    conv_case(2, 24, 20, 11, 10, 3, bias=False),
+    conv_case(2, 16, 18, 6, 7, 3, padding=2),
+    conv_case(5, 32, 32, 5, 5, 3, padding=1, groups=2),
+    conv_case(2, 64, 64, 41, 38, 3, padding=1),
     # 1x1 stride 1 with several input channels and an even conv output width: the pooled forward
     # reads the input in place as its im2col (an odd last row dropped; groups).
-    (3, 3, 2, 4, 4, 1, 1, 0, 1, 1, False),
-    (2, 6, 4, 5, 8, 1, 1, 0, 1, 2, True),
+    conv_case(3, 3, 2, 4, 4, 1, bias=False),
+    conv_case(2, 6, 4, 5, 8, 1, groups=2),
 ]
 
 
@@ -207,7 +211,7 @@ def test_only_requested_gradients(fused, wanted, isa):
 
 
 @pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[4], CASES[8]])
-def test_gradcheck(case):
+def test_conv_gradients_pass_gradcheck(case):
     batch, c_in, c_out, H, W, *rest = case
     small = (min(batch, 2) if batch else None, c_in, c_out, min(H, 9), min(W, 9), *rest)
     x, w, b, kw = _inputs(small, torch.float64)

@@ -171,7 +171,7 @@ def test_cpu_tensors_raise_cleanly():
 @pytest.mark.cuda
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
-def test_forward(case, mode, relu):
+def test_forward_matches_float64_and_cudnn(case, mode, relu):
     dtype = dtype_of(mode)
     x, w, b, geo = make(case, dtype)
     y = conv_ops.cuda_forward(x, w, b, relu=relu, **geo)
@@ -185,7 +185,7 @@ def test_forward(case, mode, relu):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_backward(case, mode):
+def test_backward_matches_float64(case, mode):
     dtype = dtype_of(mode)
     x, w, b, geo = make(case, dtype)
     dy = output_gradient(x, w, geo, seed=3)
@@ -202,7 +202,7 @@ def test_backward(case, mode):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True), (False, True, True)])
-def test_backward_needs(needs):
+def test_backward_computes_only_the_gradients_asked_for(needs):
     x, w, b, geo = make(CASES[2], torch.float64)
     dy = torch.randn(conv_ops.cuda_forward(x, w, b, **geo).shape, dtype=torch.float64, device="cuda")
     full = conv_ops.cuda_backward(dy, x, w, needs=(True, True, True), **geo)
@@ -216,7 +216,7 @@ def test_backward_needs(needs):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[5]], ids=case_id)
-def test_gradcheck(case):
+def test_cuda_conv_passes_gradcheck(case):
     x, w, b, geo = make(case, torch.float64)
     x, w = x[:1, :, :7, :6].contiguous(), w.contiguous()
 

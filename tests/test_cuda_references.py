@@ -13,7 +13,7 @@ import test_conv_cuda as conv
 import test_cuda_rnn as cuda_rnn
 import test_optim_cuda as optim
 import test_rnn_persistent_cuda as persistent
-from conftest import CELLS
+from reference import CELLS
 from cuda_references import (fastrnn_run, grad_names, module_input, module_outputs, module_pair, problem,
                              relative_error, rnn_reference)
 

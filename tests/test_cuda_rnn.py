@@ -11,9 +11,9 @@ import fastrnn.functional as F
 import fastrnn.nn
 from fastrnn import ops
 from fastrnn._checks import CELLS as CELL_CODES
-from conftest import CELLS
-from cuda_references import (fastrnn_run, grad_names, make_layer, module_input, module_outputs, module_pair, problem,
-                             relative_error, rnn_reference)
+from reference import CELLS, twins
+from cuda_references import (fastrnn_run, grad_names, make_layer, module_outputs, module_run, parametrize_modules,
+                             problem, relative_error, rnn_reference)
 
 pytestmark = pytest.mark.cuda
 
@@ -122,17 +122,13 @@ MODULE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
-@pytest.mark.parametrize("kind,kwargs", MODULE_CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(MODULE_CASES)])
+@parametrize_modules(MODULE_CASES, ALL_DTYPES)
 def test_modules_on_cuda(kind, kwargs, dtype):
     """fastrnn.nn.X(...).cuda() against torch.nn.X in float64 on the CPU and on the GPU (cuDNN)."""
-    ours, reference = module_pair(kind, dtype, "cuda", **kwargs)
-    cudnn = copy.deepcopy(reference).to("cuda", dtype)
-    x = module_input(kwargs, dtype, T=11, B=5, seed=5)
-    got = module_outputs(ours, x, dtype, "cuda", dtype)
-    expected = module_outputs(reference.double(), x, dtype, "cpu", torch.float64)
-    theirs = module_outputs(cudnn, x, dtype, "cuda", dtype)
-    assert len(got) == len(expected) == len(theirs)
+    reference, x, got, expected = module_run(kind, kwargs, dtype, T=11, B=5, seed=5)
+    # The float64 reference's weights hold values representable in dtype: cuDNN gets the same.
+    theirs = module_outputs(copy.deepcopy(reference).to("cuda", dtype), x, dtype, "cuda", dtype)
+    assert len(got) == len(theirs)
     for k, (o, r, c) in enumerate(zip(got, expected, theirs)):
         assert o.device.type == "cuda"
         check(f"output {k}", o, r, dtype, c)
@@ -152,13 +148,8 @@ def packed_kwargs(kind):
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
 def test_packed_variable_lengths_on_cuda(kind, dtype):
     """Each sequence stops at its own length; padding is never computed on."""
-    kwargs = packed_kwargs(kind)
-    ours, reference = module_pair(kind, dtype, "cuda", **kwargs)
-    x = module_input(kwargs, dtype, T=9, B=5, seed=8)
-    lengths = torch.tensor(PACKED_LENGTHS)
-    got = module_outputs(ours, x, dtype, "cuda", dtype, lengths)
-    expected = module_outputs(reference.double(), x, dtype, "cpu", torch.float64, lengths)
-    assert len(got) == len(expected)
+    _, _, got, expected = module_run(kind, packed_kwargs(kind), dtype, T=9, B=5, seed=8,
+                                     lengths=torch.tensor(PACKED_LENGTHS))
     for k, (o, r) in enumerate(zip(got, expected)):
         check(f"output {k}", o, r, dtype)
 
@@ -168,12 +159,9 @@ CELL_KINDS = ["LSTMCell", "GRUCell", "RNNCell"]
 
 def cell_pair(kind):
     """(fastrnn.nn cell in float32 on the CPU, torch.nn cell in float64, float64 input)."""
-    torch.manual_seed(2)
-    reference = getattr(torch.nn, kind)(6, 9).double()
-    ours = getattr(fastrnn.nn, kind)(6, 9)
-    ours.load_state_dict(reference.state_dict())
+    reference, ours = twins(kind, 6, 9, seed=2)
     x = torch.randn(4, 6, dtype=torch.float64)
-    return ours, reference, x
+    return ours.float(), reference, x
 
 
 def as_list(out):
@@ -278,10 +266,7 @@ def test_device_mismatch_errors():
 
     # The modules raise what torch.nn raises: CPU parameters with a CUDA input, CPU states.
     for kind in ("LSTM", "GRU", "RNN"):
-        torch.manual_seed(0)
-        reference = getattr(torch.nn, kind)(4, 5)
-        ours = getattr(fastrnn.nn, kind)(4, 5)
-        ours.load_state_dict(reference.state_dict())
+        reference, ours = twins(kind, 4, 5, dtype=torch.float32)
         with pytest.raises(RuntimeError) as torch_error:
             reference(x)
         with pytest.raises(RuntimeError, match="not at the same device") as our_error:

@@ -11,6 +11,7 @@ import fastrnn.functional as F
 import fastrnn.nn as fnn
 import fastrnn.numpy as frn
 from fastrnn import _C
+from reference import twins
 
 
 def lstm_args(T=4, B=3, I=5, H=6, dtype=torch.float32):
@@ -67,14 +68,14 @@ def test_bad_input_raises_like_torch(api, name, args, exc, message):
     assert message in str(info.value)
 
 
-def test_device_mismatch():
+def test_device_mismatch_raises_torchs_message():
     args = lstm_args()
     args["weight_hh"] = args["weight_hh"].to("meta")
     with pytest.raises(RuntimeError, match="Expected all tensors to be on the same device"):
         F.lstm(**args)
 
 
-def test_unknown_nonlinearity():
+def test_unknown_nonlinearity_is_refused_with_torchs_message():
     x, w_ih, w_hh = torch.randn(2, 1, 3), torch.randn(4, 3), torch.randn(4, 4)
     with pytest.raises(ValueError, match="Unknown nonlinearity 'gelu'. Select from 'tanh' or 'relu'."):
         F.rnn(x, None, w_ih, w_hh, nonlinearity="gelu")
@@ -221,11 +222,7 @@ I, H, B, T = 5, 7, 3, 5  # odd sizes: the input's features, hidden units, batch,
 
 def module_pair(name, *args, **kwargs):
     """A torch.nn module and its fastrnn twin holding the same float32 weights."""
-    torch.manual_seed(0)
-    reference = getattr(torch.nn, name)(*args, **kwargs)
-    ours = getattr(fnn, name)(*args, **kwargs)
-    ours.load_state_dict(reference.state_dict())
-    return reference, ours
+    return twins(name, *args, dtype=torch.float32, **kwargs)
 
 
 def torch_error(call):

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastrnn.functional as F
-from conftest import CELLS, DTYPES, assert_close, torch_layer, torch_reference
+from conftest import DTYPES, assert_close
+from reference import CELLS, torch_layer, torch_reference
 
 # (T, B, I, H): odd sizes, single steps, single units, a batch of one, and hidden sizes whose
 # gate rows span several of the GEMM's depth slices with a partial last panel (G*H > 256 for
@@ -74,7 +75,7 @@ def check_against_torch(cell, dtype, T, B, I, H, reverse, bias, with_h0, seed=0)
 @pytest.mark.parametrize("T,B,I,H", SIZES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("cell", CELLS)
-def test_matches_torch(cell, dtype, T, B, I, H, reverse, bias, with_h0):
+def test_layers_match_torch_outputs_and_gradients(cell, dtype, T, B, I, H, reverse, bias, with_h0):
     check_against_torch(cell, dtype, T, B, I, H, reverse, bias, with_h0)
 
 

@@ -17,6 +17,9 @@ and with fastrnn (tests/fuzz_cases.py) and reports whether they agree.
   at the end with all of them, grouped by what went wrong, each group with its count, its
   smallest case and a line that reproduces it: ``python tests/fuzz_cases.py '<case>'``.
 
+The tests are marked slow: a plain ``python3 -m pytest`` leaves them out, CI runs them
+(``python3 -m pytest -m "slow or not slow"``; ``-m slow tests/test_fuzz.py`` runs these alone).
+
 Profiles (hypothesis settings applied to these tests only, never loaded globally):
 
 * default: a bounded, derandomized run (the same cases every time, about a minute on two cores);
@@ -38,6 +41,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+
+pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).resolve().parent
 RUNNER = HERE / "fuzz_cases.py"

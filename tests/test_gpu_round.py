@@ -61,6 +61,7 @@ def test_counts_from_the_log_of_a_killed_file():
     assert counts["died_in"] == "tests/test_a.py::test_three"
 
 
+@pytest.mark.slow
 def test_dry_run_of_the_tests_command(tmp_path):
     result, summary = dry_run("tests", tmp_path)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
@@ -82,6 +83,7 @@ def test_dry_run_of_the_tests_command(tmp_path):
     assert len(os.listdir(tmp_path)) <= MAX_FILES_BACK
 
 
+@pytest.mark.slow
 def test_dry_run_of_the_bench_command(tmp_path):
     result, summary = dry_run("bench", tmp_path)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]

@@ -12,17 +12,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fastrnn.nn as fnn
 from conftest import assert_close
+from reference import twins as make_pair
 
 MODULES = ["RNN", "LSTM", "GRU"]
-
-
-def make_pair(name, *args, dtype=torch.float64, seed=0, **kwargs):
-    """A torch.nn module and its fastrnn twin holding the same weights."""
-    torch.manual_seed(seed)
-    reference = getattr(torch.nn, name)(*args, **kwargs).to(dtype)
-    ours = getattr(fnn, name)(*args, **kwargs).to(dtype)
-    ours.load_state_dict(reference.state_dict())
-    return reference, ours
 
 
 def random_config(rng):
@@ -110,6 +102,7 @@ def test_random_configurations_match_torch(seed, dtype):
     run_and_compare(reference, ours, x, hx, dtype, lengths, enforce_sorted=mode != "packed_unsorted")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("name", MODULES)
 def test_packed_batch_of_several_row_panels(name, dtype):
@@ -128,6 +121,7 @@ def test_packed_batch_of_several_row_panels(name, dtype):
     run_and_compare(reference, ours, x, hx, dtype, lengths, enforce_sorted=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("name", MODULES)
 def test_batch_of_several_row_panels_over_several_unit_chunks(name, dtype):
@@ -142,7 +136,7 @@ def test_batch_of_several_row_panels_over_several_unit_chunks(name, dtype):
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_unbatched_input(name):
+def test_unbatched_input_matches_torch(name):
     reference, ours = make_pair(name, 5, 4, num_layers=2, bidirectional=True)
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(6, 5, dtype=torch.float64, generator=gen)
@@ -328,10 +322,7 @@ def test_dropout_scales_kept_activations():
 @pytest.mark.parametrize("batched", [True, False])
 def test_cells_match_torch(name, batched):
     for dtype in (torch.float64, torch.float32):
-        torch.manual_seed(5)
-        reference = getattr(torch.nn, name)(7, 9).to(dtype)
-        ours = getattr(fnn, name)(7, 9).to(dtype)
-        ours.load_state_dict(reference.state_dict())
+        reference, ours = make_pair(name, 7, 9, dtype=dtype, seed=5)
         assert repr(ours) == repr(reference)
         x = torch.randn(*((4, 7) if batched else (7,)), dtype=dtype)
         state_shape = (4, 9) if batched else (9,)
@@ -523,6 +514,22 @@ def assert_same_outputs_and_grads(got, expected):
             assert_close(a, b, torch.float64, f"gradient {k}")
 
 
+def grad_context(mode):
+    return torch.no_grad() if mode == "no_grad" else contextlib.nullcontext()
+
+
+def assert_same_as_torch_in_mode(reference, ours, x, hx, mode):
+    """ours(x, hx) as reference(x, hx), outputs and gradients, in mode "train", "eval" or
+    "no_grad" (eval mode under torch.no_grad)."""
+    for module in (reference, ours):
+        module.train(mode == "train")
+        module.zero_grad(set_to_none=True)
+    with grad_context(mode):
+        expected = outputs_and_grads(reference, x, hx)
+        got = outputs_and_grads(ours, x, hx)
+    assert_same_outputs_and_grads(got, expected)
+
+
 @pytest.mark.parametrize("name", MODULES)
 def test_empty_batch_is_attached_to_the_graph_like_torch(name):
     """A batch of 0 once returned detached zeros, so y.sum().backward() failed; torch's outputs
@@ -535,14 +542,7 @@ def test_empty_batch_is_attached_to_the_graph_like_torch(name):
         x = torch.randn(*((0, 9, 5) if kwargs.get("batch_first") else (9, 0, 5)), dtype=torch.float64)
         for hx in (None, states_like(reference, 0, torch.float64, torch.Generator())):
             for mode in ("train", "eval", "no_grad"):
-                for module in (reference, ours):
-                    module.train(mode == "train")
-                    module.zero_grad(set_to_none=True)
-                context = torch.no_grad if mode == "no_grad" else contextlib.nullcontext
-                with context():
-                    expected = outputs_and_grads(reference, x, hx)
-                    got = outputs_and_grads(ours, x, hx)
-                assert_same_outputs_and_grads(got, expected)
+                assert_same_as_torch_in_mode(reference, ours, x, hx, mode)
 
 
 CELL_NAMES = ["RNNCell", "LSTMCell", "GRUCell"]
@@ -562,14 +562,8 @@ def test_cells_with_empty_dimensions_run_like_torch(name, sizes):
     h = torch.randn(*shape[:-1], hidden_size, dtype=torch.float64)
     for hx in (None, (h, h.clone()) if name == "LSTMCell" else h):
         for mode in ("train", "no_grad"):
-            for module in (reference, ours):
-                module.zero_grad(set_to_none=True)
-            context = torch.no_grad if mode == "no_grad" else contextlib.nullcontext
-            with context():
-                expected = outputs_and_grads(reference, x, hx)
-                got = outputs_and_grads(ours, x, hx)
-            assert_same_outputs_and_grads(got, expected)
-            with context():
+            assert_same_as_torch_in_mode(reference, ours, x, hx, mode)
+            with grad_context(mode):
                 for a, b in zip(flat(ours(x, hx)), flat(reference(x, hx))):
                     assert_close(a, b, torch.float64, "cell output")
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import fastrnn.numpy as frn
-from conftest import CELLS, DTYPES, assert_close, torch_layer, torch_reference
+from conftest import DTYPES, assert_close
+from reference import CELLS, torch_layer, torch_reference
 
 
 def numpy_call(cell, x, h0, c0, params, reverse, training):

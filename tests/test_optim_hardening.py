@@ -106,6 +106,15 @@ def random_grads(params, gen):
         p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
 
 
+def final_step(opt, params, gen, kept):
+    """A scenario's last step, on fresh gradients; kept (when given) records what it ran on first,
+    so that a step that raises still leaves its optimizer and parameters to compare."""
+    random_grads(params, gen)
+    if kept is not None:
+        kept.update(opt=opt, params=params)
+    opt.step()
+
+
 # --- state that does not fit its parameter ---------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -129,10 +138,7 @@ def test_state_of_another_shape_is_refused_as_torch_does(config, shapes, dtype):
         target = [torch.randn(s, generator=gen, dtype=dtype).requires_grad_() for s in ((13,), new_shape)]
         second = getattr(module, name)(target, **kwargs)
         second.load_state_dict(first.state_dict())
-        random_grads(target, gen)
-        if kept is not None:
-            kept.update(opt=second, params=target)
-        second.step()
+        final_step(second, target, gen, kept)
 
     assert_raises_like(expected_error(scenario), scenario)
     compare_scenario(scenario, dtype)
@@ -196,10 +202,7 @@ def test_state_switched_on_after_a_step_raises_torchs_key_error(switch, dtype):
         random_grads(params, gen)
         opt.step()
         opt.param_groups[0].update(options)
-        random_grads(params, gen)
-        if kept is not None:
-            kept.update(opt=opt, params=params)
-        opt.step()
+        final_step(opt, params, gen, kept)
 
     assert_raises_like(expected_error(scenario), scenario)
     compare_scenario(scenario, dtype)

@@ -15,9 +15,8 @@ import threading
 import pytest
 import torch
 
-import fastrnn.nn
 from fastrnn import _C, _persistent
-from conftest import CELLS
+from reference import CELLS, twins
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # As test_rnn_persistent_cuda.py: relative to the float64 reference's largest magnitude (>= 1).
@@ -28,6 +27,7 @@ KINDS = {"lstm": ("LSTM", {}), "gru": ("GRU", {}), "rnn_tanh": ("RNN", {"nonline
 
 # ---- checks that run everywhere ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cache_logic_on_host(tmp_path):
     """Hits, misses, failed queries not kept, limits per device and only raised, the bound,
     eight threads making each key once; under ThreadSanitizer too where the compiler has it."""
@@ -59,14 +59,7 @@ def test_miss_counter_exists_everywhere():
 def layer_pair(cell, I, H, dtype, seed=0, device="cuda"):
     """torch.nn's layer in float64 on the CPU (weights rounded to dtype) and fastrnn.nn's on `device`."""
     kind, kwargs = KINDS[cell]
-    torch.manual_seed(seed)
-    reference = getattr(torch.nn, kind)(I, H, **kwargs)
-    with torch.no_grad():
-        for p in reference.parameters():
-            p.copy_(p.to(dtype).double())
-    reference = reference.double()
-    ours = getattr(fastrnn.nn, kind)(I, H, **kwargs)
-    ours.load_state_dict(reference.state_dict())
+    reference, ours = twins(kind, I, H, seed=seed, round_to=dtype, **kwargs)
     return ours.to(device, dtype), reference
 
 

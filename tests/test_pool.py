@@ -134,7 +134,7 @@ FAST_WINDOWS = [(2, 2, 0), (2, 2, 1), (3, 2, 0), (3, 2, 1), (2, 1, 0), (2, 1, 1)
 @pytest.mark.parametrize("kernel,stride,padding", FAST_WINDOWS)
 @pytest.mark.parametrize("shape", FAST_SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_simd_windows(isa, shape, kernel, stride, padding, ceil_mode, dtype):
+def test_simd_windows_match_the_reference(isa, shape, kernel, stride, padding, ceil_mode, dtype):
     x = _input(shape, dtype, seed=sum(shape))
     _check_max(x, dtype, kernel, stride, padding, 1, ceil_mode)
     for count_include_pad, divisor in ((True, None), (False, None), (True, 5)):
@@ -225,7 +225,7 @@ def _lists(kernel, stride, padding, dilation):
 @pytest.mark.parametrize("kernel,stride,padding,dilation", MAX_CASES)
 def test_window_slots_are_torch_indices(kernel, stride, padding, dilation, ceil_mode):
     """The uint8 window slots kept for training name the element torch's indices name, ties and
-    NaN included, for every option (the portable code; the SIMD windows: test_simd_windows)."""
+    NaN included, for every option (the portable code; the SIMD windows: test_simd_windows_match_the_reference)."""
     x = _with_specials((2, 3, 13, 17), torch.float64, 7)
     _, ref_i = F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode, return_indices=True)
     _, slots = _pool.max_pool2d_impl(x, *_lists(kernel, stride, padding, dilation), ceil_mode, True, True)
@@ -271,27 +271,26 @@ def test_all_minus_infinity_windows(isa, shape, kernel, stride, padding, dtype):
 # ---- Gradients and registration ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
-                                  dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 0), dilation=(2, 1)),
-                                  dict(kernel_size=2)])
-def test_max_pool_gradcheck(args):
+GRADCHECK_CASES = [
+    ("max_pool2d", dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+    ("max_pool2d", dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 0), dilation=(2, 1))),
+    ("max_pool2d", dict(kernel_size=2)),
+    ("avg_pool2d", dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)),
+    ("avg_pool2d", dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 0), divisor_override=5)),
+    ("avg_pool2d", dict(kernel_size=2)),
+]
+
+
+@pytest.mark.parametrize("pool, args", GRADCHECK_CASES,
+                         ids=[f"{pool}-{k % 3}" for k, (pool, _) in enumerate(GRADCHECK_CASES)])
+def test_pool_gradients_pass_gradcheck_and_gradgradcheck(pool, args):
     torch.manual_seed(0)
     x = torch.randn(2, 3, 9, 11, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: FF.max_pool2d(t, **args), (x,))
-    assert torch.autograd.gradgradcheck(lambda t: FF.max_pool2d(t, **args), (x,))
+    assert torch.autograd.gradcheck(lambda t: getattr(FF, pool)(t, **args), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: getattr(FF, pool)(t, **args), (x,))
 
 
-@pytest.mark.parametrize("args", [dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
-                                  dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 0), divisor_override=5),
-                                  dict(kernel_size=2)])
-def test_avg_pool_gradcheck(args):
-    torch.manual_seed(0)
-    x = torch.randn(2, 3, 9, 11, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: FF.avg_pool2d(t, **args), (x,))
-    assert torch.autograd.gradgradcheck(lambda t: FF.avg_pool2d(t, **args), (x,))
-
-
-def test_custom_op_autograd():
+def test_custom_ops_keep_their_registered_autograd():
     """Eager training runs autograd.Functions; the custom ops (taken under torch.compile, tensor
     subclasses, dispatch modes) keep their own registered autograd, double backward included."""
     torch.manual_seed(0)
@@ -356,7 +355,7 @@ def test_strided_and_channels_last_input():
         _check_avg(x, torch.float32, 2, 2, 1)
 
 
-def test_empty_batch():
+def test_empty_batch_pools_to_torchs_shapes():
     x = torch.randn(0, 3, 9, 9)
     assert FF.max_pool2d(x, 2).shape == F.max_pool2d(x, 2).shape
     y, i = FF.max_pool2d(x, 2, return_indices=True)
@@ -382,7 +381,7 @@ def test_many_threads_share_one_plane():
 
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=3), dict(kernel_size=(2, 3), stride=2, padding=1, dilation=(2, 1),
                                                               return_indices=True, ceil_mode=True)])
-def test_max_module(kwargs):
+def test_max_pool_module_matches_torch(kwargs):
     ours, ref = fnn.MaxPool2d(**kwargs), torch.nn.MaxPool2d(**kwargs)
     assert repr(ours) == repr(ref) and ours.extra_repr() == ref.extra_repr()
     assert ours.state_dict() == ref.state_dict()
@@ -397,7 +396,7 @@ def test_max_module(kwargs):
 
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=3), dict(kernel_size=(2, 3), stride=(1, 2), padding=1, ceil_mode=True,
                                                               count_include_pad=False, divisor_override=4)])
-def test_avg_module(kwargs):
+def test_avg_pool_module_matches_torch(kwargs):
     ours, ref = fnn.AvgPool2d(**kwargs), torch.nn.AvgPool2d(**kwargs)
     assert repr(ours) == repr(ref) and ours.state_dict() == ref.state_dict()
     ours.load_state_dict(ref.state_dict())

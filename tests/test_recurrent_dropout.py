@@ -1,5 +1,6 @@
 """Variational dropout: the recurrent mask inside the fused kernels and the modules' input and
-recurrent dropout, against a pure-torch reference that loops over time with autograd."""
+recurrent dropout, against the pure-torch reference that loops over time with autograd
+(tests/reference.py: recurrent_layer, stacked_reference)."""
 
 import pytest
 import torch
@@ -9,51 +10,17 @@ import fastrnn.functional as F
 import fastrnn.nn as fnn
 from fastrnn import ops
 from fastrnn._checks import CELLS as CELL_CODES
-from conftest import TOLERANCE, assert_close
+from conftest import assert_close
+from reference import GATES, recurrent_layer, stacked_reference
 
 # lstm_proj: an LSTM with proj_size, whose mask is (B, proj_size).
 CASES = ["rnn_tanh", "rnn_relu", "lstm", "lstm_proj", "gru"]
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 T, B, I, H, P = 6, 9, 11, 37, 17  # B * G * H * P above the kernels' one-thread threshold
 LENGTHS = [6, 6, 5, 4, 4, 3, 2, 1, 1]  # sorted, longest first, as a PackedSequence holds them
 
 
 def cell_of(case):
     return "lstm" if case == "lstm_proj" else case
-
-
-def step(cell, x_t, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, mask):
-    """One time step; only the recurrent product sees the mask."""
-    xp = x_t @ w_ih.T + (0 if b_ih is None else b_ih)
-    hp = (h * mask) @ w_hh.T + (0 if b_hh is None else b_hh)
-    if cell == "lstm":
-        i, f, g, o = (xp + hp).chunk(4, 1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h_new = torch.sigmoid(o) * torch.tanh(c)
-        return (h_new if w_hr is None else h_new @ w_hr.T), c
-    if cell == "gru":
-        (xr, xz, xn), (hr, hz, hn) = xp.chunk(3, 1), hp.chunk(3, 1)
-        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-        n = torch.tanh(xn + r * hn)
-        return n + z * (h - n), c  # the blend reads the unmasked h
-    return (torch.tanh if cell == "rnn_tanh" else torch.relu)(xp + hp), c
-
-
-def reference(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, reverse):
-    """(y, h_n, c_n) of one layer and direction on padded x (T, B, I); row b runs for
-    lengths[b] steps (all T when lengths is None); y is 0 past a row's end."""
-    steps, batch = x.shape[:2]
-    lengths = torch.tensor(lengths if lengths is not None else [steps] * batch)
-    h, c = h0, c0
-    ys = [None] * steps
-    for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
-        active = (lengths > t).unsqueeze(1)
-        h_new, c_new = step(cell, x[t], h, c, w_ih, w_hh, b_ih, b_hh, w_hr, mask)
-        ys[t] = torch.where(active, h_new, torch.zeros_like(h_new))
-        h = torch.where(active, h_new, h)
-        if cell == "lstm":
-            c = torch.where(active, c_new, c)
-    return torch.stack(ys), h, c
 
 
 def make_direction(case, dtype, gen, out=P, inputs=I, bias=True, batch=B):
@@ -112,7 +79,7 @@ def test_op_matches_reference(case, dtype, reverse, packed, isa):
     if packed:
         x_in, batch_sizes = pack_padded_sequence(ours[0], torch.tensor(LENGTHS))[:2]
     y, h_n, c_n, _ = ops.rnn_forward(x_in, *ours[1:], batch_sizes, CELL_CODES[cell], reverse, True, mask.to(dtype))
-    y_ref, h_ref, c_ref = reference(cell, ref[0], lengths, *ref[1:], mask, reverse)
+    y_ref, h_ref, c_ref = recurrent_layer(cell, ref[0], lengths, *ref[1:], mask, reverse)
     if packed:
         y_ref = pack_padded_sequence(y_ref, torch.tensor(LENGTHS)).data
     outs, outs_ref = [y, h_n], [y_ref, h_ref]
@@ -134,7 +101,7 @@ def test_batch_of_several_row_panels_matches_reference(case, dtype, reverse):
     mask = make_mask(direction[0].shape, 0.3, gen, torch.float64)
     ours, ref = leaves((x, *direction), dtype), leaves((x, *direction))
     y, h_n, c_n, _ = ops.rnn_forward(ours[0], *ours[1:], None, CELL_CODES[cell], reverse, True, mask.to(dtype))
-    y_ref, h_ref, c_ref = reference(cell, ref[0], None, *ref[1:], mask, reverse)
+    y_ref, h_ref, c_ref = recurrent_layer(cell, ref[0], None, *ref[1:], mask, reverse)
     outs, outs_ref = [y, h_n], [y_ref, h_ref]
     if cell == "lstm":
         outs.append(c_n), outs_ref.append(c_ref)
@@ -152,7 +119,7 @@ def test_one_step_of_few_rows_matches_reference(case, batch):
     mask = make_mask(direction[0].shape, 0.3, gen, torch.float64)
     ours, ref = leaves((x, *direction)), leaves((x, *direction))
     y, h_n, c_n, _ = ops.rnn_forward(*ours, None, CELL_CODES[cell], False, True, mask)
-    y_ref, h_ref, c_ref = reference(cell, ref[0], None, *ref[1:], mask, False)
+    y_ref, h_ref, c_ref = recurrent_layer(cell, ref[0], None, *ref[1:], mask, False)
     outs, outs_ref = [y, h_n], [y_ref, h_ref]
     if cell == "lstm":
         outs.append(c_n), outs_ref.append(c_ref)
@@ -172,8 +139,8 @@ def test_bidirectional_op_has_a_mask_per_direction(case, packed, isa):
     x_in, batch_sizes = (pack_padded_sequence(ours[0], torch.tensor(LENGTHS))[:2] if packed else (ours[0], None))
     y, h, c, _, h_r, c_r, _ = ops.rnn_bidirectional_forward(x_in, *ours[1:], batch_sizes, CELL_CODES[cell], True, mask,
                                                             mask_r)
-    y_f, h_f, c_f = reference(cell, ref[0], lengths, *ref[1:8], mask, False)
-    y_b, h_b, c_b = reference(cell, ref[0], lengths, *ref[8:], mask_r, True)
+    y_f, h_f, c_f = recurrent_layer(cell, ref[0], lengths, *ref[1:8], mask, False)
+    y_b, h_b, c_b = recurrent_layer(cell, ref[0], lengths, *ref[8:], mask_r, True)
     y_ref = torch.cat([y_f, y_b], -1)
     if packed:
         y_ref = pack_padded_sequence(y_ref, torch.tensor(LENGTHS)).data
@@ -249,31 +216,6 @@ def make_module(case, **kwargs):
     return MODULES[case](I, H, **extra, **kwargs).double()
 
 
-def module_reference(module, case, x, lengths, hx, masks):
-    """The module's forward in pure torch, given the masks it drew (module._dropout_masks)."""
-    cell = cell_of(case)
-    D = 2 if module.bidirectional else 1
-    h0, c0 = hx if cell == "lstm" else (hx, None)
-    layer_in, h_n, c_n = x, [], []
-    for layer in range(module.num_layers):
-        input_mask, rec_masks = masks[layer]
-        if input_mask is not None:
-            layer_in = layer_in * input_mask
-        ys = []
-        for k, suffix in enumerate(["", "_reverse"][:D]):
-            w = [getattr(module, f"{name}_l{layer}{suffix}", None)
-                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")]
-            index = layer * D + k
-            mask = rec_masks[k] if rec_masks[k] is not None else torch.ones_like(h0[index])
-            y, h, c = reference(cell, layer_in, lengths, h0[index], c0[index] if c0 is not None else None, *w, mask,
-                                k == 1)
-            ys.append(y)
-            h_n.append(h)
-            c_n.append(c)
-        layer_in = torch.cat(ys, -1)
-    return layer_in, torch.stack(h_n), (torch.stack(c_n) if cell == "lstm" else None)
-
-
 @pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("case", CASES)
@@ -295,7 +237,7 @@ def test_module_matches_reference_with_its_masks(case, bidirectional, packed, is
     assert len(masks) == 2 and all(m[0] is not None and len(m[1]) == D for m in masks)
     assert masks[0][0].shape == (B, I) and masks[1][0].shape == (B, D * out)
     assert all(m.shape == (B, out) for _, rec in masks for m in rec)
-    y_ref, h_ref, c_ref = module_reference(module, case, x, lengths, hx, masks)
+    y_ref, h_ref, c_ref = stacked_reference(module, cell, x, lengths, hx, masks)
     if packed:
         y, y_ref = y.data, pack_padded_sequence(y_ref, torch.tensor(LENGTHS)).data
     outs, outs_ref = [y, h[0] if cell == "lstm" else h], [y_ref, h_ref]
@@ -409,15 +351,16 @@ def test_functional_mask_and_its_checks():
     h0, c0, w_ih, w_hh, b_ih, b_hh, _ = make_direction("lstm", torch.float64, gen)
     mask = make_mask((B, H), 0.25, gen, torch.float64)
     y, h_n, c_n = F.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, recurrent_mask=mask)
-    y_ref, h_ref, c_ref = reference("lstm", x, None, h0, c0, w_ih, w_hh, b_ih, b_hh, None, mask, False)
+    y_ref, h_ref, c_ref = recurrent_layer("lstm", x, None, h0, c0, w_ih, w_hh, b_ih, b_hh, None, mask, False)
     for a, e in ((y, y_ref), (h_n, h_ref), (c_n, c_ref)):
         assert_close(a, e, torch.float64, "lstm")
     gru_dir = make_direction("gru", torch.float64, gen)
     y, _ = F.gru(x, gru_dir[0], *gru_dir[2:6], reverse=True, recurrent_mask=mask)
-    assert_close(y, reference("gru", x, None, gru_dir[0], None, *gru_dir[2:], mask, True)[0], torch.float64, "gru")
+    expected = recurrent_layer("gru", x, None, gru_dir[0], None, *gru_dir[2:], mask, True)[0]
+    assert_close(y, expected, torch.float64, "gru")
     rnn_dir = make_direction("rnn_relu", torch.float64, gen)
     y, _ = F.rnn(x, rnn_dir[0], *rnn_dir[2:6], nonlinearity="relu", recurrent_mask=mask)
-    assert_close(y, reference("rnn_relu", x, None, rnn_dir[0], None, *rnn_dir[2:], mask, False)[0], torch.float64,
+    assert_close(y, recurrent_layer("rnn_relu", x, None, rnn_dir[0], None, *rnn_dir[2:], mask, False)[0], torch.float64,
                  "rnn_relu")
 
     with pytest.raises(RuntimeError, match=r"Expected recurrent_mask of size \(9, 37\), got \(9, 36\)"):
@@ -448,6 +391,7 @@ def test_cuda_mask_raises_not_implemented():
         module(torch.randn(T, B, I, device="cuda"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
 def test_opcheck_with_masks(cell):
     gen = torch.Generator().manual_seed(2)

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from fastrnn import _persistent
-from conftest import CELLS
-from cuda_references import (fastrnn_call, fastrnn_run, grad_names, loss_of, module_input, module_outputs, module_pair,
+from reference import CELLS
+from cuda_references import (fastrnn_call, fastrnn_run, grad_names, loss_of, module_run, parametrize_modules,
                              problem, relative_error, rnn_reference)
 
 pytestmark = pytest.mark.cuda
@@ -36,6 +36,10 @@ def exact_fp32():
     torch.backends.cuda.matmul.allow_tf32 = False
     yield
     torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def persistent_forced():
+    return _persistent.forced(True)
 
 
 def check(name, ours, reference, dtype, tolerance=None):
@@ -135,23 +139,17 @@ def test_persistent_backward_matches_step_wise(cell, reverse, dtype, T, B, I, H)
         check(name, a, b, dtype)
 
 
-MODULE_CASES = [
-    ("LSTM", dict(input_size=13, hidden_size=129, num_layers=2, bidirectional=True)),
-    ("GRU", dict(input_size=13, hidden_size=37, num_layers=3, bidirectional=True, batch_first=True)),
-    ("RNN", dict(input_size=13, hidden_size=515, num_layers=2, nonlinearity="relu")),
-    ("RNN", dict(input_size=13, hidden_size=37, bidirectional=True)),
-]
+# Stacked, bidirectional, batch-first: (kind, constructor arguments besides input_size=13).
+MODULE_CASES = [(kind, dict(input_size=13, **kwargs)) for kind, kwargs in [
+    ("LSTM", dict(hidden_size=129, num_layers=2, bidirectional=True)),
+    ("GRU", dict(hidden_size=37, num_layers=3, bidirectional=True, batch_first=True)),
+    ("RNN", dict(hidden_size=515, num_layers=2, nonlinearity="relu")),
+    ("RNN", dict(hidden_size=37, bidirectional=True))]]
 
 
-@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
-@pytest.mark.parametrize("kind,kwargs", MODULE_CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(MODULE_CASES)])
+@parametrize_modules(MODULE_CASES, ALL_DTYPES)
 def test_stacked_bidirectional_modules(kind, kwargs, dtype):
-    ours, reference = module_pair(kind, dtype, "cuda", **kwargs)
-    x = module_input(kwargs, dtype, T=8, B=3, seed=5)
-    with _persistent.forced(True):
-        got = module_outputs(ours, x, dtype, "cuda", dtype)
-    expected = module_outputs(reference.double(), x, dtype, "cpu", torch.float64)
-    assert len(got) == len(expected)
+    _, _, got, expected = module_run(kind, kwargs, dtype, T=8, B=3, seed=5, context=persistent_forced)
     for k, (o, r) in enumerate(zip(got, expected)):
         assert o.device.type == "cuda"
         check(f"output {k}", o, r, dtype)
@@ -163,16 +161,11 @@ PACKED_LENGTHS = [[6, 6, 6, 6], [6, 6, 4, 1]]
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
 @pytest.mark.parametrize("lengths", PACKED_LENGTHS, ids=["equal", "variable"])
-def test_packed_sequences(kind, dtype, lengths):
+def test_packed_sequences_run_persistently_only_at_equal_lengths(kind, dtype, lengths):
     """Equal lengths run persistently; different lengths fall back to the step-wise path."""
     kwargs = dict(input_size=7, hidden_size=37, num_layers=2, bidirectional=True)
-    ours, reference = module_pair(kind, dtype, "cuda", **kwargs)
-    x = module_input(kwargs, dtype, T=6, B=4, seed=8)
-    lengths = torch.tensor(lengths)
-    with _persistent.forced(True):
-        got = module_outputs(ours, x, dtype, "cuda", dtype, lengths)
-    expected = module_outputs(reference.double(), x, dtype, "cpu", torch.float64, lengths)
-    assert len(got) == len(expected)
+    _, _, got, expected = module_run(kind, kwargs, dtype, T=6, B=4, seed=8, lengths=torch.tensor(lengths),
+                                     context=persistent_forced)
     for k, (o, r) in enumerate(zip(got, expected)):
         check(f"output {k}", o, r, dtype)
 
@@ -232,12 +225,7 @@ def test_plan_refuses_what_it_cannot_run():
 
 def test_proj_size_falls_back():
     kwargs = dict(input_size=7, hidden_size=37, proj_size=5)
-    ours, reference = module_pair("LSTM", torch.float32, "cuda", **kwargs)
-    x = module_input(kwargs, torch.float32, T=6, B=3, seed=0)
-    with _persistent.forced(True):
-        got = module_outputs(ours, x, torch.float32, "cuda", torch.float32)
-    expected = module_outputs(reference.double(), x, torch.float32, "cpu", torch.float64)
-    assert len(got) == len(expected)
+    _, _, got, expected = module_run("LSTM", kwargs, torch.float32, T=6, B=3, seed=0, context=persistent_forced)
     for k, (o, r) in enumerate(zip(got, expected)):
         check(f"output {k}", o, r, torch.float32)
 
@@ -262,7 +250,7 @@ print(json.dumps({"enabled": _persistent.enabled(), "use": plan["use"], "backwar
 """
 
 
-def test_environment_switch():
+def test_environment_variable_switches_the_persistent_path():
     """FASTRNN_CUDA_PERSISTENT=0 forces the step-wise path (forward and backward) for the whole
     process; =1 (or unset) allows the persistent one; both give the same results."""
     results = {}

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_sequence
 
-import fastrnn.nn as fnn
 from conftest import DTYPES, assert_close
+from reference import twins
 
 MODES = [("RNN", {"nonlinearity": "tanh"}), ("RNN", {"nonlinearity": "relu"}), ("LSTM", {}), ("GRU", {})]
 
@@ -38,12 +38,8 @@ def _tensors(out):
 @pytest.mark.parametrize("name,extra", MODES)
 def test_bidirectional_single_row(name, extra, num_layers, training, kind, dtype):
     x, batch_first = _inputs(kind, dtype)
-    torch.manual_seed(1)
-    reference = getattr(torch.nn, name)(5, 7, num_layers=num_layers, bidirectional=True, batch_first=batch_first,
-                                        **extra).to(dtype)
-    ours = getattr(fnn, name)(5, 7, num_layers=num_layers, bidirectional=True, batch_first=batch_first,
-                              **extra).to(dtype)
-    ours.load_state_dict(reference.state_dict())
+    reference, ours = twins(name, 5, 7, num_layers=num_layers, bidirectional=True, batch_first=batch_first,
+                            dtype=dtype, seed=1, **extra)
     reference.train(training)
     ours.train(training)
     with torch.set_grad_enabled(training):

@@ -89,7 +89,7 @@ def test_targets_from_a_second_series():
         U.shift_split(x, 3, targets=y[:9])
 
 
-def test_window_errors():
+def test_window_helpers_refuse_bad_lengths_and_shifts():
     with pytest.raises(ValueError, match="needs at least 6 steps"):
         U.shift_split(np.arange(5), 4, target_shift=2)
     with pytest.raises(ValueError, match="positive"):
@@ -100,7 +100,7 @@ def test_window_errors():
         U.shift_split(np.arange(5), 2, shift=0)
 
 
-def test_window_dataset():
+def test_window_dataset_yields_windows_sharing_the_series():
     series = np.arange(22, dtype=np.float32).reshape(11, 2)
     ds = U.WindowDataset(series, length=4, shift=2, target_shift=1)
     assert isinstance(ds, torch.utils.data.Dataset)
@@ -129,7 +129,7 @@ def test_numpy_parts_do_not_import_torch():
 # ---- Truncated BPTT -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("framework", ["numpy", "torch"])
-def test_batchify(framework):
+def test_batchify_splits_into_streams_sharing_storage(framework):
     seq = np.arange(7) if framework == "numpy" else torch.arange(7)
     streams = U.batchify(seq, 2)
     assert streams.tolist() == [[0, 3], [1, 4], [2, 5]]
@@ -141,7 +141,7 @@ def test_batchify(framework):
         U.batchify(seq, 8)
 
 
-def test_tbptt_chunks():
+def test_tbptt_chunks_cut_time_with_shifted_targets():
     assert [c.tolist() for c in U.tbptt_chunks(np.arange(7), 3)] == [[0, 1, 2], [3, 4, 5], [6]]
     pairs = [(x.tolist(), y.tolist()) for x, y in U.tbptt_chunks(np.arange(8), 3, target_shift=1)]
     assert pairs == [([0, 1, 2], [1, 2, 3]), ([3, 4, 5], [4, 5, 6]), ([6], [7])]
@@ -153,7 +153,7 @@ def test_tbptt_chunks():
         next(U.tbptt_chunks(np.arange(3), 0))
 
 
-def test_detach_state():
+def test_detach_state_detaches_tensors_tuples_and_lists():
     h = torch.randn(2, 3, 4, requires_grad=True) * 2
     c = torch.randn(2, 3, 4, requires_grad=True) + 1
     assert U.detach_state(None) is None
@@ -297,7 +297,7 @@ def test_orthogonal_per_gate_block(rows, cols, gates):
         assert not torch.allclose(weight[:rows], weight[rows:2 * rows])
 
 
-def test_identity():
+def test_identity_init_puts_a_scaled_eye_in_each_gate():
     weight = U.identity_(torch.full((3 * 5, 5), float("nan")), gates=3, gain=0.5)
     for block in weight.chunk(3):
         assert torch.equal(block, 0.5 * torch.eye(5))
