@@ -10,12 +10,11 @@
 #include <sys/mman.h>
 #endif
 
+#include "bindings/device.h"
 #include "bindings/view.h"
 #include "common/error.h"
 #include "common/isa.h"
-#if defined(FASTRNN_WITH_CUDA)
 #include "cuda/device.h"
-#endif
 
 namespace py = pybind11;
 
@@ -50,22 +49,16 @@ void register_info(py::module_& m) {
     info["omp_max_threads"] = omp_get_max_threads();
     info["isa"] = isa_name(active_isa());
     info["isa_best"] = isa_name(best_supported_isa());
-#if defined(FASTRNN_WITH_CUDA)
-    const int devices = cuda::device_count();
-    std::vector<std::string> names;
-    for (int d = 0; d < devices; ++d) names.push_back(cuda::device_name(d));
-    info["cuda_compiled"] = true;
-    info["cuda_archs"] = std::string(FASTRNN_CUDA_ARCHS);
-    info["cuda_runtime"] = cuda::runtime_version();
-    info["cuda_device_count"] = devices;
-    info["cuda_devices"] = names;
-#else
-    info["cuda_compiled"] = false;
-    info["cuda_archs"] = "";
-    info["cuda_runtime"] = "";
-    info["cuda_device_count"] = 0;
-    info["cuda_devices"] = std::vector<std::string>{};
-#endif
+    const std::vector<std::string> devices = cuda_or(std::vector<std::string>{}, [] {
+      std::vector<std::string> names(cuda::device_count());
+      for (size_t d = 0; d < names.size(); ++d) names[d] = cuda::device_name(static_cast<int>(d));
+      return names;
+    });
+    info["cuda_compiled"] = kCudaBuild;
+    info["cuda_archs"] = std::string(kCudaArchs);
+    info["cuda_runtime"] = cuda_or(std::string(), [] { return cuda::runtime_version(); });
+    info["cuda_device_count"] = static_cast<int>(devices.size());
+    info["cuda_devices"] = devices;
     return info;
   });
   m.def("supported_isas", [] {

@@ -1,26 +1,90 @@
 // RNN layer kernels: buffer sizes, forward, backward. A call's arguments come as a dict of
 // arrays (or None, for absent optional ones; see view.h); one entry point runs a list of one
 // or two calls (the directions of a layer) side by side. The GIL is released while they run.
+// Each entry's arrays are declared once, in the tables below, which drive the dict reading and
+// the positional entries' arguments alike; the core checks every array it is given.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
+#include "bindings/device.h"
 #include "bindings/view.h"
 #include "common/error.h"
 #include "common/rnn_params.h"
 #include "cpu/rnn.h"
-#if defined(FASTRNN_WITH_CUDA)
 #include "cuda/rnn.h"
 #include "cuda/rnn_persistent.h"
-#endif
 
 namespace py = pybind11;
 
 namespace fastrnn::bindings {
 namespace {
+
+using Forward = RnnForwardParams;
+using Backward = RnnBackwardParams;
+
+// One array argument of an entry: its Python name and the field of the call it fills. A cell's
+// x and h (and their gradients) are (B, width): step_rows takes them as the (1, B, width) rows
+// of the cell's single step.
+template <typename Params>
+struct ArrayField {
+  const char* name;
+  TensorView Params::*field;
+  bool step_rows = false;
+};
+
+// A forward call's arrays, in the order of rnn_inference's arguments, then the reserve (which
+// inference has none of).
+constexpr ArrayField<Forward> kForwardArrays[] = {
+    {"x", &Forward::x}, {"h0", &Forward::h0}, {"c0", &Forward::c0}, {"weight_ih", &Forward::weight_ih},
+    {"weight_hh", &Forward::weight_hh}, {"bias_ih", &Forward::bias_ih}, {"bias_hh", &Forward::bias_hh},
+    {"weight_hr", &Forward::weight_hr}, {"batch_sizes", &Forward::batch_sizes},
+    {"recurrent_mask", &Forward::recurrent_mask}, {"y", &Forward::y}, {"h_n", &Forward::h_n}, {"c_n", &Forward::c_n},
+    {"workspace", &Forward::workspace}, {"reserve", &Forward::reserve}};
+constexpr size_t kInferenceArrays = std::size(kForwardArrays) - 1;
+
+constexpr ArrayField<Backward> kBackwardArrays[] = {
+    {"x", &Backward::x}, {"h0", &Backward::h0}, {"c0", &Backward::c0}, {"weight_ih", &Backward::weight_ih},
+    {"weight_hh", &Backward::weight_hh}, {"weight_hr", &Backward::weight_hr},
+    {"batch_sizes", &Backward::batch_sizes}, {"recurrent_mask", &Backward::recurrent_mask}, {"y", &Backward::y},
+    {"reserve", &Backward::reserve}, {"dy", &Backward::dy}, {"dh_n", &Backward::dh_n}, {"dc_n", &Backward::dc_n},
+    {"dx", &Backward::dx}, {"dh0", &Backward::dh0}, {"dc0", &Backward::dc0}, {"dweight_ih", &Backward::dweight_ih},
+    {"dweight_hh", &Backward::dweight_hh}, {"dbias_ih", &Backward::dbias_ih}, {"dbias_hh", &Backward::dbias_hh},
+    {"dweight_hr", &Backward::dweight_hr}, {"workspace", &Backward::workspace}};
+
+// One step of a cell: h (and c) are both the step's output and its final state.
+constexpr ArrayField<Forward> kCellForwardArrays[] = {
+    {"x", &Forward::x, true}, {"h0", &Forward::h0}, {"c0", &Forward::c0}, {"weight_ih", &Forward::weight_ih},
+    {"weight_hh", &Forward::weight_hh}, {"bias_ih", &Forward::bias_ih}, {"bias_hh", &Forward::bias_hh},
+    {"h", &Forward::y, true}, {"c", &Forward::c_n}, {"workspace", &Forward::workspace},
+    {"reserve", &Forward::reserve}};
+
+// Its backward: dh is the gradient of h, dc that of c (LSTM; None counts as zeros).
+constexpr ArrayField<Backward> kCellBackwardArrays[] = {
+    {"x", &Backward::x, true}, {"h0", &Backward::h0}, {"c0", &Backward::c0}, {"weight_ih", &Backward::weight_ih},
+    {"weight_hh", &Backward::weight_hh}, {"h", &Backward::y, true}, {"reserve", &Backward::reserve},
+    {"dh", &Backward::dy, true}, {"dc", &Backward::dc_n}, {"dx", &Backward::dx, true}, {"dh0", &Backward::dh0},
+    {"dc0", &Backward::dc0}, {"dweight_ih", &Backward::dweight_ih}, {"dweight_hh", &Backward::dweight_hh},
+    {"dbias_ih", &Backward::dbias_ih}, {"dbias_hh", &Backward::dbias_hh}, {"workspace", &Backward::workspace}};
+
+// A call dict's other entries: the direction, and for CUDA calls the caller's stream and math
+// switch (read from the first call).
+constexpr const char* kCallFlags[] = {"reverse", "stream", "allow_tf32"};
+
+template <typename Params, size_t N>
+std::string names_of(const ArrayField<Params> (&fields)[N]) {
+  std::string names;
+  for (const auto& f : fields) names += (names.empty() ? "" : ", ") + std::string(f.name);
+  return names;
+}
 
 DType dtype_from_name(const std::string& name) {
   if (name == "float32") return DType::Float32;
@@ -42,140 +106,10 @@ PyObject* key(const char* name) {
   return cache.emplace(name, s).first->second;
 }
 
-// Reads the named entries of one call's dict; an entry left out counts as None. Names the
-// kernel does not know are refused, so a misspelt argument cannot pass silently.
-class CallArgs {
- public:
-  CallArgs(const py::dict& call, std::initializer_list<const char*> known) : call_(call) {
-    Py_ssize_t found = 0;
-    for (const char* name : known) found += get(name) != nullptr;
-    if (found == PyDict_Size(call.ptr())) return;
-    for (auto item : call) {  // some entry is not a known name: say which
-      const std::string name = py::str(item.first);
-      bool ok = false;
-      for (const char* k : known) ok = ok || name == k;
-      FASTRNN_CHECK_KIND(ErrorKind::Type, ok, "unexpected argument '", name, "'");
-    }
-  }
-  TensorView view(const char* name) const {
-    PyObject* value = get(name);
-    return value ? to_view(value, name) : TensorView{};
-  }
-  bool flag(const char* name) const {
-    PyObject* value = get(name);
-    return value && py::cast<bool>(py::handle(value));
-  }
-
- private:
-  PyObject* get(const char* name) const {  // borrowed; null when absent
-    PyObject* value = PyDict_GetItemWithError(call_.ptr(), key(name));
-    if (value == nullptr && PyErr_Occurred()) throw py::error_already_set();
-    return value;
-  }
-  const py::dict& call_;
-};
-
-template <typename Params>
-std::vector<Params> read_calls(const py::list& calls, const char* op, Params (*read)(const py::dict&)) {
-  FASTRNN_CHECK(!calls.empty() && static_cast<int>(calls.size()) <= cpu::kMaxCalls, op, ": between 1 and ",
-                cpu::kMaxCalls, " calls at once");
-  std::vector<Params> params;
-  for (auto call : calls) params.push_back(read(py::cast<py::dict>(call)));
-  return params;
-}
-
-std::string device_name(const TensorView& v) {
-  return v.device == DeviceType::CUDA ? "cuda:" + std::to_string(v.device_index) : "cpu";
-}
-
-// A call runs where x is. On the CPU every array must be there too; CUDA calls check their
-// own arrays (batch_sizes stays on the CPU for them, as torch keeps it).
-void require_cpu(const char* op, std::initializer_list<const TensorView*> views) {
-  for (const TensorView* v : views) {
-    FASTRNN_CHECK(!v->defined() || v->device == DeviceType::CPU,
-                  "Expected all tensors to be on the same device, but found at least two devices, cpu and ",
-                  device_name(*v), "! (", op, ")");
-  }
-}
-
-bool on_cuda(const TensorView& x) { return x.defined() && x.device == DeviceType::CUDA; }
-
-#if defined(FASTRNN_WITH_CUDA)
-// The caller's stream and math switches, from the first call's dict.
-cuda::RnnLaunch read_launch(const py::list& calls) {
-  cuda::RnnLaunch launch;
-  const py::dict first = py::cast<py::dict>(calls[0]);
-  if (first.contains("stream")) launch.stream = py::cast<uintptr_t>(first["stream"]);
-  launch.allow_tf32 = first.contains("allow_tf32") && py::cast<bool>(first["allow_tf32"]);
-  return launch;
-}
-#endif
-
-[[noreturn, maybe_unused]] void no_cuda(const char* op) {
-  throw Error(ErrorKind::Runtime, std::string(op) +
-                                      ": this build of fastrnn has no CUDA kernels (install with FASTRNN_CUDA=ON)");
-}
-
-RnnForwardParams read_forward(const py::dict& call) {
-  const CallArgs a(call, {"reverse", "x", "h0", "c0", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr",
-                          "batch_sizes", "recurrent_mask", "y", "h_n", "c_n", "reserve", "workspace", "stream",
-                          "allow_tf32"});
-  RnnForwardParams p;
-  p.reverse = a.flag("reverse");
-  p.x = a.view("x");
-  p.h0 = a.view("h0");
-  p.c0 = a.view("c0");
-  p.weight_ih = a.view("weight_ih");
-  p.weight_hh = a.view("weight_hh");
-  p.bias_ih = a.view("bias_ih");
-  p.bias_hh = a.view("bias_hh");
-  p.weight_hr = a.view("weight_hr");
-  p.batch_sizes = a.view("batch_sizes");
-  p.recurrent_mask = a.view("recurrent_mask");
-  p.y = a.view("y");
-  p.h_n = a.view("h_n");
-  p.c_n = a.view("c_n");
-  p.reserve = a.view("reserve");
-  p.workspace = a.view("workspace");
-  if (!on_cuda(p.x))
-    require_cpu("rnn_forward", {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.bias_ih, &p.bias_hh, &p.weight_hr,
-                                &p.batch_sizes, &p.recurrent_mask, &p.y, &p.h_n, &p.c_n, &p.reserve, &p.workspace});
-  return p;
-}
-
-RnnBackwardParams read_backward(const py::dict& call) {
-  const CallArgs a(call, {"reverse", "x", "h0", "c0", "weight_ih", "weight_hh", "weight_hr", "batch_sizes",
-                          "recurrent_mask", "y", "reserve", "dy", "dh_n", "dc_n", "dx", "dh0", "dc0", "dweight_ih",
-                          "dweight_hh", "dbias_ih", "dbias_hh", "dweight_hr", "workspace", "stream", "allow_tf32"});
-  RnnBackwardParams p;
-  p.reverse = a.flag("reverse");
-  p.x = a.view("x");
-  p.h0 = a.view("h0");
-  p.c0 = a.view("c0");
-  p.weight_ih = a.view("weight_ih");
-  p.weight_hh = a.view("weight_hh");
-  p.weight_hr = a.view("weight_hr");
-  p.batch_sizes = a.view("batch_sizes");
-  p.recurrent_mask = a.view("recurrent_mask");
-  p.y = a.view("y");
-  p.reserve = a.view("reserve");
-  p.dy = a.view("dy");
-  p.dh_n = a.view("dh_n");
-  p.dc_n = a.view("dc_n");
-  p.dx = a.view("dx");
-  p.dh0 = a.view("dh0");
-  p.dc0 = a.view("dc0");
-  p.dweight_ih = a.view("dweight_ih");
-  p.dweight_hh = a.view("dweight_hh");
-  p.dbias_ih = a.view("dbias_ih");
-  p.dbias_hh = a.view("dbias_hh");
-  p.dweight_hr = a.view("dweight_hr");
-  p.workspace = a.view("workspace");
-  if (!on_cuda(p.x))
-    require_cpu("rnn_backward", {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.weight_hr, &p.batch_sizes,
-                                 &p.recurrent_mask, &p.y, &p.reserve, &p.dy, &p.dh_n, &p.dc_n, &p.dx, &p.dh0, &p.dc0,
-                                 &p.dweight_ih, &p.dweight_hh, &p.dbias_ih, &p.dbias_hh, &p.dweight_hr, &p.workspace});
-  return p;
+PyObject* lookup(const py::dict& call, const char* name) {  // borrowed; null when absent
+  PyObject* value = PyDict_GetItemWithError(call.ptr(), key(name));
+  if (value == nullptr && PyErr_Occurred()) throw py::error_already_set();
+  return value;
 }
 
 // A cell's (B, width) array as the (1, B, width) rows of its single step.
@@ -188,23 +122,201 @@ TensorView one_step(TensorView v, const char* op, const char* name) {
   return v;
 }
 
-// The initial states, weights and biases of a positional forward entry.
-void read_states_and_weights(RnnForwardParams& p, py::handle h0, py::handle c0, py::handle weight_ih,
-                             py::handle weight_hh, py::handle bias_ih, py::handle bias_hh) {
-  p.h0 = to_view(h0, "h0");
-  p.c0 = to_view(c0, "c0");
-  p.weight_ih = to_view(weight_ih, "weight_ih");
-  p.weight_hh = to_view(weight_hh, "weight_hh");
-  p.bias_ih = to_view(bias_ih, "bias_ih");
-  p.bias_hh = to_view(bias_hh, "bias_hh");
+// One array into its field of the call; `value` null or None: absent.
+template <typename Params>
+void assign(Params& p, const ArrayField<Params>& f, PyObject* value, const char* op) {
+  const TensorView v = value ? to_view(value, f.name) : TensorView{};
+  p.*f.field = f.step_rows ? one_step(v, op, f.name) : v;
 }
 
-// One forward call on the CPU, every array there too, with the GIL released.
-void run_cpu_forward(const char* op, const RnnForwardParams& p) {
-  require_cpu(op, {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.bias_ih, &p.bias_hh, &p.weight_hr,
-                   &p.batch_sizes, &p.recurrent_mask, &p.y, &p.h_n, &p.c_n, &p.reserve, &p.workspace});
-  py::gil_scoped_release release;
-  cpu::rnn_forward(&p, 1);
+// One call's dict: the arrays of `fields` and the flags; an entry left out counts as None.
+// Names the kernel does not know are refused, so a misspelt argument cannot pass silently.
+template <typename Params, size_t N>
+Params read_call(const py::dict& call, const ArrayField<Params> (&fields)[N], const char* op) {
+  PyObject* values[N];
+  Py_ssize_t found = 0;
+  for (size_t k = 0; k < N; ++k) found += (values[k] = lookup(call, fields[k].name)) != nullptr;
+  for (const char* flag : kCallFlags) found += lookup(call, flag) != nullptr;
+  if (found != PyDict_Size(call.ptr())) {  // some entry is not a known name: say which
+    refuse_unknown_keys(call, "unexpected argument", [&](const std::string& entry) {
+      auto named = [&](const char* name) { return entry == name; };
+      return std::any_of(std::begin(fields), std::end(fields), [&](auto& f) { return named(f.name); }) ||
+             std::any_of(std::begin(kCallFlags), std::end(kCallFlags), named);
+    });
+  }
+  Params p;
+  PyObject* reverse = lookup(call, "reverse");
+  p.reverse = reverse && py::cast<bool>(py::handle(reverse));
+  for (size_t k = 0; k < N; ++k) assign(p, fields[k], values[k], op);
+  return p;
+}
+
+// The caller's stream and math switches, from the first call's dict.
+cuda::RnnLaunch read_launch(const py::list& calls) {
+  cuda::RnnLaunch launch;
+  const py::dict first = py::cast<py::dict>(calls[0]);
+  if (first.contains("stream")) launch.stream = py::cast<uintptr_t>(first["stream"]);
+  launch.allow_tf32 = first.contains("allow_tf32") && py::cast<bool>(first["allow_tf32"]);
+  return launch;
+}
+
+// Reads the list of call dicts and runs them where the first call's x is (the core checks the
+// count and every array, devices included).
+template <typename Params, size_t N, typename Complete, typename Cpu, typename Cuda>
+void run_calls(const char* op, const py::list& calls, const ArrayField<Params> (&fields)[N], const Complete& complete,
+               const Cpu& cpu_fn, const Cuda& cuda_fn) {
+  std::vector<Params> params;
+  for (auto call : calls) {
+    params.push_back(read_call(py::cast<py::dict>(call), fields, op));
+    complete(params.back());
+  }
+  const int count = static_cast<int>(params.size());
+  const TensorView first = count > 0 ? params[0].x : TensorView{};
+  const cuda::RnnLaunch launch = on_cuda(first) ? read_launch(calls) : cuda::RnnLaunch{};
+  run_on_device(op, first, [&] { cpu_fn(params.data(), count); }, [&] { cuda_fn(params.data(), count, launch); });
+}
+
+template <typename T, size_t>
+using Each = T;  // one T for each index of a pack
+
+template <size_t I, size_t FirstOptional>
+auto array_arg(const char* name) {
+  if constexpr (I < FirstOptional) {
+    return py::arg(name);
+  } else {
+    return py::arg(name) = py::none();
+  }
+}
+
+template <size_t Optional, typename... Lead, typename Params, typename Run, size_t... I, typename... LeadArgs>
+void def_positional_arrays(py::module_& m, const char* name, const ArrayField<Params>* fields, Run run,
+                           const char* doc, std::index_sequence<I...>, LeadArgs... lead_args) {
+  constexpr size_t first_optional = sizeof...(I) - Optional;
+  m.def(
+      name,
+      [name, fields, run](Lead... lead, Each<py::handle, I>... arrays) {
+        Params p;
+        (assign(p, fields[I], arrays.ptr(), name), ...);
+        run(p, lead...);
+      },
+      lead_args..., array_arg<I, first_optional>(fields[I].name)..., doc);
+}
+
+// Defines `name`(lead..., arrays...), a CPU entry that takes its arrays positionally (a dict's
+// build and reading cost a batch-1 call a good part of its time): leading scalars of types Lead
+// (lead_args name them), then the first Count arrays of `fields`, by position or name, None for
+// an absent one, the last Optional of them defaulting to None. run(p, lead...) runs the call.
+template <size_t Count, size_t Optional, typename... Lead, typename Params, typename Run, typename... LeadArgs>
+void def_positional(py::module_& m, const char* name, const ArrayField<Params>* fields, Run run, const char* doc,
+                    LeadArgs... lead_args) {
+  def_positional_arrays<Optional, Lead...>(m, name, fields, run, doc, std::make_index_sequence<Count>(), lead_args...);
+}
+
+void register_calls(py::module_& m) {
+  static const std::string forward_doc = "Runs 1 or 2 forward calls (dicts of arrays: reverse, " +
+                                         names_of(kForwardArrays) + "; CUDA calls also stream, allow_tf32).";
+  m.def(
+      "rnn_forward",
+      [](int cell, bool training, const py::list& calls) {
+        run_calls(
+            "rnn_forward", calls, kForwardArrays,
+            [&](Forward& p) { p.cell = static_cast<CellKind>(cell), p.training = training; },
+            [](const Forward* p, int n) { cpu::rnn_forward(p, n); },
+            [](const Forward* p, int n, const cuda::RnnLaunch& launch) { cuda::rnn_forward(p, n, launch); });
+      },
+      py::arg("cell"), py::arg("training"), py::arg("calls"), forward_doc.c_str());
+  static const std::string backward_doc =
+      "Runs 1 or 2 backward calls (dicts of arrays: reverse, " + names_of(kBackwardArrays) + ").";
+  m.def(
+      "rnn_backward",
+      [](int cell, const py::list& calls) {
+        run_calls(
+            "rnn_backward", calls, kBackwardArrays, [&](Backward& p) { p.cell = static_cast<CellKind>(cell); },
+            [](const Backward* p, int n) { cpu::rnn_backward(p, n); },
+            [](const Backward* p, int n, const cuda::RnnLaunch& launch) { cuda::rnn_backward(p, n, launch); });
+      },
+      py::arg("cell"), py::arg("calls"), backward_doc.c_str());
+}
+
+void register_positional(py::module_& m) {
+  def_positional<kInferenceArrays, 0, int, bool>(
+      m, "rnn_inference", kForwardArrays,
+      [](Forward& p, int cell, bool reverse) {
+        p.cell = static_cast<CellKind>(cell), p.reverse = reverse;
+        py::gil_scoped_release release;
+        cpu::rnn_forward(&p, 1);
+      },
+      "One direction's inference forward on the CPU, the arguments of an rnn_forward call in order (None for an "
+      "absent one).",
+      py::arg("cell"), py::arg("reverse"));
+  def_positional<std::size(kCellForwardArrays), 1, int>(
+      m, "rnn_cell_forward", kCellForwardArrays,
+      [](Forward& p, int cell) {
+        p.cell = static_cast<CellKind>(cell), p.training = p.reserve.defined();
+        py::gil_scoped_release release;
+        cpu::rnn_forward(&p, 1);
+      },
+      "One step of a cell on the CPU: h (and c) from x (B, I), h0 (and c0), the weights and biases (or None); the "
+      "workspace as rnn_buffer_sizes gives it for one step of batch B. With a reserve (B, reserve width) it is a "
+      "training step, whose saved gates rnn_cell_backward reads.",
+      py::arg("cell"));
+  def_positional<std::size(kCellBackwardArrays), 0, int>(
+      m, "rnn_cell_backward", kCellBackwardArrays,
+      [](Backward& p, int cell) {
+        p.cell = static_cast<CellKind>(cell);
+        py::gil_scoped_release release;
+        cpu::rnn_backward(&p, 1);
+      },
+      "The backward of a training rnn_cell_forward: dx, dh0 (dc0), the weight gradients and (or None) the bias "
+      "gradients; the workspace as rnn_buffer_sizes gives the backward's for one step of batch B.",
+      py::arg("cell"));
+}
+
+// The persistent CUDA recurrence: which path a call takes, a switch for A/B runs, its floor.
+void register_persistent(py::module_& m) {
+  m.def(
+      "cuda_rnn_persistent_plan",
+      [](int cell, const std::string& dtype, int64_t steps, int64_t batch, int64_t hidden_size, bool training,
+         bool backward, int device) {
+        const cuda::PersistentPlan plan = cuda_only("cuda_rnn_persistent_plan", [&] {
+          py::gil_scoped_release release;
+          return cuda::rnn_persistent_plan(static_cast<CellKind>(cell), dtype_from_name(dtype), steps, batch,
+                                           hidden_size, training, backward, device);
+        });
+        py::dict out;
+        out["use"] = plan.use;
+        out["reason"] = std::string(plan.reason);
+        out["blocks"] = plan.blocks;
+        out["units"] = plan.units;
+        out["batch_chunk"] = plan.batch_chunk;
+        out["smem_bytes"] = plan.smem_bytes;
+        return out;
+      },
+      py::arg("cell"), py::arg("dtype"), py::arg("steps"), py::arg("batch"), py::arg("hidden_size"),
+      py::arg("training") = false, py::arg("backward") = false, py::arg("device") = 0,
+      "How rnn_forward (backward=True: rnn_backward) would run this call's recurrence on CUDA: dict(use, reason, "
+      "blocks, units, batch_chunk, smem_bytes).");
+  m.def(
+      "set_cuda_rnn_persistent", [](int mode) { when_cuda([&] { cuda::set_rnn_persistent(mode); }); },
+      py::arg("mode"),
+      "1: use the persistent CUDA recurrence where it applies, 0: always step-wise, -1: as FASTRNN_CUDA_PERSISTENT "
+      "says (the default).");
+  m.def("cuda_rnn_persistent_enabled", [] { return cuda_or(false, [] { return cuda::rnn_persistent_enabled(); }); });
+  m.def(
+      "cuda_rnn_persistent_plan_misses",
+      [] { return cuda_or(uint64_t(0), [] { return cuda::persistent_plan_misses(); }); },
+      "How many persistent plans were computed (CUDA queries run) rather than found in the plan cache.");
+  m.def(
+      "cuda_grid_barrier_us",
+      [](int device, int blocks, int steps, uintptr_t stream) {
+        return cuda_only("cuda_grid_barrier_us", [&] {
+          py::gil_scoped_release release;
+          return cuda::grid_barrier_microseconds(device, blocks, steps, stream);
+        });
+      },
+      py::arg("device") = 0, py::arg("blocks") = 0, py::arg("steps") = 10000, py::arg("stream") = 0,
+      "Microseconds per grid-wide barrier of a cooperative launch of `blocks` blocks (0: one per SM) that does "
+      "nothing else: the floor of a persistent recurrence step. Synchronises `stream`.");
 }
 
 }  // namespace
@@ -215,17 +327,15 @@ void register_rnn(py::module_& m) {
       [](int cell, const std::string& dtype, int64_t total_rows, int64_t batch, int64_t input_size,
          int64_t hidden_size, int64_t proj_size, const std::string& device) {
         const auto kind = static_cast<CellKind>(cell);
+        const DType dt = dtype_from_name(dtype);
         RnnBufferSizes s;
         if (device == "cuda") {
-#if defined(FASTRNN_WITH_CUDA)
-          s = cuda::rnn_buffer_sizes(kind, dtype_from_name(dtype), total_rows, batch, input_size, hidden_size,
-                                     proj_size);
-#else
-          no_cuda("rnn_buffer_sizes");
-#endif
+          s = cuda_only("rnn_buffer_sizes", [&] {
+            return cuda::rnn_buffer_sizes(kind, dt, total_rows, batch, input_size, hidden_size, proj_size);
+          });
         } else {
           FASTRNN_CHECK_VALUE(device == "cpu", "rnn_buffer_sizes: device must be 'cpu' or 'cuda', got '", device, "'");
-          s = cpu::rnn_buffer_sizes(kind, dtype_from_name(dtype), total_rows, batch, input_size, hidden_size, proj_size);
+          s = cpu::rnn_buffer_sizes(kind, dt, total_rows, batch, input_size, hidden_size, proj_size);
         }
         return py::make_tuple(s.reserve_elements, s.forward_workspace_bytes, s.backward_workspace_bytes);
       },
@@ -233,217 +343,9 @@ void register_rnn(py::module_& m) {
       py::arg("hidden_size"), py::arg("proj_size") = 0, py::arg("device") = "cpu",
       "(reserve elements, forward workspace bytes, backward workspace bytes) of one call on `device` ('cpu' or "
       "'cuda'); on CUDA the reserve of float16/bfloat16 tensors is float32");
-
-  m.def(
-      "rnn_forward",
-      [](int cell, bool training, const py::list& calls) {
-        std::vector<RnnForwardParams> params = read_calls<RnnForwardParams>(calls, "rnn_forward", read_forward);
-        for (RnnForwardParams& p : params) {
-          p.cell = static_cast<CellKind>(cell);
-          p.training = training;
-        }
-        if (on_cuda(params[0].x)) {
-#if defined(FASTRNN_WITH_CUDA)
-          const cuda::RnnLaunch launch = read_launch(calls);
-          py::gil_scoped_release release;
-          return cuda::rnn_forward(params.data(), static_cast<int>(params.size()), launch);
-#else
-          no_cuda("rnn_forward");
-#endif
-        }
-        py::gil_scoped_release release;
-        cpu::rnn_forward(params.data(), static_cast<int>(params.size()));
-      },
-      py::arg("cell"), py::arg("training"), py::arg("calls"),
-      "Runs 1 or 2 forward calls (dicts of arrays: reverse, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, "
-      "weight_hr, batch_sizes, recurrent_mask, y, h_n, c_n, reserve, workspace; CUDA calls also stream, allow_tf32).");
-
-  // One direction's inference call, positional (the dict form's build and reading cost a
-  // batch-1 call several percent of its time).
-  m.def(
-      "rnn_inference",
-      [](int cell, bool reverse, py::handle x, py::handle h0, py::handle c0, py::handle weight_ih, py::handle weight_hh,
-         py::handle bias_ih, py::handle bias_hh, py::handle weight_hr, py::handle batch_sizes,
-         py::handle recurrent_mask, py::handle y, py::handle h_n, py::handle c_n, py::handle workspace) {
-        RnnForwardParams p;
-        p.cell = static_cast<CellKind>(cell);
-        p.reverse = reverse;
-        p.x = to_view(x, "x");
-        read_states_and_weights(p, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh);
-        p.weight_hr = to_view(weight_hr, "weight_hr");
-        p.batch_sizes = to_view(batch_sizes, "batch_sizes");
-        p.recurrent_mask = to_view(recurrent_mask, "recurrent_mask");
-        p.y = to_view(y, "y");
-        p.h_n = to_view(h_n, "h_n");
-        p.c_n = to_view(c_n, "c_n");
-        p.workspace = to_view(workspace, "workspace");
-        run_cpu_forward("rnn_inference", p);
-      },
-      py::arg("cell"), py::arg("reverse"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("weight_ih"),
-      py::arg("weight_hh"), py::arg("bias_ih"), py::arg("bias_hh"), py::arg("weight_hr"), py::arg("batch_sizes"),
-      py::arg("recurrent_mask"), py::arg("y"), py::arg("h_n"), py::arg("c_n"), py::arg("workspace"),
-      "One direction's inference forward on the CPU, the arguments of an rnn_forward call in order (None for an "
-      "absent one).");
-
-  // One step of a cell, positional: a dict's build and reading cost a batch-1 cell call a good
-  // part of its time. x (B, I) and h (B, P) are taken as the step's (1, B, I) input and
-  // (1, B, P) output, and h, written once, is also the final state.
-  m.def(
-      "rnn_cell_forward",
-      [](int cell, py::handle x, py::handle h0, py::handle c0, py::handle weight_ih, py::handle weight_hh,
-         py::handle bias_ih, py::handle bias_hh, py::handle h, py::handle c, py::handle workspace,
-         py::handle reserve) {
-        RnnForwardParams p;
-        p.cell = static_cast<CellKind>(cell);
-        p.x = one_step(to_view(x, "x"), "rnn_cell_forward", "x");
-        read_states_and_weights(p, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh);
-        p.y = one_step(to_view(h, "h"), "rnn_cell_forward", "h");
-        p.c_n = to_view(c, "c");
-        p.workspace = to_view(workspace, "workspace");
-        p.reserve = to_view(reserve, "reserve");
-        p.training = p.reserve.defined();
-        run_cpu_forward("rnn_cell_forward", p);
-      },
-      py::arg("cell"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("weight_ih"), py::arg("weight_hh"),
-      py::arg("bias_ih"), py::arg("bias_hh"), py::arg("h"), py::arg("c"), py::arg("workspace"),
-      py::arg("reserve") = py::none(),
-      "One step of a cell on the CPU: h (and c) from x (B, I), h0 (and c0), the weights and biases (or None); the "
-      "workspace as rnn_buffer_sizes gives it for one step of batch B. With a reserve (B, reserve width) it is a "
-      "training step, whose saved gates rnn_cell_backward reads.");
-
-  // Its backward: dh (B, P) is the gradient of h (the step's output and final state), dc that of
-  // c (LSTM; None counts as zeros).
-  m.def(
-      "rnn_cell_backward",
-      [](int cell, py::handle x, py::handle h0, py::handle c0, py::handle weight_ih, py::handle weight_hh,
-         py::handle h, py::handle reserve, py::handle dh, py::handle dc, py::handle dx, py::handle dh0,
-         py::handle dc0, py::handle dweight_ih, py::handle dweight_hh, py::handle dbias_ih, py::handle dbias_hh,
-         py::handle workspace) {
-        const char* op = "rnn_cell_backward";
-        RnnBackwardParams p;
-        p.cell = static_cast<CellKind>(cell);
-        p.x = one_step(to_view(x, "x"), op, "x");
-        p.h0 = to_view(h0, "h0");
-        p.c0 = to_view(c0, "c0");
-        p.weight_ih = to_view(weight_ih, "weight_ih");
-        p.weight_hh = to_view(weight_hh, "weight_hh");
-        p.y = one_step(to_view(h, "h"), op, "h");
-        p.reserve = to_view(reserve, "reserve");
-        p.dy = one_step(to_view(dh, "dh"), op, "dh");
-        p.dc_n = to_view(dc, "dc");
-        p.dx = one_step(to_view(dx, "dx"), op, "dx");
-        p.dh0 = to_view(dh0, "dh0");
-        p.dc0 = to_view(dc0, "dc0");
-        p.dweight_ih = to_view(dweight_ih, "dweight_ih");
-        p.dweight_hh = to_view(dweight_hh, "dweight_hh");
-        p.dbias_ih = to_view(dbias_ih, "dbias_ih");
-        p.dbias_hh = to_view(dbias_hh, "dbias_hh");
-        p.workspace = to_view(workspace, "workspace");
-        require_cpu(op, {&p.x, &p.h0, &p.c0, &p.weight_ih, &p.weight_hh, &p.y, &p.reserve, &p.dy, &p.dc_n, &p.dx,
-                         &p.dh0, &p.dc0, &p.dweight_ih, &p.dweight_hh, &p.dbias_ih, &p.dbias_hh, &p.workspace});
-        py::gil_scoped_release release;
-        cpu::rnn_backward(&p, 1);
-      },
-      py::arg("cell"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("weight_ih"), py::arg("weight_hh"),
-      py::arg("h"), py::arg("reserve"), py::arg("dh"), py::arg("dc"), py::arg("dx"), py::arg("dh0"), py::arg("dc0"),
-      py::arg("dweight_ih"), py::arg("dweight_hh"), py::arg("dbias_ih"), py::arg("dbias_hh"), py::arg("workspace"),
-      "The backward of a training rnn_cell_forward: dx, dh0 (dc0), the weight gradients and (or None) the bias "
-      "gradients; the workspace as rnn_buffer_sizes gives the backward's for one step of batch B.");
-
-  m.def(
-      "rnn_backward",
-      [](int cell, const py::list& calls) {
-        std::vector<RnnBackwardParams> params = read_calls<RnnBackwardParams>(calls, "rnn_backward", read_backward);
-        for (RnnBackwardParams& p : params) p.cell = static_cast<CellKind>(cell);
-        if (on_cuda(params[0].x)) {
-#if defined(FASTRNN_WITH_CUDA)
-          const cuda::RnnLaunch launch = read_launch(calls);
-          py::gil_scoped_release release;
-          return cuda::rnn_backward(params.data(), static_cast<int>(params.size()), launch);
-#else
-          no_cuda("rnn_backward");
-#endif
-        }
-        py::gil_scoped_release release;
-        cpu::rnn_backward(params.data(), static_cast<int>(params.size()));
-      },
-      py::arg("cell"), py::arg("calls"),
-      "Runs 1 or 2 backward calls (dicts of arrays: reverse, x, h0, c0, weight_ih, weight_hh, weight_hr, batch_sizes, "
-      "recurrent_mask, y, reserve, dy, dh_n, dc_n, dx, dh0, dc0, dweight_ih, dweight_hh, dbias_ih, dbias_hh, "
-      "dweight_hr, workspace).");
-
-  // The persistent CUDA recurrence: which path a call takes, a switch for A/B runs, its floor.
-  m.def(
-      "cuda_rnn_persistent_plan",
-      [](int cell, const std::string& dtype, int64_t steps, int64_t batch, int64_t hidden_size, bool training,
-         bool backward, int device) {
-#if defined(FASTRNN_WITH_CUDA)
-        const cuda::PersistentPlan plan = [&] {
-          py::gil_scoped_release release;
-          return cuda::rnn_persistent_plan(static_cast<CellKind>(cell), dtype_from_name(dtype), steps, batch,
-                                           hidden_size, training, backward, device);
-        }();
-        py::dict out;
-        out["use"] = plan.use;
-        out["reason"] = std::string(plan.reason);
-        out["blocks"] = plan.blocks;
-        out["units"] = plan.units;
-        out["batch_chunk"] = plan.batch_chunk;
-        out["smem_bytes"] = plan.smem_bytes;
-        return out;
-#else
-        (void)cell, (void)dtype, (void)steps, (void)batch, (void)hidden_size, (void)training, (void)backward;
-        (void)device;
-        no_cuda("cuda_rnn_persistent_plan");
-#endif
-      },
-      py::arg("cell"), py::arg("dtype"), py::arg("steps"), py::arg("batch"), py::arg("hidden_size"),
-      py::arg("training") = false, py::arg("backward") = false, py::arg("device") = 0,
-      "How rnn_forward (backward=True: rnn_backward) would run this call's recurrence on CUDA: dict(use, reason, "
-      "blocks, units, batch_chunk, smem_bytes).");
-  m.def(
-      "set_cuda_rnn_persistent",
-      [](int mode) {
-#if defined(FASTRNN_WITH_CUDA)
-        cuda::set_rnn_persistent(mode);
-#else
-        (void)mode;
-#endif
-      },
-      py::arg("mode"),
-      "1: use the persistent CUDA recurrence where it applies, 0: always step-wise, -1: as FASTRNN_CUDA_PERSISTENT "
-      "says (the default).");
-  m.def("cuda_rnn_persistent_enabled", [] {
-#if defined(FASTRNN_WITH_CUDA)
-    return cuda::rnn_persistent_enabled();
-#else
-    return false;
-#endif
-  });
-  m.def(
-      "cuda_rnn_persistent_plan_misses",
-      [] {
-#if defined(FASTRNN_WITH_CUDA)
-        return cuda::persistent_plan_misses();
-#else
-        return uint64_t(0);
-#endif
-      },
-      "How many persistent plans were computed (CUDA queries run) rather than found in the plan cache.");
-  m.def(
-      "cuda_grid_barrier_us",
-      [](int device, int blocks, int steps, uintptr_t stream) {
-#if defined(FASTRNN_WITH_CUDA)
-        py::gil_scoped_release release;
-        return cuda::grid_barrier_microseconds(device, blocks, steps, stream);
-#else
-        (void)device, (void)blocks, (void)steps, (void)stream;
-        no_cuda("cuda_grid_barrier_us");
-#endif
-      },
-      py::arg("device") = 0, py::arg("blocks") = 0, py::arg("steps") = 10000, py::arg("stream") = 0,
-      "Microseconds per grid-wide barrier of a cooperative launch of `blocks` blocks (0: one per SM) that does "
-      "nothing else: the floor of a persistent recurrence step. Synchronises `stream`.");
+  register_calls(m);
+  register_positional(m);
+  register_persistent(m);
 }
 
 }  // namespace fastrnn::bindings

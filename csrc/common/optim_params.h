@@ -4,6 +4,7 @@
 // element by element; see csrc/cpu/optim.cpp.
 #include <cstdint>
 
+#include "common/error.h"
 #include "common/tensor_view.h"
 
 namespace fastrnn {
@@ -29,6 +30,13 @@ struct OptimizerHyper {
   double lr_decay = 0;       // Adagrad
 };
 
+// Every core entry's check of the group: a kind the kernels know (a caller's int cast to
+// OptimizerKind may be none of them, and no rule would run).
+inline void check_optimizer_hyper(const char* op, const OptimizerHyper& h) {
+  const int kind = static_cast<int>(h.kind);
+  FASTRNN_CHECK_VALUE(kind >= 0 && kind <= 3, op, ": unknown optimizer kind ", kind);
+}
+
 // One parameter and its optimizer state (dense, contiguous, all of the parameter's dtype).
 //   SGD:     state[0] momentum_buffer (when momentum != 0)
 //   Adam:    state[0] exp_avg, state[1] exp_avg_sq, state[2] max_exp_avg_sq (amsgrad)
@@ -41,5 +49,12 @@ struct OptimizerTensor {
   TensorView step;
   bool fresh_buffer = false;  // SGD: momentum_buffer created for this step, to start as the gradient
 };
+
+// Every core entry's check of one parameter's tensors against the call's first parameter:
+// param, grad and the states the kind uses on `device` (CUDA: first's), of first's dtype,
+// contiguous and of the parameter's shape ("<name> must be <like>" otherwise); the step, which
+// every kind but SGD keeps, a float scalar on the CPU.
+void check_optimizer_tensor(const char* op, const OptimizerHyper& h, const OptimizerTensor& t,
+                            const TensorView& first, DeviceType device, const char* like);
 
 }  // namespace fastrnn

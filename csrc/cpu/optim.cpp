@@ -66,28 +66,12 @@ void update_share(const OptimizerHyper& h, const OptimizerTensor& t, int64_t beg
   }
 }
 
-void check_tensor(const char* op, const OptimizerHyper& h, const OptimizerTensor& t, DType dtype) {
+void check_tensor(const char* op, const OptimizerHyper& h, const OptimizerTensor& t, const TensorView& first) {
   FASTRNN_CHECK(t.param.defined(), op, ": every parameter needs its tensor");
   FASTRNN_CHECK(t.param.dtype == DType::Float32 || t.param.dtype == DType::Float64, op,
                 ": fused steps take float32 or float64 parameters, got ", dtype_name(t.param.dtype));
-  FASTRNN_CHECK(t.param.dtype == dtype, op, ": all parameters of one call must share a dtype");
-  auto same = [&](const char* name, const TensorView& v) {
-    FASTRNN_CHECK(v.defined() && v.device == DeviceType::CPU && v.dtype == dtype && v.is_contiguous(), op, ": ",
-                  name, " must be a contiguous CPU tensor like its parameter");
-    // Elements are paired by position: one of another shape would pair them in flat order.
-    FASTRNN_CHECK(v.same_shape(t.param), op, ": ", name, " has shape ", v.shape_str(), " but its parameter has shape ",
-                  t.param.shape_str());
-  };
-  same("param", t.param);
-  same("grad", t.grad);
-  for (int k = 0; k < 3; ++k) {
-    if (optim::uses_state(h, k)) same("state", t.state[k]);
-  }
-  if (h.kind != OptimizerKind::Sgd) {
-    FASTRNN_CHECK(t.step.defined() && t.step.numel() == 1 && t.step.device == DeviceType::CPU &&
-                      (t.step.dtype == DType::Float32 || t.step.dtype == DType::Float64),
-                  op, ": step must be a float scalar on the CPU");
-  }
+  FASTRNN_CHECK(t.param.dtype == first.dtype, op, ": all parameters of one call must share a dtype");
+  check_optimizer_tensor(op, h, t, first, DeviceType::CPU, "a contiguous CPU tensor like its parameter");
 }
 
 template <typename T>
@@ -124,9 +108,10 @@ void check_gradients(const char* op, const TensorView* grads, int count) {
 
 void optimizer_step(const OptimizerHyper& h, const OptimizerTensor* tensors, int count) {
   const char* op = "optimizer_step";
+  check_optimizer_hyper(op, h);
   if (count == 0) return;
   const DType dtype = tensors[0].param.dtype;
-  for (int k = 0; k < count; ++k) check_tensor(op, h, tensors[k], dtype);
+  for (int k = 0; k < count; ++k) check_tensor(op, h, tensors[k], tensors[0].param);
   // Step counts first, one scalar per parameter: the threads then read them.
   if (h.kind != OptimizerKind::Sgd) {
     for (int k = 0; k < count; ++k) {

@@ -119,31 +119,10 @@ void run(const OptimizerHyper& h, const OptimizerTensor* tensors, int count, con
   });
 }
 
-void check_tensor(const OptimizerHyper& h, const OptimizerTensor& t, const TensorView& first) {
-  const char* op = "optimizer_step";
-  auto same = [&](const char* name, const TensorView& v) {
-    FASTRNN_CHECK(v.defined() && v.device == DeviceType::CUDA && v.device_index == first.device_index &&
-                      v.dtype == first.dtype && v.is_contiguous(),
-                  op, ": ", name, " must be a contiguous CUDA tensor of its parameter's dtype and device");
-    // Elements are paired by position: one of another shape would pair them in flat order.
-    FASTRNN_CHECK(v.same_shape(t.param), op, ": ", name, " has shape ", v.shape_str(), " but its parameter has shape ",
-                  t.param.shape_str());
-  };
-  same("param", t.param);
-  same("grad", t.grad);
-  for (int s = 0; s < 3; ++s) {
-    if (optim::uses_state(h, s)) same("state", t.state[s]);
-  }
-  if (h.kind != OptimizerKind::Sgd) {
-    FASTRNN_CHECK(t.step.defined() && t.step.numel() == 1 && t.step.device == DeviceType::CPU &&
-                      (t.step.dtype == DType::Float32 || t.step.dtype == DType::Float64),
-                  op, ": step must be a float scalar on the CPU");
-  }
-}
-
 }  // namespace
 
 void optimizer_step(const OptimizerHyper& h, const OptimizerTensor* tensors, int count, const StepLaunch& launch) {
+  check_optimizer_hyper("optimizer_step", h);
   if (count == 0) return;
   const TensorView& first = tensors[0].param;
   const DType dtype = first.dtype;
@@ -151,7 +130,10 @@ void optimizer_step(const OptimizerHyper& h, const OptimizerTensor* tensors, int
                     dtype == DType::Float64,
                 "optimizer_step: fused CUDA steps take float16, bfloat16, float32 or float64 parameters, got ",
                 dtype_name(dtype));
-  for (int k = 0; k < count; ++k) check_tensor(h, tensors[k], first);
+  for (int k = 0; k < count; ++k) {
+    check_optimizer_tensor("optimizer_step", h, tensors[k], first, DeviceType::CUDA,
+                           "a contiguous CUDA tensor of its parameter's dtype and device");
+  }
   if (launch.clip_norm.defined()) {
     const TensorView& n = launch.clip_norm;
     FASTRNN_CHECK(n.numel() == 1 && n.dtype == DType::Float32 && n.device == DeviceType::CUDA &&

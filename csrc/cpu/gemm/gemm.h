@@ -9,6 +9,7 @@
 // region, gemm runs on the calling thread alone, in the slot of its thread number.
 #include <cstdint>
 
+#include "common/gemm_params.h"
 #include "common/tensor_view.h"
 
 namespace fastrnn::cpu {
@@ -38,5 +39,9 @@ int64_t gemm_scratch_bytes_per_thread(DType dtype);
 
 template <typename T>
 void gemm(const GemmArgs<T>& args, const GemmScratch& scratch);
+
+// The checked entry for callers outside the kernels (the bindings): views, checked by
+// check_gemm (common/gemm_params.h) before the call above runs.
+void gemm(const GemmParams& params);
 
 }  // namespace fastrnn::cpu
