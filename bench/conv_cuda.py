@@ -18,7 +18,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from fastrnn import _conv_cuda
+from fastrnn.ops import conv as conv_ops
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import report  # noqa: E402
@@ -84,16 +84,16 @@ def main():
         flops = 2.0 * y.numel() * (C // groups) * R * S
         xr, wr, br = (t.clone().requires_grad_() for t in (x, w, b))
         yr = F.conv2d(xr, wr, br, **geo)
-        z, argmax = _conv_cuda.conv_relu_pool_forward(x, w, b, **geo)
+        z, argmax = conv_ops.cuda_conv_relu_pool_forward(x, w, b, **geo)
         dz = torch.randn_like(z)
         zr = F.max_pool2d(F.relu(F.conv2d(xr, wr, br, **geo)), 2)
         rows = [
-            ("forward", flops, lambda: _conv_cuda.forward(x, w, b, **geo), lambda: F.conv2d(x, w, b, **geo)),
-            ("backward", 2 * flops, lambda: _conv_cuda.backward(dy, x, w, **geo),
+            ("forward", flops, lambda: conv_ops.cuda_forward(x, w, b, **geo), lambda: F.conv2d(x, w, b, **geo)),
+            ("backward", 2 * flops, lambda: conv_ops.cuda_backward(dy, x, w, **geo),
              lambda: torch.autograd.grad(yr, (xr, wr, br), dy, retain_graph=True)),
-            ("fused fwd", flops, lambda: _conv_cuda.conv_relu_pool_forward(x, w, b, **geo),
+            ("fused fwd", flops, lambda: conv_ops.cuda_conv_relu_pool_forward(x, w, b, **geo),
              lambda: F.max_pool2d(F.relu(F.conv2d(x, w, b, **geo)), 2, return_indices=True)),
-            ("fused bwd", 2 * flops, lambda: _conv_cuda.conv_relu_pool_backward(dz, z, argmax, x, w, **geo),
+            ("fused bwd", 2 * flops, lambda: conv_ops.cuda_conv_relu_pool_backward(dz, z, argmax, x, w, **geo),
              lambda: torch.autograd.grad(zr, (xr, wr, br), dz, retain_graph=True)),
         ]
         for op, f, ours, theirs in rows:

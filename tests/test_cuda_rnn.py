@@ -306,8 +306,9 @@ def test_kernel_errors_become_exceptions():
     h0 = torch.zeros(2, 5, device="cuda")
     y = torch.empty(3, 2, 5, device="cuda")
     outs = [torch.empty(2, 5, device="cuda") for _ in range(2)]
-    call = {"x": ops._view(x), "h0": ops._view(h0), "c0": ops._view(h0), "weight_ih": ops._view(w[0]),
-            "weight_hh": ops._view(w[1]), "y": ops._view(y), "h_n": ops._view(outs[0]), "c_n": ops._view(outs[1]),
-            "workspace": ops._view(torch.empty(16, dtype=torch.uint8, device="cuda"))}
+    view = ops._runtime.view
+    call = {"x": view(x), "h0": view(h0), "c0": view(h0), "weight_ih": view(w[0]),
+            "weight_hh": view(w[1]), "y": view(y), "h_n": view(outs[0]), "c_n": view(outs[1]),
+            "workspace": view(torch.empty(16, dtype=torch.uint8, device="cuda"))}
     with pytest.raises(RuntimeError, match="workspace"):
         fastrnn._C.rnn_forward(CELL_CODES["lstm"], False, [call])

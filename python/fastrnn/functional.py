@@ -1,4 +1,10 @@
-"""fastrnn's kernels as torch functions: one layer, one direction, whole sequence.
+"""fastrnn's kernels as torch functions: the RNN layers (``lstm``, ``gru``, ``rnn``: one layer,
+one direction, whole sequence), ``conv2d`` and ``conv_relu_pool2d``, ``max_pool2d`` and
+``avg_pool2d`` (torch.nn.functional's signatures, arguments and errors). Each call takes the path
+``fastrnn.ops.choose`` picks: the op body directly (no autograd), an autograd.Function around it
+(eager training), or the custom op (torch.compile, tracing, functorch transforms).
+
+RNN layers:
 
 Shapes: x (T, B, I); h0, c0 (B, H) or None (zeros); y (T, B, H). Weights in PyTorch's layout
 (weight_ih (G*H, I), weight_hh (G*H, H), biases (G*H)), so the parameters of a torch.nn.LSTM,
