@@ -75,40 +75,11 @@ inline RowTiles direct_row_tiles(int64_t width, int64_t lanes) {
   return {fours, threes, vectors - 4 * fours - 3 * threes};
 }
 
+// The kernels both sets have, declared once (conv_simd_kernels.h, included in each namespace):
+// 1., 2., 2b. and 6.; with AVX-512 the same contracts in vectors of 16 floats / 8 doubles
+// (direct_row_tiles with those lanes; a channel block is one vector).
 namespace isa_avx2 {
-// out (channels, ld)[c][q] = bias[c] + sum_t w(t, c) * xpad[q + offsets[t]] for q < length
-// (bias may be null), the weights blocked by 4 channels: w(t, c) = weight_blocked[((c / 4) *
-// taps + t) * 4 + c % 4]. Writes nothing past length; reads xpad up to a vector past it.
-template <typename T>
-void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out);
-
-// The same convolution in row-aligned tiles: out (channels, ld)[c][r * width + j] = bias[c] +
-// sum_t w(t, c) * xpad[r * wp + j + offsets[t]] for r < rows, j < width (bias may be null), so
-// out can be the conv's output itself: no padded columns beyond a row's last vector (the 5x5
-// valid layer on 28x28: 24 per row, not 28), no copy. Writes a row's last vector whole into
-// the next row's first columns before computing that row (all but the last row), and reads
-// xpad up to the last row's position + width rounded up to a vector.
-template <typename T>
-void conv_direct_rows(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out);
-
-// 2. The weight gradient of the same direct convolution (conv_direct_avx2.cpp): with the output
-// gradient transposed into blocks of B = kDirectChannelBlock<T> channels, dy_blocked[b][p][j] =
-// dy of channel b * B + j at output position p = oh * out_width + ow (zero past the
-// last channel), and the padded input of the forward,
-//   dw_blocked[b][t][j] += sum over (oh, ow) of xpad[oh * wp + ow + offsets[t]] * dy_blocked[b][p][j],
-// an outer-product GEMM over the positions (no im2col, no horizontal sums, only the out_width
-// real columns of each row).
-template <typename T>
-void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const T* dy_blocked, T* dw_blocked);
-
-// 2b. The weight gradient as dot products over the output plane, for shifted planes (conv.cpp,
-// few input channels), where every tap reads xs at a fixed offset from the output position q:
-//   dw[c * dw_channel + t * dw_tap] += sum over q < length of dy[c * ld + q] * xs[q + offsets[t]]
-// for c < channels, t < taps; vectorised over q, so dy needs no transposing (for one input
-// channel that transpose had cost as much as the products).
-template <typename T>
-void conv_dot_weight_grad(const int64_t* offsets, int64_t taps, int64_t channels, int64_t length, const T* xs,
-                          const T* dy, int64_t ld, T* dw, int64_t dw_channel, int64_t dw_tap);
+#include "cpu/conv_simd_kernels.h"
 
 // 3. The fused block's weight gradient, where dy of the conv is nonzero at one position per
 // pooling window at most: for each of `count` entries e (value dy, the padded position
@@ -137,38 +108,10 @@ void conv_sparse_input_grad(const SparseInputGradArgs& a, const T* values, const
 // Returns pw (the windows done).
 int64_t relu_pool_row(const float* top, const float* bottom, float bias, int64_t pw, int64_t index0,
                       int64_t out_width, float* y, int64_t* indices);
-
-// 6. Winograd F(2x2, 3x3) for 3x3 stride-1 convs (conv_winograd_kernels.h; conv.cpp runs the
-// products between them through conv_direct): the input's phase planes (its even/odd rows and
-// columns, zero-padded), the input transform B^T d B of every tile into v, and the output
-// transform A^T m A (plus bias) into the NCHW output. See that file for the layouts.
-template <typename T>
-bool winograd_phases(const T* x, int64_t channels, int64_t height, int64_t width, int64_t pad_h, int64_t pad_w,
-                     int64_t th, int64_t tc, int64_t plane, T* phases);
-template <typename T>
-void winograd_input(const T* phases, int64_t channels, int64_t plane, int64_t tc, int64_t k0, int64_t count, T* v,
-                    int64_t v_ci, int64_t v_xi);
-template <typename T>
-void winograd_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, const T* bias, int64_t k0,
-                     int64_t count, int64_t tc, int64_t out_h, int64_t out_w, T* y, T* yab);
-template <typename T>
-void winograd_pool_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, const T* bias, int64_t k0,
-                          int64_t count, int64_t tc, int64_t out_w, int64_t ph, int64_t pw, T* y, int64_t* indices,
-                          T* yab);
 }  // namespace isa_avx2
 
-// 1., 2. and 2b. with AVX-512 (conv_direct_avx512.cpp): the same contracts, in vectors of 16 floats
-// / 8 doubles (direct_row_tiles with those lanes; a channel block is one vector).
 namespace isa_avx512 {
-template <typename T>
-void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out);
-template <typename T>
-void conv_direct_rows(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out);
-template <typename T>
-void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const T* dy_blocked, T* dw_blocked);
-template <typename T>
-void conv_dot_weight_grad(const int64_t* offsets, int64_t taps, int64_t channels, int64_t length, const T* xs,
-                          const T* dy, int64_t ld, T* dw, int64_t dw_channel, int64_t dw_tap);
+#include "cpu/conv_simd_kernels.h"
 
 // 1b. The forward vectorised over output channels instead of positions: out (channels, ld)[c][q]
 // = bias[c] + sum_t weight_cl[t * channels + c] * xpad[base(q) + offsets[t]], computed in
@@ -185,21 +128,6 @@ void conv_direct_channels(const DirectChannelArgs& a, const T* xpad, const T* we
 // positions + q] (zero for channels past `channels`), W = 16 floats / 8 doubles.
 template <typename T>
 void transpose_to_blocks(const T* dy, int64_t channels, int64_t positions, T* out);
-
-// 6. with AVX-512 vectors.
-template <typename T>
-bool winograd_phases(const T* x, int64_t channels, int64_t height, int64_t width, int64_t pad_h, int64_t pad_w,
-                     int64_t th, int64_t tc, int64_t plane, T* phases);
-template <typename T>
-void winograd_input(const T* phases, int64_t channels, int64_t plane, int64_t tc, int64_t k0, int64_t count, T* v,
-                    int64_t v_ci, int64_t v_xi);
-template <typename T>
-void winograd_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, const T* bias, int64_t k0,
-                     int64_t count, int64_t tc, int64_t out_h, int64_t out_w, T* y, T* yab);
-template <typename T>
-void winograd_pool_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, const T* bias, int64_t k0,
-                          int64_t count, int64_t tc, int64_t out_w, int64_t ph, int64_t pw, T* y, int64_t* indices,
-                          T* yab);
 }  // namespace isa_avx512
 
 }  // namespace fastrnn::cpu

@@ -3,9 +3,9 @@
 // Forward (conv_direct_kernels.h): register blocks of 4 output channels x 3 vectors of
 // positions (24 floats, 12 doubles): 12 accumulators, 3 input vectors and one broadcast weight =
 // all 16 ymm registers, the shape of the GEMM's 6x16 micro-kernel. Per tap: 3 input loads and
-// 4 weight broadcasts feed 12 FMAs, so the two FMA ports, not the loads, set the pace (the
-// plain-loop version, without accumulators held across taps, was 0.49x torch). 4 channels
-// divide the usual channel counts (32, 64), so no partial block is wasted.
+// 4 weight broadcasts feed 12 FMAs, so the two FMA ports, not the loads, set the pace (a plain
+// loop without accumulators held across taps was far slower: see bench/NOTES.md, conv). 4
+// channels divide the usual channel counts (32, 64), so no partial block is wasted.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -14,84 +14,6 @@
 #include "cpu/conv_avx2.h"
 
 namespace fastrnn::cpu::isa_avx2 {
-namespace {
-
-template <typename T>
-struct Simd;
-template <>
-struct Simd<float> {
-  using V = __m256;
-  static constexpr int kLanes = 8;
-  static V zero() { return _mm256_setzero_ps(); }
-  static V load(const float* p) { return _mm256_loadu_ps(p); }
-  static V set1(float x) { return _mm256_set1_ps(x); }
-  static V broadcast(const float* p) { return _mm256_broadcast_ss(p); }
-  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-  static V add(V a, V b) { return _mm256_add_ps(a, b); }
-  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
-  // The Winograd pooling's (window_max): v <= 0 ? 0 : v (NaN stays); r > top or r NaN, as a
-  // lane mask; lanes of b where m, else of a.
-  static V relu(V v) { return _mm256_blendv_ps(v, zero(), _mm256_cmp_ps(v, zero(), _CMP_LE_OQ)); }
-  static V greater_or_nan(V r, V top) {
-    return _mm256_or_ps(_mm256_cmp_ps(r, top, _CMP_GT_OQ), _mm256_cmp_ps(r, r, _CMP_UNORD_Q));
-  }
-  static V blend(V m, V a, V b) { return _mm256_blendv_ps(a, b, m); }
-  static float sum(V v) {
-    __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    return _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)));
-  }
-  // Through a copy: a masked store cost more than a short tile's FMAs on AMD.
-  static V load_first(const float* p, int n) {
-    alignas(32) float part[kLanes] = {};
-    for (int k = 0; k < n; ++k) part[k] = p[k];
-    return _mm256_load_ps(part);
-  }
-  static void store_first(float* p, V v, int n) {
-    alignas(32) float part[kLanes];
-    _mm256_store_ps(part, v);
-    for (int k = 0; k < n; ++k) p[k] = part[k];
-  }
-};
-template <>
-struct Simd<double> {
-  using V = __m256d;
-  static constexpr int kLanes = 4;
-  static V zero() { return _mm256_setzero_pd(); }
-  static V load(const double* p) { return _mm256_loadu_pd(p); }
-  static V set1(double x) { return _mm256_set1_pd(x); }
-  static V broadcast(const double* p) { return _mm256_broadcast_sd(p); }
-  static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
-  static V add(V a, V b) { return _mm256_add_pd(a, b); }
-  static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
-  static V relu(V v) { return _mm256_blendv_pd(v, zero(), _mm256_cmp_pd(v, zero(), _CMP_LE_OQ)); }
-  static V greater_or_nan(V r, V top) {
-    return _mm256_or_pd(_mm256_cmp_pd(r, top, _CMP_GT_OQ), _mm256_cmp_pd(r, r, _CMP_UNORD_Q));
-  }
-  static V blend(V m, V a, V b) { return _mm256_blendv_pd(a, b, m); }
-  static double sum(V v) {
-    const __m128d r = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
-    return _mm_cvtsd_f64(_mm_add_sd(r, _mm_unpackhi_pd(r, r)));
-  }
-  static V load_first(const double* p, int n) {
-    alignas(32) double part[kLanes] = {};
-    for (int k = 0; k < n; ++k) part[k] = p[k];
-    return _mm256_load_pd(part);
-  }
-  static void store_first(double* p, V v, int n) {
-    alignas(32) double part[kLanes];
-    _mm256_store_pd(part, v);
-    for (int k = 0; k < n; ++k) p[k] = part[k];
-  }
-};
-
-// Output channels per forward register block of NV vectors: 12 accumulators.
-template <int NV>
-constexpr int kTileChannels = NV == 1 ? 12 : NV == 3 ? 4 : 3;
-// The dot-product weight gradient's block: 2 channels x 6 taps, 12 accumulators.
-constexpr int kDotChannels = 2, kDotTaps = 6;
-
-}  // namespace
 
 #include "cpu/conv_direct_kernels.h"
 
@@ -236,14 +158,6 @@ void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const
   }
 }
 
-template void conv_dot_weight_grad<float>(const int64_t*, int64_t, int64_t, int64_t, const float*, const float*,
-                                           int64_t, float*, int64_t, int64_t);
-template void conv_dot_weight_grad<double>(const int64_t*, int64_t, int64_t, int64_t, const double*, const double*,
-                                            int64_t, double*, int64_t, int64_t);
-template void conv_direct<float>(const DirectConvArgs&, const float*, const float*, const float*, float*);
-template void conv_direct<double>(const DirectConvArgs&, const double*, const double*, const double*, double*);
-template void conv_direct_rows<float>(const DirectConvArgs&, const float*, const float*, const float*, float*);
-template void conv_direct_rows<double>(const DirectConvArgs&, const double*, const double*, const double*, double*);
 template void conv_direct_weight_grad<float>(const DirectWeightGradArgs&, const float*, const float*, float*);
 template void conv_direct_weight_grad<double>(const DirectWeightGradArgs&, const double*, const double*, double*);
 template void conv_sparse_weight_grad<float>(const int64_t*, int64_t, int64_t, const int64_t*, const float*, int64_t,

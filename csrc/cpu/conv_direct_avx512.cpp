@@ -16,98 +16,6 @@
 #include "cpu/conv_avx2.h"
 
 namespace fastrnn::cpu::isa_avx512 {
-namespace {
-
-template <typename T>
-struct Simd;
-template <>
-struct Simd<float> {
-  using V = __m512;
-  static constexpr int kLanes = 16;
-  static V zero() { return _mm512_setzero_ps(); }
-  static V load(const float* p) { return _mm512_loadu_ps(p); }
-  static V set1(float x) { return _mm512_set1_ps(x); }
-  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
-  // (Halves by masked extracts: GCC 12 warns on _mm512_reduce_add_ps' unmasked ones.)
-  static float sum(V v) {
-    const __m256 h = _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xff, v, 0), _mm512_maskz_extractf32x8_ps(0xff, v, 1));
-    __m128 r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    return _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)));
-  }
-  // r[0..16) rows of 16 -> r[k] = column k (r[i] lane k becomes r[k] lane i).
-  static void transpose(V* r) {
-    V t[16], u[16];
-    for (int i = 0; i < 8; ++i) {
-      t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-      t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    // u[4q + k]: rows 4q..4q+3 of columns k, k + 4, k + 8, k + 12 (one per 128-bit lane)
-    for (int q = 0; q < 4; ++q) {
-      const __m512d a = _mm512_castps_pd(t[4 * q]), b = _mm512_castps_pd(t[4 * q + 1]);
-      const __m512d c = _mm512_castps_pd(t[4 * q + 2]), d = _mm512_castps_pd(t[4 * q + 3]);
-      u[4 * q + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-      u[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-      u[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-      u[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-    }
-    for (int k = 0; k < 4; ++k) {
-      const V va = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x88), vb = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xdd);
-      const V wa = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x88), wb = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xdd);
-      r[k] = _mm512_shuffle_f32x4(va, wa, 0x88);
-      r[k + 8] = _mm512_shuffle_f32x4(va, wa, 0xdd);
-      r[k + 4] = _mm512_shuffle_f32x4(vb, wb, 0x88);
-      r[k + 12] = _mm512_shuffle_f32x4(vb, wb, 0xdd);
-    }
-  }
-  static V load_first(const float* p, int n) { return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p); }
-  static void store_first(float* p, V v, int n) { _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), v); }
-};
-template <>
-struct Simd<double> {
-  using V = __m512d;
-  static constexpr int kLanes = 8;
-  static V zero() { return _mm512_setzero_pd(); }
-  static V load(const double* p) { return _mm512_loadu_pd(p); }
-  static V set1(double x) { return _mm512_set1_pd(x); }
-  static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
-  static void store(double* p, V v) { _mm512_storeu_pd(p, v); }
-  static double sum(V v) {
-    const __m256d h = _mm256_add_pd(_mm512_maskz_extractf64x4_pd(0xff, v, 0), _mm512_maskz_extractf64x4_pd(0xff, v, 1));
-    const __m128d r = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
-    return _mm_cvtsd_f64(_mm_add_sd(r, _mm_unpackhi_pd(r, r)));
-  }
-  // r[0..8) rows of 8 -> r[k] = column k.
-  static void transpose(V* r) {
-    V t[8], v[8];
-    for (int i = 0; i < 4; ++i) {
-      t[2 * i] = _mm512_unpacklo_pd(r[2 * i], r[2 * i + 1]);
-      t[2 * i + 1] = _mm512_unpackhi_pd(r[2 * i], r[2 * i + 1]);
-    }
-    // v[4h + ...]: rows 4h..4h+3 (pairs) of columns {0,4}, {2,6}, {1,5}, {3,7}
-    for (int h = 0; h < 2; ++h) {
-      v[4 * h + 0] = _mm512_shuffle_f64x2(t[4 * h], t[4 * h + 2], 0x88);
-      v[4 * h + 1] = _mm512_shuffle_f64x2(t[4 * h], t[4 * h + 2], 0xdd);
-      v[4 * h + 2] = _mm512_shuffle_f64x2(t[4 * h + 1], t[4 * h + 3], 0x88);
-      v[4 * h + 3] = _mm512_shuffle_f64x2(t[4 * h + 1], t[4 * h + 3], 0xdd);
-    }
-    r[0] = _mm512_shuffle_f64x2(v[0], v[4], 0x88), r[4] = _mm512_shuffle_f64x2(v[0], v[4], 0xdd);
-    r[2] = _mm512_shuffle_f64x2(v[1], v[5], 0x88), r[6] = _mm512_shuffle_f64x2(v[1], v[5], 0xdd);
-    r[1] = _mm512_shuffle_f64x2(v[2], v[6], 0x88), r[5] = _mm512_shuffle_f64x2(v[2], v[6], 0xdd);
-    r[3] = _mm512_shuffle_f64x2(v[3], v[7], 0x88), r[7] = _mm512_shuffle_f64x2(v[3], v[7], 0xdd);
-  }
-  static V load_first(const double* p, int n) { return _mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1), p); }
-  static void store_first(double* p, V v, int n) { _mm512_mask_storeu_pd(p, static_cast<__mmask8>((1u << n) - 1), v); }
-};
-
-// Output channels per forward register block of NV vectors: 24 accumulators.
-template <int NV>
-constexpr int kTileChannels = NV == 1 ? 24 : NV == 3 ? 8 : 6;
-// The dot-product weight gradient's block: 4 channels x 6 taps, 24 accumulators.
-constexpr int kDotChannels = 4, kDotTaps = 6;
-
-}  // namespace
 
 #include "cpu/conv_direct_kernels.h"
 
@@ -308,14 +216,6 @@ void transpose_to_blocks(const T* dy, int64_t channels, int64_t positions, T* ou
   }
 }
 
-template void conv_dot_weight_grad<float>(const int64_t*, int64_t, int64_t, int64_t, const float*, const float*,
-                                           int64_t, float*, int64_t, int64_t);
-template void conv_dot_weight_grad<double>(const int64_t*, int64_t, int64_t, int64_t, const double*, const double*,
-                                            int64_t, double*, int64_t, int64_t);
-template void conv_direct<float>(const DirectConvArgs&, const float*, const float*, const float*, float*);
-template void conv_direct<double>(const DirectConvArgs&, const double*, const double*, const double*, double*);
-template void conv_direct_rows<float>(const DirectConvArgs&, const float*, const float*, const float*, float*);
-template void conv_direct_rows<double>(const DirectConvArgs&, const double*, const double*, const double*, double*);
 template void conv_direct_weight_grad<float>(const DirectWeightGradArgs&, const float*, const float*, float*);
 template void conv_direct_weight_grad<double>(const DirectWeightGradArgs&, const double*, const double*, double*);
 template void transpose_to_blocks<float>(const float*, int64_t, int64_t, float*);
@@ -330,64 +230,13 @@ namespace {
 
 // The Winograd transforms' row helpers (conv_winograd_kernels.h), 16 floats or 8 doubles per
 // vector, the edges by masks.
-template <typename T>
-struct Pairs;
-template <>
-struct Pairs<float> {
-  using V = __m512;
-  using M = __mmask16;
-  static constexpr int kLanes = 16;
-  static M first(int64_t n) { return n >= 16 ? M(0xffff) : static_cast<M>((1u << n) - 1); }
-  static V load(M k, const float* p) { return _mm512_maskz_loadu_ps(k, p); }
-  static void store(float* p, M k, V v) { _mm512_mask_storeu_ps(p, k, v); }
-  static V permute(V a, __m512i idx, V b) { return _mm512_permutex2var_ps(a, idx, b); }
-  static __m512i even() { return _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30); }
-  static __m512i odd() { return _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31); }
-  static __m512i low() { return _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23); }
-  static __m512i high() { return _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31); }
-  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
-  static V add(V a, V b) { return _mm512_add_ps(a, b); }
-  static V zero() { return _mm512_setzero_ps(); }
-  static float sum(V v) { return Simd<float>::sum(v); }
-  static V set1(float x) { return _mm512_set1_ps(x); }
-  // v <= 0 ? 0 : v (NaN stays), r > top or r NaN, lanes of b where m else a
-  static V relu(V v, V zero) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, zero, _CMP_LE_OQ), v, zero); }
-  static M greater_or_nan(V r, V top) {
-    return _mm512_cmp_ps_mask(r, top, _CMP_GT_OQ) | _mm512_cmp_ps_mask(r, r, _CMP_UNORD_Q);
-  }
-  static V blend(M m, V a, V b) { return _mm512_mask_blend_ps(m, a, b); }
-};
-template <>
-struct Pairs<double> {
-  using V = __m512d;
-  using M = __mmask8;
-  static constexpr int kLanes = 8;
-  static M first(int64_t n) { return n >= 8 ? M(0xff) : static_cast<M>((1u << n) - 1); }
-  static V load(M k, const double* p) { return _mm512_maskz_loadu_pd(k, p); }
-  static void store(double* p, M k, V v) { _mm512_mask_storeu_pd(p, k, v); }
-  static V permute(V a, __m512i idx, V b) { return _mm512_permutex2var_pd(a, idx, b); }
-  static __m512i even() { return _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14); }
-  static __m512i odd() { return _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15); }
-  static __m512i low() { return _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11); }
-  static __m512i high() { return _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15); }
-  static V sub(V a, V b) { return _mm512_sub_pd(a, b); }
-  static V add(V a, V b) { return _mm512_add_pd(a, b); }
-  static V zero() { return _mm512_setzero_pd(); }
-  static double sum(V v) { return Simd<double>::sum(v); }
-  static V set1(double x) { return _mm512_set1_pd(x); }
-  static V relu(V v, V zero) { return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(v, zero, _CMP_LE_OQ), v, zero); }
-  static M greater_or_nan(V r, V top) {
-    return _mm512_cmp_pd_mask(r, top, _CMP_GT_OQ) | _mm512_cmp_pd_mask(r, r, _CMP_UNORD_Q);
-  }
-  static V blend(M m, V a, V b) { return _mm512_mask_blend_pd(m, a, b); }
-};
 
 // The lanes [lo, hi) of a vector (clamped to [0, W)) as a mask.
 template <typename T>
-inline typename Pairs<T>::M lanes_between(int64_t lo, int64_t hi) {
-  using P = Pairs<T>;
+inline typename Simd<T>::Mask lanes_between(int64_t lo, int64_t hi) {
+  using P = Simd<T>;
   lo = std::clamp<int64_t>(lo, 0, P::kLanes), hi = std::clamp<int64_t>(hi, 0, P::kLanes);
-  return static_cast<typename P::M>(P::first(hi) & ~P::first(lo));
+  return static_cast<typename P::Mask>(P::first(hi) & ~P::first(lo));
 }
 
 // Splits rows of x into their even and odd columns: even[j] = X(2 j), odd[j] = X(2 j + 1) for
@@ -397,9 +246,9 @@ inline typename Pairs<T>::M lanes_between(int64_t lo, int64_t hi) {
 // says whether every x read was finite (x - x summed in a vector).
 template <typename T>
 class RowSplitter {
-  using P = Pairs<T>;
+  using P = Simd<T>;
   using V = typename P::V;
-  using M = typename P::M;
+  using M = typename P::Mask;
   static constexpr int W = P::kLanes;
   static constexpr int kChunks = 8;  // rows of up to 8 vectors of j keep their masks here
 
@@ -409,7 +258,7 @@ class RowSplitter {
     for (int64_t k = 0; k < std::min<int64_t>(chunks_, kChunks); ++k) masks(k, a_[k], b_[k], store_[k]);
   }
   void split(const T* x, T* even, T* odd) {
-    const __m512i ie = P::even(), io = P::odd();
+    const __m512i ie = P::every_other(0), io = P::every_other(1);
     for (int64_t k = 0; k < chunks_; ++k) {
       M ma, mb, ms;
       if (k < kChunks) {
@@ -446,21 +295,20 @@ class RowSplitter {
 // The pooling of the fused block's Winograd output stage, in place: y00[k] = the max over
 // i of relu(y_i[k]) (y_0..3 = y00, y01, y10, y11: the window scanned row by row) with torch's
 // rule (a later value wins if greater, or if NaN; relu keeps NaN), y01[k] = its i. GCC does
-// not vectorise this select chain from plain code (16x slower than the transform), hence the
+// not vectorise this select chain from plain code (slower than the transform), hence the
 // compares and blends by hand.
 template <typename T>
 void window_max(T* y00, T* y01, const T* y10, const T* y11, int64_t count) {
-  using P = Pairs<T>;
+  using P = Simd<T>;
   using V = typename P::V;
   constexpr int W = P::kLanes;
-  const V zero = P::zero();
   for (int64_t k = 0; k < count; k += W) {
-    const typename P::M all = P::first(count - k);  // the last vector masked
+    const typename P::Mask all = P::first(count - k);  // the last vector masked
     const V v[4] = {P::load(all, y00 + k), P::load(all, y01 + k), P::load(all, y10 + k), P::load(all, y11 + k)};
-    V top = P::relu(v[0], zero), at = zero;
+    V top = P::relu(v[0]), at = P::zero();
     for (int i = 1; i < 4; ++i) {
-      const V r = P::relu(v[i], zero);
-      const typename P::M take = P::greater_or_nan(r, top);
+      const V r = P::relu(v[i]);
+      const typename P::Mask take = P::greater_or_nan(r, top);
       top = P::blend(take, top, r);
       at = P::blend(take, at, P::set1(T(i)));
     }
@@ -472,9 +320,9 @@ void window_max(T* y00, T* y01, const T* y10, const T* y11, int64_t count) {
 // out[i] = a[i / 2] for even i, b[i / 2] for odd i, i < n.
 template <typename T>
 void interleave_pairs(const T* a, const T* b, int64_t n, T* out) {
-  using P = Pairs<T>;
+  using P = Simd<T>;
   constexpr int W = P::kLanes;
-  const __m512i lo = P::low(), hi = P::high();
+  const __m512i lo = P::alternate_halves(0), hi = P::alternate_halves(W / 2);
   for (int64_t i = 0; i < n; i += 2 * W) {
     const auto k = P::first((n - i + 1) / 2);
     const typename P::V va = P::load(k, a + i / 2), vb = P::load(k, b + i / 2);

@@ -1,17 +1,24 @@
 // The direct (implicit-GEMM) stride-1 forward of conv_avx2.h, written once over a vector type
 // and included inside an instruction set's namespace (conv_direct_avx2.cpp,
-// conv_direct_avx512.cpp) after that file defines
-//   Simd<T>: V, kLanes, zero, load, set1, fma, store, sum (of the lanes), and load_first(p, n)
-//   and store_first(p, v, n) (lanes [0, n); load_first reads nothing past them);
-//   kTileChannels<NV>: output channels per register block of NV vectors of positions;
-//   kDotChannels, kDotTaps: the register block of the dot-product weight gradient.
+// conv_direct_avx512.cpp), over the set's vocabulary Simd<T> (simd/simd.h).
 // Per tap, a block's NV input loads and M weight broadcasts feed M x NV FMAs, with the
 // accumulators in registers across all taps; the input is read in place at each tap's offset
 // (unaligned loads), never copied into panels, and no im2col, no packing.
 // The weights are blocked by 4 channels: w(t, c) = weight_blocked[((c / 4) * taps + t) * 4 + c % 4].
 // (No include guard: each instruction set's file includes it once, in its own namespace.)
 
+#include "cpu/simd/simd.h"
+
 namespace {
+
+// Vector registers a register block keeps its sums in: 12 of AVX2's 16, 24 of AVX-512's 32
+// (the rest hold the input vectors and a broadcast weight).
+constexpr int kAccumulators = Simd<float>::kLanes == 16 ? 24 : 12;
+// Output channels per forward register block of NV (1, 3 or 4) vectors of positions.
+template <int NV>
+constexpr int kTileChannels = kAccumulators / NV;
+// The dot-product weight gradient's block: kDotChannels channels x kDotTaps taps.
+constexpr int kDotTaps = 6, kDotChannels = kAccumulators / kDotTaps;
 
 // Positions [0, NV vectors) of x = xpad + q for M output channels c0 + i (M <= kTileChannels<NV>),
 // over taps [0, taps) of offsets; w is the blocked weights of c0's block
@@ -197,10 +204,7 @@ inline __attribute__((always_inline)) void dot_tile(const int64_t* offsets, int6
   using V = typename S::V;
   constexpr int W = S::kLanes;
   V acc[M][N];
-#pragma GCC unroll 8
-  for (int i = 0; i < M; ++i)
-#pragma GCC unroll 8
-    for (int j = 0; j < N; ++j) acc[i][j] = S::zero();
+  fill_tile(acc, S::zero());
   const T* x[N];
 #pragma GCC unroll 8
   for (int j = 0; j < N; ++j) x[j] = xs + offsets[j];
@@ -264,3 +268,13 @@ void conv_dot_weight_grad(const int64_t* offsets, int64_t taps, int64_t channels
   for (; c < channels; ++c)
     dot_channels<1>(offsets, taps, length, xs, dy + c * ld, ld, dw + c * dw_channel, dw_channel, dw_tap);
 }
+
+// The instruction set's file includes this once, so its instances are made here.
+#define FASTRNN_INSTANTIATE_DIRECT(T)                                                                              \
+  template void conv_dot_weight_grad<T>(const int64_t*, int64_t, int64_t, int64_t, const T*, const T*, int64_t, T*, \
+                                        int64_t, int64_t);                                                         \
+  template void conv_direct<T>(const DirectConvArgs&, const T*, const T*, const T*, T*);                           \
+  template void conv_direct_rows<T>(const DirectConvArgs&, const T*, const T*, const T*, T*);
+FASTRNN_INSTANTIATE_DIRECT(float)
+FASTRNN_INSTANTIATE_DIRECT(double)
+#undef FASTRNN_INSTANTIATE_DIRECT

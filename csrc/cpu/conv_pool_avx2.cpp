@@ -9,15 +9,15 @@
 #include "cpu/conv_avx2.h"
 
 namespace fastrnn::cpu::isa_avx2 {
+
+#include "cpu/simd/avx2.h"
+
 namespace {
 
 // x[0..16) -> (x[0], x[2], .. x[14]) and (x[1], x[3], .. x[15]), reading x[i] only for the
 // lanes i set in (m0, m1) (the others read as 0).
 inline void deinterleave(const float* x, __m256i m0, __m256i m1, __m256& even, __m256& odd) {
-  const __m256 a = _mm256_maskload_ps(x, m0), b = _mm256_maskload_ps(x + 8, m1);
-  auto in_order = [](__m256 v) { return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0xD8)); };
-  even = in_order(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
-  odd = in_order(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+  Avx2<float>::deinterleave(_mm256_maskload_ps(x, m0), _mm256_maskload_ps(x + 8, m1), even, odd);
 }
 
 // relu that keeps NaN: v <= 0 is false for NaN

@@ -1,7 +1,7 @@
 // Fused optimizer steps and gradient-norm clipping on the CPU. The update rules themselves are
 // in common/optim_rules.h (shared with the CUDA kernels). The updates are bound by memory
 // traffic, but not at SSE width: the update loop (optim_loop.h) is also built for AVX2 and
-// AVX-512 (optim_avx2.cpp, optim_avx512.cpp; 15-19% faster than the portable loop on a Xeon);
+// AVX-512 (optim_avx2.cpp, optim_avx512.cpp; see bench/NOTES.md, optimizers);
 // each call is one pass over every tensor it is given.
 #include "cpu/optim.h"
 
@@ -10,9 +10,9 @@
 #include <cmath>
 
 #include "common/error.h"
-#include "common/isa.h"
 #include "common/optim_rules.h"
 #include "common/parallel.h"
+#include "cpu/simd/dispatch.h"
 
 namespace fastrnn::cpu {
 namespace {
@@ -42,7 +42,9 @@ void for_each_share(int count, const Views& views, const Fn& fn, int max_threads
   }
 }
 
+namespace isa_generic {
 #include "cpu/optim_loop.h"
+}  // namespace isa_generic
 
 double step_value(const TensorView& step) {
   return step.dtype == DType::Float64 ? *step.data_as<double>() : double(*step.data_as<float>());
@@ -57,13 +59,7 @@ void update_share(const OptimizerHyper& h, const OptimizerTensor& t, int64_t beg
   T* s0 = optim::uses_state(h, 0) ? t.state[0].data_as<T>() : nullptr;
   T* s1 = optim::uses_state(h, 1) ? t.state[1].data_as<T>() : nullptr;
   T* s2 = optim::uses_state(h, 2) ? t.state[2].data_as<T>() : nullptr;
-  switch (active_isa()) {
-#if defined(FASTRNN_X86)
-    case Isa::Avx512: return isa_avx512::optimizer_update<T>(h, step, t.fresh_buffer, begin, end, p, g, s0, s1, s2);
-    case Isa::Avx2: return isa_avx2::optimizer_update<T>(h, step, t.fresh_buffer, begin, end, p, g, s0, s1, s2);
-#endif
-    default: return optimizer_update<T>(h, step, t.fresh_buffer, begin, end, p, g, s0, s1, s2);
-  }
+  FASTRNN_ISA_DISPATCH(active_isa(), optimizer_update<T>, h, step, t.fresh_buffer, begin, end, p, g, s0, s1, s2);
 }
 
 void check_tensor(const char* op, const OptimizerHyper& h, const OptimizerTensor& t, const TensorView& first) {

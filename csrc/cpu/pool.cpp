@@ -5,22 +5,76 @@
 #include "common/checks.h"
 #include "common/dispatch.h"
 #include "common/error.h"
-#include "common/isa.h"
 #include "cpu/pool_kernels.h"
+#include "cpu/simd/dispatch.h"
 
 namespace fastrnn::cpu {
 
-#if defined(FASTRNN_X86)
-namespace isa_avx2 {
+// Each set's kernels take (shape, params, dtype, raw pointers); the arguments are checked.
+#define FASTRNN_DECLARE_POOL_KERNELS                                                                             \
+  void max_pool2d_forward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* input, void* output, \
+                          int64_t* indices, uint8_t* slots);                                                      \
+  void avg_pool2d_forward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* input,              \
+                          void* output);                                                                          \
+  void max_pool2d_backward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* grad_output,       \
+                           const int64_t* indices, const uint8_t* slots, void* grad_input);                       \
+  void avg_pool2d_backward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* grad_output,       \
+                           void* grad_input);
+
+// The portable loops of pool_kernels.h, for every window.
+namespace isa_generic {
+namespace {
+
 void max_pool2d_forward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* input, void* output,
-                        int64_t* indices, uint8_t* slots);
-void avg_pool2d_forward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* input, void* output);
+                        int64_t* indices, uint8_t* slots) {
+  FASTRNN_DISPATCH_FLOATING(dtype, "max_pool2d_forward", [&] {
+    const scalar_t* x = static_cast<const scalar_t*>(input);
+    scalar_t* y = static_cast<scalar_t*>(output);
+    if (slots != nullptr) return max_forward_generic<scalar_t>(s, p, x, y, slots);
+    max_forward_generic<scalar_t>(s, p, x, y, indices);
+  });
+}
+
 void max_pool2d_backward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* grad_output,
-                         const int64_t* indices, const uint8_t* slots, void* grad_input);
+                         const int64_t* indices, const uint8_t* slots, void* grad_input) {
+  FASTRNN_DISPATCH_FLOATING(dtype, "max_pool2d_backward", [&] {
+    const scalar_t* gy = static_cast<const scalar_t*>(grad_output);
+    scalar_t* gx = static_cast<scalar_t*>(grad_input);
+    if (slots != nullptr) return max_backward_generic<scalar_t>(s, p, gy, slots, gx);
+    max_backward_generic<scalar_t>(s, p, gy, indices, gx);
+  });
+}
+
+void avg_pool2d_forward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* input, void* output) {
+  FASTRNN_DISPATCH_FLOATING(dtype, "avg_pool2d_forward", [&] {
+    avg_forward_generic<scalar_t>(s, p, static_cast<const scalar_t*>(input), static_cast<scalar_t*>(output));
+  });
+}
+
 void avg_pool2d_backward(const Pool2dShape& s, const Pool2dParams& p, DType dtype, const void* grad_output,
-                         void* grad_input);
+                         void* grad_input) {
+  FASTRNN_DISPATCH_FLOATING(dtype, "avg_pool2d_backward", [&] {
+    avg_backward_generic<scalar_t>(s, p, static_cast<const scalar_t*>(grad_output),
+                                   static_cast<scalar_t*>(grad_input));
+  });
+}
+
+}  // namespace
+}  // namespace isa_generic
+
+#if defined(FASTRNN_X86)
+// pool_avx2.cpp; AVX-512 runs the AVX2 kernels (the work streams through memory).
+namespace isa_avx2 {
+FASTRNN_DECLARE_POOL_KERNELS
 }  // namespace isa_avx2
+namespace isa_avx512 {
+using isa_avx2::avg_pool2d_backward;
+using isa_avx2::avg_pool2d_forward;
+using isa_avx2::max_pool2d_backward;
+using isa_avx2::max_pool2d_forward;
+}  // namespace isa_avx512
 #endif
+#undef FASTRNN_DECLARE_POOL_KERNELS
 
 namespace {
 
@@ -30,7 +84,6 @@ namespace {
 enum class Pass { Forward, MaxBackward, AvgBackward };
 bool simd_window(const Pool2dShape& s, const Pool2dParams& p, Pass pass) {
 #if defined(FASTRNN_X86)
-  if (active_isa() == Isa::Generic) return false;
   if (p.dilation_h != 1 || p.dilation_w != 1 || s.height * s.width >= (int64_t(1) << 31)) return false;
   if (p.kernel_h != p.kernel_w || p.stride_h != p.stride_w || (p.kernel_h != 2 && p.kernel_h != 3)) return false;
   switch (pass) {
@@ -48,10 +101,29 @@ bool simd_window(const Pool2dShape& s, const Pool2dParams& p, Pass pass) {
 #endif
 }
 
+// The set whose kernels run this call: the active one where its SIMD code takes the window.
+Isa isa_for(const Pool2dShape& s, const Pool2dParams& p, Pass pass) {
+  return simd_window(s, p, pass) ? active_isa() : Isa::Generic;
+}
+
 void check_cpu(const char* op, std::initializer_list<const TensorView*> views) {
   for (const TensorView* v : views) {
     FASTRNN_CHECK(!v->defined() || v->device == DeviceType::CPU, op, ": expected CPU arrays");
   }
+}
+
+// An average pool's checks: full is the (.., H, W) array (input, or grad_input backward),
+// pooled the (.., OH, OW) one; the pass writes pooled forward, full backward.
+Pool2dShape check_avg(const char* op, const Pool2dParams& p, const TensorView& full, const TensorView& pooled,
+                      bool forward) {
+  check_cpu(op, {&full, &pooled});
+  const Pool2dShape s = check_pool2d(op, p, full, pooled, TensorView(), false);
+  if (forward) {
+    check_no_overlap(op, {{"output", &pooled}}, {{"input", &full}});
+  } else {
+    check_no_overlap(op, {{"grad_input", &full}}, {{"grad_output", &pooled}});
+  }
+  return s;
 }
 
 }  // namespace
@@ -66,17 +138,8 @@ void max_pool2d_forward(const Pool2dParams& p, const TensorView& input, const Te
   int64_t* idx = indices.defined() && !slots ? indices.data_as<int64_t>() : nullptr;
   uint8_t* slot = slots ? indices.data_as<uint8_t>() : nullptr;
   if (s.planes == 0) return;
-#if defined(FASTRNN_X86)
-  if (simd_window(s, p, Pass::Forward)) {
-    return isa_avx2::max_pool2d_forward(s, p, input.dtype, input.data, output.data, idx, slot);
-  }
-#endif
-  FASTRNN_DISPATCH_FLOATING(input.dtype, op, [&] {
-    const scalar_t* x = input.data_as<scalar_t>();
-    scalar_t* y = output.data_as<scalar_t>();
-    if (slot != nullptr) return max_forward_generic<scalar_t>(s, p, x, y, slot);
-    max_forward_generic<scalar_t>(s, p, x, y, idx);
-  });
+  FASTRNN_ISA_DISPATCH(isa_for(s, p, Pass::Forward), max_pool2d_forward, s, p, input.dtype, input.data, output.data,
+                       idx, slot);
 }
 
 void max_pool2d_backward(const Pool2dParams& p, const TensorView& grad_output, const TensorView& indices,
@@ -90,47 +153,21 @@ void max_pool2d_backward(const Pool2dParams& p, const TensorView& grad_output, c
   const int64_t* idx = slots ? nullptr : indices.data_as<int64_t>();
   const uint8_t* slot = slots ? indices.data_as<uint8_t>() : nullptr;
   if (s.planes == 0) return;
-#if defined(FASTRNN_X86)
-  if (simd_window(s, p, Pass::MaxBackward)) {
-    return isa_avx2::max_pool2d_backward(s, p, grad_input.dtype, grad_output.data, idx, slot, grad_input.data);
-  }
-#endif
-  FASTRNN_DISPATCH_FLOATING(grad_input.dtype, op, [&] {
-    const scalar_t* gy = grad_output.data_as<scalar_t>();
-    scalar_t* gx = grad_input.data_as<scalar_t>();
-    if (slot != nullptr) return max_backward_generic<scalar_t>(s, p, gy, slot, gx);
-    max_backward_generic<scalar_t>(s, p, gy, idx, gx);
-  });
+  FASTRNN_ISA_DISPATCH(isa_for(s, p, Pass::MaxBackward), max_pool2d_backward, s, p, grad_input.dtype,
+                       grad_output.data, idx, slot, grad_input.data);
 }
 
 void avg_pool2d_forward(const Pool2dParams& p, const TensorView& input, const TensorView& output) {
-  const char* op = "avg_pool2d_forward";
-  check_cpu(op, {&input, &output});
-  const Pool2dShape s = check_pool2d(op, p, input, output, TensorView(), false);
-  check_no_overlap(op, {{"output", &output}}, {{"input", &input}});
+  const Pool2dShape s = check_avg("avg_pool2d_forward", p, input, output, true);
   if (s.planes == 0) return;
-#if defined(FASTRNN_X86)
-  if (simd_window(s, p, Pass::Forward)) return isa_avx2::avg_pool2d_forward(s, p, input.dtype, input.data, output.data);
-#endif
-  FASTRNN_DISPATCH_FLOATING(input.dtype, op, [&] {
-    avg_forward_generic<scalar_t>(s, p, input.data_as<scalar_t>(), output.data_as<scalar_t>());
-  });
+  FASTRNN_ISA_DISPATCH(isa_for(s, p, Pass::Forward), avg_pool2d_forward, s, p, input.dtype, input.data, output.data);
 }
 
 void avg_pool2d_backward(const Pool2dParams& p, const TensorView& grad_output, const TensorView& grad_input) {
-  const char* op = "avg_pool2d_backward";
-  check_cpu(op, {&grad_output, &grad_input});
-  const Pool2dShape s = check_pool2d(op, p, grad_input, grad_output, TensorView(), false);
-  check_no_overlap(op, {{"grad_input", &grad_input}}, {{"grad_output", &grad_output}});
+  const Pool2dShape s = check_avg("avg_pool2d_backward", p, grad_input, grad_output, false);
   if (s.planes == 0) return;
-#if defined(FASTRNN_X86)
-  if (simd_window(s, p, Pass::AvgBackward)) {
-    return isa_avx2::avg_pool2d_backward(s, p, grad_input.dtype, grad_output.data, grad_input.data);
-  }
-#endif
-  FASTRNN_DISPATCH_FLOATING(grad_input.dtype, op, [&] {
-    avg_backward_generic<scalar_t>(s, p, grad_output.data_as<scalar_t>(), grad_input.data_as<scalar_t>());
-  });
+  FASTRNN_ISA_DISPATCH(isa_for(s, p, Pass::AvgBackward), avg_pool2d_backward, s, p, grad_input.dtype,
+                       grad_output.data, grad_input.data);
 }
 
 }  // namespace fastrnn::cpu

@@ -15,162 +15,14 @@
 #include "cpu/pool_kernels.h"
 
 namespace fastrnn::cpu::isa_avx2 {
+
+#include "cpu/simd/avx2.h"
+
 namespace {
 
+// 8 floats with positions as 8 int32, or 4 doubles with positions as 4 int64.
 template <typename T>
-struct Simd;
-
-// 8 floats; positions as 8 int32 (planes hold fewer than 2^31 elements, checked by the caller).
-template <>
-struct Simd<float> {
-  static constexpr int kLanes = 8;
-  using V = __m256;
-  using I = __m256i;
-  static V load(const float* p) { return _mm256_loadu_ps(p); }
-  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
-  static V set1(float x) { return _mm256_set1_ps(x); }
-  static V add(V a, V b) { return _mm256_add_ps(a, b); }
-  static V div(V a, V b) { return _mm256_div_ps(a, b); }
-  // (a, b) = x[0..16) -> x[0], x[2], .. x[14] and x[1], x[3], .. x[15]
-  static void deinterleave(V a, V b, V& even, V& odd) {
-    even = in_order(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
-    odd = in_order(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
-  }
-  // p[2j] = a[j], p[2j + 1] = b[j]
-  static void interleave_store(float* p, V a, V b) {
-    const V lo = _mm256_unpacklo_ps(a, b), hi = _mm256_unpackhi_ps(a, b);
-    store(p, _mm256_permute2f128_ps(lo, hi, 0x20));
-    store(p + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
-  }
-  // max that keeps a NaN from either side (the all-ones mask is a NaN).
-  static V max_nan(V a, V b) { return _mm256_or_ps(_mm256_max_ps(a, b), _mm256_cmp_ps(a, b, _CMP_UNORD_Q)); }
-  // Lanes where v replaces the running maximum, as torch's scalar test `v > best || isnan(v)`.
-  static V takes_over(V v, V best) {
-    return _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-  }
-  static V select(V mask, V yes, V no) { return _mm256_blendv_ps(no, yes, mask); }
-  static I select(V mask, I yes, I no) {
-    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(no), _mm256_castsi256_ps(yes), mask));
-  }
-  // first + step * (0..7); step is a literal at every call, so the ramp is a constant plus a broadcast.
-  static I ramp(int64_t first, int step) {
-    return _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(first)),
-                            _mm256_setr_epi32(0, step, 2 * step, 3 * step, 4 * step, 5 * step, 6 * step, 7 * step));
-  }
-  static I add(I a, int64_t c) { return _mm256_add_epi32(a, _mm256_set1_epi32(static_cast<int>(c))); }
-  static void store_index(int64_t* p, I i) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(i)));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(i, 1)));
-  }
-  // 8 window slots (0..255) as bytes.
-  static void store_slots(uint8_t* p, I i) {
-    const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi16(words, words));
-  }
-  static V equal(I a, I b) { return _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, b)); }
-  static V keep(V mask, V v) { return _mm256_and_ps(mask, v); }
-  static I max_index(I a, I b) { return _mm256_max_epi32(a, b); }
-  // (lo, hi) = v[0], v[0], v[1], v[1], .. v[7], v[7]
-  static void duplicate(V v, V& lo, V& hi) {
-    lo = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
-    hi = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7));
-  }
-  // The same for 8 int64 positions, as int32 (their low halves).
-  static void duplicate_index(const int64_t* p, I& lo, I& hi) {
-    const I pick = _mm256_setr_epi32(0, 0, 2, 2, 4, 4, 6, 6);
-    lo = _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), pick);
-    hi = _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 4)), pick);
-  }
-  // The same for 8 window slots.
-  static void duplicate_slots(const uint8_t* p, I& lo, I& hi) {
-    const I v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-    lo = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
-    hi = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7));
-  }
-  // a, b, a, b, ..
-  static I alternate(int a, int b) { return _mm256_setr_epi32(a, b, a, b, a, b, a, b); }
-  // p[0..8) where column + lane lies in [0, width), -inf elsewhere (those lanes are not read).
-  static V load_inside(const float* p, int64_t column, int64_t width) {
-    const I c = ramp(column, 1);
-    const I inside = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), c),
-                                         _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(width)), c));
-    return _mm256_blendv_ps(set1(-std::numeric_limits<float>::infinity()), _mm256_maskload_ps(p, inside),
-                            _mm256_castsi256_ps(inside));
-  }
-
- private:
-  static V in_order(V v) { return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0xD8)); }
-};
-
-// 4 doubles; positions as 4 int64.
-template <>
-struct Simd<double> {
-  static constexpr int kLanes = 4;
-  using V = __m256d;
-  using I = __m256i;
-  static V load(const double* p) { return _mm256_loadu_pd(p); }
-  static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
-  static V set1(double x) { return _mm256_set1_pd(x); }
-  static V add(V a, V b) { return _mm256_add_pd(a, b); }
-  static V div(V a, V b) { return _mm256_div_pd(a, b); }
-  static void deinterleave(V a, V b, V& even, V& odd) {
-    even = _mm256_permute4x64_pd(_mm256_unpacklo_pd(a, b), 0xD8);
-    odd = _mm256_permute4x64_pd(_mm256_unpackhi_pd(a, b), 0xD8);
-  }
-  static void interleave_store(double* p, V a, V b) {
-    const V lo = _mm256_unpacklo_pd(a, b), hi = _mm256_unpackhi_pd(a, b);
-    store(p, _mm256_permute2f128_pd(lo, hi, 0x20));
-    store(p + 4, _mm256_permute2f128_pd(lo, hi, 0x31));
-  }
-  static V max_nan(V a, V b) { return _mm256_or_pd(_mm256_max_pd(a, b), _mm256_cmp_pd(a, b, _CMP_UNORD_Q)); }
-  static V takes_over(V v, V best) {
-    return _mm256_or_pd(_mm256_cmp_pd(v, best, _CMP_GT_OQ), _mm256_cmp_pd(v, v, _CMP_UNORD_Q));
-  }
-  static V select(V mask, V yes, V no) { return _mm256_blendv_pd(no, yes, mask); }
-  static I select(V mask, I yes, I no) {
-    return _mm256_castpd_si256(_mm256_blendv_pd(_mm256_castsi256_pd(no), _mm256_castsi256_pd(yes), mask));
-  }
-  static I ramp(int64_t first, int step) {
-    return _mm256_add_epi64(_mm256_set1_epi64x(first), _mm256_setr_epi64x(0, step, 2 * step, 3 * step));
-  }
-  static I add(I a, int64_t c) { return _mm256_add_epi64(a, _mm256_set1_epi64x(c)); }
-  static void store_index(int64_t* p, I i) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), i); }
-  static void store_slots(uint8_t* p, I i) {
-    const I low_halves = _mm256_permutevar8x32_epi32(i, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
-    const __m128i dwords = _mm256_castsi256_si128(low_halves);
-    const __m128i words = _mm_packus_epi32(dwords, dwords);
-    const int bytes = _mm_cvtsi128_si32(_mm_packus_epi16(words, words));
-    std::memcpy(p, &bytes, 4);
-  }
-  static I load_index(const int64_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
-  static V equal(I a, I b) { return _mm256_castsi256_pd(_mm256_cmpeq_epi64(a, b)); }
-  static V keep(V mask, V v) { return _mm256_and_pd(mask, v); }
-  static I max_index(I a, I b) { return _mm256_blendv_epi8(b, a, _mm256_cmpgt_epi64(a, b)); }
-  static void duplicate(V v, V& lo, V& hi) {
-    lo = _mm256_permute4x64_pd(v, 0x50);
-    hi = _mm256_permute4x64_pd(v, 0xFA);
-  }
-  static void duplicate_index(const int64_t* p, I& lo, I& hi) {
-    const I v = load_index(p);
-    lo = _mm256_permute4x64_epi64(v, 0x50);
-    hi = _mm256_permute4x64_epi64(v, 0xFA);
-  }
-  static void duplicate_slots(const uint8_t* p, I& lo, I& hi) {
-    int bytes;
-    std::memcpy(&bytes, p, 4);
-    const I v = _mm256_cvtepu8_epi64(_mm_cvtsi32_si128(bytes));
-    lo = _mm256_permute4x64_epi64(v, 0x50);
-    hi = _mm256_permute4x64_epi64(v, 0xFA);
-  }
-  static I alternate(int a, int b) { return _mm256_setr_epi64x(a, b, a, b); }
-  static V load_inside(const double* p, int64_t column, int64_t width) {
-    const I c = ramp(column, 1);
-    const I inside = _mm256_andnot_si256(_mm256_cmpgt_epi64(_mm256_setzero_si256(), c),
-                                         _mm256_cmpgt_epi64(_mm256_set1_epi64x(width), c));
-    return _mm256_blendv_pd(set1(-std::numeric_limits<double>::infinity()), _mm256_maskload_pd(p, inside),
-                            _mm256_castsi256_pd(inside));
-  }
-};
+using Simd = Avx2<T>;
 
 // Outputs [first, last) along one dimension whose K-wide windows (stride 1 or 2) lie inside [0, size).
 struct Interior {
@@ -252,7 +104,7 @@ inline void max_block(const T* const* row, int rows, int skipped, int64_t width,
     }
     S::store(out, best);
   } else {
-    // torch's scan order: row by row, left to right; `takes_over` keeps the first of equal maxima
+    // torch's scan order: row by row, left to right; `greater_or_nan` keeps the first of equal maxima
     // and lets every NaN take over (so the last NaN's index is kept). Element (k, c) of the rows
     // inside is at base + k * width + c (flat) or base + k * K + c (slot).
     const auto base = kSlots ? S::ramp(skipped * K, 0) : S::ramp(row_start + col0, kStride);
@@ -283,9 +135,9 @@ inline void max_block(const T* const* row, int rows, int skipped, int64_t width,
           best = cols[0];
           continue;
         }
-        const V take = S::takes_over(cols[c], best);
-        best = S::select(take, cols[c], best);
-        at = S::select(take, S::add(base, k * row_step + c), at);
+        const V take = S::greater_or_nan(cols[c], best);
+        best = S::blend(take, best, cols[c]);
+        at = S::blend(take, at, S::add(base, k * row_step + c));
       }
     }
     S::store(out, best);

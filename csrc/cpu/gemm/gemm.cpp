@@ -1,10 +1,10 @@
-// Picks the GEMM variant of the active instruction set (common/isa.h) at each call.
+// Picks the GEMM variant of the active instruction set (cpu/simd/dispatch.h) at each call.
 #include "cpu/gemm/gemm.h"
 
 #include <algorithm>
 
 #include "common/dispatch.h"
-#include "common/isa.h"
+#include "cpu/simd/dispatch.h"
 
 namespace fastrnn::cpu {
 
@@ -31,13 +31,7 @@ int64_t gemm_scratch_bytes_per_thread(DType dtype) {
 
 template <typename T>
 void gemm(const GemmArgs<T>& args, const GemmScratch& scratch) {
-  switch (active_isa()) {
-#if defined(FASTRNN_X86)
-    case Isa::Avx512: return isa_avx512::gemm(args, scratch);
-    case Isa::Avx2: return isa_avx2::gemm(args, scratch);
-#endif
-    default: return isa_generic::gemm(args, scratch);
-  }
+  FASTRNN_ISA_DISPATCH(active_isa(), gemm<T>, args, scratch);
 }
 
 template void gemm<float>(const GemmArgs<float>&, const GemmScratch&);

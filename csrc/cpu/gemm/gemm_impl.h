@@ -49,10 +49,8 @@ struct RowsA {
 // A as stored with a uniform row stride: a(k, i) = base[i * lda + k]. Rows read in place (the
 // recurrence's, and the general GEMM's A where it is not packed) go through this rather than
 // RowsA's 12 row pointers, which GCC could not keep in registers with the kernel's other
-// operands (perf annotate: a row pointer reloaded from the stack and one moved from a vector
-// register every k step). In-process A/B over 15 calls of the
-// general GEMM reading A in place: 2048^3 1.10-1.11x faster, 6400 x 2048 x 512 1.13x,
-// 6400 x 4096 x 1024 1.12-1.13x (on AVX-512 in float it now packs A, see pack_a).
+// operands (a row pointer reloaded from the stack and one moved from a vector register every
+// k step; see bench/NOTES.md, gemm). On AVX-512 in float the general GEMM now packs A, see pack_a.
 template <typename T>
 struct StridedA {
   const T* base;
@@ -134,7 +132,7 @@ void pack_b_columns(int64_t K, int64_t cols, const ColFn& col, T* FASTRNN_RESTRI
 
 // One NR-column panel over depth K from a row-major block: op(B)[k][j] = b[k*ldb + j].
 // GCC turns the full-width row copy into a memcpy call of NR values per k (a library call for
-// two vector loads and two stores: perf put memmove at 17% of a 16 x 256 x 256 product);
+// two vector loads and two stores, see bench/NOTES.md, gemm);
 // FASTRNN_NO_LIBCALL_LOOPS keeps it an inline vector copy.
 template <typename T>
 FASTRNN_NO_LIBCALL_LOOPS void pack_b_block(int64_t K, int64_t cols, const T* b, int64_t ldb, T* FASTRNN_RESTRICT out) {
@@ -152,7 +150,8 @@ FASTRNN_NO_LIBCALL_LOOPS void pack_b_block(int64_t K, int64_t cols, const T* b, 
 // Whether pack_row_panel has a vector path for this type and row block (float on AVX-512).
 // Without one, the general GEMM reads A as stored in place (StridedA) and the recurrence reads
 // its rows in place: a scalar pack costs more than it saves, and on AVX2 (6-row blocks, 5
-// address adds per k step) a transposing pack measured 0.97-1.03x against reading in place.
+// address adds per k step) a transposing pack measured no faster than reading in place (see
+// bench/NOTES.md, gemm).
 template <typename T>
 constexpr bool kVectorRowPack =
 #ifdef __AVX2__
@@ -193,9 +192,8 @@ void pack_row_panel(const T* const* row, int64_t rows, int64_t kc, T* FASTRNN_RE
 // to the panels. (Panel-outer read MR values from each of kc rows lda apart; with lda a multiple
 // of 4 KiB those rows share one L1 set and every panel re-fetched them from L2.)
 // A as stored is packed only where pack_row_panel has a vector path (kVectorRowPack); read in
-// place (StridedA) the AVX-512 kernel spends 11 integer adds per k step on row addresses.
-// Packed against in place, in one process (_C.gemm, 2 threads, medians of 11): 2048^3 1.15x,
-// 6400 x 512 x 1536 1.12x, 6400 x 2048 x 512 1.13x, 64 x 2048 x 512 1.08x.
+// place (StridedA) the AVX-512 kernel spends 11 integer adds per k step on row addresses
+// (packed against in place: see bench/NOTES.md, gemm).
 template <typename T>
 void pack_a(const GemmArgs<T>& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* FASTRNN_RESTRICT out) {
   constexpr int MR = Tile<T>::MR;
@@ -361,10 +359,9 @@ void gemm_range(const GemmArgs<T>& g, int64_t m0, int64_t m1, int64_t n0, int64_
 // 512 x 128) a packed product spends more on copying B (256 KiB there) than on its
 // multiply-adds, and the copy pushes the caller's data out of the caches. Here each row of B is
 // read once, where it is, and added (scaled by A's column) into C's rows, which stay in L1 in
-// blocks of kFewCols columns. Columns [n0, n1) of C. Against the packed product (_C.gemm, fp32,
-// one process): M1 N128 K512 3.3-3.6x as fast, M1 N2048 K512 3.2x, M2 N128 K512 2.0x, M2 N512
-// K2048 1.6x; at four rows the accumulators' loads and stores lose to the packed kernel's
-// registers (M4 N128 K512 0.65x), so the path stops at two.
+// blocks of kFewCols columns. Columns [n0, n1) of C. Faster than the packed product at one and
+// two rows; at four rows the accumulators' loads and stores lose to the packed kernel's
+// registers, so the path stops at two (see bench/NOTES.md, gemm).
 constexpr int64_t kFewRows = 2;
 constexpr int64_t kFewCols = 512;
 
@@ -435,7 +432,7 @@ void parallel_gemm(const GemmArgs<T>& g, const GemmScratch& scratch) {
   if (g.M * g.N * g.K < 64 * 64 * 64) threads = 1;  // too small to pay for a parallel region
   // A small C over a long depth (the weight gradients of small layers: 256 x 256 over 1600
   // rows): splitting C's rows or columns makes every thread pack all of one operand and
-  // shortens the runs each packed block serves, so 2 threads ran only 1.5x as fast as one.
+  // shortens the runs each packed block serves, so 2 threads ran little faster than one.
   // Split the depth instead: each thread packs its own share of A and B and computes a whole
   // partial C, and the partials are added in at the end, a share of the rows per thread.
   if (threads > 1 && g.M * g.N <= kSplitDepthElems && g.K >= 4 * (g.M > g.N ? g.M : g.N)) {

@@ -5,47 +5,23 @@
 // Depth of a packed slice: a B micro-panel of it (256 x NR) stays in L1.
 constexpr int64_t kDepth = 256;
 
+// The register block: 6 rows x 2 vectors (16 floats, 8 doubles).
 template <typename T>
-struct Tile;
-template <>
-struct Tile<float> {
-  static constexpr int MR = 6, NR = 16;
-};
-template <>
-struct Tile<double> {
-  static constexpr int MR = 6, NR = 8;
+struct Tile {
+  static constexpr int MR = 6, NR = 64 / sizeof(T);
 };
 
-template <typename T>
-struct Simd;
-template <>
-struct Simd<float> {
-  using V = __m256;
-  static V load(const float* p) { return _mm256_loadu_ps(p); }
-  static V set1(float x) { return _mm256_set1_ps(x); }
-  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-  static V add(V a, V b) { return _mm256_add_ps(a, b); }
-  static void store(float* c, V v, float alpha, float beta) {
-    v = _mm256_mul_ps(_mm256_set1_ps(alpha), v);
-    if (beta != 0.0f) v = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(c), v);
-    _mm256_storeu_ps(c, v);
-  }
-};
-template <>
-struct Simd<double> {
-  using V = __m256d;
-  static V load(const double* p) { return _mm256_loadu_pd(p); }
-  static V set1(double x) { return _mm256_set1_pd(x); }
-  static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
-  static V add(V a, V b) { return _mm256_add_pd(a, b); }
-  static void store(double* c, V v, double alpha, double beta) {
-    v = _mm256_mul_pd(_mm256_set1_pd(alpha), v);
-    if (beta != 0.0) v = _mm256_fmadd_pd(_mm256_set1_pd(beta), _mm256_loadu_pd(c), v);
-    _mm256_storeu_pd(c, v);
-  }
-};
+#include "cpu/simd/simd.h"
 
 #include "cpu/gemm/microkernel_simd.h"
+
+// c = alpha * v + beta * c (beta == 0: c is not read).
+template <typename S, typename T>
+inline void store_scaled(T* c, typename S::V v, T alpha, T beta) {
+  v = S::mul(S::set1(alpha), v);
+  if (beta != T(0)) v = S::fma(S::set1(beta), S::load(c), v);
+  S::store(c, v);
+}
 
 // M rows (M <= MR) of C from A (an accessor: a(k, i) is op(A)[i][k]) and one B panel.
 template <int M, typename T, typename A>
@@ -63,8 +39,8 @@ inline __attribute__((always_inline)) void kernel_rows(int64_t kc, const A& a, c
   const T b_eff = full ? beta : T(0);
 #pragma GCC unroll 8
   for (int i = 0; i < M; ++i) {
-    S::store(out + i * ld, acc0[i], alpha, b_eff);
-    S::store(out + i * ld + W, acc1[i], alpha, b_eff);
+    store_scaled<S>(out + i * ld, acc0[i], alpha, b_eff);
+    store_scaled<S>(out + i * ld + W, acc1[i], alpha, b_eff);
   }
   if (!full) {
     for (int i = 0; i < M; ++i)

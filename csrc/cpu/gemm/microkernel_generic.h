@@ -5,15 +5,10 @@
 // Depth of a packed slice: a B micro-panel of it (256 x NR) stays in L1.
 constexpr int64_t kDepth = 256;
 
+// The register block: 4 rows x 16 floats or 8 doubles.
 template <typename T>
-struct Tile;
-template <>
-struct Tile<float> {
-  static constexpr int MR = 4, NR = 16;
-};
-template <>
-struct Tile<double> {
-  static constexpr int MR = 4, NR = 8;
+struct Tile {
+  static constexpr int MR = 4, NR = 64 / sizeof(T);
 };
 
 template <int M, typename T, typename A>
@@ -50,8 +45,7 @@ inline __attribute__((always_inline)) void kernel_rows_packed(int64_t kc, const 
   }
 }
 
-// Read through row pointers, the compiler no longer keeps the accumulators in registers (5x
-// slower), so every A is first copied into a packed panel on the stack (at most 256 deep;
+// Read through row pointers, the compiler no longer keeps the accumulators in registers, so every A is first copied into a packed panel on the stack (at most 256 deep;
 // 1/NR of the multiply-adds).
 template <int M, typename T, typename A>
 inline __attribute__((always_inline)) void kernel_rows(int64_t kc, const A& a, const T* FASTRNN_RESTRICT b, T* c,

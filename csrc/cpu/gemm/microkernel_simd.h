@@ -16,9 +16,8 @@ inline __attribute__((always_inline)) void accumulate(int64_t kc, const A& a, co
   // The prefetch takes its addresses from an opaque copy of c and ldc: computed from c itself,
   // GCC kept the M row addresses live across the k loop for the caller's stores, ran out of
   // general registers, parked them in vector registers and spilled a B vector to the stack
-  // instead (perf annotate: 12 FMAs a k step reading B from the stack, in the A-transposed GEMM
-  // and in the GRU recurrence). Without them, against the build before in one process: A^T
-  // products 1.21-1.27x faster, training steps 1.04-1.06x.
+  // instead (12 FMAs a k step reading B from the stack, in the A-transposed GEMM and in the GRU
+  // recurrence; see bench/NOTES.md, gemm).
   if (beta != T(0)) {
     const T* cp = c;
     int64_t ldp = ldc;
