@@ -246,7 +246,8 @@ __global__ void __launch_bounds__(kPersistentThreads, 1) persistent_backward_ker
       const T hp = continued ? T(widen(a.y[(prev_row0 + b) * a.y_ld + j])) : T(widen(a.h0[int64_t(b) * H + j]));
       T cp = T(0), dc = T(0), h = T(0);
       if (Cell::kHasCellState) {
-        cp = continued ? a.reserve[(prev_row0 + b) * a.R + cells::LstmLayout::kCellState * H + j] : T(widen(a.c0[int64_t(b) * H + j]));
+        cp = continued ? a.reserve[(prev_row0 + b) * a.R + cells::LstmLayout::kCellState * H + j]
+                       : T(widen(a.c0[int64_t(b) * H + j]));
         dc = a.dc[int64_t(b) * H + j];
       }
       if (Cell::kBackwardReadsOutput) h = T(widen(a.y[row * a.y_ld + j]));
