@@ -106,20 +106,28 @@ RnnBufferSizes rnn_buffer_sizes(CellKind cell, DType dtype, int64_t total_rows, 
   return fastrnn::rnn_buffer_sizes(kCuda, cell, dtype, total_rows, batch, input_size, hidden_size, proj_size);
 }
 
-void rnn_forward(const RnnForwardParams* params, int count, const RnnLaunch& launch) {
+namespace {
+
+// Checks `count` calls (check: check_rnn_forward or check_rnn_backward) and runs them on their
+// device with the kernels of their dtype: run(S*, dims).
+template <typename Params, typename Check, typename Run>
+void checked_calls(const Params* params, int count, Check check, const Run& run) {
   RnnDims dims[kMaxCalls];
-  check_rnn_forward(kCuda, params, count, dims);
+  check(kCuda, params, count, dims);
   DeviceScope scope(params[0].x.device_index);
-  with_dtype(params[0].x.dtype, [&](auto* type) {
+  with_dtype(params[0].x.dtype, [&](auto* type) { run(type, dims); });
+}
+
+}  // namespace
+
+void rnn_forward(const RnnForwardParams* params, int count, const RnnLaunch& launch) {
+  checked_calls(params, count, check_rnn_forward, [&](auto* type, const RnnDims* dims) {
     forward_calls<std::remove_pointer_t<decltype(type)>>(params, dims, count, launch);
   });
 }
 
 void rnn_backward(const RnnBackwardParams* params, int count, const RnnLaunch& launch) {
-  RnnDims dims[kMaxCalls];
-  check_rnn_backward(kCuda, params, count, dims);
-  DeviceScope scope(params[0].x.device_index);
-  with_dtype(params[0].x.dtype, [&](auto* type) {
+  checked_calls(params, count, check_rnn_backward, [&](auto* type, const RnnDims* dims) {
     backward_calls<std::remove_pointer_t<decltype(type)>>(params, dims, count, launch);
   });
 }
