@@ -13,6 +13,7 @@ void register_optim(py::module_& m);
 void register_conv(py::module_& m);
 void register_conv_cuda(py::module_& m);
 void register_pool(py::module_& m);
+void register_cells(py::module_& m);
 }  // namespace fastrnn::bindings
 
 PYBIND11_MODULE(_C, m) {
@@ -37,4 +38,5 @@ PYBIND11_MODULE(_C, m) {
   fastrnn::bindings::register_conv(m);
   fastrnn::bindings::register_conv_cuda(m);
   fastrnn::bindings::register_pool(m);
+  fastrnn::bindings::register_cells(m);
 }

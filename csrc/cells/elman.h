@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "cells/activations.h"
+#include "cells/table.h"
 
 namespace fastrnn::cells {
 namespace {
@@ -18,8 +19,9 @@ enum class Activation { Tanh, Relu };
 
 template <typename T, Activation kAct>
 struct ElmanCell {
-  static constexpr int kGates = 1;
-  static constexpr int kReserveBlocks = 0;            // H-wide blocks saved per step for backward
+  using Layout = ElmanLayout;
+  static constexpr int kGates = Layout::kGates;                  // see cells/table.h
+  static constexpr int kReserveBlocks = Layout::kReserveBlocks;  // H-wide blocks saved per step for backward
   static constexpr bool kReadsHiddenPrev = false;     // the element math reads h_prev
   static constexpr bool kBackwardReadsOutput = true;  // backward reads h instead of a reserve
   static constexpr bool kHasCellState = false;

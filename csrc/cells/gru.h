@@ -3,18 +3,21 @@
 //   r = σ(x_r + h_r),  z = σ(x_z + h_z),  n = tanh(x_n + r * h_n),  h = n + z * (h_prev - n)
 // where x_k = (W_ih x + b_ih)_k and h_k = (W_hh h_prev + b_hh)_k. The reset gate multiplies
 // h_n, so the W_hh-side gradient of the n gate differs from the W_ih side.
-// Reserve per step: r, z, n and h_n (4 blocks). Calling convention: see elman.h.
+// Reserve per step: r, z, n and h_n, at the offsets of GruLayout (cells/table.h). Calling
+// convention: see elman.h.
 #include <stdint.h>
 
 #include "cells/activations.h"
+#include "cells/table.h"
 
 namespace fastrnn::cells {
 namespace {
 
 template <typename T>
 struct GruCell {
-  static constexpr int kGates = 3;
-  static constexpr int kReserveBlocks = 4;
+  using Layout = GruLayout;
+  static constexpr int kGates = Layout::kGates;
+  static constexpr int kReserveBlocks = Layout::kReserveBlocks;
   static constexpr bool kReadsHiddenPrev = true;     // the element math reads h_prev
   static constexpr bool kBackwardReadsOutput = false;  // backward reads h instead of a reserve
   static constexpr bool kHasCellState = false;
@@ -29,17 +32,18 @@ struct GruCell {
     const T n = tanh_((xp[2 * ts] + bias_ih[2 * stride]) + r * hn);
     h = n + z * (h_prev - n);
     if (reserve) {
-      reserve[0 * stride] = r;
-      reserve[1 * stride] = z;
-      reserve[2 * stride] = n;
-      reserve[3 * stride] = hn;
+      reserve[Layout::kResetGate * stride] = r;
+      reserve[Layout::kUpdateGate * stride] = z;
+      reserve[Layout::kNewGate * stride] = n;
+      reserve[Layout::kHiddenNew * stride] = hn;
     }
   }
 
   // dh: total dL/dh. Writes dL/d(x_k) to dgates_ih and dL/d(h_k) to dgates_hh; returns z * dh.
   FASTRNN_HOST_DEVICE static T backward(const T* reserve, int64_t stride, T /*h*/, T h_prev, T /*c_prev*/, T dh,
                                         T& /*dc*/, T* dgates_ih, T* dgates_hh) {
-    const T r = reserve[0 * stride], z = reserve[1 * stride], n = reserve[2 * stride], hn = reserve[3 * stride];
+    const T r = reserve[Layout::kResetGate * stride], z = reserve[Layout::kUpdateGate * stride];
+    const T n = reserve[Layout::kNewGate * stride], hn = reserve[Layout::kHiddenNew * stride];
     const T dn = dh * (T(1) - z) * (T(1) - n * n);
     const T dz = dh * (h_prev - n) * z * (T(1) - z);
     const T dr = dn * hn * r * (T(1) - r);

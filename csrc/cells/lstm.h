@@ -4,19 +4,20 @@
 //   i = σ(a_i), f = σ(a_f), g = tanh(a_g), o = σ(a_o)
 //   c = f * c_prev + i * g,   h = o * tanh(c)
 // (with proj_size, the driver projects this h by W_hr.) Reserve per step: the four activated
-// gates and c (5 blocks). Calling convention: see elman.h.
+// gates and c, at the offsets of LstmLayout (cells/table.h). Calling convention: see elman.h.
 #include <stdint.h>
 
 #include "cells/activations.h"
+#include "cells/table.h"
 
 namespace fastrnn::cells {
 namespace {
 
 template <typename T>
 struct LstmCell {
-  static constexpr int kGates = 4;
-  static constexpr int kReserveBlocks = 5;
-  static constexpr int kReserveCellBlock = 4;  // where c sits in a reserve row
+  using Layout = LstmLayout;
+  static constexpr int kGates = Layout::kGates;
+  static constexpr int kReserveBlocks = Layout::kReserveBlocks;
   static constexpr bool kReadsHiddenPrev = false;     // the element math reads h_prev
   static constexpr bool kBackwardReadsOutput = false;  // backward reads h instead of a reserve
   static constexpr bool kHasCellState = true;
@@ -32,19 +33,20 @@ struct LstmCell {
     c = f * c_prev + i * g;
     h = o * tanh_(c);
     if (reserve) {
-      reserve[0 * stride] = i;
-      reserve[1 * stride] = f;
-      reserve[2 * stride] = g;
-      reserve[3 * stride] = o;
-      reserve[4 * stride] = c;
+      reserve[Layout::kInputGate * stride] = i;
+      reserve[Layout::kForgetGate * stride] = f;
+      reserve[Layout::kCellGate * stride] = g;
+      reserve[Layout::kOutputGate * stride] = o;
+      reserve[Layout::kCellState * stride] = c;
     }
   }
 
   // dh: total dL/dh; dc: in dL/dc from the later step, out dL/dc_prev. Writes dL/da (4 gates).
   FASTRNN_HOST_DEVICE static T backward(const T* reserve, int64_t stride, T /*h*/, T /*h_prev*/, T c_prev, T dh,
                                         T& dc, T* dgates_ih, T* /*dgates_hh*/) {
-    const T i = reserve[0 * stride], f = reserve[1 * stride], g = reserve[2 * stride], o = reserve[3 * stride];
-    const T tc = tanh_(reserve[4 * stride]);
+    const T i = reserve[Layout::kInputGate * stride], f = reserve[Layout::kForgetGate * stride];
+    const T g = reserve[Layout::kCellGate * stride], o = reserve[Layout::kOutputGate * stride];
+    const T tc = tanh_(reserve[Layout::kCellState * stride]);
     const T dc_total = dc + dh * o * (T(1) - tc * tc);
     dgates_ih[0 * stride] = dc_total * g * i * (T(1) - i);
     dgates_ih[1 * stride] = dc_total * c_prev * f * (T(1) - f);

@@ -3,23 +3,12 @@
 // CPU and CUDA back ends. Weights are in PyTorch's layout, gates stacked along rows.
 #include <cstdint>
 
+#include "cells/table.h"
 #include "common/tensor_view.h"
 
 namespace fastrnn {
 
-enum class CellKind : int { RnnTanh = 0, RnnRelu = 1, Lstm = 2, Gru = 3 };
-
-const char* cell_name(CellKind cell);
-
-// G, the number of gates stacked in the weights.
-constexpr int gate_count(CellKind cell) {
-  return cell == CellKind::Lstm ? 4 : cell == CellKind::Gru ? 3 : 1;
-}
-// H-wide blocks the training forward saves per (t, b) for backward (see csrc/cells); an LSTM
-// with a projection also keeps the unprojected output o * tanh(c) for dW_hr.
-constexpr int reserve_blocks(CellKind cell, bool projected = false) {
-  return cell == CellKind::Lstm ? 5 + (projected ? 1 : 0) : cell == CellKind::Gru ? 4 : 0;
-}
+// CellKind, gate_count (G) and reserve_blocks come from the cell table (cells/table.h).
 
 // Shapes: T steps, B batch, I input features, H hidden units, G = gate_count(cell), P the
 // width of h: H, or proj_size for an LSTM with a projection (h = W_hr (o * tanh(c))).

@@ -2,9 +2,11 @@
 // CPU forward and backward (BPTT) of one RNN layer in one direction. See common/rnn_params.h
 // for the arguments; the caller allocates every output, the reserve and the workspace.
 #include "common/rnn_params.h"
-#include "cpu/rnn_common.h"
+#include "common/rnn_plan.h"
 
 namespace fastrnn::cpu {
+
+using fastrnn::kMaxCalls;  // calls one entry point runs together (common/rnn_plan.h)
 
 // Sizes of the buffers the caller allocates. `total_rows` is the number of (t, b) rows the
 // sequence really has: T*B, or the sum of batch_sizes for packed input; proj_size is 0

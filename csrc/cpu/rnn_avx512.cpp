@@ -7,9 +7,10 @@
 #include "cells/dispatch.h"
 #include "common/barrier.h"
 #include "common/macros.h"
-#include "common/rnn_params.h"
+#include "common/parallel.h"
+#include "common/rnn_plan.h"
 #include "cpu/gemm/gemm.h"
-#include "cpu/rnn_common.h"
+#include "cpu/rnn_variants.h"
 
 namespace fastrnn::cpu::isa_avx512 {
 

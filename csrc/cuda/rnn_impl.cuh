@@ -14,8 +14,8 @@
 // that writes the same y, state and reserve, and the backward's loop likewise as one that
 // writes the same dgates, h_prev and dh0/dc0, so each side runs the same either way.
 //
-// Rows are numbered as on the CPU (cpu::StepWalker): step t owns [offset(t), offset(t) +
-// batch(t)), and packed sequences cost nothing for their padding. The host reads batch_sizes
+// Rows are numbered as on the CPU (StepWalker, common/rnn_plan.h): step t owns
+// [offset(t), offset(t) + batch(t)), and packed sequences cost nothing for their padding. The host reads batch_sizes
 // (on the CPU, as torch keeps it) to size each step's launches, so nothing waits on the GPU.
 #include <cuda_runtime.h>
 
@@ -31,7 +31,6 @@
 namespace fastrnn::cuda {
 namespace rnn_detail {
 
-using cpu::StepWalker;
 constexpr int kThreads = 256;
 
 // dst (rows, cols) = src (rows, cols), converted; both row-major with their own row strides.
@@ -148,7 +147,7 @@ void forward_one(const RnnForwardParams& p, const RnnDims& d, const RnnLaunch& l
   const S* weight_hh = p.weight_hh.data_as<S>();
   const S* weight_hr = d.proj ? p.weight_hr.data_as<S>() : nullptr;
   S* y = p.y.data_as<S>();
-  const int64_t y_ld = cpu::row_stride(p.y);
+  const int64_t y_ld = row_stride(p.y);
 
   // Biases in T (absent ones as zeros, so the cells always add both), the initial states.
   for (auto [bias, copy_to] : {std::make_pair(&p.bias_ih, ws.bias_ih), std::make_pair(&p.bias_hh, ws.bias_hh)}) {
@@ -183,7 +182,8 @@ void forward_one(const RnnForwardParams& p, const RnnDims& d, const RnnLaunch& l
     a.reserve = training ? reserve + row0 * R : nullptr;
     a.y = y + row0 * y_ld, a.y_ld = y_ld;
     // With a projection the training forward keeps m in the reserve's last block (for dW_hr).
-    a.m = d.proj ? (training ? reserve + row0 * R + 5 * H : ws.m) : nullptr;
+    a.m = d.proj ? (training ? reserve + row0 * R + cells::LstmLayout::kProjectionInput * H : ws.m)
+                 : nullptr;
     a.m_ld = training ? R : H;
     const unsigned blocks = blocks_for(bt * H, kThreads);
     if (d.proj) {
@@ -245,7 +245,8 @@ __global__ void cell_backward(const BackwardStep<S, T> a) {
     hp = continued ? T(widen(a.y[(a.prev_row0 + b) * a.y_ld + j])) : T(widen(a.h0[b * a.P + j]));
   }
   if (Cell::kHasCellState) {
-    cp = continued ? a.reserve[(a.prev_row0 + b) * a.R + 4 * a.H + j] : T(widen(a.c0[b * a.H + j]));
+    cp = continued ? a.reserve[(a.prev_row0 + b) * a.R + cells::LstmLayout::kCellState * a.H + j]
+                   : T(widen(a.c0[b * a.H + j]));
     dc = a.dc[b * a.H + j];
   }
   if (Cell::kBackwardReadsOutput) h = T(widen(a.y[row * a.y_ld + j]));
@@ -290,8 +291,8 @@ void backward_one(const RnnBackwardParams& p, const RnnDims& d, const RnnLaunch&
   BackwardStep<S, T> a;
   a.H = H, a.P = P, a.GH = GH, a.R = R;
   a.reserve = reserve;
-  a.y = p.y.data_as<S>(), a.y_ld = cpu::row_stride(p.y);
-  a.dy = p.dy.data_as<S>(), a.dy_ld = cpu::row_stride(p.dy);
+  a.y = p.y.data_as<S>(), a.y_ld = row_stride(p.y);
+  a.dy = p.dy.data_as<S>(), a.dy_ld = row_stride(p.dy);
   a.h0 = p.h0.data_as<S>();
   a.c0 = Cell::kHasCellState ? p.c0.data_as<S>() : nullptr;
   a.dh = ws.dh, a.dc = ws.dc, a.dm = ws.dm;
@@ -336,7 +337,8 @@ void backward_one(const RnnBackwardParams& p, const RnnDims& d, const RnnLaunch&
                   p.dweight_hh.data_as<S>(), P),
           mode, stream, op);
   if (d.proj) {  // dW_hr = dh_total^T m, m saved in the reserve's last block
-    gemm<T>(product(P, H, d.rows, static_cast<const T*>(ws.dh_total), P, true, reserve + 5 * H, R, false,
+    gemm<T>(product(P, H, d.rows, static_cast<const T*>(ws.dh_total), P, true,
+                    reserve + cells::LstmLayout::kProjectionInput * H, R, false,
                     p.dweight_hr.data_as<S>(), H),
             mode, stream, op);
   }

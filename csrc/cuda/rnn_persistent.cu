@@ -48,7 +48,7 @@ bool attribute(cudaDeviceAttr what, int device, int& value) {
 // The queries behind one plan (a cache miss). Returns false, with a refusal in `plan`, when a
 // CUDA query failed: that answer is not cached. Raises the kernel's dynamic shared-memory limit
 // on `device` to at least the plan's need (`limit_bytes`: what it was raised to so far).
-bool query_plan(const void* kernel, int device, const cpu::RnnDims& d, const PersistentShape& shape,
+bool query_plan(const void* kernel, int device, const RnnDims& d, const PersistentShape& shape,
                 int64_t& limit_bytes, PersistentPlan& plan) {
   int cooperative = 0, sms = 0, optin = 0;
   if (!attribute(cudaDevAttrCooperativeLaunch, device, cooperative)) {
@@ -132,7 +132,7 @@ bool rnn_persistent_enabled() {
 
 void set_rnn_persistent(int mode) { override_mode.store(mode < 0 ? -1 : (mode != 0), std::memory_order_relaxed); }
 
-PersistentPlan plan_persistent(const void* kernel, const cpu::RnnDims& d, const PersistentShape& shape) {
+PersistentPlan plan_persistent(const void* kernel, const RnnDims& d, const PersistentShape& shape) {
   if (!rnn_persistent_enabled()) return refuse("disabled (FASTRNN_CUDA_PERSISTENT=0 or set_rnn_persistent(0))");
   if (shape.projected) return refuse("LSTM with proj_size");
   if (shape.masked) return refuse("recurrent dropout mask");

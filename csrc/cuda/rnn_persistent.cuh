@@ -246,7 +246,8 @@ __global__ void __launch_bounds__(kPersistentThreads, 1) persistent_backward_ker
       const T hp = continued ? T(widen(a.y[(prev_row0 + b) * a.y_ld + j])) : T(widen(a.h0[int64_t(b) * H + j]));
       T cp = T(0), dc = T(0), h = T(0);
       if (Cell::kHasCellState) {
-        cp = continued ? a.reserve[(prev_row0 + b) * a.R + 4 * H + j] : T(widen(a.c0[int64_t(b) * H + j]));
+        cp = continued ? a.reserve[(prev_row0 + b) * a.R + cells::LstmLayout::kCellState * H + j]
+                       : T(widen(a.c0[int64_t(b) * H + j]));
         dc = a.dc[int64_t(b) * H + j];
       }
       if (Cell::kBackwardReadsOutput) h = T(widen(a.y[row * a.y_ld + j]));
@@ -321,7 +322,7 @@ const compute_t<S>* persistent_forward(const RnnForwardParams& p, const RnnDims&
   a.c = ws.c;
   a.reserve = training ? reserve : nullptr;
   a.R = R;
-  a.y = p.y.data_as<S>(), a.y_ld = cpu::row_stride(p.y);
+  a.y = p.y.data_as<S>(), a.y_ld = row_stride(p.y);
   void* args[] = {&a};
   const cudaError_t status = cudaLaunchCooperativeKernel(kernel, dim3(plan.blocks), dim3(kPersistentThreads), args,
                                                          size_t(plan.smem_bytes), stream);
@@ -350,8 +351,8 @@ bool persistent_backward(const RnnBackwardParams& p, const RnnDims& d, const Bac
   a.reverse = p.reverse;
   a.R = R;
   a.reserve = reserve;
-  a.y = p.y.data_as<S>(), a.y_ld = cpu::row_stride(p.y);
-  a.dy = p.dy.data_as<S>(), a.dy_ld = cpu::row_stride(p.dy);
+  a.y = p.y.data_as<S>(), a.y_ld = row_stride(p.y);
+  a.dy = p.dy.data_as<S>(), a.dy_ld = row_stride(p.dy);
   a.h0 = p.h0.data_as<S>();
   a.c0 = Cell::kHasCellState ? p.c0.data_as<S>() : nullptr;
   a.weight_hh = p.weight_hh.data_as<S>();

@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "common/rnn_params.h"
-#include "cpu/rnn_common.h"
+#include "common/rnn_plan.h"
 
 namespace fastrnn::cuda {
 
@@ -41,7 +41,7 @@ void set_rnn_persistent(int mode);
 // The plan for `kernel` (a persistent kernel instantiation, 256 threads per block) on the
 // current device. The kernel's dynamic shared-memory limit there covers the plan when it returns
 // use = true. Cached per (kernel, device, sizes): the CUDA queries run once per key.
-PersistentPlan plan_persistent(const void* kernel, const cpu::RnnDims& d, const PersistentShape& shape);
+PersistentPlan plan_persistent(const void* kernel, const RnnDims& d, const PersistentShape& shape);
 
 // How many plan_persistent calls missed the cache (and ran the CUDA queries) in this process.
 uint64_t persistent_plan_misses();

@@ -3,12 +3,9 @@
 // (rnn.cu) and the kernels (rnn_impl.cuh) carve the same layout, so they cannot disagree.
 #include <cstdint>
 
-#include "cpu/rnn_common.h"
+#include "common/rnn_plan.h"
 
 namespace fastrnn::cuda {
-
-using cpu::Carver;
-using cpu::RnnDims;
 
 template <typename T>
 struct ForwardSpace {
@@ -38,12 +35,10 @@ ForwardSpace<T> forward_space(void* base, const RnnDims& d) {
   return s;
 }
 
+// The row buffers both devices carve (BackwardRows, common/rnn_plan.h), then the running
+// gradients.
 template <typename T>
-struct BackwardSpace {
-  T* dgates_ih = nullptr;  // (rows, G*H) dL/d(pre-activations), input side
-  T* dgates_hh = nullptr;  // (rows, G*H) recurrent side; the same buffer unless the cell splits them
-  T* h_prev = nullptr;     // (rows, P) the state each row started from
-  T* dh_total = nullptr;   // (rows, P) dL/dh of each row (projection only, for dW_hr)
+struct BackwardSpace : BackwardRows<T> {
   T* dh = nullptr;         // (B, P) running dL/dh: dh_n, then back to dh0
   T* dc = nullptr;         // (B, H) running dL/dc (LSTM)
   T* dm = nullptr;         // (B, H) one step's dL/dm (projection)
@@ -52,13 +47,9 @@ struct BackwardSpace {
 
 template <typename T>
 BackwardSpace<T> backward_space(void* base, const RnnDims& d, bool split_dgates) {
-  const int64_t GH = d.G * d.H;
   Carver c(base);
   BackwardSpace<T> s;
-  s.dgates_ih = c.take<T>(d.rows * GH);
-  s.dgates_hh = split_dgates ? c.take<T>(d.rows * GH) : s.dgates_ih;
-  s.h_prev = c.take<T>(d.rows * d.P);
-  if (d.proj) s.dh_total = c.take<T>(d.rows * d.P);
+  carve_backward_rows<T>(c, d, split_dgates, s);
   s.dh = c.take<T>(d.B * d.P);
   s.dc = c.take<T>(d.B * d.H);
   if (d.proj) s.dm = c.take<T>(d.B * d.H);

@@ -4,9 +4,14 @@ They work on anything with ``ndim``, ``shape`` and ``dtype`` (NumPy arrays, torc
 and raise what torch.nn raises for the same mistake, in its words where it has them.
 """
 
-CELLS = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
-RESERVE_BLOCKS = {"rnn_tanh": 0, "rnn_relu": 0, "lstm": 5, "gru": 4}
+from . import _C
+
+# The cell table of the kernels (csrc/cells/table.h), by torch's mode names: the kind code the
+# kernels take, the gates stacked in the weights, the H-wide reserve blocks per row.
+_CELL_TABLE = _C.cell_table()
+CELLS = {name: cell["kind"] for name, cell in _CELL_TABLE.items()}
+GATES = {name: cell["gates"] for name, cell in _CELL_TABLE.items()}
+RESERVE_BLOCKS = {name: cell["reserve_blocks"] for name, cell in _CELL_TABLE.items()}
 NONLINEARITIES = {"tanh": "rnn_tanh", "relu": "rnn_relu"}
 
 
