@@ -2,6 +2,7 @@
 // current, and pick the dtype's kernels (instantiated in conv_<dtype>.cu).
 #include <limits>
 
+#include "common/conv_params.h"
 #include "cuda/conv_ops.cuh"
 
 namespace fastrnn::cuda {
@@ -47,36 +48,23 @@ void dispatch(const Conv2dParams& p, const char* op, Fn fn) {
   }
 }
 
+// A view of the call (common/conv_params.h), on the CUDA device of the input, in 32-bit sizes.
 void check_view(const char* op, const char* name, const TensorView& v, const Conv2dParams& p,
                 std::initializer_list<int64_t> shape, DType dtype) {
-  FASTRNN_CHECK(v.defined(), op, ": ", name, " is required");
-  FASTRNN_CHECK(v.device == DeviceType::CUDA && v.device_index == p.x.device_index, op, ": ", name,
-                " must be on the same CUDA device as the input");
-  FASTRNN_CHECK(v.dtype == dtype, op, ": ", name, " must be ", dtype_name(dtype), ", got ", dtype_name(v.dtype));
-  bool same = v.ndim == int(shape.size());
-  int d = 0;
-  for (int64_t size : shape) same = same && v.sizes[d++] == size;
-  std::string expected = "(";
-  d = 0;
-  for (int64_t size : shape) expected += (d++ ? ", " : "") + std::to_string(size);
-  FASTRNN_CHECK(same, op, ": ", name, " must have shape ", expected, (shape.size() == 1 ? ",)" : ")"), ", got ",
-                v.shape_str());
-  FASTRNN_CHECK(v.is_contiguous(), op, ": ", name, " must be contiguous");
+  check_conv_view(op, name, v, p.x, shape, dtype);
   FASTRNN_CHECK(v.numel() < (int64_t(1) << 31), op, ": ", name, " has more than 2^31 - 1 elements");
 }
 
 int64_t pooled(int64_t size) { return size / 2; }
 
-// The sizes and the views every entry point shares: x's device, the conv's arithmetic.
+// The checks every entry point shares: the input on a CUDA device, the conv's arithmetic
+// (common/conv_params.h), the output size exactly torch's, sizes in 32 bits.
 void check_params(const char* op, const Conv2dParams& p) {
   FASTRNN_CHECK(p.x.defined() && p.x.device == DeviceType::CUDA, op, ": the input must be a CUDA tensor");
-  FASTRNN_CHECK(p.groups > 0 && p.C % p.groups == 0 && p.K % p.groups == 0, op,
-                ": groups must divide both the input and output channels");
-  FASTRNN_CHECK(p.stride_h > 0 && p.stride_w > 0 && p.dilation_h > 0 && p.dilation_w > 0 && p.pad_h >= 0 &&
-                    p.pad_w >= 0,
-                op, ": stride and dilation must be positive and padding non-negative");
-  FASTRNN_CHECK(p.N >= 0 && p.C >= 0 && p.H >= 0 && p.W >= 0 && p.K >= 0 && p.R > 0 && p.S > 0, op,
-                ": sizes must be non-negative and the kernel non-empty");
+  ConvGeometry g;
+  g.stride_h = p.stride_h, g.stride_w = p.stride_w, g.pad_h = p.pad_h, g.pad_w = p.pad_w;
+  g.dilation_h = p.dilation_h, g.dilation_w = p.dilation_w, g.groups = p.groups;
+  conv_shape(op, p.x, p.weight, p.P, p.Q, g);
   const int64_t P = (p.H + 2 * p.pad_h - p.dilation_h * (p.R - 1) - 1) / p.stride_h + 1;
   const int64_t Q = (p.W + 2 * p.pad_w - p.dilation_w * (p.S - 1) - 1) / p.stride_w + 1;
   FASTRNN_CHECK(P == p.P && Q == p.Q && P > 0 && Q > 0, op, ": output size (", p.P, ", ", p.Q,
