@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <initializer_list>
 
+#include "common/carver.h"
 #include "common/rnn_params.h"
 #include "common/tensor_view.h"
 
@@ -88,29 +89,6 @@ inline int64_t row_stride(const TensorView& v) {
   if (v.sizes[1] > 1) return v.strides[1];
   return v.sizes[0] > 1 ? v.strides[0] : v.sizes[2];
 }
-
-constexpr int64_t kAlign = 64;
-
-// Hands out 64-byte-aligned pieces of one buffer. With a null base it only adds up sizes, so
-// the size query and the kernels share one layout. Addresses, not offsets, are aligned (a
-// NumPy buffer may be only 16-byte aligned), so a size query includes that slack.
-class Carver {
- public:
-  explicit Carver(void* base) : base_(static_cast<char*>(base)) {}
-  template <typename T>
-  T* take(int64_t count) {
-    const uintptr_t at = reinterpret_cast<uintptr_t>(base_) + static_cast<uintptr_t>(offset_);
-    offset_ += static_cast<int64_t>((kAlign - at % kAlign) % kAlign);
-    T* piece = base_ ? reinterpret_cast<T*>(base_ + offset_) : nullptr;
-    offset_ += count * static_cast<int64_t>(sizeof(T));
-    return piece;
-  }
-  int64_t bytes() const { return offset_ + (base_ ? 0 : kAlign); }
-
- private:
-  char* base_;
-  int64_t offset_ = 0;
-};
 
 template <typename T>
 void carve_backward_rows(Carver& c, const RnnDims& d, bool split_dgates, BackwardRows<T>& s) {

@@ -8,12 +8,12 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "common/carver.h"
 #include "common/parallel.h"
 #include "cpu/conv.h"
 #include "cpu/conv/plan.h"
 #include "cpu/conv_avx2.h"
 #include "cpu/gemm/gemm.h"
-#include "cpu/rnn_common.h"  // Carver
 
 namespace fastrnn::cpu {
 namespace {
