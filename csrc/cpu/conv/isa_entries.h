@@ -1,10 +1,10 @@
 #pragma once
 // The CPU convolution's calls into the kernels of the active instruction set (conv_avx2.h):
-// AVX-512's where it is active, else AVX2's. The one place that chooses between them; the
+// AVX-512's where it is active, else AVX2's (cpu/simd/dispatch.h). The one place that chooses; the
 // generic build has no direct kernels (the plan never takes them there). Private to each
 // translation unit (see cells/activations.h).
-#include "common/isa.h"
 #include "cpu/conv_avx2.h"
+#include "cpu/simd/dispatch.h"
 
 namespace fastrnn::cpu {
 namespace {
@@ -14,79 +14,66 @@ namespace {
 inline int64_t direct_lanes(int64_t elem) { return (active_isa() == Isa::Avx512 ? 64 : 32) / elem; }
 
 #if defined(FASTRNN_X86)
-// The direct forward kernels of the active instruction set (conv_avx2.h).
+// The kernels both sets have (conv_simd_kernels.h), AVX-512's where it is active.
 template <typename T>
 void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out) {
-  if (active_isa() == Isa::Avx512) return isa_avx512::conv_direct<T>(a, xpad, weight_blocked, bias, out);
-  isa_avx2::conv_direct<T>(a, xpad, weight_blocked, bias, out);
+  FASTRNN_SIMD_DISPATCH(conv_direct<T>, a, xpad, weight_blocked, bias, out);
 }
 template <typename T>
 void conv_direct_rows(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out) {
-  if (active_isa() == Isa::Avx512) return isa_avx512::conv_direct_rows<T>(a, xpad, weight_blocked, bias, out);
-  isa_avx2::conv_direct_rows<T>(a, xpad, weight_blocked, bias, out);
+  FASTRNN_SIMD_DISPATCH(conv_direct_rows<T>, a, xpad, weight_blocked, bias, out);
 }
 template <typename T>
 void conv_direct_weight_grad(const DirectWeightGradArgs& a, const T* xpad, const T* dy_blocked, T* dw_blocked) {
-  if (active_isa() == Isa::Avx512) return isa_avx512::conv_direct_weight_grad<T>(a, xpad, dy_blocked, dw_blocked);
-  isa_avx2::conv_direct_weight_grad<T>(a, xpad, dy_blocked, dw_blocked);
+  FASTRNN_SIMD_DISPATCH(conv_direct_weight_grad<T>, a, xpad, dy_blocked, dw_blocked);
 }
 template <typename T>
 bool winograd_phases(const T* x, int64_t channels, int64_t height, int64_t width, int64_t pad_h, int64_t pad_w,
                      int64_t th, int64_t tc, int64_t plane, T* phases) {
-  if (active_isa() == Isa::Avx512)
-    return isa_avx512::winograd_phases<T>(x, channels, height, width, pad_h, pad_w, th, tc, plane, phases);
-  return isa_avx2::winograd_phases<T>(x, channels, height, width, pad_h, pad_w, th, tc, plane, phases);
+  return FASTRNN_SIMD_DISPATCH(winograd_phases<T>, x, channels, height, width, pad_h, pad_w, th, tc, plane, phases);
 }
 template <typename T>
 void winograd_input(const T* phases, int64_t channels, int64_t plane, int64_t tc, int64_t k0, int64_t count, T* v,
                     int64_t v_ci, int64_t v_xi) {
-  if (active_isa() == Isa::Avx512)
-    return isa_avx512::winograd_input<T>(phases, channels, plane, tc, k0, count, v, v_ci, v_xi);
-  isa_avx2::winograd_input<T>(phases, channels, plane, tc, k0, count, v, v_ci, v_xi);
+  FASTRNN_SIMD_DISPATCH(winograd_input<T>, phases, channels, plane, tc, k0, count, v, v_ci, v_xi);
 }
 template <typename T>
 void winograd_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, const T* bias, int64_t k0, int64_t count,
                      int64_t tc, int64_t out_h, int64_t out_w, T* y, T* yab) {
-  if (active_isa() == Isa::Avx512)
-    return isa_avx512::winograd_output<T>(m, m_co, m_xi, channels, bias, k0, count, tc, out_h, out_w, y, yab);
-  isa_avx2::winograd_output<T>(m, m_co, m_xi, channels, bias, k0, count, tc, out_h, out_w, y, yab);
+  FASTRNN_SIMD_DISPATCH(winograd_output<T>, m, m_co, m_xi, channels, bias, k0, count, tc, out_h, out_w, y, yab);
 }
 template <typename T>
 void winograd_pool_output(const T* m, int64_t m_co, int64_t m_xi, int64_t channels, const T* bias, int64_t k0,
                           int64_t count, int64_t tc, int64_t out_w, int64_t ph, int64_t pw, T* y, int64_t* indices,
                           T* yab) {
-  if (active_isa() == Isa::Avx512)
-    return isa_avx512::winograd_pool_output<T>(m, m_co, m_xi, channels, bias, k0, count, tc, out_w, ph, pw, y, indices,
-                                               yab);
-  isa_avx2::winograd_pool_output<T>(m, m_co, m_xi, channels, bias, k0, count, tc, out_w, ph, pw, y, indices, yab);
+  FASTRNN_SIMD_DISPATCH(winograd_pool_output<T>, m, m_co, m_xi, channels, bias, k0, count, tc, out_w, ph, pw, y,
+                        indices, yab);
 }
 template <typename T>
 void conv_dot_weight_grad(const int64_t* offsets, int64_t taps, int64_t channels, int64_t length, const T* xs,
                           const T* dy, int64_t ld, T* dw, int64_t dw_channel, int64_t dw_tap) {
-  if (active_isa() == Isa::Avx512)
-    return isa_avx512::conv_dot_weight_grad<T>(offsets, taps, channels, length, xs, dy, ld, dw, dw_channel, dw_tap);
-  isa_avx2::conv_dot_weight_grad<T>(offsets, taps, channels, length, xs, dy, ld, dw, dw_channel, dw_tap);
+  FASTRNN_SIMD_DISPATCH(conv_dot_weight_grad<T>, offsets, taps, channels, length, xs, dy, ld, dw, dw_channel, dw_tap);
 }
 // Kernels one instruction set alone has: the forward over output channels and dy's transpose
-// into channel blocks (AVX-512), the sparse gradients and the pooling epilogue (AVX2, which
-// AVX-512 machines run too).
+// into channel blocks (AVX-512; the plan takes them only there), the sparse gradients and the
+// pooling epilogue (AVX2, which AVX-512 machines run too).
 template <typename T>
 void conv_direct_channels(const DirectChannelArgs& a, const T* xpad, const T* weight_cl, const T* bias, T* block,
                           T* out) {
-  conv_direct_channels<T>(a, xpad, weight_cl, bias, block, out);
+  isa_avx512::conv_direct_channels<T>(a, xpad, weight_cl, bias, block, out);
 }
 template <typename T>
 void transpose_to_blocks(const T* dy, int64_t channels, int64_t positions, T* out) {
-  transpose_to_blocks<T>(dy, channels, positions, out);
+  isa_avx512::transpose_to_blocks<T>(dy, channels, positions, out);
 }
 template <typename T>
 void conv_sparse_weight_grad(const int64_t* vector_offsets, int64_t vectors, int64_t channels, const int64_t* positions,
                              const T* values, int64_t count, const T* x_cl, T* dw) {
-  conv_sparse_weight_grad<T>(vector_offsets, vectors, channels, positions, values, count, x_cl, dw);
+  isa_avx2::conv_sparse_weight_grad<T>(vector_offsets, vectors, channels, positions, values, count, x_cl, dw);
 }
 template <typename T>
 void conv_sparse_input_grad(const SparseInputGradArgs& a, const T* values, const T* w_cl, T* dx_cl) {
-  conv_sparse_input_grad<T>(a, values, w_cl, dx_cl);
+  isa_avx2::conv_sparse_input_grad<T>(a, values, w_cl, dx_cl);
 }
 inline int64_t relu_pool_row(const float* top, const float* bottom, float bias, int64_t pw, int64_t index0,
                              int64_t width, float* out, int64_t* indices) {
