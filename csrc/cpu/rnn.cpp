@@ -8,9 +8,9 @@
 
 #include "common/checks.h"
 #include "common/error.h"
-#include "common/isa.h"
 #include "common/rnn_plan.h"
 #include "cpu/rnn_variants.h"
+#include "cpu/simd/dispatch.h"
 
 namespace fastrnn::cpu {
 
@@ -61,25 +61,13 @@ RnnBufferSizes rnn_buffer_sizes(CellKind cell, DType dtype, int64_t total_rows, 
 void rnn_forward(const RnnForwardParams* params, int count) {
   RnnDims dims[kMaxCalls];
   check_rnn_forward(kCpu, params, count, dims);
-  switch (active_isa()) {
-#if defined(FASTRNN_X86)
-    case Isa::Avx512: return isa_avx512::rnn_forward(params, dims, count);
-    case Isa::Avx2: return isa_avx2::rnn_forward(params, dims, count);
-#endif
-    default: return isa_generic::rnn_forward(params, dims, count);
-  }
+  FASTRNN_ISA_DISPATCH(active_isa(), rnn_forward, params, dims, count);
 }
 
 void rnn_backward(const RnnBackwardParams* params, int count) {
   RnnDims dims[kMaxCalls];
   check_rnn_backward(kCpu, params, count, dims);
-  switch (active_isa()) {
-#if defined(FASTRNN_X86)
-    case Isa::Avx512: return isa_avx512::rnn_backward(params, dims, count);
-    case Isa::Avx2: return isa_avx2::rnn_backward(params, dims, count);
-#endif
-    default: return isa_generic::rnn_backward(params, dims, count);
-  }
+  FASTRNN_ISA_DISPATCH(active_isa(), rnn_backward, params, dims, count);
 }
 
 }  // namespace fastrnn::cpu

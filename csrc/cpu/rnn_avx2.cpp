@@ -1,21 +1,2 @@
-// The RNN driver compiled for one instruction set (avx2); see rnn_impl.h.
-#include <immintrin.h>
-#include <omp.h>
-
-#include <cstring>
-
-#include "cells/dispatch.h"
-#include "common/barrier.h"
-#include "common/macros.h"
-#include "common/parallel.h"
-#include "common/rnn_plan.h"
-#include "cpu/gemm/gemm.h"
-#include "cpu/rnn_variants.h"
-
-namespace fastrnn::cpu::isa_avx2 {
-
-#include "cpu/gemm/microkernel_avx2.h"
-#include "cpu/gemm/gemm_impl.h"
-#include "cpu/rnn_impl.h"
-
-}  // namespace fastrnn::cpu::isa_avx2
+// The RNN driver built for avx2 (CMakeLists.txt gives the flags; the body is shared).
+#include "cpu/rnn_per_isa.h"
