@@ -14,7 +14,7 @@
 namespace fastrnn::cpu {
 namespace {
 
-// The direct weight gradient of one image (conv_avx2.h): per group, dy transposed into channel
+// The direct weight gradient of one image (conv/kernels.h): per group, dy transposed into channel
 // blocks (and summed into db on the way), then the kernel over the padded input. dw is blocked
 // (groups, dweight_channels / B, taps, B); dw and db accumulate (+=).
 template <typename T>

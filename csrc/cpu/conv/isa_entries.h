@@ -1,9 +1,9 @@
 #pragma once
-// The CPU convolution's calls into the kernels of the active instruction set (conv_avx2.h):
+// The CPU convolution's calls into the kernels of the active instruction set (conv/kernels.h):
 // AVX-512's where it is active, else AVX2's (cpu/simd/dispatch.h). The one place that chooses; the
 // generic build has no direct kernels (the plan never takes them there). Private to each
 // translation unit (see cells/activations.h).
-#include "cpu/conv_avx2.h"
+#include "cpu/conv/kernels.h"
 #include "cpu/simd/dispatch.h"
 
 namespace fastrnn::cpu {
@@ -14,7 +14,7 @@ namespace {
 inline int64_t direct_lanes(int64_t elem) { return (active_isa() == Isa::Avx512 ? 64 : 32) / elem; }
 
 #if defined(FASTRNN_X86)
-// The kernels both sets have (conv_simd_kernels.h), AVX-512's where it is active.
+// The kernels both sets have (conv/simd_kernels.h), AVX-512's where it is active.
 template <typename T>
 void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out) {
   FASTRNN_SIMD_DISPATCH(conv_direct<T>, a, xpad, weight_blocked, bias, out);

@@ -6,7 +6,7 @@
 
 #include "common/isa.h"
 #include "cpu/conv/isa_entries.h"
-#include "cpu/conv_avx2.h"
+#include "cpu/conv/kernels.h"
 #include "cpu/gemm/gemm.h"
 
 namespace fastrnn::cpu {

@@ -5,7 +5,7 @@
 //   im2col + GEMM   the general path: output rows in blocks whose im2col columns stay in L2,
 //                   the packed GEMM over them (a 1x1 stride-1 conv reads its input in place);
 //   direct          stride 1: an implicit GEMM over a zero-padded copy of the group's input
-//                   (conv_avx2.h), in flattened tiles or row-aligned tiles (row_tiles);
+//                   (conv/kernels.h), in flattened tiles or row-aligned tiles (row_tiles);
 //   shifted planes  the direct kernel over one copy of the input per kernel column, so the
 //                   output plane is one stretch (shifted);
 //   channel vectors the direct forward vectorised over output channels (AVX-512, channel_vectors);
@@ -36,7 +36,7 @@ struct ConvPlan {
   bool pointwise = false;  // 1x1, stride 1, no padding: the input is its own im2col
   int64_t gemm_bytes = 0;  // one GEMM packing slot
 
-  // The direct kernel (conv_avx2.h), sized whenever the shape allows it so that the workspace
+  // The direct kernel (conv/kernels.h), sized whenever the shape allows it so that the workspace
   // does not depend on the instruction set: the group's input padded into planes
   // (group_in_channels, padded_height, padded_width); output blocks of direct_rows rows, each
   // channel's block direct_channel_stride elements apart.
@@ -51,9 +51,9 @@ struct ConvPlan {
   // conv_cols. shifted_fits: the copies fit (they are sized in the workspace when they do).
   bool shifted = false, shifted_fits = false;
   int64_t shifted_plane = 0;
-  // Backward: the weight gradient as dot products over the shifted planes (conv_avx2.h, 2b.).
+  // Backward: the weight gradient as dot products over the shifted planes (conv/kernels.h, 2b.).
   bool dot_weight_grad = false;
-  // The forward vectorised over output channels (conv_avx2.h, 1b.; AVX-512, output channels per
+  // The forward vectorised over output channels (conv/kernels.h, 1b.; AVX-512, output channels per
   // group a multiple of 2 vectors); its weights channels-last (groups, taps, group_out_channels).
   bool channel_vectors = false;
   // The direct kernels pass over the channel blocks once per slice of slice_taps taps (whole
@@ -64,7 +64,7 @@ struct ConvPlan {
   // dweight_channels = group_out_channels rounded up to the block.
   int64_t dweight_channels = 0;
 
-  // Winograd F(2x2, 3x3) (conv_avx2.h, 6.): 2x2 output tiles, winograd_tile_rows x
+  // Winograd F(2x2, 3x3) (conv/kernels.h, 6.): 2x2 output tiles, winograd_tile_rows x
   // winograd_tile_cols of them (one unused column), numbered k = ty * winograd_tile_cols + tx
   // over winograd_tiles; per image and group the input's phase planes (group_in_channels, 4,
   // winograd_phase_plane); tiles taken in blocks of winograd_block_tiles (winograd_batch images
@@ -77,7 +77,7 @@ struct ConvPlan {
   int64_t winograd_batch = 0, winograd_block_tiles = 0;
   int64_t winograd_input_stride = 0, winograd_product_stride = 0, winograd_slice_channels = 0;
 
-  // The fused backward's sparse gradients (conv_avx2.h, 3. and 4.): the padded input and dx
+  // The fused backward's sparse gradients (conv/kernels.h, 3. and 4.): the padded input and dx
   // channels-last, padded_in_channels (group_in_channels rounded up to a vector) per position.
   bool sparse = false;
   int64_t padded_in_channels = 0;

@@ -95,8 +95,8 @@ void sparse_input_grad_group(const ConvShape& s, const ConvPlan& p, int64_t g, T
 
 // The fused block's gradients of one image: the conv's dy is nonzero only at the maximum of a
 // window the ReLU passed, so per output channel the weight gradient sums over those entries
-// alone (conv_avx2.h, 3.), and the input gradient adds each conv position's entries, times
-// their channels' weights, into its kernel_h x kernel_w input neighbourhood (conv_avx2.h, 4.;
+// alone (conv/kernels.h, 3.), and the input gradient adds each conv position's entries, times
+// their channels' weights, into its kernel_h x kernel_w input neighbourhood (conv/kernels.h, 4.;
 // buf.weight_cl holds the weights channels-last). dw is (out_channels, kernel_h * kernel_w, padded_in_channels); dw
 // and db accumulate (+=); dx_n (in_channels, H, W) is overwritten.
 template <typename T>

@@ -12,7 +12,7 @@
 #include "common/parallel.h"
 #include "cpu/conv.h"
 #include "cpu/conv/plan.h"
-#include "cpu/conv_avx2.h"
+#include "cpu/conv/kernels.h"
 #include "cpu/gemm/gemm.h"
 
 namespace fastrnn::cpu {

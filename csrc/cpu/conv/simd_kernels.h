@@ -1,6 +1,6 @@
-// The direct and Winograd kernels that AVX2 and AVX-512 both have (conv_avx2.h), declared
-// inside each set's namespace by conv_avx2.h (no include guard: included once per set).
-// (The numbers are conv_avx2.h's.)
+// The direct and Winograd kernels that AVX2 and AVX-512 both have (conv/kernels.h), declared
+// inside each set's namespace by conv/kernels.h (no include guard: included once per set).
+// (The numbers are conv/kernels.h's.)
 
 // 1. The direct forward: out (channels, ld)[c][q] = bias[c] + sum_t w(t, c) * xpad[q +
 // offsets[t]] for q < length (bias may be null), the weights blocked by 4 channels: w(t, c) = weight_blocked[((c / 4) *
@@ -17,7 +17,7 @@ void conv_direct(const DirectConvArgs& a, const T* xpad, const T* weight_blocked
 template <typename T>
 void conv_direct_rows(const DirectConvArgs& a, const T* xpad, const T* weight_blocked, const T* bias, T* out);
 
-// 2. The weight gradient of the same direct convolution (conv_direct_avx2.cpp): with the output
+// 2. The weight gradient of the same direct convolution (conv/direct_avx2.cpp): with the output
 // gradient transposed into blocks of B = kDirectChannelBlock<T> channels, dy_blocked[b][p][j] =
 // dy of channel b * B + j at output position p = oh * out_width + ow (zero past the
 // last channel), and the padded input of the forward,
@@ -36,7 +36,7 @@ template <typename T>
 void conv_dot_weight_grad(const int64_t* offsets, int64_t taps, int64_t channels, int64_t length, const T* xs,
                           const T* dy, int64_t ld, T* dw, int64_t dw_channel, int64_t dw_tap);
 
-// 6. Winograd F(2x2, 3x3) for 3x3 stride-1 convs (conv_winograd_kernels.h; conv.cpp runs the
+// 6. Winograd F(2x2, 3x3) for 3x3 stride-1 convs (conv/winograd_kernels.h; conv.cpp runs the
 // products between them through conv_direct): the input's phase planes (its even/odd rows and
 // columns, zero-padded), the input transform B^T d B of every tile into v, and the output
 // transform A^T m A (plus bias) into the NCHW output. See that file for the layouts.

@@ -2,7 +2,7 @@
 // The AVX2 kernels conv.cpp chooses at run time (the portable code is its fallback), and the
 // AVX-512 build of the first (isa_avx512, at the end):
 //
-// 1. The direct convolution of one group at stride 1 (conv_direct_avx2.cpp), used instead of
+// 1. The direct convolution of one group at stride 1 (conv/direct_avx2.cpp), used instead of
 // im2col + pack + GEMM: the input planes are zero-padded so that every tap of every output is
 // in bounds; with the padded row length Wp, output (oh, ow) sits at position oh * Wp + ow of
 // a "flattened" output, and tap t = (ci, kh, kw) reads the padded input at that position +
@@ -75,11 +75,11 @@ inline RowTiles direct_row_tiles(int64_t width, int64_t lanes) {
   return {fours, threes, vectors - 4 * fours - 3 * threes};
 }
 
-// The kernels both sets have, declared once (conv_simd_kernels.h, included in each namespace):
+// The kernels both sets have, declared once (conv/simd_kernels.h, included in each namespace):
 // 1., 2., 2b. and 6.; with AVX-512 the same contracts in vectors of 16 floats / 8 doubles
 // (direct_row_tiles with those lanes; a channel block is one vector).
 namespace isa_avx2 {
-#include "cpu/conv_simd_kernels.h"
+#include "cpu/conv/simd_kernels.h"
 
 // 3. The fused block's weight gradient, where dy of the conv is nonzero at one position per
 // pooling window at most: for each of `count` entries e (value dy, the padded position
@@ -101,7 +101,7 @@ void conv_sparse_weight_grad(const int64_t* vector_offsets, int64_t vectors, int
 template <typename T>
 void conv_sparse_input_grad(const SparseInputGradArgs& a, const T* values, const T* w_cl, T* dx_cl);
 
-// 5. The fused block's epilogue (conv_pool_avx2.cpp), 8 windows at a time: for px < pw,
+// 5. The fused block's epilogue (conv/pool_avx2.cpp), 8 windows at a time: for px < pw,
 // y[px] = max over the 2x2 window at columns 2px, 2px+1 of rows top and bottom of
 // relu(value + bias), and indices[px] its position index0 + 2px (+1 for the right column,
 // +out_width for the bottom row), with torch's rules (the first maximum, a NaN wins).
@@ -111,7 +111,7 @@ int64_t relu_pool_row(const float* top, const float* bottom, float bias, int64_t
 }  // namespace isa_avx2
 
 namespace isa_avx512 {
-#include "cpu/conv_simd_kernels.h"
+#include "cpu/conv/simd_kernels.h"
 
 // 1b. The forward vectorised over output channels instead of positions: out (channels, ld)[c][q]
 // = bias[c] + sum_t weight_cl[t * channels + c] * xpad[base(q) + offsets[t]], computed in

@@ -1,9 +1,9 @@
-// The direct stride-1 kernels of conv_avx2.h with AVX-512 (zmm vectors: 16 floats, 8 doubles):
+// The direct stride-1 kernels of conv/kernels.h with AVX-512 (zmm vectors: 16 floats, 8 doubles):
 // the forward over positions (1.) and the dot-product weight gradient (2b.) of
-// conv_direct_kernels.h, the weight gradient over channel blocks (2.), and two of AVX-512's
+// conv/direct_kernels.h, the weight gradient over channel blocks (2.), and two of AVX-512's
 // own: the forward vectorised over output channels (1b.) and dy's transpose into channel
-// blocks. The fused block's sparse kernels and epilogue stay on AVX2 (conv_direct_avx2.cpp,
-// conv_pool_avx2.cpp).
+// blocks. The fused block's sparse kernels and epilogue stay on AVX2 (conv/direct_avx2.cpp,
+// conv/pool_avx2.cpp).
 //
 // Forward over positions: 32 registers hold twice the AVX2 blocks: 8 output channels x 3
 // vectors or 6 x 4 (24 accumulators), 24 channels x 1 vector. Per tap, 3 loads and 8
@@ -13,11 +13,11 @@
 #include <algorithm>
 #include <limits>
 
-#include "cpu/conv_avx2.h"
+#include "cpu/conv/kernels.h"
 
 namespace fastrnn::cpu::isa_avx512 {
 
-#include "cpu/conv_direct_kernels.h"
+#include "cpu/conv/direct_kernels.h"
 
 namespace {
 
@@ -186,7 +186,7 @@ void channel_chunks(const DirectChannelArgs& a, const T* xpad, const T* weight_c
 
 }  // namespace
 
-// See conv_avx2.h: 4 channel vectors per block where the channels are a multiple of them, else 2.
+// See conv/kernels.h: 4 channel vectors per block where the channels are a multiple of them, else 2.
 template <typename T>
 void conv_direct_channels(const DirectChannelArgs& a, const T* xpad, const T* weight_cl, const T* bias, T* block,
                           T* out) {
@@ -195,7 +195,7 @@ void conv_direct_channels(const DirectChannelArgs& a, const T* xpad, const T* we
   channel_chunks<2>(a, xpad, weight_cl, bias, block, out);
 }
 
-// See conv_avx2.h.
+// See conv/kernels.h.
 template <typename T>
 void transpose_to_blocks(const T* dy, int64_t channels, int64_t positions, T* out) {
   using S = Simd<T>;
@@ -228,7 +228,7 @@ template void conv_direct_channels<double>(const DirectChannelArgs&, const doubl
 
 namespace {
 
-// The Winograd transforms' row helpers (conv_winograd_kernels.h), 16 floats or 8 doubles per
+// The Winograd transforms' row helpers (conv/winograd_kernels.h), 16 floats or 8 doubles per
 // vector, the edges by masks.
 
 // The lanes [lo, hi) of a vector (clamped to [0, W)) as a mask.
@@ -333,6 +333,6 @@ void interleave_pairs(const T* a, const T* b, int64_t n, T* out) {
 
 }  // namespace
 
-#include "cpu/conv_winograd_kernels.h"
+#include "cpu/conv/winograd_kernels.h"
 
 }  // namespace fastrnn::cpu::isa_avx512

@@ -1,10 +1,10 @@
-// The transforms of the Winograd F(2x2, 3x3) forward (conv_avx2.h, 6.), written once and
-// included inside an instruction set's namespace (conv_direct_avx2.cpp, conv_direct_avx512.cpp),
+// The transforms of the Winograd F(2x2, 3x3) forward (conv/kernels.h, 6.), written once and
+// included inside an instruction set's namespace (conv/direct_avx2.cpp, conv/direct_avx512.cpp),
 // so that each file's compiler flags vectorise the plain loops at that set's width. That file
 // first defines the row helpers, in intrinsics where GCC would not vectorise plain code:
 // RowSplitter (even/odd columns), interleave_pairs (two rows into one) and window_max (the
 // fused block's pooling). The products between the transforms are conv_direct's
-// (conv_direct_kernels.h).
+// (conv/direct_kernels.h).
 //
 // Tiles: output (2 ty + a, 2 tx + b), a, b in {0, 1}, is tile (ty, tx), read from the 4x4 input
 // patch at padded (2 ty, 2 tx). Tile (ty, tx) is number k = ty * tc + tx of its plane, tc =

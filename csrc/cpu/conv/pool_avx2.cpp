@@ -1,4 +1,4 @@
-// The fused conv + ReLU + 2x2 max-pool block's epilogue with AVX2 (conv_avx2.h): 8 windows
+// The fused conv + ReLU + 2x2 max-pool block's epilogue with AVX2 (conv/kernels.h): 8 windows
 // per step. The scalar epilogue (four compares and an int64 store per window, with branches)
 // took longer than the first layer's convolution itself. Columns are split into even and odd
 // in registers (shuffles), the row's last windows go through masked loads and stores; ReLU,
@@ -6,7 +6,7 @@
 // torch's scan order.
 #include <immintrin.h>
 
-#include "cpu/conv_avx2.h"
+#include "cpu/conv/kernels.h"
 
 namespace fastrnn::cpu::isa_avx2 {
 

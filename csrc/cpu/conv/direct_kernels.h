@@ -1,6 +1,6 @@
-// The direct (implicit-GEMM) stride-1 forward of conv_avx2.h, written once over a vector type
-// and included inside an instruction set's namespace (conv_direct_avx2.cpp,
-// conv_direct_avx512.cpp), over the set's vocabulary Simd<T> (simd/simd.h).
+// The direct (implicit-GEMM) stride-1 forward of conv/kernels.h, written once over a vector type
+// and included inside an instruction set's namespace (conv/direct_avx2.cpp,
+// conv/direct_avx512.cpp), over the set's vocabulary Simd<T> (simd/simd.h).
 // Per tap, a block's NV input loads and M weight broadcasts feed M x NV FMAs, with the
 // accumulators in registers across all taps; the input is read in place at each tap's offset
 // (unaligned loads), never copied into panels, and no im2col, no packing.
@@ -257,7 +257,7 @@ void dot_channels(const int64_t* offsets, int64_t taps, int64_t length, const T*
 }  // namespace
 
 // dw(c, t) += sum over q < length of dy[c * ld + q] * xs[q + offsets[t]], for c < channels, t <
-// taps, at dw + c * dw_channel + t * dw_tap; see conv_avx2.h.
+// taps, at dw + c * dw_channel + t * dw_tap; see conv/kernels.h.
 template <typename T>
 void conv_dot_weight_grad(const int64_t* offsets, int64_t taps, int64_t channels, int64_t length, const T* xs,
                           const T* dy, int64_t ld, T* dw, int64_t dw_channel, int64_t dw_tap) {

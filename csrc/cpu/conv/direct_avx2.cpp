@@ -1,6 +1,6 @@
-// The direct stride-1 convolution kernels of conv_avx2.h with AVX2 + FMA.
+// The direct stride-1 convolution kernels of conv/kernels.h with AVX2 + FMA.
 //
-// Forward (conv_direct_kernels.h): register blocks of 4 output channels x 3 vectors of
+// Forward (conv/direct_kernels.h): register blocks of 4 output channels x 3 vectors of
 // positions (24 floats, 12 doubles): 12 accumulators, 3 input vectors and one broadcast weight =
 // all 16 ymm registers, the shape of the GEMM's 6x16 micro-kernel. Per tap: 3 input loads and
 // 4 weight broadcasts feed 12 FMAs, so the two FMA ports, not the loads, set the pace (a plain
@@ -11,11 +11,11 @@
 #include <algorithm>
 #include <limits>
 
-#include "cpu/conv_avx2.h"
+#include "cpu/conv/kernels.h"
 
 namespace fastrnn::cpu::isa_avx2 {
 
-#include "cpu/conv_direct_kernels.h"
+#include "cpu/conv/direct_kernels.h"
 
 namespace {
 
@@ -170,7 +170,7 @@ template void conv_sparse_input_grad<double>(const SparseInputGradArgs&, const d
 
 namespace {
 
-// The Winograd transforms' row helpers (conv_winograd_kernels.h); plain loops for the compiler
+// The Winograd transforms' row helpers (conv/winograd_kernels.h); plain loops for the compiler
 // to vectorise at AVX2's width.
 // Splits rows of x into their even and odd columns: even[j] = X(2 j), odd[j] = X(2 j + 1) for
 // j < n, where X(i) = x[i - shift] inside [0, width) and zero outside. finite() says whether
@@ -263,6 +263,6 @@ void interleave_pairs(const T* a, const T* b, int64_t n, T* out) {
 
 }  // namespace
 
-#include "cpu/conv_winograd_kernels.h"
+#include "cpu/conv/winograd_kernels.h"
 
 }  // namespace fastrnn::cpu::isa_avx2
