@@ -1,6 +1,6 @@
 // CUDA Conv2d and the fused conv + bias + ReLU + 2x2 max pool: tensors as DLPack capsules,
 // geometry as (h, w) pairs, the caller's stream as an int. Registered in every build; without
-// CUDA each function raises RuntimeError. The core checks every view (cuda/conv.h).
+// CUDA each function raises RuntimeError (bindings/device.h). The core checks every view (cuda/conv.h).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -8,11 +8,10 @@
 #include <cstdint>
 #include <tuple>
 
+#include "bindings/device.h"
 #include "bindings/view.h"
 #include "common/error.h"
-#if defined(FASTRNN_WITH_CUDA)
 #include "cuda/conv.h"
-#endif
 
 namespace fastrnn::bindings {
 namespace py = pybind11;
@@ -39,7 +38,6 @@ void def(py::module_& m, const char* name, const F& fn, const Args& args, const 
   std::apply([&](auto... a) { m.def(name, fn, a..., doc); }, args);
 }
 
-#if defined(FASTRNN_WITH_CUDA)
 // Sizes from x (N, C, H, W) and weight (K, C/groups, R, S), the output's from the geometry;
 // the core checks every view.
 cuda::Conv2dParams make_params(py::handle x, py::handle weight, const Geometry& g) {
@@ -71,11 +69,9 @@ void run(Core core, py::handle x, py::handle weight, const Geometry& g, const Fi
   py::gil_scoped_release release;
   core(p);
 }
-#define FASTRNN_CONV_RUN(core, ...) run(core, x, weight, g, [&](cuda::Conv2dParams& p) { __VA_ARGS__; })
-#else
+// The CUDA core named only inside cuda_only's lambda: a build without CUDA raises no_cuda().
 #define FASTRNN_CONV_RUN(core, ...) \
-  FASTRNN_CHECK(((void)g, false), "fastrnn was built without CUDA: CUDA convolutions are unavailable")
-#endif
+  cuda_only("conv2d (CUDA)", [&] { run(core, x, weight, g, [&](cuda::Conv2dParams& p) { __VA_ARGS__; }); })
 
 }  // namespace
 
