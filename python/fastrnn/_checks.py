@@ -15,6 +15,12 @@ RESERVE_BLOCKS = {name: cell["reserve_blocks"] for name, cell in _CELL_TABLE.ite
 NONLINEARITIES = {"tanh": "rnn_tanh", "relu": "rnn_relu"}
 
 
+def device_mismatch(first, second, context: str) -> RuntimeError:
+    """torch's error for tensors on two devices, with what fastrnn knows of the call."""
+    return RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
+                        f"{first} and {second}! ({context})")
+
+
 def elman_cell(nonlinearity):
     """The cell name of an Elman RNN with this nonlinearity, as torch.nn.RNN checks it."""
     if not isinstance(nonlinearity, str) or nonlinearity not in NONLINEARITIES:  # (a list is unhashable)
@@ -83,7 +89,5 @@ def check_rnn_arguments(op, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias
     device = _device(x)
     for name, a in [("weight_ih", weight_ih)] + others:
         if a is not None and _device(a) != device:
-            raise RuntimeError(
-                f"Expected all tensors to be on the same device, but found at least two devices, "
-                f"{device} and {_device(a)}! ({op}: input is on {device}, {name} on {_device(a)})")
+            raise device_mismatch(device, _device(a), f"{op}: input is on {device}, {name} on {_device(a)}")
     return T, B, I, H

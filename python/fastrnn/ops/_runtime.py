@@ -18,6 +18,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_
 from torch.utils.dlpack import to_dlpack
 
 from .. import _C
+from .._checks import device_mismatch  # noqa: F401 (torch-free, shared with fastrnn.numpy)
 
 HUGE_PAGE_BYTES = 4 << 20
 CPU_DTYPES = (torch.float32, torch.float64)
@@ -34,12 +35,6 @@ def supported_dtypes(x: Tensor):
 def dtype_name(dtype) -> str:
     """float32 for torch.float32 (a name given as a string stays as it is)."""
     return str(dtype).replace("torch.", "")
-
-
-def device_mismatch(first, second, context: str) -> RuntimeError:
-    """torch's error for tensors on two devices, with what fastrnn knows of the call."""
-    return RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
-                        f"{first} and {second}! ({context})")
 
 
 # ---- Buffers --------------------------------------------------------------------------------
